@@ -1,0 +1,186 @@
+"""The ModelDeployment resource: a model server with rollouts, autoscaling and monitoring."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, JsonValue
+
+from conveyor.api.base import ApiModel, Condition, DnsLabel, Identifier, Quantity
+from conveyor.api.cel import cel
+from conveyor.api.run import Digest
+
+
+class RunOutputSource(ApiModel):
+    """A model produced by a Run."""
+
+    name: DnsLabel
+    """The Run."""
+    step: DnsLabel
+    """The step that wrote the model."""
+    output: Identifier = "model"
+    """Which output of that step."""
+
+
+class PipelineModelSource(ApiModel):
+    """The newest model of a Pipeline that passed its gate."""
+
+    name: DnsLabel
+    """The Pipeline."""
+    follow: bool = True
+    """Roll out each newly blessed model automatically."""
+
+
+@cel("(has(self.uri) ? 1 : 0) + (has(self.run) ? 1 : 0) + (has(self.pipeline) ? 1 : 0) == 1",
+     "exactly one of uri, run or pipeline must be set")
+@cel("!has(self.uri) || has(self.digest)", "a model given by uri needs its digest")
+class ModelSource(ApiModel):
+    """Where the model comes from."""
+
+    uri: Annotated[str, Field(max_length=2048, pattern=r"^(s3|file)://.+")] | None = None
+    """A stored model artifact (skops format)."""
+    digest: Digest | None = None
+    """sha256 the artifact must have; the server refuses any other content."""
+    run: RunOutputSource | None = None
+    """A Run's output."""
+    pipeline: PipelineModelSource | None = None
+    """The latest blessed model of a Pipeline."""
+
+
+class RolloutStrategy(StrEnum):
+    ROLLING = "Rolling"
+    CANARY = "Canary"
+
+
+class CanaryStep(ApiModel):
+    """Send this share of traffic to the new model, then wait and judge."""
+
+    weight: Annotated[int, Field(ge=1, le=100)]
+    """Percent of traffic (of replicas, without a service mesh)."""
+    pause_seconds: Annotated[int, Field(ge=0, le=86400)] = 60
+    """How long to watch before the next step."""
+
+
+class CanaryAnalysis(ApiModel):
+    """When a canary counts as worse than the stable model, and is rolled back."""
+
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
+    """Highest tolerated share of 5xx responses."""
+    max_latency_p99_seconds: Annotated[float, Field(gt=0)] | None = None
+    """Highest tolerated p99 latency."""
+    min_requests: Annotated[int, Field(ge=0)] = 20
+    """Requests needed before judging."""
+
+
+@cel("self.strategy != 'Canary' || size(self.steps) > 0", "a Canary rollout needs steps")
+class Rollout(ApiModel):
+    """How a new model version replaces the old one."""
+
+    strategy: RolloutStrategy = RolloutStrategy.ROLLING
+    """Rolling (zero unavailable) or Canary (traffic steps with analysis)."""
+    steps: list[CanaryStep] = Field(default_factory=list, max_length=20)
+    """Canary traffic steps."""
+    analysis: CanaryAnalysis = Field(default_factory=CanaryAnalysis)
+    """Rollback criteria."""
+
+
+@cel("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas")
+class Autoscaling(ApiModel):
+    """HorizontalPodAutoscaler settings."""
+
+    min_replicas: Annotated[int, Field(ge=1, le=1000)] = 2
+    max_replicas: Annotated[int, Field(ge=1, le=1000)] = 4
+    target_cpu_utilization: Annotated[int, Field(ge=1, le=100)] = 70
+    """Average CPU percent to aim for."""
+
+
+class ServerSpec(ApiModel):
+    """The model server's pods."""
+
+    image: Annotated[str, Field(max_length=512)] | None = None
+    """Server image; the operator's default when unset."""
+    port: Annotated[int, Field(ge=1024, le=65535)] = 8080
+    cpu: Quantity | None = "500m"
+    memory: Quantity | None = "512Mi"
+
+
+class DriftMonitor(ApiModel):
+    """Compare live inputs with the training data's profile."""
+
+    threshold: Annotated[float, Field(gt=0)] = 0.2
+    """Drift score above which the model counts as drifting."""
+    window_seconds: Annotated[int, Field(ge=60)] = 900
+    """How long drift must persist before it is reported."""
+
+
+class RetrainTrigger(ApiModel):
+    """Start a Run when drift or falling accuracy is reported."""
+
+    pipeline: DnsLabel
+    """The Pipeline to run."""
+    parameters: dict[Identifier, JsonValue] = Field(default_factory=dict)
+    """Parameter overrides."""
+    min_interval_seconds: Annotated[int, Field(ge=60)] = 3600
+    """Never start retraining more often than this."""
+
+
+class Monitoring(ApiModel):
+    """Drift, live accuracy and retraining."""
+
+    drift: DriftMonitor | None = None
+    min_accuracy: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Retrain when live accuracy from fed-back labels drops below this."""
+    retrain: RetrainTrigger | None = None
+
+
+class ModelDeploymentSpec(ApiModel):
+    """What to serve and how."""
+
+    model: ModelSource
+    """The model."""
+    server: ServerSpec = Field(default_factory=ServerSpec)
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    rollout: Rollout = Field(default_factory=Rollout)
+    pod_disruption_budget: bool = True
+    """Keep at least one replica through voluntary disruptions."""
+    monitoring: Monitoring | None = None
+
+
+class ServedModel(ApiModel):
+    """One model version."""
+
+    uri: str
+    digest: Digest
+
+
+class TrafficShare(ApiModel):
+    digest: Digest
+    weight: Annotated[int, Field(ge=0, le=100)]
+
+
+class ModelDeploymentStatus(ApiModel):
+    """What is serving now."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    """Ready, Progressing, Degraded."""
+    current: ServedModel | None = None
+    """The model serving now."""
+    previous: ServedModel | None = None
+    """The one before (the rollback target)."""
+    ready_replicas: int = 0
+    traffic: list[TrafficShare] = Field(default_factory=list)
+    drift_score: float | None = None
+    model_digest: str | None = None
+    """Short digest of the current model, for kubectl get."""
+
+
+class ModelDeployment(ApiModel):
+    """A ModelDeployment object as stored in Kubernetes."""
+
+    api_version: Literal["conveyor.dev/v1alpha1"] = "conveyor.dev/v1alpha1"
+    kind: Literal["ModelDeployment"] = "ModelDeployment"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus | None = None

@@ -1,0 +1,158 @@
+"""The Run resource: one execution of a Pipeline, whose status is the whole story."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, JsonValue
+
+from conveyor.api.base import ApiModel, Condition, DnsLabel, Identifier, ObjectReference
+from conveyor.api.cel import cel
+from conveyor.api.pipeline import PipelineSpec
+
+Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+
+
+class RunPhase(StrEnum):
+    """A summary for people; conditions are what programs should read."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+class StepPhase(StrEnum):
+    PENDING = "Pending"
+    WAITING = "Waiting"  # for approval or a retry's backoff
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"  # its `when` was false, or an upstream step was skipped
+    CANCELLED = "Cancelled"
+
+
+class Decision(StrEnum):
+    APPROVE = "Approve"
+    REJECT = "Reject"
+
+
+class StepApproval(ApiModel):
+    """A person's decision on a step that requires approval."""
+
+    step: DnsLabel
+    """The step decided on."""
+    decision: Decision
+    """Approve or Reject."""
+    by: Annotated[str, Field(max_length=256)] | None = None
+    """Who decided."""
+    comment: Annotated[str, Field(max_length=4096)] | None = None
+    """Why."""
+
+
+@cel("has(self.pipelineRef) != has(self.pipelineSpec)", "exactly one of pipelineRef or pipelineSpec must be set")
+@cel(
+    "!has(oldSelf.pipelineRef) || self.pipelineRef == oldSelf.pipelineRef",
+    "pipelineRef is immutable",
+)
+@cel(
+    "!has(oldSelf.parameters) || self.parameters == oldSelf.parameters",
+    "parameters are immutable",
+)
+class RunSpec(ApiModel):
+    """What to execute, with which parameters."""
+
+    pipeline_ref: ObjectReference | None = None
+    """The Pipeline to run, in the Run's namespace."""
+    pipeline_spec: PipelineSpec | None = None
+    """An inline pipeline instead of a reference."""
+    parameters: dict[Identifier, JsonValue] = Field(default_factory=dict)
+    """Overrides of the pipeline's parameter defaults."""
+    cancel: bool = False
+    """Set to true to stop the Run: running steps are killed, nothing new starts."""
+    approvals: list[StepApproval] = Field(default_factory=list)
+    """Decisions on steps that require approval."""
+
+
+class ArtifactRef(ApiModel):
+    """One stored artifact: where it is and what its content hashes to."""
+
+    name: Identifier
+    """The output's name."""
+    uri: Annotated[str, Field(max_length=2048)]
+    """Where the bytes are."""
+    digest: Digest
+    """sha256 of the content."""
+    size: Annotated[int, Field(ge=0)] | None = None
+    """Bytes."""
+
+
+class FanOutStatus(ApiModel):
+    """Counts for a fanned-out step; per-item detail lives in the artifact store."""
+
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    running: int = 0
+    skipped: int = 0
+    record_uri: str | None = None
+    """Where the per-item records are."""
+
+
+class StepStatus(ApiModel):
+    """Compact state of one step."""
+
+    name: DnsLabel
+    phase: StepPhase = StepPhase.PENDING
+    attempts: Annotated[int, Field(ge=0)] = 0
+    """Attempts started so far."""
+    job_name: str | None = None
+    """The Job of the current or last attempt."""
+    cache_key: Digest | None = None
+    """Key over resolved template, image, parameters and input digests."""
+    cache_hit: bool = False
+    """Outputs were reused from an earlier identical execution; no pod ran."""
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    """When a retry may start (while in backoff)."""
+    outputs: list[ArtifactRef] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    message: Annotated[str, Field(max_length=4096)] | None = None
+    """Why it failed or was skipped."""
+    fan_out: FanOutStatus | None = None
+
+
+class RunStatus(ApiModel):
+    """Everything the operator knows about the Run."""
+
+    observed_generation: int | None = None
+    phase: RunPhase = RunPhase.PENDING
+    """Summary for people; read conditions in programs."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Succeeded (True when done well, False with a reason when not)."""
+    progress: str | None = None
+    """Steps finished / total, for kubectl get."""
+    pipeline: str | None = None
+    """Name of the pipeline, or "(inline)"."""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    parameters: dict[str, JsonValue] = Field(default_factory=dict)
+    """Resolved parameters (defaults applied)."""
+    steps: list[StepStatus] = Field(default_factory=list)
+    record_uri: str | None = None
+    """Where the full lineage record is stored."""
+
+
+class Run(ApiModel):
+    """A Run object as stored in Kubernetes."""
+
+    api_version: Literal["conveyor.dev/v1alpha1"] = "conveyor.dev/v1alpha1"
+    kind: Literal["Run"] = "Run"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: RunSpec
+    status: RunStatus | None = None

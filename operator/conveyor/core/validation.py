@@ -1,0 +1,398 @@
+"""One validator for the CLI, the local runner and the operator: every problem named by its field path.
+
+Schema-level checks (types, ranges, CEL rules) come from the pydantic models; this module adds
+what needs the whole document: references between steps, cycles, parameter types, templates,
+cron expressions, component contracts and features a shell does not support yet.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import BaseModel, ValidationError
+
+from conveyor.api.modeldeployment import ModelDeployment
+from conveyor.api.pipeline import Parameter, ParameterType, Pipeline, PipelineSpec, Step
+from conveyor.api.run import Run
+from conveyor.core.dag import CycleFound, Dag
+from conveyor.core.templates import TemplateError, references, strings_in
+
+KINDS: dict[str, type[BaseModel]] = {"Pipeline": Pipeline, "Run": Run, "ModelDeployment": ModelDeployment}
+RUN_VARIABLES = frozenset({"name", "namespace", "id"})
+
+
+@dataclass(frozen=True, order=True)
+class Issue:
+    """One problem: where (a field path such as spec.steps[2].inputs[0].step) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class InvalidSpec(ValueError):
+    """A document with problems; str() lists every issue, one per line, prefixed by the source."""
+
+    def __init__(self, issues: Iterable[Issue], source: str | None = None) -> None:
+        self.issues = sorted(set(issues))
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        super().__init__("\n".join(prefix + str(i) for i in self.issues))
+
+
+def _loc_to_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif str(part).startswith(("function-", "json-or-python")) or part in ("list", "dict"):
+            continue  # pydantic's internal union/validator markers, not fields
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(document)"
+
+
+def issues_from_pydantic(error: ValidationError, prefix: str = "") -> list[Issue]:
+    """Turn pydantic's errors into field-path issues."""
+    out = []
+    for e in error.errors():
+        path = _loc_to_path(tuple(e["loc"]))
+        if prefix:
+            path = f"{prefix}.{path}" if path != "(document)" else prefix
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif e["type"] == "missing":
+            message = "required field is missing"
+        out.append(Issue(path, message))
+    return out
+
+
+def parse_document(data: Any, source: str | None = None) -> Pipeline | Run | ModelDeployment:
+    """A YAML/JSON document → the model of its kind, fully validated; raises InvalidSpec."""
+    if not isinstance(data, Mapping):
+        raise InvalidSpec([Issue("(document)", "expected a mapping with apiVersion, kind and spec")], source)
+    kind = data.get("kind")
+    if kind not in KINDS:
+        known = ", ".join(KINDS)
+        raise InvalidSpec([Issue("kind", f"unknown kind {kind!r} (expected one of {known})")], source)
+    if data.get("apiVersion") != "conveyor.dev/v1alpha1":
+        raise InvalidSpec(
+            [Issue("apiVersion", f"unsupported apiVersion {data.get('apiVersion')!r} (expected conveyor.dev/v1alpha1)")],
+            source,
+        )
+    try:
+        doc = KINDS[kind].model_validate(data)
+    except ValidationError as e:
+        raise InvalidSpec(issues_from_pydantic(e), source) from None
+    assert isinstance(doc, Pipeline | Run | ModelDeployment)
+    issues: list[Issue] = []
+    if isinstance(doc, Pipeline):
+        issues = validate_pipeline(doc.spec, "spec")
+    elif isinstance(doc, Run) and doc.spec.pipeline_spec is not None:
+        issues = validate_pipeline(doc.spec.pipeline_spec, "spec.pipelineSpec")
+        issues += resolve_parameters(doc.spec.pipeline_spec, doc.spec.parameters, "spec.parameters")[1]
+    if issues:
+        raise InvalidSpec(issues, source)
+    return doc
+
+
+# ---------------------------------------------------------------- parameters
+
+_PY_TYPES: dict[ParameterType, tuple[type, ...]] = {
+    ParameterType.STRING: (str,),
+    ParameterType.INTEGER: (int,),
+    ParameterType.NUMBER: (int, float),
+    ParameterType.BOOLEAN: (bool,),
+    ParameterType.LIST: (list,),
+}
+
+
+def type_error(param: Parameter, value: Any) -> str | None:
+    """Why `value` does not fit the parameter's type, or None."""
+    expected = _PY_TYPES[param.type]
+    ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
+    if ok:
+        return None
+    return f"expected {param.type.value}, got {type(value).__name__} {value!r}"
+
+
+def coerce_cli_value(param: Parameter, text: str) -> Any:
+    """`-p key=value` arrives as text; read it as the parameter's type (lists as JSON)."""
+    import json  # noqa: PLC0415 - only the CLI path needs it
+
+    match param.type:
+        case ParameterType.STRING:
+            return text
+        case ParameterType.INTEGER:
+            return int(text)
+        case ParameterType.NUMBER:
+            return float(text)
+        case ParameterType.BOOLEAN:
+            lowered = text.lower()
+            if lowered not in ("true", "false"):
+                raise ValueError(f"expected true or false, got {text!r}")
+            return lowered == "true"
+        case ParameterType.LIST:
+            value = json.loads(text)
+            if not isinstance(value, list):
+                raise ValueError(f"expected a JSON list, got {text!r}")
+            return value
+
+
+def resolve_parameters(
+    spec: PipelineSpec, overrides: Mapping[str, Any], path: str = "parameters"
+) -> tuple[dict[str, Any], list[Issue]]:
+    """Defaults plus overrides, type-checked: (values, issues)."""
+    declared = {p.name: p for p in spec.parameters}
+    issues = [
+        Issue(f"{path}.{name}", f"unknown parameter (declared: {', '.join(declared) or 'none'})")
+        for name in overrides
+        if name not in declared
+    ]
+    values: dict[str, Any] = {}
+    for name, param in declared.items():
+        if name in overrides:
+            value = overrides[name]
+        elif param.default is not None:
+            value = param.default
+        else:
+            issues.append(Issue(f"{path}.{name}", "required parameter has no value (it has no default)"))
+            continue
+        problem = type_error(param, value)
+        if problem:
+            issues.append(Issue(f"{path}.{name}", problem))
+        values[name] = value
+    return values, issues
+
+
+# ---------------------------------------------------------------- pipelines
+
+
+def _component_contract(step: Step) -> tuple[set[str] | None, set[str] | None, set[str] | None, str | None]:
+    """(required inputs, all inputs, outputs, error) of a `uses` step's component."""
+    from conveyor.components.registry import UnknownComponentError, get_component  # noqa: PLC0415
+
+    assert step.uses is not None
+    try:
+        component = get_component(step.uses)
+    except UnknownComponentError as e:
+        return None, None, None, str(e.args[0]) if e.args else str(e)
+    return (
+        set(component.required_inputs),
+        set(component.required_inputs | component.optional_inputs),
+        set(component.outputs),
+        None,
+    )
+
+
+def step_outputs(step: Step) -> set[str]:
+    """Names of the outputs a step produces (a component's declared outputs, or the container's)."""
+    if step.uses is not None:
+        outputs = _component_contract(step)[2]
+        return outputs if outputs is not None else set()
+    return {o.name for o in step.outputs}
+
+
+def _duplicates(names: Iterable[str]) -> list[tuple[int, str]]:
+    seen: set[str] = set()
+    dups = []
+    for i, n in enumerate(names):
+        if n in seen:
+            dups.append((i, n))
+        seen.add(n)
+    return dups
+
+
+_STEP_REF = re.compile(r"steps\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*['\"]([^'\"]+)['\"]\s*\])")
+_PARAM_REF = re.compile(r"params\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _check_when(step: Step, sp: str, params: set[str], dag: Dag, issues: list[Issue]) -> None:
+    import cel  # noqa: PLC0415 - the CEL engine is only needed when a `when` exists
+
+    assert step.when is not None
+    path = f"{sp}.when"
+    try:
+        program = cel.compile(step.when)
+    except ValueError as e:
+        issues.append(Issue(path, f"invalid expression: {str(e).splitlines()[0]}"))
+        return
+    unknown_vars = set(program.variables()) - {"params", "steps"}
+    for v in sorted(unknown_vars):
+        issues.append(Issue(path, f"unknown variable {v!r} (a condition may read params and steps)"))
+    for name in _PARAM_REF.findall(step.when):
+        if name not in params:
+            issues.append(Issue(path, f"unknown parameter {name!r}"))
+    ancestors = dag.ancestors(step.name)
+    for dotted, bracketed in _STEP_REF.findall(step.when):
+        ref = dotted or bracketed
+        if ref not in dag.upstream:
+            issues.append(Issue(path, f"unknown step {ref!r}"))
+        elif ref not in ancestors:
+            issues.append(Issue(path, f"reads step {ref!r}, which is not upstream of {step.name!r}: add it to dependsOn"))
+
+
+def _check_templates(
+    step: Step, sp: str, params: set[str], inputs: set[str], outputs: set[str], issues: list[Issue]
+) -> None:
+    item_keys: set[str] | None = None
+    if step.for_each is not None:
+        item_keys = set(step.for_each.grid) if step.for_each.grid is not None else set()
+    allowed: dict[str, set[str] | None] = {
+        "params": params, "inputs": inputs, "outputs": outputs, "run": set(RUN_VARIABLES),
+    }
+    texts: list[tuple[str, str]] = []
+    if step.container is not None:
+        texts += [(f"{sp}.container.command[{i}]", c) for i, c in enumerate(step.container.command)]
+        texts += [(f"{sp}.container.args[{i}]", a) for i, a in enumerate(step.container.args)]
+        texts += [(f"{sp}.container.env[{i}].value", e.value) for i, e in enumerate(step.container.env)]
+    if step.with_ is not None:
+        texts += list(strings_in(step.with_, f"{sp}.with"))
+    for path, text in texts:
+        try:
+            refs = list(references(text))
+        except TemplateError as e:
+            issues.append(Issue(path, str(e)))
+            continue
+        for ref in refs:
+            head, rest = ref.parts[0], ref.parts[1:]
+            if head == "item":
+                if item_keys is None:
+                    issues.append(Issue(path, f"{{{{ {ref.text} }}}} is only defined in a step with forEach"))
+                elif rest and (len(rest) > 1 or rest[0] not in item_keys):
+                    issues.append(Issue(path, f"unknown template variable {ref.text!r} (grid keys: {sorted(item_keys)})"))
+                continue
+            if head not in allowed:
+                issues.append(Issue(path, f"unknown template variable {ref.text!r} (namespaces: params, inputs, outputs, item, run)"))
+                continue
+            names = allowed[head]
+            if len(rest) != 1 or (names is not None and rest[0] not in names):
+                known = ", ".join(sorted(names or ())) or "none"
+                issues.append(Issue(path, f"unknown template variable {ref.text!r} (known {head}: {known})"))
+
+
+def validate_pipeline(spec: PipelineSpec, path: str = "spec") -> list[Issue]:
+    """Every cross-field problem of a schema-valid pipeline spec."""
+    issues: list[Issue] = []
+    for i, name in _duplicates(p.name for p in spec.parameters):
+        issues.append(Issue(f"{path}.parameters[{i}].name", f"duplicate parameter name {name!r}"))
+    for i, p in enumerate(spec.parameters):
+        if p.default is not None and (problem := type_error(p, p.default)):
+            issues.append(Issue(f"{path}.parameters[{i}].default", problem))
+    for i, name in _duplicates(s.name for s in spec.steps):
+        issues.append(Issue(f"{path}.steps[{i}].name", f"duplicate step name {name!r}"))
+
+    params = {p.name for p in spec.parameters}
+    by_name = {s.name: s for s in spec.steps}
+    dag = Dag.of(spec.steps)
+    try:
+        dag.order()
+    except CycleFound as e:
+        issues.append(Issue(f"{path}.steps", f"the steps form a {e}"))
+        dag = Dag({n: () for n in by_name})  # keep checking the rest without the edges
+
+    for si, step in enumerate(spec.steps):
+        sp = f"{path}.steps[{si}]"
+        for i, n in _duplicates(x.name for x in step.inputs):
+            issues.append(Issue(f"{sp}.inputs[{i}].name", f"duplicate input name {n!r}"))
+        for i, n in _duplicates(x.name for x in step.outputs):
+            issues.append(Issue(f"{sp}.outputs[{i}].name", f"duplicate output name {n!r}"))
+        for ii, inp in enumerate(step.inputs):
+            if inp.step is None:
+                continue
+            ip = f"{sp}.inputs[{ii}]"
+            if inp.step == step.name:
+                issues.append(Issue(f"{ip}.step", "a step cannot read its own output"))
+            elif inp.step not in by_name:
+                issues.append(Issue(f"{ip}.step", f"unknown step {inp.step!r} (steps: {', '.join(by_name)})"))
+            else:
+                produced = step_outputs(by_name[inp.step])
+                if inp.output not in produced:
+                    issues.append(Issue(
+                        f"{ip}.output",
+                        f"step {inp.step!r} has no output {inp.output!r} (outputs: {', '.join(sorted(produced)) or 'none'})",
+                    ))
+        for di, dep in enumerate(step.depends_on):
+            if dep == step.name:
+                issues.append(Issue(f"{sp}.dependsOn[{di}]", "a step cannot depend on itself"))
+            elif dep not in by_name:
+                issues.append(Issue(f"{sp}.dependsOn[{di}]", f"unknown step {dep!r} (steps: {', '.join(by_name)})"))
+
+        inputs = {x.name for x in step.inputs}
+        outputs = {x.name for x in step.outputs}
+        if step.uses is not None:
+            required, accepted, produced, error = _component_contract(step)
+            if error is not None:
+                issues.append(Issue(f"{sp}.uses", error))
+            else:
+                assert required is not None and accepted is not None and produced is not None
+                for missing in sorted(required - inputs):
+                    issues.append(Issue(f"{sp}.inputs", f"component {step.uses!r} needs input {missing!r}"))
+                for ii, inp in enumerate(step.inputs):
+                    if inp.name not in accepted:
+                        issues.append(Issue(
+                            f"{sp}.inputs[{ii}].name",
+                            f"component {step.uses!r} takes no input {inp.name!r} (inputs: {', '.join(sorted(accepted))})",
+                        ))
+                for oi, out in enumerate(step.outputs):
+                    if out.name not in produced:
+                        issues.append(Issue(
+                            f"{sp}.outputs[{oi}].name",
+                            f"component {step.uses!r} has no output {out.name!r} (outputs: {', '.join(sorted(produced))})",
+                        ))
+                outputs = produced
+                issues += _check_component_config(step, sp)
+        if step.for_each is not None and step.for_each.parameter is not None:
+            param = next((p for p in spec.parameters if p.name == step.for_each.parameter), None)
+            fp = f"{sp}.forEach.parameter"
+            if param is None:
+                issues.append(Issue(fp, f"unknown parameter {step.for_each.parameter!r}"))
+            elif param.type is not ParameterType.LIST:
+                issues.append(Issue(fp, f"parameter {param.name!r} is a {param.type.value}, not a list"))
+        _check_templates(step, sp, params, inputs, outputs, issues)
+        if step.when is not None:
+            _check_when(step, sp, params, dag, issues)
+
+    if spec.schedule is not None:
+        sc = spec.schedule
+        if not croniter.is_valid(sc.cron) or len(sc.cron.split()) != 5:
+            issues.append(Issue(f"{path}.schedule.cron", f"invalid cron expression {sc.cron!r} (five fields: minute hour day month weekday)"))
+        try:
+            ZoneInfo(sc.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            issues.append(Issue(f"{path}.schedule.timeZone", f"unknown time zone {sc.time_zone!r}"))
+    return issues
+
+
+def _check_component_config(step: Step, sp: str) -> list[Issue]:
+    """Validate `with` against the component's config model; templated values are checked at run time."""
+    from conveyor.components.registry import get_component  # noqa: PLC0415
+
+    assert step.uses is not None
+    config_model = get_component(step.uses).config
+    given = dict(step.with_ or {})
+    templated = {k for k, v in given.items() if any("{{" in s for _, s in strings_in(v, k))}
+    issues = [
+        Issue(f"{sp}.with.{k}", f"component {step.uses!r} has no setting {k!r} (settings: {', '.join(sorted(config_model.model_fields))})")
+        for k in given
+        if k not in config_model.model_fields
+    ]
+    if issues:
+        return issues
+    try:
+        config_model.model_validate({k: v for k, v in given.items() if k not in templated})
+    except ValidationError as e:
+        for issue in issues_from_pydantic(e, prefix=f"{sp}.with"):
+            field = issue.path.removeprefix(f"{sp}.with.").split(".")[0].split("[")[0]
+            if field in templated:
+                continue  # supplied by a template, checked once resolved
+            issues.append(issue)
+    return issues
