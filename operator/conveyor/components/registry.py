@@ -1,0 +1,50 @@
+"""The catalogue of built-in components, by the name a pipeline step uses (`component: train`).
+
+Importing this module is cheap: each component's module (and scikit-learn with it) is imported
+only when `get_component` asks for it, so the operator can list and validate names without
+loading the ML stack.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from conveyor.components.base import Component
+
+# name → module defining `COMPONENT`; the single place a new built-in component is registered.
+_MODULES: dict[str, str] = {
+    "ingest": "conveyor.components.ingest",
+    "validate": "conveyor.components.validate",
+    "split": "conveyor.components.split",
+    "preprocess": "conveyor.components.preprocess",
+    "train": "conveyor.components.train",
+    "evaluate": "conveyor.components.evaluate",
+}
+
+
+class UnknownComponentError(KeyError):
+    """A step names a component that does not exist; the message lists the ones that do."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.message = f"unknown component {name!r}; known components: {', '.join(component_names())}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def component_names() -> list[str]:
+    """The names of every built-in component, sorted."""
+    return sorted(_MODULES)
+
+
+def get_component(name: str) -> Component:
+    """Import the named component's module and return its `Component`."""
+    module_name = _MODULES.get(name)
+    if module_name is None:
+        raise UnknownComponentError(name)
+    component = importlib.import_module(module_name).COMPONENT
+    if not isinstance(component, Component) or component.name != name:
+        raise TypeError(f"{module_name}.COMPONENT is not the Component {name!r}")
+    return component
