@@ -1,0 +1,63 @@
+"""What a shell hands the step runtime (TaskSpec) and what the runtime reports back (TaskResult).
+
+Both shells write a TaskSpec: the local runner to a file for a subprocess, the operator into a
+Job's environment. Credentials are never part of it; the runtime reads them from its environment.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from conveyor.api.run import ArtifactRef
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskInput(_Model):
+    name: str
+    digest: str | None = None
+    """Content digest of a stored artifact (None for an external URI without a declared digest)."""
+    uri: str | None = None
+    """External source (file://, https://, s3://) when not a stored artifact."""
+    collection: bool = False
+    """A fan-in: the digest names a manifest listing one artifact per fanned-out item."""
+
+
+class StoreConfig(_Model):
+    kind: Literal["local", "s3"]
+    root: str | None = None
+    """Directory of a local store."""
+    endpoint: str | None = None
+    bucket: str | None = None
+    prefix: str = ""
+
+
+class TaskSpec(_Model):
+    """One attempt of one step (or of one fanned-out item of a step)."""
+
+    run_id: str
+    step: str
+    attempt: Annotated[int, Field(ge=1)]
+    item_index: int | None = None
+    item: JsonValue = None
+    component: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    command: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    inputs: list[TaskInput] = Field(default_factory=list)
+    outputs: list[str] = Field(default_factory=list)
+    store: StoreConfig
+    cache_key: str
+
+
+class TaskResult(_Model):
+    """Small enough for a Kubernetes termination message (4 KiB): names, digests, metrics."""
+
+    ok: bool
+    outputs: list[ArtifactRef] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    message: str | None = None

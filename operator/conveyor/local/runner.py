@@ -1,0 +1,346 @@
+"""The local runner: the run planner driving subprocesses and a directory store (no cluster needed).
+
+Each step runs through the same step runtime a cluster Job uses (`python -m conveyor.runtime`),
+independent steps in parallel, outputs content-addressed in .conveyor/store, so an unchanged
+re-run is all cache hits. Everything it decides comes from conveyor.core; this module only
+starts processes, waits for them, and shows progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from conveyor import __version__
+from conveyor.api.pipeline import PipelineSpec
+from conveyor.api.run import ArtifactRef, RunPhase, StepPhase
+from conveyor.core.dag import Dag
+from conveyor.core.planner import (
+    CacheEntry,
+    CancelStep,
+    FailStep,
+    Kill,
+    Launch,
+    Plan,
+    ReuseCached,
+    RunContext,
+    RunPlanner,
+    Skip,
+    StepState,
+    finished,
+    reused,
+    started,
+)
+from conveyor.core.status import step_statuses
+from conveyor.core.task import StoreConfig, TaskResult
+from conveyor.storage.digest import hex_of, sha256_file
+from conveyor.storage.local import LocalStore
+
+
+class LocalCache(Mapping[str, CacheEntry]):
+    """Cache entries in the store, offered only while every output they name still exists,
+    so a deleted artifact can never produce a stale hit."""
+
+    def __init__(self, store: LocalStore) -> None:
+        self.store = store
+
+    def _name(self, key: str) -> str:
+        return f"cache/{hex_of(key)}.json"
+
+    def __getitem__(self, key: str) -> CacheEntry:
+        doc = self.store.get_document(self._name(key))
+        if doc is None:
+            raise KeyError(key)
+        outputs = tuple(ArtifactRef.model_validate(o) for o in doc["outputs"])
+        if not all(self.store.exists(o.digest) for o in outputs):
+            raise KeyError(key)
+        return CacheEntry(key=key, outputs=outputs, metrics=doc.get("metrics", {}))
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self[key]  # type: ignore[index]
+        except KeyError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())  # never enumerated: the planner only looks keys up
+
+    def __len__(self) -> int:
+        return 0
+
+    def record(self, key: str, run_id: str, step: str, outputs: Mapping[str, ArtifactRef], metrics: Mapping[str, float]) -> None:
+        self.store.put_document(self._name(key), {
+            "key": key, "run": run_id, "step": step,
+            "outputs": [o.to_wire() for o in outputs.values()], "metrics": dict(metrics),
+            "createdAt": datetime.now(UTC).isoformat(),
+        })
+
+
+@dataclass
+class _Attempt:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    kill_reason: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    phase: RunPhase
+    reason: str
+    message: str
+    record_path: Path
+    states: dict[str, StepState]
+    order: list[str]
+    seconds: float
+    logs: dict[str, Path] = field(default_factory=dict)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _external_digests(spec: PipelineSpec) -> dict[str, str]:
+    """Digests of local external inputs, so a changed input file changes the cache key."""
+    out = {}
+    for step in spec.steps:
+        for i in step.inputs:
+            if i.uri and i.uri.startswith("file://") and not i.digest:
+                path = Path(urllib.request.url2pathname(i.uri.removeprefix("file://")))
+                if path.is_file():
+                    out[i.uri] = sha256_file(path)
+    return out
+
+
+class LocalRunner:
+    """Runs one pipeline to completion on this machine."""
+
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        params: Mapping[str, Any],
+        *,
+        pipeline_name: str,
+        state_dir: Path,
+        parallelism: int | None = None,
+        on_update: Any = None,
+    ) -> None:
+        self.spec = spec
+        self.params = dict(params)
+        self.pipeline_name = pipeline_name
+        self.state_dir = state_dir.resolve()
+        self.store = LocalStore(self.state_dir / "store")
+        self.cache = LocalCache(self.store)
+        self.run_id = f"{pipeline_name}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        self.run_dir = self.state_dir / "runs" / self.run_id
+        self.order = Dag.of(spec.steps).order()
+        self.planner = RunPlanner(
+            spec, self.params,
+            RunContext(
+                run_id=self.run_id, name=self.run_id, namespace="local", code_version=__version__,
+                store=StoreConfig(kind="local", root=str(self.store.root)),
+            ),
+            parallelism=parallelism or spec.parallelism or os.cpu_count() or 2,
+        )
+        self.states: dict[str, StepState] = {}
+        self.logs: dict[str, Path] = {}
+        self._attempts: dict[str, _Attempt] = {}
+        self._events: queue.Queue[tuple[str, TaskResult]] = queue.Queue()
+        self.on_update = on_update
+        self._cancel = False
+
+    # ------------------------------------------------------------ carrying out actions
+
+    def _launch(self, action: Launch) -> None:
+        task = action.task
+        attempt_dir = self.run_dir / "steps" / f"{task.step}-{task.attempt}"
+        attempt_dir.mkdir(parents=True, exist_ok=True)
+        task_file, result_file = attempt_dir / "task.json", attempt_dir / "result.json"
+        task_file.write_text(task.model_dump_json(indent=2))
+        log_path = self.run_dir / "logs" / f"{task.step}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = log_path.open("ab")
+        log.write(f"--- attempt {task.attempt} at {_now().isoformat()}\n".encode())
+        log.flush()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("CONVEYOR_TERMINATION_LOG", None)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "conveyor.runtime", str(task_file), "--result", str(result_file),
+             "--workdir", str(attempt_dir / "work")],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True,  # Ctrl-C reaches the runner, which stops the children itself
+        )
+        log.close()
+        self._attempts[task.step] = _Attempt(proc, log_path)
+        self.logs[task.step] = log_path
+        self.states[task.step] = started(self.states.get(task.step, StepState()), _now(), task.cache_key)
+
+        def wait() -> None:
+            code = proc.wait()
+            attempt = self._attempts.get(task.step)
+            if attempt is not None and attempt.kill_reason:
+                result = TaskResult(ok=False, message=attempt.kill_reason)
+            elif result_file.exists():
+                result = TaskResult.model_validate_json(result_file.read_text())
+            else:
+                result = TaskResult(ok=False, message=f"the step process exited with code {code} without a result")
+            if not result.ok:
+                result = result.model_copy(update={"message": _with_log_tail(result.message, log_path)})
+            self._events.put((task.step, result))
+
+        threading.Thread(target=wait, name=f"wait-{task.step}", daemon=True).start()
+
+    def _kill(self, step: str, reason: str) -> None:
+        attempt = self._attempts.get(step)
+        if attempt is None or attempt.process.poll() is not None:
+            return
+        if attempt.kill_reason is None:
+            attempt.kill_reason = reason
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(attempt.process.pid, signal.SIGTERM)
+            threading.Timer(10, self._kill_hard, args=(attempt,)).start()
+
+    @staticmethod
+    def _kill_hard(attempt: _Attempt) -> None:
+        if attempt.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(attempt.process.pid, signal.SIGKILL)
+
+    def _apply(self, plan: Plan) -> None:
+        now = _now()
+        for action in plan.actions:
+            match action:
+                case Launch():
+                    self._launch(action)
+                case ReuseCached(step=step, entry=entry):
+                    self.states[step] = reused(self.states.get(step, StepState()), entry, now)
+                case Skip(step=step, reason=reason):
+                    self.states[step] = replace(self.states.get(step, StepState()), phase=StepPhase.SKIPPED, message=reason)
+                case FailStep(step=step, reason=reason):
+                    self.states[step] = replace(
+                        self.states.get(step, StepState()), phase=StepPhase.FAILED, message=reason, finished_at=now
+                    )
+                case Kill(step=step, reason=reason):
+                    self._kill(step, reason)
+                case CancelStep(step=step):
+                    self.states[step] = replace(self.states.get(step, StepState()), phase=StepPhase.CANCELLED)
+
+    def _on_result(self, step_name: str, result: TaskResult) -> None:
+        step = next(s for s in self.spec.steps if s.name == step_name)
+        state = finished(self.states[step_name], step, result, _now())
+        self.states[step_name] = state
+        self._attempts.pop(step_name, None)
+        if state.phase is StepPhase.SUCCEEDED and state.cache_key and step.cache.enabled:
+            self.cache.record(state.cache_key, self.run_id, step_name, state.outputs, state.metrics)
+
+    # ------------------------------------------------------------ the loop
+
+    def cancel(self) -> None:
+        self._cancel = True
+
+    def run(self) -> RunOutcome:
+        started_at = _now()
+        t0 = time.monotonic()
+        external = _external_digests(self.spec)
+        plan = Plan((), RunPhase.RUNNING)
+        interrupts = 0
+        while True:
+            try:
+                plan = self.planner.plan(
+                    self.states, _now(), cache=self.cache, external_digests=external,
+                    cancel=self._cancel, run_started_at=started_at,
+                )
+                self._apply(plan)
+                self._notify()
+                if plan.done:
+                    break
+                self._wait(plan)
+            except KeyboardInterrupt:
+                interrupts += 1
+                self._cancel = True
+                if interrupts > 1:  # a second Ctrl-C: stop waiting politely
+                    for attempt in list(self._attempts.values()):
+                        self._kill_hard(attempt)
+        seconds = time.monotonic() - t0
+        record_path = self._write_record(plan, started_at, seconds, external)
+        return RunOutcome(self.run_id, plan.phase, plan.reason, plan.message, record_path,
+                          dict(self.states), self.order, seconds, dict(self.logs))
+
+    def _wait(self, plan: Plan) -> None:
+        timeout = 0.25
+        if plan.wake_at is not None:
+            timeout = max(0.0, min(timeout, (plan.wake_at - _now()).total_seconds()))
+        try:
+            step, result = self._events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self._on_result(step, result)
+        while True:  # drain whatever else finished meanwhile
+            try:
+                step, result = self._events.get_nowait()
+            except queue.Empty:
+                return
+            self._on_result(step, result)
+
+    def _notify(self) -> None:
+        if self.on_update is not None:
+            self.on_update(self)
+
+    def _write_record(self, plan: Plan, started_at: datetime, seconds: float, external: Mapping[str, str]) -> Path:
+        import sklearn  # noqa: PLC0415 - recorded for lineage
+
+        record = {
+            "apiVersion": "conveyor.dev/v1alpha1",
+            "kind": "RunRecord",
+            "runId": self.run_id,
+            "pipeline": self.pipeline_name,
+            "phase": plan.phase.value,
+            "reason": plan.reason,
+            "message": plan.message,
+            "startedAt": started_at.isoformat(),
+            "finishedAt": _now().isoformat(),
+            "seconds": round(seconds, 3),
+            "parameters": self.params,
+            "externalInputs": dict(external),
+            "environment": {
+                "conveyor": __version__, "python": platform.python_version(), "scikit-learn": sklearn.__version__,
+                "platform": platform.platform(),
+            },
+            "steps": [
+                {**s.to_wire(), "log": str(self.logs[s.name]) if s.name in self.logs else None}
+                for s in step_statuses(self.order, self.states)
+            ],
+        }
+        path = self.run_dir / "record.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2, default=str))
+        self.store.put_document(f"runs/{self.run_id}/record.json", record)
+        return path
+
+
+def _with_log_tail(message: str | None, log_path: Path, lines: int = 15) -> str:
+    """A failure message plus the last lines of the step's log, trimmed."""
+    try:
+        tail = log_path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        tail = []
+    text = message or "the step failed"
+    if tail:
+        text += "\n--- last log lines:\n" + "\n".join(line[:300] for line in tail)
+    return text[-3500:]

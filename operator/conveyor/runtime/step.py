@@ -1,0 +1,203 @@
+"""The step runtime: what every step runs, as a local subprocess or as a Job's container.
+
+Fetch inputs (verifying digests), run the component or command, store every declared output
+with its digest, and report a small TaskResult. Nothing half-written is ever stored: outputs
+are uploaded only after the step succeeded, and a missing output fails the step by name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from conveyor.api.run import ArtifactRef
+from conveyor.core.task import TaskInput, TaskResult, TaskSpec
+from conveyor.core.templates import TemplateError, render
+from conveyor.storage.digest import sha256_file
+from conveyor.storage.store import ArtifactMissing, ArtifactStore, DigestMismatch
+
+log = logging.getLogger("conveyor.runtime")
+
+MAX_DOWNLOAD_BYTES = 10 * 1024**3
+
+
+class StepFailed(Exception):
+    """The step cannot complete; the message says why, in terms of the pipeline."""
+
+
+def _fetch_external(inp: TaskInput, dest: Path) -> None:
+    assert inp.uri is not None
+    if inp.uri.startswith("file://"):
+        src = Path(urllib.request.url2pathname(inp.uri.removeprefix("file://")))
+        if not src.is_file():
+            raise StepFailed(f"input {inp.name!r}: {inp.uri} does not exist")
+        shutil.copyfile(src, dest)
+    elif inp.uri.startswith("https://"):
+        with urllib.request.urlopen(inp.uri, timeout=60) as resp, dest.open("wb") as f:  # noqa: S310 - https only
+            copied = 0
+            while chunk := resp.read(1 << 20):
+                copied += len(chunk)
+                if copied > MAX_DOWNLOAD_BYTES:
+                    raise StepFailed(f"input {inp.name!r}: {inp.uri} is larger than {MAX_DOWNLOAD_BYTES} bytes")
+                f.write(chunk)
+    else:
+        raise StepFailed(f"input {inp.name!r}: {inp.uri.split(':')[0]}:// inputs are not supported yet by the runtime")
+    if inp.digest is not None:
+        actual = sha256_file(dest)
+        if actual != inp.digest:
+            raise StepFailed(f"input {inp.name!r}: {inp.uri} has digest {actual}, expected {inp.digest}")
+
+
+def fetch_inputs(task: TaskSpec, store: ArtifactStore, into: Path) -> dict[str, Path]:
+    paths: dict[str, Path] = {}
+    for inp in task.inputs:
+        dest = into / inp.name
+        try:
+            if inp.uri is not None:
+                _fetch_external(inp, dest)
+            else:
+                assert inp.digest is not None
+                store.get_file(inp.digest, dest)
+        except (ArtifactMissing, DigestMismatch) as e:
+            raise StepFailed(f"input {inp.name!r}: {e}") from None
+        except OSError as e:
+            raise StepFailed(f"input {inp.name!r}: could not fetch it: {e}") from None
+        paths[inp.name] = dest
+    return paths
+
+
+def _run_component(task: TaskSpec, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict[str, float]:
+    from conveyor.components.base import ComponentError  # noqa: PLC0415
+    from conveyor.components.registry import get_component  # noqa: PLC0415
+
+    assert task.component is not None
+    component = get_component(task.component)
+    try:
+        config = component.config.model_validate(task.config)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"with.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        raise StepFailed(f"invalid configuration of component {task.component!r}: {problems}") from None
+    try:
+        return dict(component.run(config, inputs, outputs))
+    except ComponentError as e:
+        raise StepFailed(str(e)) from None
+
+
+def _run_command(task: TaskSpec, workdir: Path, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict[str, float]:
+    context = {"inputs": {k: str(v) for k, v in inputs.items()}, "outputs": {k: str(v) for k, v in outputs.items()}}
+    try:
+        argv = [str(render(a, context)) for a in task.command]
+        env_extra = {k: str(render(v, context)) for k, v in task.env.items()}
+    except TemplateError as e:
+        raise StepFailed(str(e)) from None
+    metrics_file = workdir / "metrics.json"
+    env = {
+        **os.environ,
+        **env_extra,
+        "CONVEYOR_INPUTS_DIR": str(workdir / "inputs"),
+        "CONVEYOR_OUTPUTS_DIR": str(workdir / "outputs"),
+        "CONVEYOR_METRICS_FILE": str(metrics_file),
+    }
+    sys.stdout.flush()
+    try:
+        proc = subprocess.run(argv, cwd=workdir, env=env, check=False)
+    except FileNotFoundError:
+        raise StepFailed(f"command not found: {argv[0]!r}") from None
+    if proc.returncode != 0:
+        raise StepFailed(f"command exited with code {proc.returncode}")
+    if not metrics_file.exists():
+        return {}
+    try:
+        raw = json.loads(metrics_file.read_text())
+        return {str(k): float(v) for k, v in raw.items()}
+    except (ValueError, TypeError, AttributeError) as e:
+        raise StepFailed(f"the metrics file is not a JSON object of numbers: {e}") from None
+
+
+def execute(task: TaskSpec, store: ArtifactStore, workdir: Path) -> TaskResult:
+    """Run one attempt; every expected failure becomes a TaskResult with ok=False and a message."""
+    started = time.monotonic()
+    in_dir, out_dir = workdir / "inputs", workdir / "outputs"
+    in_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = {name: out_dir / name for name in task.outputs}
+    try:
+        inputs = fetch_inputs(task, store, in_dir)
+        log.info("fetched %d inputs for step %s", len(inputs), task.step)
+        if task.component is not None:
+            metrics = _run_component(task, inputs, outputs)
+        else:
+            metrics = _run_command(task, workdir, inputs, outputs)
+        missing = [n for n, p in outputs.items() if not p.is_file()]
+        if missing:
+            raise StepFailed(f"the step did not write output(s) {', '.join(repr(m) for m in missing)}")
+        refs = []
+        for name, path in outputs.items():
+            stored = store.put_file(path)
+            refs.append(ArtifactRef(name=name, uri=stored.uri, digest=stored.digest, size=stored.size))
+    except StepFailed as e:
+        log.error("step %s failed: %s", task.step, e)
+        return TaskResult(ok=False, message=str(e))
+    log.info("step %s succeeded in %.2fs", task.step, time.monotonic() - started)
+    return TaskResult(ok=True, outputs=refs, metrics=metrics)
+
+
+def termination_log_path() -> Path | None:
+    """Where Kubernetes reads the termination message (overridable for the test node agent)."""
+    explicit = os.environ.get("CONVEYOR_TERMINATION_LOG")
+    if explicit:
+        return Path(explicit)
+    default = Path("/dev/termination-log")
+    return default if default.exists() and os.access(default, os.W_OK) else None
+
+
+def write_result(result: TaskResult, result_file: Path | None) -> None:
+    data = result.model_dump_json(exclude_none=True)
+    for path in (result_file, termination_log_path()):
+        if path is not None:
+            path.write_text(data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m conveyor.runtime TASK.json [--result FILE] [--workdir DIR]`, or the task in $CONVEYOR_TASK."""
+    import argparse  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from conveyor.storage.factory import open_store  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="conveyor-step", description=main.__doc__)
+    parser.add_argument("task", nargs="?", help="task JSON file (default: $CONVEYOR_TASK holds the JSON)")
+    parser.add_argument("--result", type=Path, help="write the TaskResult JSON here")
+    parser.add_argument("--workdir", type=Path, help="scratch directory (default: a temporary one)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+
+    raw: Any = Path(args.task).read_text() if args.task else os.environ.get("CONVEYOR_TASK")
+    if not raw:
+        parser.error("no task: give a file or set CONVEYOR_TASK")
+    try:
+        task = TaskSpec.model_validate_json(raw)
+    except ValidationError as e:
+        print(f"conveyor-step: invalid task: {e}", file=sys.stderr)
+        return 2
+    store = open_store(task.store)
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        result = execute(task, store, args.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix=f"conveyor-{task.step}-") as tmp:
+            result = execute(task, store, Path(tmp))
+    write_result(result, args.result)
+    return 0 if result.ok else 1

@@ -1,0 +1,110 @@
+"""The cluster's artifact store: an S3-compatible bucket (MinIO by default). The only importer of boto3.
+
+Credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, injected from a
+Secret), never from a TaskSpec, status or log line.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from conveyor.storage.digest import hex_of, sha256_file
+from conveyor.storage.store import ArtifactMissing, DigestMismatch, StoredArtifact, blob_key, check_document_name
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+
+class S3Store:
+    """An ArtifactStore in s3://bucket/prefix/."""
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint: str | None = None, client: Any = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.client: S3Client = client or boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            config=Config(
+                retries={"max_attempts": 5, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=60,
+                s3={"addressing_style": "path"},
+            ),
+        )
+
+    def _key(self, name: str) -> str:
+        return self.prefix + name
+
+    def uri_of(self, digest: str) -> str:
+        return f"s3://{self.bucket}/{self._key(blob_key(hex_of(digest)))}"
+
+    def exists(self, digest: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(blob_key(hex_of(digest))))
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in _NOT_FOUND:
+                return False
+            raise
+        return True
+
+    def put_file(self, path: Path) -> StoredArtifact:
+        digest = sha256_file(path)
+        size = path.stat().st_size
+        if not self.exists(digest):
+            self.client.upload_file(
+                str(path), self.bucket, self._key(blob_key(hex_of(digest))),
+                ExtraArgs={"Metadata": {"sha256": hex_of(digest)}},
+            )
+        return StoredArtifact(self.uri_of(digest), digest, size)
+
+    def get_file(self, digest: str, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
+            tmp_path = Path(tmp.name)
+        try:
+            try:
+                self.client.download_file(self.bucket, self._key(blob_key(hex_of(digest))), str(tmp_path))
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in _NOT_FOUND:
+                    raise ArtifactMissing(f"artifact {digest} is not in s3://{self.bucket}/{self.prefix}") from None
+                raise
+            actual = sha256_file(tmp_path)
+            if actual != digest:
+                raise DigestMismatch(f"artifact {digest} is corrupt in the store: its content hashes to {actual}")
+            tmp_path.replace(dest)
+        finally:
+            tmp_path.unlink(missing_ok=True)
+
+    def put_document(self, name: str, document: dict[str, Any]) -> str:
+        return self.put_text(name, json.dumps(document, indent=2, sort_keys=True, default=str))
+
+    def get_document(self, name: str) -> dict[str, Any] | None:
+        text = self.get_text(name)
+        if text is None:
+            return None
+        doc: dict[str, Any] = json.loads(text)
+        return doc
+
+    def put_text(self, name: str, text: str) -> str:
+        key = self._key("docs/" + check_document_name(name))
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=text.encode())
+        return f"s3://{self.bucket}/{key}"
+
+    def get_text(self, name: str) -> str | None:
+        key = self._key("docs/" + check_document_name(name))
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in _NOT_FOUND:
+                return None
+            raise
+        return bytes(body).decode()
