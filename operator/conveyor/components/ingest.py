@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote
+from urllib.request import url2pathname
 
 import pandas as pd  # type: ignore[import-untyped]
 import pyarrow as pa
@@ -62,15 +62,25 @@ def _load_sklearn(name: str) -> pd.DataFrame:
 
 
 def _file_format(path: Path, configured: FileFormat) -> FileFormat:
+    """The configured format, else the suffix's, else a sniff of the first bytes.
+
+    Sniffing matters for files the runtime fetched: they are stored under the input's name,
+    without a suffix.
+    """
     if configured != "auto":
         return configured
     fmt = _SUFFIXES.get(path.suffix.lower())
-    if fmt is None:
-        raise ComponentError(
-            f"format: cannot tell the format of {path.name!r} from its suffix; "
-            "set format to csv, parquet or jsonl"
-        )
-    return fmt
+    if fmt is not None:
+        return fmt
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.lstrip().startswith(b"{"):
+        return "jsonl"
+    if b"\0" in head:
+        raise ComponentError(f"format: {path.name!r} is binary but not Parquet; set format explicitly")
+    return "csv"
 
 
 def _load_file(path: Path, configured: FileFormat) -> pd.DataFrame:
@@ -96,7 +106,7 @@ def _load_source(source: str, configured: FileFormat) -> pd.DataFrame:
     if scheme == "sklearn":
         return _load_sklearn(rest.strip("/"))
     if scheme == "file":
-        return _load_file(Path(unquote(rest)), configured)
+        return _load_file(Path(url2pathname(rest)), configured)
     raise ComponentError(
         f"source: scheme {scheme + '://'!r} is not supported yet (supported: sklearn://, file://)"
     )

@@ -15,11 +15,11 @@ Loading never trusts blindly: the types skops cannot vouch for are listed with
 scipy, minus modules that read/write files or exist for testing) and must also be one the
 artifact declared when it was saved. Anything else is refused with an error naming the type.
 Saving applies the same check, so an artifact we could not load is never written.
+Digests of artifacts are `conveyor.storage.digest.sha256_file`'s business, not this module's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import platform
 import zipfile
@@ -219,12 +219,3 @@ def load_artifact(path: Path, kind: Literal["model", "transformer"] | None = Non
     except Exception as exc:  # skops raises assorted types for corrupt payloads
         raise ComponentError(f"{path.name!r}: could not load {MODEL_ENTRY}: {exc}") from exc
     return LoadedArtifact(obj=obj, metadata=metadata)
-
-
-def sha256_file(path: Path) -> str:
-    """Content digest of a file as `sha256:<hex>`, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"

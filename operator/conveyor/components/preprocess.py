@@ -58,21 +58,33 @@ def _numeric_pipeline(config: PreprocessConfig) -> Pipeline:
     return Pipeline(steps)
 
 
+def _impute_missing(strategy: str, fill_value: str | None = None) -> list[tuple[str, SimpleImputer]]:
+    """Impute both spellings of "missing" in non-numeric columns.
+
+    Parquet reads give NaN, but serving rows decoded from JSON give None, which an imputer
+    looking for NaN leaves alone; the second imputer catches those.
+    """
+    return [
+        ("impute", SimpleImputer(strategy=strategy, fill_value=fill_value)),
+        ("impute_none", SimpleImputer(missing_values=None, strategy=strategy, fill_value=fill_value)),
+    ]
+
+
 def _categorical_pipeline(config: PreprocessConfig) -> Pipeline:
     encoder: OneHotEncoder | OrdinalEncoder
     if config.categorical_encoding == "onehot":
         encoder = OneHotEncoder(handle_unknown="ignore")
     else:
         encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)
-    return Pipeline([("impute", SimpleImputer(strategy="most_frequent")), ("encode", encoder)])
+    return Pipeline([*_impute_missing("most_frequent"), ("encode", encoder)])
 
 
 def _text_pipeline(config: PreprocessConfig) -> Pipeline:
-    # The imputer keeps a missing document from failing TF-IDF; np.ravel (a numpy function, which
-    # skops can persist) turns the imputer's one-column matrix into the 1-D documents TF-IDF wants.
+    # Imputing keeps a missing document from failing TF-IDF; np.ravel (a numpy function, which
+    # skops can persist) turns the one-column matrix into the 1-D documents TF-IDF wants.
     return Pipeline(
         [
-            ("impute", SimpleImputer(strategy="constant", fill_value="")),
+            *_impute_missing("constant", fill_value=""),
             ("flatten", FunctionTransformer(np.ravel, feature_names_out="one-to-one")),
             ("tfidf", TfidfVectorizer(max_features=config.tfidf_max_features)),
         ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import zipfile
 from pathlib import Path
@@ -25,7 +24,6 @@ from conveyor.components.modelio import (
     load_artifact,
     read_metadata,
     save_artifact,
-    sha256_file,
 )
 
 
@@ -169,9 +167,3 @@ def test_malformed_artifacts_are_rejected(tmp_path: Path, content: bytes | None,
 def test_missing_artifact_is_a_component_error(tmp_path: Path) -> None:
     with pytest.raises(ComponentError, match=r"no model artifact at 'absent\.zip'"):
         read_metadata(tmp_path / "absent.zip")
-
-
-def test_sha256_file(tmp_path: Path) -> None:
-    path = tmp_path / "blob"
-    path.write_bytes(b"conveyor" * 100_000)
-    assert sha256_file(path) == "sha256:" + hashlib.sha256(b"conveyor" * 100_000).hexdigest()

@@ -56,12 +56,14 @@ def _split(run_step: RunStep, tmp_path: Path, frame: pd.DataFrame, config: dict[
 def test_every_strategy_partitions_the_rows(
     run_step: RunStep, tmp_path: Path, frame: pd.DataFrame, config: dict[str, Any]
 ) -> None:
-    train, test = _split(run_step, tmp_path, frame, config)
+    _, test = _split(run_step, tmp_path, frame, config)
     assert 0.15 * len(frame) <= len(test) <= 0.35 * len(frame)
 
 
 def test_stratified_keeps_class_shares(run_step: RunStep, tmp_path: Path, frame: pd.DataFrame) -> None:
-    _, test = _split(run_step, tmp_path, frame, {"strategy": "stratified", "label": "label", "test_size": 0.25})
+    _, test = _split(
+        run_step, tmp_path, frame, {"strategy": "stratified", "label": "label", "test_size": 0.25}
+    )
     assert (test["label"] == "b").sum() == 10  # exactly 20 % of 50
 
 
@@ -71,7 +73,9 @@ def test_group_split_keeps_groups_apart(run_step: RunStep, tmp_path: Path, frame
 
 
 def test_time_split_trains_on_the_past_only(run_step: RunStep, tmp_path: Path, frame: pd.DataFrame) -> None:
-    train, test = _split(run_step, tmp_path, frame, {"strategy": "time", "time_column": "day", "test_size": 0.3})
+    train, test = _split(
+        run_step, tmp_path, frame, {"strategy": "time", "time_column": "day", "test_size": 0.3}
+    )
     assert train["day"].max() < test["day"].min()  # strict, although days repeat
     assert train["day"].is_monotonic_increasing and test["day"].is_monotonic_increasing
 
@@ -94,7 +98,9 @@ def test_seed_decides_the_split(run_step: RunStep, tmp_path: Path, frame: pd.Dat
         ({"strategy": "stratified", "label": "id"}, r"strategy 'stratified':.*least populated class"),
     ],
 )
-def test_bad_columns(run_step: RunStep, tmp_path: Path, frame: pd.DataFrame, config: dict[str, Any], message: str) -> None:
+def test_bad_columns(
+    run_step: RunStep, tmp_path: Path, frame: pd.DataFrame, config: dict[str, Any], message: str
+) -> None:
     source = tmp_path / "dataset.parquet"
     write_dataset(frame, source)
     outputs = {"train": tmp_path / "train.parquet", "test": tmp_path / "test.parquet"}
