@@ -22,7 +22,7 @@ def run_component(
     return component.run(component.config.model_validate(dict(config)), dict(inputs), dict(outputs))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_step() -> RunStep:
     return run_component
 

@@ -21,11 +21,11 @@ RF = "sklearn.ensemble.RandomForestClassifier"
 
 
 @pytest.fixture(scope="module")
-def transformer(tmp_path_factory: pytest.TempPathFactory, breast_cancer_split: tuple[Path, Path]) -> Path:
-    from conftest import run_component
-
+def transformer(
+    tmp_path_factory: pytest.TempPathFactory, run_step: RunStep, breast_cancer_split: tuple[Path, Path]
+) -> Path:
     out = tmp_path_factory.mktemp("tf") / "transformer"
-    run_component("preprocess", {"label": "target"}, {"train": breast_cancer_split[0]}, {"transformer": out})
+    run_step("preprocess", {"label": "target"}, {"train": breast_cancer_split[0]}, {"transformer": out})
     return out
 
 

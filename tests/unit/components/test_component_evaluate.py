@@ -1,0 +1,121 @@
+"""The evaluate component: classification and regression metrics, notes instead of gaps, errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from conveyor.components.base import ComponentError, Metrics
+from conveyor.components.datasets import read_dataset, write_dataset
+from conveyor.components.registry import get_component
+
+RunStep = Callable[..., Metrics]
+
+
+def _model(
+    run_step: RunStep, tmp_path: Path, dataset: str, estimator: str, params: dict[str, Any]
+) -> tuple[Path, Path]:
+    """ingest → stratified/random split → preprocess → train; returns (model, test)."""
+    d = tmp_path
+    run_step("ingest", {"source": f"sklearn://{dataset}"}, {}, {"dataset": d / "ds"})
+    split = {"label": "target", "strategy": "stratified"} if dataset != "diabetes" else {}
+    run_step("split", {**split, "seed": 0}, {"dataset": d / "ds"}, {"train": d / "train", "test": d / "test"})
+    run_step("preprocess", {"label": "target"}, {"train": d / "train"}, {"transformer": d / "tf"})
+    run_step(
+        "train",
+        {"label": "target", "estimator": estimator, "params": params},
+        {"train": d / "train", "transformer": d / "tf"},
+        {"model": d / "model"},
+    )
+    return d / "model", d / "test"
+
+
+def _evaluate(
+    run_step: RunStep, tmp_path: Path, model: Path, test: Path, config: dict[str, Any]
+) -> tuple[Metrics, Any, Any]:
+    outputs = {"metrics": tmp_path / "metrics.json", "report": tmp_path / "report.json"}
+    metrics = run_step("evaluate", config, {"model": model, "test": test}, outputs)
+    return metrics, json.loads(outputs["metrics"].read_text()), json.loads(outputs["report"].read_text())
+
+
+def test_multiclass_classification(run_step: RunStep, tmp_path: Path) -> None:
+    model, test = _model(run_step, tmp_path, "iris", "sklearn.linear_model.LogisticRegression", {})
+    metrics, written, report = _evaluate(run_step, tmp_path, model, test, {})
+    assert set(metrics) == {
+        "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "log_loss",
+        "majority_class_accuracy", "rows",
+    }  # fmt: skip
+    assert written == metrics
+    assert metrics["rows"] == 30
+    assert metrics["accuracy"] > 0.9 and metrics["roc_auc"] > 0.95 and metrics["log_loss"] < 0.5
+    assert metrics["majority_class_accuracy"] == pytest.approx(1 / 3)
+    assert report["task"] == "classification" and report["classes"] == [0, 1, 2]
+    assert sum(map(sum, report["confusion_matrix"])) == 30
+    assert set(report["per_class"]) >= {"0", "1", "2", "macro avg"}
+
+
+def test_regression_reports_r2(run_step: RunStep, tmp_path: Path) -> None:
+    model, test = _model(run_step, tmp_path, "diabetes", "sklearn.linear_model.Ridge", {"alpha": 1.0})
+    metrics, _, report = _evaluate(run_step, tmp_path, model, test, {})
+    assert report["task"] == "regression"
+    assert {"mae", "rmse", "r2", "max_error"} <= set(metrics)
+    assert 0.3 < metrics["r2"] < 0.7  # diabetes is a noisy target; a linear model explains about half
+    assert metrics["rmse"] >= metrics["mae"] > 0
+
+
+def test_single_class_test_set_gets_a_note_not_a_crash(run_step: RunStep, tmp_path: Path) -> None:
+    model, test = _model(run_step, tmp_path, "breast_cancer", "sklearn.linear_model.LogisticRegression", {})
+    frame = read_dataset(test)
+    write_dataset(frame[frame["target"] == 1], tmp_path / "ones")
+    metrics, _, report = _evaluate(run_step, tmp_path, model, tmp_path / "ones", {})
+    assert "roc_auc" not in metrics and "log_loss" not in metrics
+    assert "single class" in report["notes"][0]
+    assert metrics["accuracy"] > 0.9
+
+
+@pytest.mark.parametrize(
+    ("change", "config", "message"),
+    [
+        ("drop_label", {}, r"label: column 'target' is not in input 'test'"),
+        ("drop_feature", {}, r"model inputs: column 'mean radius' is not in input 'test'"),
+        ("empty", {}, r"input 'test' is empty"),
+        (None, {"task": "regression", "label": "nope"}, r"label: column 'nope'"),
+    ],
+)
+def test_bad_input(
+    run_step: RunStep, tmp_path: Path, change: str | None, config: dict[str, Any], message: str
+) -> None:
+    model, test = _model(run_step, tmp_path, "breast_cancer", "sklearn.tree.DecisionTreeClassifier", {})
+    frame = read_dataset(test)
+    if change == "drop_label":
+        frame = frame.drop(columns=["target"])
+    elif change == "drop_feature":
+        frame = frame.drop(columns=["mean radius"])
+    elif change == "empty":
+        frame = frame.iloc[:0]
+    write_dataset(frame, tmp_path / "bad")
+    with pytest.raises(ComponentError, match=message):
+        _evaluate(run_step, tmp_path, model, tmp_path / "bad", config)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_classification_requested_for_a_regressor(run_step: RunStep, tmp_path: Path) -> None:
+    model, test = _model(run_step, tmp_path, "diabetes", "sklearn.linear_model.Ridge", {})
+    with pytest.raises(ComponentError, match="task: 'classification' requested but the model is a regressor"):
+        _evaluate(run_step, tmp_path, model, test, {"task": "classification"})
+
+
+def test_a_transformer_is_not_a_model(run_step: RunStep, tmp_path: Path) -> None:
+    _, test = _model(run_step, tmp_path, "iris", "sklearn.tree.DecisionTreeClassifier", {})
+    with pytest.raises(ComponentError, match="holds a transformer, expected a model"):
+        _evaluate(run_step, tmp_path, tmp_path / "tf", test, {})
+
+
+def test_bad_config() -> None:
+    with pytest.raises(ValidationError, match="tsk"):
+        get_component("evaluate").config.model_validate({"tsk": "regression"})
