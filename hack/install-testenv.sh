@@ -139,6 +139,7 @@ build_kwok() {
         mkdir -p "$out/stages"
         cp -r "$src/kustomize/stage/." "$out/stages/"
         chmod -R u+w "$out/stages"
+        find "$out/stages" -name '*.go' -delete
     )
     "$out/bin/kwok" --version || true
 }
@@ -176,6 +177,25 @@ build_helm() {
     "$out/bin/helm" version --short
 }
 
+# System tools the test harness runs: openssl (test CA), iproute2 (pod network namespaces).
+# Installed only when missing, and only where apt-get can run (root on Debian/Ubuntu).
+ensure_system_packages() {
+    step="system packages"
+    local missing=()
+    command -v openssl >/dev/null || missing+=(openssl)
+    command -v ip >/dev/null || missing+=(iproute2)
+    [[ ${#missing[@]} -eq 0 ]] && return
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        say "installing ${missing[*]} with apt-get"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    else
+        echo "install-testenv: missing system packages: ${missing[*]} (install them as root)" >&2
+        return 1
+    fi
+}
+
+ensure_system_packages
 mkdir -p "$cache"
 say "cache: $cache (go $go_version)"
 build_once "$k8s_dir" "kubernetes $K8S_VERSION" build_kubernetes
@@ -187,3 +207,4 @@ build_once "$minio_dir" "minio $MINIO_VERSION" build_minio
 for d in "$k8s_dir" "$etcd_dir" "$kwok_dir" "$minio_dir" "$helm_dir"; do rm -rf "$d/src"; done
 step=done
 say "all binaries present"
+printf '%s\n' "$k8s_dir" "$etcd_dir" "$kwok_dir" "$minio_dir" "$helm_dir"

@@ -165,14 +165,17 @@ class ControlPlane:
     def kubectl(
         self, *args: str, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        """Run the pinned kubectl against this cluster."""
-        return subprocess.run(
+        """Run the pinned kubectl against this cluster; with ``check``, a failure carries its stderr."""
+        done = subprocess.run(
             [str(self.binaries.kubectl), "--kubeconfig", str(self.kubeconfig), *args],
-            check=check,
+            check=False,
             capture_output=True,
             text=True,
             timeout=timeout,
         )
+        if check and done.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+        return done
 
     def log_tails(self, lines: int = 30) -> str:
         """The tail of every log in the log dir (components, MinIO, node agent) for a failure report."""

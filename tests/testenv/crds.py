@@ -54,8 +54,14 @@ def apply_crds(cp: ControlPlane, files: list[Path], timeout: float = 60) -> list
     names = crd_names(files)
     if not names:
         raise ValueError(f"no CustomResourceDefinition documents in {[str(f) for f in files]}")
+    # Apply every file before reporting, so one invalid CRD does not hide the state of the others.
+    rejected = []
     for path in files:
-        cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        done = cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path), check=False)
+        if done.returncode != 0:
+            rejected.append(f"{path.name}: {done.stderr.strip()}")
+    if rejected:
+        raise RuntimeError("the apiserver rejected CRD manifests:\n" + "\n".join(rejected))
     for name in names:
         wait_until(partial(_established, cp, name), timeout=timeout, what=f"CRD {name} Established")
     return names

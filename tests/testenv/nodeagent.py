@@ -894,8 +894,8 @@ class NodeAgent:
             },
         }
         try:
-            self.coordination.replace_namespaced_lease(
-                self.node_name, "kube-node-lease", body, _preload_content=False
+            self.coordination.patch_namespaced_lease(
+                self.node_name, "kube-node-lease", {"spec": body["spec"]}, _preload_content=False
             )
         except ApiException as exc:
             if exc.status != 404:
