@@ -90,7 +90,9 @@ class Autoscaling(ApiModel):
     """HorizontalPodAutoscaler settings."""
 
     min_replicas: Annotated[int, Field(ge=1, le=1000)] = 2
+    """Fewest replicas (two by default, so a disruption never takes the model offline)."""
     max_replicas: Annotated[int, Field(ge=1, le=1000)] = 4
+    """Most replicas."""
     target_cpu_utilization: Annotated[int, Field(ge=1, le=100)] = 70
     """Average CPU percent to aim for."""
 
@@ -101,8 +103,11 @@ class ServerSpec(ApiModel):
     image: Annotated[str, Field(max_length=512)] | None = None
     """Server image; the operator's default when unset."""
     port: Annotated[int, Field(ge=1024, le=65535)] = 8080
+    """Container port of the Open Inference Protocol endpoint (unprivileged)."""
     cpu: Quantity | None = "500m"
+    """CPU request and limit per replica."""
     memory: Quantity | None = "512Mi"
+    """Memory request and limit per replica."""
 
 
 class DriftMonitor(ApiModel):
@@ -151,18 +156,25 @@ class ServedModel(ApiModel):
     """One model version."""
 
     uri: str
+    """Where the artifact is."""
     digest: Digest
+    """sha256 of the artifact."""
 
 
 class TrafficShare(ApiModel):
+    """Share of requests one model version receives."""
+
     digest: Digest
+    """The model version."""
     weight: Annotated[int, Field(ge=0, le=100)]
+    """Percent of traffic."""
 
 
 class ModelDeploymentStatus(ApiModel):
     """What is serving now."""
 
     observed_generation: int | None = None
+    """The generation last acted on."""
     conditions: list[Condition] = Field(default_factory=list)
     """Ready, Progressing, Degraded."""
     current: ServedModel | None = None
@@ -170,8 +182,11 @@ class ModelDeploymentStatus(ApiModel):
     previous: ServedModel | None = None
     """The one before (the rollback target)."""
     ready_replicas: int = 0
+    """Replicas whose model is loaded and ready."""
     traffic: list[TrafficShare] = Field(default_factory=list)
+    """How requests are split between model versions."""
     drift_score: float | None = None
+    """Latest drift score of live inputs against the training profile."""
     model_digest: str | None = None
     """Short digest of the current model, for kubectl get."""
 

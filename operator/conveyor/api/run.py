@@ -94,10 +94,15 @@ class FanOutStatus(ApiModel):
     """Counts for a fanned-out step; per-item detail lives in the artifact store."""
 
     total: int = 0
+    """Items in the fan-out."""
     succeeded: int = 0
+    """Items done."""
     failed: int = 0
+    """Items failed for good."""
     running: int = 0
+    """Items executing now."""
     skipped: int = 0
+    """Items not run."""
     record_uri: str | None = None
     """Where the per-item records are."""
 
@@ -106,7 +111,9 @@ class StepStatus(ApiModel):
     """Compact state of one step."""
 
     name: DnsLabel
+    """The step."""
     phase: StepPhase = StepPhase.PENDING
+    """Pending, Waiting, Running, Succeeded, Failed, Skipped or Cancelled."""
     attempts: Annotated[int, Field(ge=0)] = 0
     """Attempts started so far."""
     job_name: str | None = None
@@ -116,21 +123,28 @@ class StepStatus(ApiModel):
     cache_hit: bool = False
     """Outputs were reused from an earlier identical execution; no pod ran."""
     created_at: datetime | None = None
+    """When the step's first Job was created (or its cache hit decided)."""
     started_at: datetime | None = None
+    """When the current or last attempt started."""
     finished_at: datetime | None = None
+    """When the last attempt finished."""
     next_attempt_at: datetime | None = None
     """When a retry may start (while in backoff)."""
     outputs: list[ArtifactRef] = Field(default_factory=list)
+    """Stored outputs with their digests."""
     metrics: dict[str, float] = Field(default_factory=dict)
+    """Numbers the step reported (accuracy, rows, ...)."""
     message: Annotated[str, Field(max_length=4096)] | None = None
     """Why it failed or was skipped."""
     fan_out: FanOutStatus | None = None
+    """Counts when the step fans out."""
 
 
 class RunStatus(ApiModel):
     """Everything the operator knows about the Run."""
 
     observed_generation: int | None = None
+    """The generation last acted on."""
     phase: RunPhase = RunPhase.PENDING
     """Summary for people; read conditions in programs."""
     conditions: list[Condition] = Field(default_factory=list)
@@ -140,10 +154,13 @@ class RunStatus(ApiModel):
     pipeline: str | None = None
     """Name of the pipeline, or "(inline)"."""
     started_at: datetime | None = None
+    """When the first step was launched."""
     finished_at: datetime | None = None
+    """When the Run reached a final phase."""
     parameters: dict[str, JsonValue] = Field(default_factory=dict)
     """Resolved parameters (defaults applied)."""
     steps: list[StepStatus] = Field(default_factory=list)
+    """One compact entry per step."""
     record_uri: str | None = None
     """Where the full lineage record is stored."""
 

@@ -36,12 +36,21 @@ class Dag:
         return cls({s.name: tuple(d for d in step_dependencies(s) if d in names) for s in steps})
 
     def order(self) -> list[str]:
-        """A topological order (dependencies first); raises CycleFound."""
+        """A topological order (dependencies first) that otherwise keeps declaration order,
+        so plans and tables read the way the pipeline was written; raises CycleFound."""
         try:
-            return list(TopologicalSorter(self.upstream).static_order())
+            TopologicalSorter(self.upstream).prepare()
         except CycleError as e:
             cycle = list(e.args[1])  # each node feeds the next: data-flow order
             raise CycleFound(cycle) from None
+        done: list[str] = []
+        emitted: set[str] = set()
+        while len(done) < len(self.upstream):
+            for name, deps in self.upstream.items():
+                if name not in emitted and all(d in emitted for d in deps):
+                    done.append(name)
+                    emitted.add(name)
+        return done
 
     def ancestors(self, name: str) -> set[str]:
         seen: set[str] = set()

@@ -18,7 +18,7 @@ from conveyor.core.cachekey import cache_key
 from conveyor.core.dag import Dag
 from conveyor.core.retry import backoff_seconds, may_retry
 from conveyor.core.task import StoreConfig, TaskInput, TaskResult, TaskSpec
-from conveyor.core.templates import render_value
+from conveyor.core.templates import render_text, render_value
 
 TERMINAL = frozenset({StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED, StepPhase.CANCELLED})
 
@@ -185,8 +185,8 @@ class RunPlanner:
         c = step.container
         return {
             "image": c.image,
-            "command": render_value(c.command + c.args, ctx),
-            "env": {e.name: render_value(e.value, ctx) for e in c.env},
+            "command": [render_text(a, ctx) for a in c.command + c.args],
+            "env": {e.name: render_text(e.value, ctx) for e in c.env},
         }
 
     def _outputs(self, step: Step) -> list[str]:

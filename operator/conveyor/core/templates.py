@@ -79,6 +79,12 @@ def render(text: str, context: Mapping[str, Any]) -> Any:
     return _TEMPLATE.sub(splice, text)
 
 
+def render_text(text: str, context: Mapping[str, Any]) -> str:
+    """render() for places that only take text (command lines, environment): values as JSON text."""
+    value = render(text, context)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:
     """render() applied to every string inside a JSON-like value."""
     if isinstance(value, str):

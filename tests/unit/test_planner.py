@@ -1,0 +1,335 @@
+"""The run planner on plain data: (spec, observed step states) → actions, and convergence."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from conveyor.api.pipeline import PipelineSpec
+from conveyor.api.run import ArtifactRef, RunPhase, StepPhase
+from conveyor.core.cachekey import cache_key
+from conveyor.core.planner import (
+    CacheEntry,
+    CancelStep,
+    FailStep,
+    Kill,
+    Launch,
+    Plan,
+    ReuseCached,
+    RunContext,
+    RunPlanner,
+    Skip,
+    StepState,
+    finished,
+    reused,
+    started,
+)
+from conveyor.core.retry import backoff_seconds
+from conveyor.core.task import StoreConfig, TaskResult
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+D = "sha256:" + "1" * 64
+D2 = "sha256:" + "2" * 64
+
+
+def spec(**extra: Any) -> PipelineSpec:
+    """a → b → c, and d independent; d reads a parameter."""
+    steps = [
+        {"name": "a", "container": {"image": "i", "command": ["a"]}, "outputs": [{"name": "out"}]},
+        {
+            "name": "b",
+            "container": {"image": "i", "command": ["b", "{{ inputs.x }}"]},
+            "inputs": [{"name": "x", "step": "a", "output": "out"}],
+            "outputs": [{"name": "out"}],
+            "retries": {"limit": 2, "backoff": {"initialSeconds": 10, "factor": 3, "maxSeconds": 60}},
+        },
+        {
+            "name": "c",
+            "container": {"image": "i", "command": ["c"]},
+            "inputs": [{"name": "x", "step": "b", "output": "out"}],
+        },
+        {"name": "d", "container": {"image": "i", "command": ["d", "{{ params.k }}"]}},
+    ]
+    return PipelineSpec.model_validate(
+        {"parameters": [{"name": "k", "type": "integer", "default": 1}], "steps": steps, **extra}
+    )
+
+
+def planner(
+    s: PipelineSpec | None = None, params: Mapping[str, Any] | None = None, parallelism: int | None = None
+) -> RunPlanner:
+    ctx = RunContext(
+        run_id="r1",
+        name="r1",
+        namespace="ns",
+        code_version="test",
+        store=StoreConfig(kind="local", root="/s"),
+    )
+    return RunPlanner(s or spec(), params or {"k": 1}, ctx, parallelism=parallelism)
+
+
+def ok(digest: str = D) -> StepState:
+    return StepState(
+        phase=StepPhase.SUCCEEDED,
+        attempts=1,
+        outputs={"out": ArtifactRef(name="out", uri="u", digest=digest)},
+        started_at=NOW,
+        finished_at=NOW,
+    )
+
+
+def running(at: datetime = NOW) -> StepState:
+    return StepState(phase=StepPhase.RUNNING, attempts=1, started_at=at)
+
+
+def kinds(plan: Plan) -> list[tuple[str, str]]:
+    return [(type(a).__name__, a.step) for a in plan.actions]
+
+
+CASES: list[tuple[str, dict[str, StepState], list[tuple[str, str]], RunPhase]] = [
+    ("fresh run launches roots", {}, [("Launch", "a"), ("Launch", "d")], RunPhase.RUNNING),
+    ("downstream waits for running upstream", {"a": running(), "d": running()}, [], RunPhase.RUNNING),
+    ("success unblocks the next step", {"a": ok(), "d": ok()}, [("Launch", "b")], RunPhase.RUNNING),
+    ("all done", {"a": ok(), "b": ok(), "c": ok(), "d": ok()}, [], RunPhase.SUCCEEDED),
+    (
+        "failure with nothing running fails the run and cancels the rest",
+        {"a": StepState(phase=StepPhase.FAILED, attempts=1, message="boom"), "d": ok()},
+        [("CancelStep", "b"), ("CancelStep", "c")],
+        RunPhase.FAILED,
+    ),
+    (
+        "fail-fast launches nothing new after a failure",
+        {"a": StepState(phase=StepPhase.FAILED, attempts=1)},
+        [("CancelStep", "b"), ("CancelStep", "c"), ("CancelStep", "d")],
+        RunPhase.FAILED,
+    ),
+    (
+        "waiting for backoff launches nothing",
+        {
+            "a": ok(),
+            "d": ok(),
+            "b": StepState(phase=StepPhase.WAITING, attempts=1, next_attempt_at=NOW + timedelta(seconds=5)),
+        },
+        [],
+        RunPhase.RUNNING,
+    ),
+    (
+        "backoff over: next attempt",
+        {
+            "a": ok(),
+            "d": ok(),
+            "b": StepState(phase=StepPhase.WAITING, attempts=1, next_attempt_at=NOW - timedelta(seconds=1)),
+        },
+        [("Launch", "b")],
+        RunPhase.RUNNING,
+    ),
+]
+
+
+@pytest.mark.parametrize(("states", "expected", "phase"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_plan_table(states: dict[str, StepState], expected: list[tuple[str, str]], phase: RunPhase) -> None:
+    plan = planner().plan(states, NOW, cache={})
+    assert kinds(plan) == expected
+    assert plan.phase is phase
+
+
+def test_failed_run_message_names_the_step() -> None:
+    plan = planner().plan(
+        {"a": StepState(phase=StepPhase.FAILED, attempts=3, message="exit 1")}, NOW, cache={}
+    )
+    assert plan.reason == "StepFailed" and plan.message == "step 'a' failed: exit 1"
+
+
+def test_without_fail_fast_independent_branches_finish() -> None:
+    plan = planner(spec(failFast=False)).plan(
+        {"a": StepState(phase=StepPhase.FAILED, attempts=1)}, NOW, cache={}
+    )
+    assert kinds(plan) == [("Launch", "d")]
+
+
+def test_parallelism_caps_launches() -> None:
+    assert kinds(planner(parallelism=1).plan({}, NOW, cache={})) == [("Launch", "a")]
+    assert kinds(planner(parallelism=1).plan({"a": running()}, NOW, cache={})) == []
+
+
+def test_templates_are_resolved_and_paths_left_for_the_runtime() -> None:
+    plan = planner(params={"k": 7}).plan({"a": ok(), "d": ok()}, NOW, cache={})
+    (launch,) = plan.actions
+    assert isinstance(launch, Launch)
+    assert launch.task.command == ["b", "{{ inputs.x }}"]
+    assert launch.task.inputs[0].digest == D
+    d_task = planner(params={"k": 7}).plan({}, NOW, cache={}).actions[1]
+    assert isinstance(d_task, Launch) and d_task.task.command == ["d", "7"]
+
+
+def _key_of(step: str, states: dict[str, StepState], params: Mapping[str, Any] | None = None) -> str:
+    plan = planner(params=params).plan(states, NOW, cache={})
+    return next(a.task.cache_key for a in plan.actions if isinstance(a, Launch) and a.step == step)
+
+
+def test_cache_key_follows_input_content_and_used_parameters_only() -> None:
+    base = _key_of("b", {"a": ok(), "d": ok()})
+    assert _key_of("b", {"a": ok(), "d": ok()}, {"k": 99}) == base  # b does not read k
+    assert _key_of("b", {"a": ok(D2), "d": ok()}) != base  # a's output changed
+    assert _key_of("d", {}, {"k": 1}) != _key_of("d", {}, {"k": 2})  # d reads k
+
+
+def test_cache_hit_reuses_outputs_and_launches_nothing() -> None:
+    key = _key_of("b", {"a": ok(), "d": ok()})
+    entry = CacheEntry(key=key, outputs=(ArtifactRef(name="out", uri="u", digest=D2),), metrics={"m": 1.0})
+    plan = planner().plan({"a": ok(), "d": ok()}, NOW, cache={key: entry})
+    assert kinds(plan)[0] == ("ReuseCached", "b")
+    # c is planned in the same pass, from b's reused output
+    assert kinds(plan)[1] == ("Launch", "c")
+    c_launch = plan.actions[1]
+    assert isinstance(c_launch, Launch) and c_launch.task.inputs[0].digest == D2
+
+
+def test_cache_disabled_step_always_runs() -> None:
+    s = spec()
+    s.steps[0].cache.enabled = False
+    key = _key_of("a", {})
+    plan = planner(s).plan({}, NOW, cache={key: CacheEntry(key, (), {})})
+    assert ("Launch", "a") in kinds(plan)
+
+
+def test_retry_attempts_are_not_served_from_cache() -> None:
+    """A retry re-executes: a failed attempt must not be papered over by a cache entry."""
+    key = _key_of("b", {"a": ok(), "d": ok()})
+    waiting = StepState(phase=StepPhase.WAITING, attempts=1, next_attempt_at=NOW)
+    plan = planner().plan({"a": ok(), "d": ok(), "b": waiting}, NOW, cache={key: CacheEntry(key, (), {})})
+    assert kinds(plan) == [("Launch", "b")]
+
+
+def test_retry_backoff_and_exhaustion() -> None:
+    s = spec()
+    step_b = s.steps[1]
+    state = started(StepState(), NOW, D)
+    fail = TaskResult(ok=False, message="exit 1")
+    state = finished(state, step_b, fail, NOW)
+    assert state.phase is StepPhase.WAITING and state.next_attempt_at == NOW + timedelta(seconds=10)
+    state = finished(started(state, NOW, D), step_b, fail, NOW)
+    assert state.next_attempt_at == NOW + timedelta(seconds=30)
+    state = finished(started(state, NOW, D), step_b, fail, NOW)
+    assert state.phase is StepPhase.FAILED and state.attempts == 3 and state.message == "exit 1"
+    assert backoff_seconds(step_b.retries, 10) == 60  # capped
+
+
+def test_step_timeout_kills_and_sets_a_wake_time() -> None:
+    s = spec()
+    s.steps[3].timeout_seconds = 30
+    p = planner(s)
+    plan = p.plan({"a": running(), "d": running(NOW - timedelta(seconds=10))}, NOW, cache={})
+    assert plan.wake_at == NOW + timedelta(seconds=20)
+    plan = p.plan({"a": running(), "d": running(NOW - timedelta(seconds=31))}, NOW, cache={})
+    assert ("Kill", "d") in kinds(plan)
+
+
+def test_cancel_kills_running_and_cancels_pending() -> None:
+    plan = planner().plan({"a": running()}, NOW, cache={}, cancel=True)
+    assert kinds(plan) == [("Kill", "a"), ("CancelStep", "b"), ("CancelStep", "c"), ("CancelStep", "d")]
+    assert plan.phase is RunPhase.RUNNING  # until the killed step has stopped
+    after = {
+        "a": StepState(phase=StepPhase.FAILED),
+        "b": StepState(phase=StepPhase.CANCELLED),
+        "c": StepState(phase=StepPhase.CANCELLED),
+        "d": StepState(phase=StepPhase.CANCELLED),
+    }
+    assert planner().plan(after, NOW, cache={}, cancel=True).phase is RunPhase.CANCELLED
+
+
+def test_run_timeout_fails_the_run() -> None:
+    p = planner(spec(timeoutSeconds=60))
+    plan = p.plan({}, NOW, cache={}, run_started_at=NOW - timedelta(seconds=61))
+    assert plan.phase is RunPhase.FAILED and plan.reason == "RunTimedOut"
+
+
+WHEN = [
+    ("true condition runs", "params.k > 0", "Launch"),
+    ("false condition skips", "params.k > 5", "Skip"),
+    ("upstream metric", "steps.a.metrics.auc >= 0.9", "Launch"),
+    ("not a boolean fails the step", "params.k", "FailStep"),
+]
+
+
+@pytest.mark.parametrize(("expr", "kind"), [w[1:] for w in WHEN], ids=[w[0] for w in WHEN])
+def test_when_conditions(expr: str, kind: str) -> None:
+    s = spec()
+    s.steps[1].when = expr
+    a = StepState(phase=StepPhase.SUCCEEDED, attempts=1, outputs=ok().outputs, metrics={"auc": 0.95})
+    plan = planner(s).plan({"a": a, "d": ok()}, NOW, cache={})
+    assert (kind, "b") in kinds(plan)
+
+
+def test_skipped_upstream_skips_readers() -> None:
+    s = spec()
+    s.steps[1].when = "params.k > 5"
+    plan = planner(s).plan({"a": ok(), "d": ok()}, NOW, cache={})
+    assert kinds(plan) == [("Skip", "b"), ("Skip", "c")]
+    assert plan.phase is RunPhase.SUCCEEDED
+
+
+def _simulate(
+    p: RunPlanner, fail_first: set[str] | None = None, max_passes: int = 50
+) -> tuple[dict[str, StepState], int, Plan]:
+    """Apply each plan to a simulated world where launched steps finish at once, until done."""
+    states: dict[str, StepState] = {}
+    cache: dict[str, CacheEntry] = {}
+    launches = 0
+    failing = set(fail_first or ())
+    steps = {s.name: s for s in p.spec.steps}
+    now = NOW
+    for _ in range(max_passes):
+        plan = p.plan(states, now, cache=cache)
+        if plan.done:
+            return states, launches, plan
+        for action in plan.actions:
+            st = states.get(action.step, StepState())
+            if isinstance(action, Launch):
+                launches += 1
+                st = started(st, now, action.task.cache_key)
+                if action.step in failing:
+                    failing.discard(action.step)
+                    st = finished(st, steps[action.step], TaskResult(ok=False, message="x"), now)
+                else:
+                    outs = [ArtifactRef(name=o, uri="u", digest=D) for o in action.task.outputs]
+                    st = finished(st, steps[action.step], TaskResult(ok=True, outputs=outs), now)
+                    cache[action.task.cache_key] = CacheEntry(action.task.cache_key, tuple(outs), {})
+            elif isinstance(action, ReuseCached):
+                st = reused(st, action.entry, now)
+            elif isinstance(action, Skip | CancelStep | FailStep | Kill):
+                continue
+            states[action.step] = st
+        now += timedelta(seconds=61)  # past any backoff
+    raise AssertionError("the plan did not converge")
+
+
+def test_convergence_then_nothing_to_do() -> None:
+    p = planner()
+    states, launches, plan = _simulate(p)
+    assert plan.phase is RunPhase.SUCCEEDED and launches == 4
+    again = p.plan(states, NOW + timedelta(hours=1), cache={})
+    assert again.actions == () and again.phase is RunPhase.SUCCEEDED  # idempotent
+
+
+def test_convergence_with_a_retry() -> None:
+    states, launches, plan = _simulate(planner(), fail_first={"b"})
+    assert plan.phase is RunPhase.SUCCEEDED and launches == 5 and states["b"].attempts == 2
+
+
+def test_planning_twice_gives_the_same_plan() -> None:
+    p = planner()
+    observed = {"a": ok(), "d": running()}
+    assert p.plan(observed, NOW, cache={}) == p.plan(observed, NOW, cache={})
+
+
+def test_cache_key_is_stable_and_sensitive() -> None:
+    k = cache_key(template={"a": 1}, input_digests={"x": D}, code_version="1")
+    assert k == cache_key(template={"a": 1}, input_digests={"x": D}, code_version="1")
+    assert k != cache_key(template={"a": 2}, input_digests={"x": D}, code_version="1")
+    assert k != cache_key(template={"a": 1}, input_digests={"x": D2}, code_version="1")
+    assert k != cache_key(template={"a": 1}, input_digests={"x": D}, code_version="2")
+    assert k.startswith("sha256:") and len(k) == 71
