@@ -31,9 +31,9 @@ def _double(x: Any) -> Any:
     return x * 2
 
 
-def _metadata(kind: str = "model") -> ArtifactMetadata:
+def _metadata() -> ArtifactMetadata:
     return ArtifactMetadata(
-        kind=kind,  # type: ignore[arg-type]
+        kind="model",
         estimator="sklearn.ensemble.RandomForestClassifier",
         task="classification",
         label="target",
