@@ -23,7 +23,6 @@ testenv: ## build etcd, kube-*, kubectl, kwok, MinIO and helm into the cache (sk
 
 lint: install ## ruff and mypy (strict on the package)
 	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator
 	$(BIN)/mypy
 
 crds: install ## regenerate crds/ from the API models

@@ -37,7 +37,9 @@ def run_pipeline(pipeline: Pipeline, state: Path, **params: Any) -> RunOutcome:
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PY, "-m", "conveyor.cli.main", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [PY, "-m", "conveyor.cli.main", *args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -111,10 +113,16 @@ def py_step(name: str, code: str, **extra: Any) -> dict[str, Any]:
 
 def test_failing_step_is_retried_then_fails_the_run_with_its_log(tmp_path: Path) -> None:
     counter = tmp_path / "count"
-    code = (f"import pathlib,sys; p=pathlib.Path({str(counter)!r}); n=int(p.read_text()) if p.exists() else 0; "
-            "p.write_text(str(n+1)); print('attempt', n+1, 'failing on purpose'); sys.exit(3)")
-    p = pipeline_of([py_step("flaky", code, retries={"limit": 2, "backoff": {"initialSeconds": 0.1}}),
-                     py_step("after", "print(1)", dependsOn=["flaky"])])
+    code = (
+        f"import pathlib,sys; p=pathlib.Path({str(counter)!r}); n=int(p.read_text()) if p.exists() else 0; "
+        "p.write_text(str(n+1)); print('attempt', n+1, 'failing on purpose'); sys.exit(3)"
+    )
+    p = pipeline_of(
+        [
+            py_step("flaky", code, retries={"limit": 2, "backoff": {"initialSeconds": 0.1}}),
+            py_step("after", "print(1)", dependsOn=["flaky"]),
+        ]
+    )
     outcome = run_pipeline(p, tmp_path / "state")
     assert outcome.phase is RunPhase.FAILED
     assert counter.read_text() == "3"
@@ -127,20 +135,26 @@ def test_failing_step_is_retried_then_fails_the_run_with_its_log(tmp_path: Path)
 
 def test_retry_then_success(tmp_path: Path) -> None:
     counter = tmp_path / "count"
-    code = (f"import pathlib,sys; p=pathlib.Path({str(counter)!r}); n=int(p.read_text()) if p.exists() else 0; "
-            "p.write_text(str(n+1)); sys.exit(0 if n >= 1 else 1)")
-    outcome = run_pipeline(pipeline_of([py_step("flaky", code, retries={"limit": 1, "backoff": {"initialSeconds": 0}})]),
-                           tmp_path / "state")
+    code = (
+        f"import pathlib,sys; p=pathlib.Path({str(counter)!r}); n=int(p.read_text()) if p.exists() else 0; "
+        "p.write_text(str(n+1)); sys.exit(0 if n >= 1 else 1)"
+    )
+    outcome = run_pipeline(
+        pipeline_of([py_step("flaky", code, retries={"limit": 1, "backoff": {"initialSeconds": 0}})]),
+        tmp_path / "state",
+    )
     assert outcome.phase is RunPhase.SUCCEEDED and outcome.states["flaky"].attempts == 2
 
 
 def test_container_outputs_flow_downstream_and_missing_output_fails(tmp_path: Path) -> None:
-    write = py_step("write", "import sys; open(sys.argv[1], 'w').write('hello')",
-                    outputs=[{"name": "greeting"}])
+    write = py_step("write", "import sys; open(sys.argv[1], 'w').write('hello')", outputs=[{"name": "greeting"}])
     write["container"]["args"] = ["{{ outputs.greeting }}"]
-    read = py_step("read", "import sys,json,os; t=open(sys.argv[1]).read(); "
-                   "json.dump({'chars': len(t)}, open(os.environ['CONVEYOR_METRICS_FILE'], 'w'))",
-                   inputs=[{"name": "g", "step": "write", "output": "greeting"}])
+    read = py_step(
+        "read",
+        "import sys,json,os; t=open(sys.argv[1]).read(); "
+        "json.dump({'chars': len(t)}, open(os.environ['CONVEYOR_METRICS_FILE'], 'w'))",
+        inputs=[{"name": "g", "step": "write", "output": "greeting"}],
+    )
     read["container"]["args"] = ["{{ inputs.g }}"]
     outcome = run_pipeline(pipeline_of([write, read]), tmp_path / "s")
     assert outcome.phase is RunPhase.SUCCEEDED
@@ -157,15 +171,23 @@ def test_independent_steps_run_in_parallel(tmp_path: Path) -> None:
     assert outcome.phase is RunPhase.SUCCEEDED
     spans = []
     for name in ("one", "two"):
-        line = [ln for ln in outcome.logs[name].read_text().splitlines() if ln.startswith("[")][0]
+        line = next(ln for ln in outcome.logs[name].read_text().splitlines() if ln.startswith("["))
         spans.append(json.loads(line))
     assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]  # the intervals overlap
 
 
 def test_cli_bad_input_exits_2_naming_file_and_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"apiVersion": "conveyor.dev/v1alpha1", "kind": "Pipeline", "metadata": {"name": "b"},
-                                   "spec": {"steps": [py_step("a", "1", dependsOn=["b"]), py_step("b", "1", dependsOn=["a"])]}}))
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "conveyor.dev/v1alpha1",
+                "kind": "Pipeline",
+                "metadata": {"name": "b"},
+                "spec": {"steps": [py_step("a", "1", dependsOn=["b"]), py_step("b", "1", dependsOn=["a"])]},
+            }
+        )
+    )
     result = cli("run", str(bad), cwd=tmp_path)
     assert result.returncode == 2
     assert f"{bad}: spec.steps: the steps form a cycle: " in result.stderr
@@ -178,8 +200,16 @@ def test_cli_bad_input_exits_2_naming_file_and_field(tmp_path: Path) -> None:
 
 def test_cli_failed_step_exits_1(tmp_path: Path) -> None:
     f = tmp_path / "p.yaml"
-    f.write_text(yaml.safe_dump({"apiVersion": "conveyor.dev/v1alpha1", "kind": "Pipeline", "metadata": {"name": "f"},
-                                 "spec": {"steps": [py_step("boom", "raise SystemExit(4)")]}}))
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "conveyor.dev/v1alpha1",
+                "kind": "Pipeline",
+                "metadata": {"name": "f"},
+                "spec": {"steps": [py_step("boom", "raise SystemExit(4)")]},
+            }
+        )
+    )
     result = cli("run", str(f), "--no-progress", cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Failed" in result.stdout
@@ -189,10 +219,23 @@ def test_ctrl_c_stops_children_and_records_cancelled(tmp_path: Path) -> None:
     pidfile = tmp_path / "child.pid"
     code = f"import os,time; open({str(pidfile)!r},'w').write(str(os.getpid())); time.sleep(120)"
     f = tmp_path / "p.yaml"
-    f.write_text(yaml.safe_dump({"apiVersion": "conveyor.dev/v1alpha1", "kind": "Pipeline", "metadata": {"name": "c"},
-                                 "spec": {"steps": [py_step("sleepy", code)]}}))
-    proc = subprocess.Popen([PY, "-m", "conveyor.cli.main", "run", str(f), "--no-progress", "--json"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "conveyor.dev/v1alpha1",
+                "kind": "Pipeline",
+                "metadata": {"name": "c"},
+                "spec": {"steps": [py_step("sleepy", code)]},
+            }
+        )
+    )
+    proc = subprocess.Popen(
+        [PY, "-m", "conveyor.cli.main", "run", str(f), "--no-progress", "--json"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not pidfile.exists() or not pidfile.read_text():
         assert time.monotonic() < deadline, "the step never started"
@@ -201,7 +244,7 @@ def test_ctrl_c_stops_children_and_records_cancelled(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    record = json.loads(out[out.index("{"):])
+    record = json.loads(out[out.index("{") :])
     assert record["phase"] == "Cancelled"
     assert record["steps"][0]["phase"] == "Failed" or record["steps"][0]["phase"] == "Cancelled"
     with pytest.raises(ProcessLookupError):

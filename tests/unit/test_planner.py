@@ -137,16 +137,12 @@ def test_plan_table(states: dict[str, StepState], expected: list[tuple[str, str]
 
 
 def test_failed_run_message_names_the_step() -> None:
-    plan = planner().plan(
-        {"a": StepState(phase=StepPhase.FAILED, attempts=3, message="exit 1")}, NOW, cache={}
-    )
+    plan = planner().plan({"a": StepState(phase=StepPhase.FAILED, attempts=3, message="exit 1")}, NOW, cache={})
     assert plan.reason == "StepFailed" and plan.message == "step 'a' failed: exit 1"
 
 
 def test_without_fail_fast_independent_branches_finish() -> None:
-    plan = planner(spec(failFast=False)).plan(
-        {"a": StepState(phase=StepPhase.FAILED, attempts=1)}, NOW, cache={}
-    )
+    plan = planner(spec(failFast=False)).plan({"a": StepState(phase=StepPhase.FAILED, attempts=1)}, NOW, cache={})
     assert kinds(plan) == [("Launch", "d")]
 
 

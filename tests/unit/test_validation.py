@@ -511,9 +511,7 @@ def test_required_parameter_without_value() -> None:
     doc = edit(lambda d: d["spec"]["parameters"].append({"name": "required_one", "type": "string"}))
     spec = parse_document(doc).spec
     values, issues = resolve_parameters(spec, {}, "parameters")  # type: ignore[arg-type]
-    assert [str(i) for i in issues] == [
-        "parameters.required_one: required parameter has no value (it has no default)"
-    ]
+    assert [str(i) for i in issues] == ["parameters.required_one: required parameter has no value (it has no default)"]
     values, issues = resolve_parameters(spec, {"required_one": "x"})  # type: ignore[arg-type]
     assert issues == [] and values == {"n": 3, "items": [1], "required_one": "x"}
 
@@ -531,9 +529,7 @@ UNSUPPORTED_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("mutate", "path"), [c[1:] for c in UNSUPPORTED_CASES], ids=[c[0] for c in UNSUPPORTED_CASES]
-)
+@pytest.mark.parametrize(("mutate", "path"), [c[1:] for c in UNSUPPORTED_CASES], ids=[c[0] for c in UNSUPPORTED_CASES])
 def test_unsupported_features_are_rejected_not_ignored(mutate: Callable[[Doc], None], path: str) -> None:
     spec = parse_document(edit(mutate)).spec  # valid as a document...
     issues = unsupported(spec, LOCAL)  # type: ignore[arg-type]
@@ -549,15 +545,11 @@ YAML_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("text", "path", "fragment"), [c[1:] for c in YAML_CASES], ids=[c[0] for c in YAML_CASES]
-)
+@pytest.mark.parametrize(("text", "path", "fragment"), [c[1:] for c in YAML_CASES], ids=[c[0] for c in YAML_CASES])
 def test_files_errors_name_file_and_place(tmp_path: Path, text: str, path: str, fragment: str) -> None:
     f = tmp_path / "p.yaml"
     f.write_text(text)
     with pytest.raises(InvalidSpec) as raised:
         load_documents(f)
     assert raised.value.source == str(f)
-    assert any(i.path.startswith(path) and fragment in i.message for i in raised.value.issues), (
-        raised.value.issues
-    )
+    assert any(i.path.startswith(path) and fragment in i.message for i in raised.value.issues), raised.value.issues

@@ -32,8 +32,10 @@ class PipelineModelSource(ApiModel):
     """Roll out each newly blessed model automatically."""
 
 
-@cel("(has(self.uri) ? 1 : 0) + (has(self.run) ? 1 : 0) + (has(self.pipeline) ? 1 : 0) == 1",
-     "exactly one of uri, run or pipeline must be set")
+@cel(
+    "(has(self.uri) ? 1 : 0) + (has(self.run) ? 1 : 0) + (has(self.pipeline) ? 1 : 0) == 1",
+    "exactly one of uri, run or pipeline must be set",
+)
 @cel("!has(self.uri) || has(self.digest)", "a model given by uri needs its digest")
 class ModelSource(ApiModel):
     """Where the model comes from."""

@@ -41,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from conveyor.api.pipeline import Pipeline  # noqa: PLC0415
     from conveyor.api.run import Run  # noqa: PLC0415
     from conveyor.cli.documents import load_documents  # noqa: PLC0415
-    from conveyor.core.support import unsupported  # noqa: PLC0415
+    from conveyor.core.support import LOCAL, unsupported  # noqa: PLC0415
     from conveyor.core.validation import resolve_parameters  # noqa: PLC0415
     from conveyor.local.view import run_with_progress  # noqa: PLC0415
 
@@ -49,22 +49,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipelines = [d for d in docs if isinstance(d, Pipeline)]
     runs = [d for d in docs if isinstance(d, Run) and d.spec.pipeline_spec is not None]
     if len(pipelines) + len(runs) != 1:
-        raise InvalidSpec([Issue("(file)", "expected exactly one Pipeline (or one Run with an inline pipelineSpec)")],
-                          str(args.file))
+        raise InvalidSpec(
+            [Issue("(file)", "expected exactly one Pipeline (or one Run with an inline pipelineSpec)")], str(args.file)
+        )
     if pipelines:
         spec, name, given = pipelines[0].spec, pipelines[0].metadata.get("name", args.file.stem), {}
     else:
         assert runs[0].spec.pipeline_spec is not None
-        spec, name, given = runs[0].spec.pipeline_spec, runs[0].metadata.get("name", args.file.stem), runs[0].spec.parameters
+        spec, name, given = (
+            runs[0].spec.pipeline_spec,
+            runs[0].metadata.get("name", args.file.stem),
+            runs[0].spec.parameters,
+        )
     cli_values, issues = _parse_params(args.param or [], spec)
     params, param_issues = resolve_parameters(spec, {**given, **cli_values})
-    issues += param_issues + unsupported(spec, shell="local runner")
+    issues += param_issues + unsupported(spec, LOCAL)
     if issues:
         raise InvalidSpec(issues, str(args.file))
     console = Console(stderr=False)
     outcome = run_with_progress(
-        spec, params, pipeline_name=str(name), state_dir=args.state_dir, parallelism=args.parallelism,
-        console=console, live=not args.no_progress,
+        spec,
+        params,
+        pipeline_name=str(name),
+        state_dir=args.state_dir,
+        parallelism=args.parallelism,
+        console=console,
+        live=not args.no_progress,
     )
     if args.json:
         print(outcome.record_path.read_text())
@@ -107,9 +117,11 @@ def cmd_components(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"name": name, "config": c.config.model_json_schema()}))
         else:
-            print(f"{name:12} inputs: {', '.join(sorted(c.required_inputs)) or '-'}"
-                  f"{' (optional: ' + ', '.join(sorted(c.optional_inputs)) + ')' if c.optional_inputs else ''}"
-                  f"  outputs: {', '.join(sorted(c.outputs))}")
+            print(
+                f"{name:12} inputs: {', '.join(sorted(c.required_inputs)) or '-'}"
+                f"{' (optional: ' + ', '.join(sorted(c.optional_inputs)) + ')' if c.optional_inputs else ''}"
+                f"  outputs: {', '.join(sorted(c.outputs))}"
+            )
     return EXIT_OK
 
 

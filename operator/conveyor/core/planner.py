@@ -120,8 +120,15 @@ class Plan:
 
 def started(state: StepState, now: datetime, key: str) -> StepState:
     return replace(
-        state, phase=StepPhase.RUNNING, attempts=state.attempts + 1, cache_key=key,
-        created_at=state.created_at or now, started_at=now, finished_at=None, next_attempt_at=None, message=None,
+        state,
+        phase=StepPhase.RUNNING,
+        attempts=state.attempts + 1,
+        cache_key=key,
+        created_at=state.created_at or now,
+        started_at=now,
+        finished_at=None,
+        next_attempt_at=None,
+        message=None,
     )
 
 
@@ -129,13 +136,20 @@ def finished(state: StepState, step: Step, result: TaskResult, now: datetime) ->
     """Record an attempt's result: success, a retry after backoff, or final failure."""
     if result.ok:
         return replace(
-            state, phase=StepPhase.SUCCEEDED, finished_at=now, outputs={o.name: o for o in result.outputs},
-            metrics=dict(result.metrics), message=None,
+            state,
+            phase=StepPhase.SUCCEEDED,
+            finished_at=now,
+            outputs={o.name: o for o in result.outputs},
+            metrics=dict(result.metrics),
+            message=None,
         )
     if may_retry(step.retries, state.attempts):
         delay = backoff_seconds(step.retries, state.attempts)
         return replace(
-            state, phase=StepPhase.WAITING, finished_at=now, message=result.message,
+            state,
+            phase=StepPhase.WAITING,
+            finished_at=now,
+            message=result.message,
             next_attempt_at=now + timedelta(seconds=delay),
         )
     return replace(state, phase=StepPhase.FAILED, finished_at=now, message=result.message)
@@ -143,8 +157,15 @@ def finished(state: StepState, step: Step, result: TaskResult, now: datetime) ->
 
 def reused(state: StepState, entry: CacheEntry, now: datetime) -> StepState:
     return replace(
-        state, phase=StepPhase.SUCCEEDED, cache_hit=True, cache_key=entry.key, created_at=state.created_at or now,
-        started_at=now, finished_at=now, outputs={o.name: o for o in entry.outputs}, metrics=dict(entry.metrics),
+        state,
+        phase=StepPhase.SUCCEEDED,
+        cache_hit=True,
+        cache_key=entry.key,
+        created_at=state.created_at or now,
+        started_at=now,
+        finished_at=now,
+        outputs={o.name: o for o in entry.outputs},
+        metrics=dict(entry.metrics),
     )
 
 
@@ -194,9 +215,7 @@ class RunPlanner:
 
         return sorted(step_outputs(step))
 
-    def _inputs(
-        self, step: Step, states: Mapping[str, StepState], external: Mapping[str, str]
-    ) -> list[TaskInput]:
+    def _inputs(self, step: Step, states: Mapping[str, StepState], external: Mapping[str, str]) -> list[TaskInput]:
         out = []
         for i in step.inputs:
             if i.step is not None:
@@ -244,8 +263,12 @@ class RunPlanner:
                 return Plan(tuple(actions), RunPhase.RUNNING)
             if cancel:
                 return Plan(tuple(actions), RunPhase.CANCELLED, "Cancelled", "the run was cancelled")
-            return Plan(tuple(actions), RunPhase.FAILED, "RunTimedOut",
-                        f"the run exceeded its timeout of {self.spec.timeout_seconds}s")
+            return Plan(
+                tuple(actions),
+                RunPhase.FAILED,
+                "RunTimedOut",
+                f"the run exceeded its timeout of {self.spec.timeout_seconds}s",
+            )
         if run_started_at is not None and self.spec.timeout_seconds is not None:
             wake.append(run_started_at + timedelta(seconds=self.spec.timeout_seconds))
 

@@ -10,9 +10,7 @@ from conveyor.api.run import RunPhase, StepStatus
 from conveyor.core.planner import TERMINAL, StepState
 
 
-def set_condition(
-    conditions: Sequence[Condition], new: Condition
-) -> list[Condition]:
+def set_condition(conditions: Sequence[Condition], new: Condition) -> list[Condition]:
     """Replace the condition of the same type; lastTransitionTime moves only when status flips."""
     out = []
     replaced = False
@@ -36,8 +34,12 @@ def succeeded_condition(phase: RunPhase, reason: str, message: str, now: datetim
         RunPhase.CANCELLED: ConditionStatus.FALSE,
     }.get(phase, ConditionStatus.UNKNOWN)
     return Condition(
-        type="Succeeded", status=status, reason=reason or phase.value, message=message,
-        last_transition_time=now, observed_generation=generation,
+        type="Succeeded",
+        status=status,
+        reason=reason or phase.value,
+        message=message,
+        last_transition_time=now,
+        observed_generation=generation,
     )
 
 
@@ -50,10 +52,20 @@ def step_statuses(order: Sequence[str], states: Mapping[str, StepState]) -> list
     out = []
     for name in order:
         s = states.get(name, StepState())
-        out.append(StepStatus(
-            name=name, phase=s.phase, attempts=s.attempts, cache_key=s.cache_key, cache_hit=s.cache_hit,
-            created_at=s.created_at, started_at=s.started_at, finished_at=s.finished_at,
-            next_attempt_at=s.next_attempt_at, outputs=list(s.outputs.values()), metrics=dict(s.metrics),
-            message=(s.message[:4000] if s.message else None),
-        ))
+        out.append(
+            StepStatus(
+                name=name,
+                phase=s.phase,
+                attempts=s.attempts,
+                cache_key=s.cache_key,
+                cache_hit=s.cache_hit,
+                created_at=s.created_at,
+                started_at=s.started_at,
+                finished_at=s.finished_at,
+                next_attempt_at=s.next_attempt_at,
+                outputs=list(s.outputs.values()),
+                metrics=dict(s.metrics),
+                message=(s.message[:4000] if s.message else None),
+            )
+        )
     return out

@@ -15,7 +15,9 @@ def unsupported(spec: PipelineSpec, shell: str, path: str = "spec") -> list[Issu
 
     issues = []
     if spec.schedule is not None:
-        issues.append(no(f"{path}.schedule", "a schedule (apply the Pipeline to a cluster)" if shell == LOCAL else "a schedule"))
+        issues.append(
+            no(f"{path}.schedule", "a schedule (apply the Pipeline to a cluster)" if shell == LOCAL else "a schedule")
+        )
     if spec.triggers:
         issues.append(no(f"{path}.triggers", "triggers"))
     if spec.max_concurrent_runs is not None and shell == LOCAL:

@@ -85,7 +85,11 @@ def parse_document(data: Any, source: str | None = None) -> Pipeline | Run | Mod
         raise InvalidSpec([Issue("kind", f"unknown kind {kind!r} (expected one of {known})")], source)
     if data.get("apiVersion") != "conveyor.dev/v1alpha1":
         raise InvalidSpec(
-            [Issue("apiVersion", f"unsupported apiVersion {data.get('apiVersion')!r} (expected conveyor.dev/v1alpha1)")],
+            [
+                Issue(
+                    "apiVersion", f"unsupported apiVersion {data.get('apiVersion')!r} (expected conveyor.dev/v1alpha1)"
+                )
+            ],
             source,
         )
     try:
@@ -201,6 +205,10 @@ def step_outputs(step: Step) -> set[str]:
     return {o.name for o in step.outputs}
 
 
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
 def _duplicates(names: Iterable[str]) -> list[tuple[int, str]]:
     seen: set[str] = set()
     dups = []
@@ -237,7 +245,9 @@ def _check_when(step: Step, sp: str, params: set[str], dag: Dag, issues: list[Is
         if ref not in dag.upstream:
             issues.append(Issue(path, f"unknown step {ref!r}"))
         elif ref not in ancestors:
-            issues.append(Issue(path, f"reads step {ref!r}, which is not upstream of {step.name!r}: add it to dependsOn"))
+            issues.append(
+                Issue(path, f"reads step {ref!r}, which is not upstream of {step.name!r}: add it to dependsOn")
+            )
 
 
 def _check_templates(
@@ -247,7 +257,10 @@ def _check_templates(
     if step.for_each is not None:
         item_keys = set(step.for_each.grid) if step.for_each.grid is not None else set()
     allowed: dict[str, set[str] | None] = {
-        "params": params, "inputs": inputs, "outputs": outputs, "run": set(RUN_VARIABLES),
+        "params": params,
+        "inputs": inputs,
+        "outputs": outputs,
+        "run": set(RUN_VARIABLES),
     }
     texts: list[tuple[str, str]] = []
     if step.container is not None:
@@ -268,10 +281,16 @@ def _check_templates(
                 if item_keys is None:
                     issues.append(Issue(path, f"{{{{ {ref.text} }}}} is only defined in a step with forEach"))
                 elif rest and (len(rest) > 1 or rest[0] not in item_keys):
-                    issues.append(Issue(path, f"unknown template variable {ref.text!r} (grid keys: {sorted(item_keys)})"))
+                    issues.append(
+                        Issue(path, f"unknown template variable {ref.text!r} (grid keys: {sorted(item_keys)})")
+                    )
                 continue
             if head not in allowed:
-                issues.append(Issue(path, f"unknown template variable {ref.text!r} (namespaces: params, inputs, outputs, item, run)"))
+                issues.append(
+                    Issue(
+                        path, f"unknown template variable {ref.text!r} (namespaces: params, inputs, outputs, item, run)"
+                    )
+                )
                 continue
             names = allowed[head]
             if len(rest) != 1 or (names is not None and rest[0] not in names):
@@ -316,10 +335,12 @@ def validate_pipeline(spec: PipelineSpec, path: str = "spec") -> list[Issue]:
             else:
                 produced = step_outputs(by_name[inp.step])
                 if inp.output not in produced:
-                    issues.append(Issue(
-                        f"{ip}.output",
-                        f"step {inp.step!r} has no output {inp.output!r} (outputs: {', '.join(sorted(produced)) or 'none'})",
-                    ))
+                    issues.append(
+                        Issue(
+                            f"{ip}.output",
+                            f"step {inp.step!r} has no output {inp.output!r} (outputs: {_names(produced)})",
+                        )
+                    )
         for di, dep in enumerate(step.depends_on):
             if dep == step.name:
                 issues.append(Issue(f"{sp}.dependsOn[{di}]", "a step cannot depend on itself"))
@@ -329,26 +350,31 @@ def validate_pipeline(spec: PipelineSpec, path: str = "spec") -> list[Issue]:
         inputs = {x.name for x in step.inputs}
         outputs = {x.name for x in step.outputs}
         if step.uses is not None:
-            required, accepted, produced, error = _component_contract(step)
+            required, accepted, contract_outputs, error = _component_contract(step)
             if error is not None:
                 issues.append(Issue(f"{sp}.uses", error))
             else:
-                assert required is not None and accepted is not None and produced is not None
+                assert required is not None and accepted is not None and contract_outputs is not None
                 for missing in sorted(required - inputs):
                     issues.append(Issue(f"{sp}.inputs", f"component {step.uses!r} needs input {missing!r}"))
                 for ii, inp in enumerate(step.inputs):
                     if inp.name not in accepted:
-                        issues.append(Issue(
-                            f"{sp}.inputs[{ii}].name",
-                            f"component {step.uses!r} takes no input {inp.name!r} (inputs: {', '.join(sorted(accepted))})",
-                        ))
+                        issues.append(
+                            Issue(
+                                f"{sp}.inputs[{ii}].name",
+                                f"component {step.uses!r} takes no input {inp.name!r} (inputs: {_names(accepted)})",
+                            )
+                        )
                 for oi, out in enumerate(step.outputs):
-                    if out.name not in produced:
-                        issues.append(Issue(
-                            f"{sp}.outputs[{oi}].name",
-                            f"component {step.uses!r} has no output {out.name!r} (outputs: {', '.join(sorted(produced))})",
-                        ))
-                outputs = produced
+                    if out.name not in contract_outputs:
+                        issues.append(
+                            Issue(
+                                f"{sp}.outputs[{oi}].name",
+                                f"component {step.uses!r} has no output {out.name!r} "
+                                f"(outputs: {_names(contract_outputs)})",
+                            )
+                        )
+                outputs = contract_outputs
                 issues += _check_component_config(step, sp)
         if step.for_each is not None and step.for_each.parameter is not None:
             param = next((p for p in spec.parameters if p.name == step.for_each.parameter), None)
@@ -364,7 +390,12 @@ def validate_pipeline(spec: PipelineSpec, path: str = "spec") -> list[Issue]:
     if spec.schedule is not None:
         sc = spec.schedule
         if not croniter.is_valid(sc.cron) or len(sc.cron.split()) != 5:
-            issues.append(Issue(f"{path}.schedule.cron", f"invalid cron expression {sc.cron!r} (five fields: minute hour day month weekday)"))
+            issues.append(
+                Issue(
+                    f"{path}.schedule.cron",
+                    f"invalid cron expression {sc.cron!r} (five fields: minute hour day month weekday)",
+                )
+            )
         try:
             ZoneInfo(sc.time_zone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -381,7 +412,10 @@ def _check_component_config(step: Step, sp: str) -> list[Issue]:
     given = dict(step.with_ or {})
     templated = {k for k, v in given.items() if any("{{" in s for _, s in strings_in(v, k))}
     issues = [
-        Issue(f"{sp}.with.{k}", f"component {step.uses!r} has no setting {k!r} (settings: {', '.join(sorted(config_model.model_fields))})")
+        Issue(
+            f"{sp}.with.{k}",
+            f"component {step.uses!r} has no setting {k!r} (settings: {', '.join(sorted(config_model.model_fields))})",
+        )
         for k in given
         if k not in config_model.model_fields
     ]

@@ -84,12 +84,20 @@ class LocalCache(Mapping[str, CacheEntry]):
     def __len__(self) -> int:
         return 0
 
-    def record(self, key: str, run_id: str, step: str, outputs: Mapping[str, ArtifactRef], metrics: Mapping[str, float]) -> None:
-        self.store.put_document(self._name(key), {
-            "key": key, "run": run_id, "step": step,
-            "outputs": [o.to_wire() for o in outputs.values()], "metrics": dict(metrics),
-            "createdAt": datetime.now(UTC).isoformat(),
-        })
+    def record(
+        self, key: str, run_id: str, step: str, outputs: Mapping[str, ArtifactRef], metrics: Mapping[str, float]
+    ) -> None:
+        self.store.put_document(
+            self._name(key),
+            {
+                "key": key,
+                "run": run_id,
+                "step": step,
+                "outputs": [o.to_wire() for o in outputs.values()],
+                "metrics": dict(metrics),
+                "createdAt": datetime.now(UTC).isoformat(),
+            },
+        )
 
 
 @dataclass
@@ -151,9 +159,13 @@ class LocalRunner:
         self.run_dir = self.state_dir / "runs" / self.run_id
         self.order = Dag.of(spec.steps).order()
         self.planner = RunPlanner(
-            spec, self.params,
+            spec,
+            self.params,
             RunContext(
-                run_id=self.run_id, name=self.run_id, namespace="local", code_version=__version__,
+                run_id=self.run_id,
+                name=self.run_id,
+                namespace="local",
+                code_version=__version__,
                 store=StoreConfig(kind="local", root=str(self.store.root)),
             ),
             parallelism=parallelism or spec.parallelism or os.cpu_count() or 2,
@@ -181,9 +193,20 @@ class LocalRunner:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("CONVEYOR_TERMINATION_LOG", None)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "conveyor.runtime", str(task_file), "--result", str(result_file),
-             "--workdir", str(attempt_dir / "work")],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            [
+                sys.executable,
+                "-m",
+                "conveyor.runtime",
+                str(task_file),
+                "--result",
+                str(result_file),
+                "--workdir",
+                str(attempt_dir / "work"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
             start_new_session=True,  # Ctrl-C reaches the runner, which stops the children itself
         )
         log.close()
@@ -231,7 +254,9 @@ class LocalRunner:
                 case ReuseCached(step=step, entry=entry):
                     self.states[step] = reused(self.states.get(step, StepState()), entry, now)
                 case Skip(step=step, reason=reason):
-                    self.states[step] = replace(self.states.get(step, StepState()), phase=StepPhase.SKIPPED, message=reason)
+                    self.states[step] = replace(
+                        self.states.get(step, StepState()), phase=StepPhase.SKIPPED, message=reason
+                    )
                 case FailStep(step=step, reason=reason):
                     self.states[step] = replace(
                         self.states.get(step, StepState()), phase=StepPhase.FAILED, message=reason, finished_at=now
@@ -263,8 +288,12 @@ class LocalRunner:
         while True:
             try:
                 plan = self.planner.plan(
-                    self.states, _now(), cache=self.cache, external_digests=external,
-                    cancel=self._cancel, run_started_at=started_at,
+                    self.states,
+                    _now(),
+                    cache=self.cache,
+                    external_digests=external,
+                    cancel=self._cancel,
+                    run_started_at=started_at,
                 )
                 self._apply(plan)
                 self._notify()
@@ -279,8 +308,17 @@ class LocalRunner:
                         self._kill_hard(attempt)
         seconds = time.monotonic() - t0
         record_path = self._write_record(plan, started_at, seconds, external)
-        return RunOutcome(self.run_id, plan.phase, plan.reason, plan.message, record_path,
-                          dict(self.states), self.order, seconds, dict(self.logs))
+        return RunOutcome(
+            self.run_id,
+            plan.phase,
+            plan.reason,
+            plan.message,
+            record_path,
+            dict(self.states),
+            self.order,
+            seconds,
+            dict(self.logs),
+        )
 
     def _wait(self, plan: Plan) -> None:
         timeout = 0.25
@@ -319,7 +357,9 @@ class LocalRunner:
             "parameters": self.params,
             "externalInputs": dict(external),
             "environment": {
-                "conveyor": __version__, "python": platform.python_version(), "scikit-learn": sklearn.__version__,
+                "conveyor": __version__,
+                "python": platform.python_version(),
+                "scikit-learn": sklearn.__version__,
                 "platform": platform.platform(),
             },
             "steps": [

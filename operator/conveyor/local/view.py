@@ -18,8 +18,12 @@ from conveyor.core.planner import StepState
 from conveyor.local.runner import LocalRunner, RunOutcome
 
 _STYLE = {
-    StepPhase.PENDING: "dim", StepPhase.WAITING: "yellow", StepPhase.RUNNING: "cyan",
-    StepPhase.SUCCEEDED: "green", StepPhase.FAILED: "bold red", StepPhase.SKIPPED: "dim",
+    StepPhase.PENDING: "dim",
+    StepPhase.WAITING: "yellow",
+    StepPhase.RUNNING: "cyan",
+    StepPhase.SUCCEEDED: "green",
+    StepPhase.FAILED: "bold red",
+    StepPhase.SKIPPED: "dim",
     StepPhase.CANCELLED: "magenta",
 }
 
@@ -42,8 +46,12 @@ def steps_table(order: list[str], states: Mapping[str, StepState], title: str) -
     for name in order:
         s = states.get(name, StepState())
         table.add_row(
-            name, Text(s.phase.value, style=_STYLE[s.phase]), str(s.attempts or ""), _duration(s),
-            "hit" if s.cache_hit else "", _metrics(s.metrics),
+            name,
+            Text(s.phase.value, style=_STYLE[s.phase]),
+            str(s.attempts or ""),
+            _duration(s),
+            "hit" if s.cache_hit else "",
+            _metrics(s.metrics),
         )
     return table
 
@@ -52,8 +60,12 @@ def summary(outcome: RunOutcome, console: Console) -> None:
     style = {"Succeeded": "bold green", "Failed": "bold red", "Cancelled": "magenta"}.get(outcome.phase.value, "")
     console.print(steps_table(outcome.order, outcome.states, f"run {outcome.run_id}"))
     hits = sum(1 for s in outcome.states.values() if s.cache_hit)
-    console.print(Text(f"{outcome.phase.value}", style=style), f"in {outcome.seconds:.1f}s;",
-                  f"{hits}/{len(outcome.order)} steps from cache", highlight=False)
+    console.print(
+        Text(f"{outcome.phase.value}", style=style),
+        f"in {outcome.seconds:.1f}s;",
+        f"{hits}/{len(outcome.order)} steps from cache",
+        highlight=False,
+    )
     if outcome.phase is not RunPhase.SUCCEEDED and outcome.message:
         console.print(Text(outcome.message, style="red"))
     metrics = {f"{n}.{k}": v for n in outcome.order for k, v in outcome.states.get(n, StepState()).metrics.items()}
@@ -68,16 +80,24 @@ def summary(outcome: RunOutcome, console: Console) -> None:
 
 
 def run_with_progress(
-    spec: PipelineSpec, params: Mapping[str, Any], *, pipeline_name: str, state_dir: Path,
-    parallelism: int | None, console: Console, live: bool,
+    spec: PipelineSpec,
+    params: Mapping[str, Any],
+    *,
+    pipeline_name: str,
+    state_dir: Path,
+    parallelism: int | None,
+    console: Console,
+    live: bool,
 ) -> RunOutcome:
     if any(s.resources for s in spec.steps):
         console.print("note: step resources are not enforced by the local runner", style="yellow")
     runner = LocalRunner(spec, params, pipeline_name=pipeline_name, state_dir=state_dir, parallelism=parallelism)
     if live and console.is_terminal:
         with Live(console=console, refresh_per_second=4, transient=True) as view:
+
             def update(r: LocalRunner) -> None:
                 view.update(Group(steps_table(r.order, r.states, f"run {r.run_id}")))
+
             runner.on_update = update
             outcome = runner.run()
     else:
@@ -88,8 +108,12 @@ def run_with_progress(
                 phase = r.states.get(name, StepState()).phase
                 if seen.get(name) != phase and phase is not StepPhase.PENDING:
                     seen[name] = phase
-                    console.print(f"{datetime.now(UTC):%H:%M:%S} {name}: {phase.value}"
-                                  f"{' (cache hit)' if r.states[name].cache_hit else ''}", highlight=False)
+                    console.print(
+                        f"{datetime.now(UTC):%H:%M:%S} {name}: {phase.value}"
+                        f"{' (cache hit)' if r.states[name].cache_hit else ''}",
+                        highlight=False,
+                    )
+
         runner.on_update = report
         outcome = runner.run()
     summary(outcome, console)

@@ -85,9 +85,7 @@ def _run_component(task: TaskSpec, inputs: dict[str, Path], outputs: dict[str, P
     try:
         config = component.config.model_validate(task.config)
     except ValidationError as e:
-        problems = "; ".join(
-            f"with.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
-        )
+        problems = "; ".join(f"with.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
         raise StepFailed(f"invalid configuration of component {task.component!r}: {problems}") from None
     try:
         return dict(component.run(config, inputs, outputs))

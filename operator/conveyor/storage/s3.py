@@ -61,7 +61,9 @@ class S3Store:
         size = path.stat().st_size
         if not self.exists(digest):
             self.client.upload_file(
-                str(path), self.bucket, self._key(blob_key(hex_of(digest))),
+                str(path),
+                self.bucket,
+                self._key(blob_key(hex_of(digest))),
                 ExtraArgs={"Metadata": {"sha256": hex_of(digest)}},
             )
         return StoredArtifact(self.uri_of(digest), digest, size)
