@@ -64,7 +64,7 @@ def test_regression_reports_r2(run_step: RunStep, tmp_path: Path) -> None:
     metrics, _, report = _evaluate(run_step, tmp_path, model, test, {})
     assert report["task"] == "regression"
     assert {"mae", "rmse", "r2", "max_error"} <= set(metrics)
-    assert 0.3 < metrics["r2"] < 0.7  # diabetes is a noisy target; a linear model explains about half
+    assert 0.25 < metrics["r2"] < 0.7  # a noisy target: Ridge explains about a third on this split (0.33)
     assert metrics["rmse"] >= metrics["mae"] > 0
 
 
