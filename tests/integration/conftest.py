@@ -81,9 +81,7 @@ def namespace(request: pytest.FixtureRequest, control_plane: ControlPlane) -> It
         core.create_namespace({"metadata": {"name": name, "labels": {"conveyor.dev/test": "true"}}})
 
         def has_default_sa() -> bool:
-            return any(
-                sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items
-            )
+            return any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items)
 
         wait_until(has_default_sa, timeout=30, what=f"default ServiceAccount in {name}")
         try:

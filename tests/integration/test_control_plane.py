@@ -125,9 +125,7 @@ def test_deployment_becomes_ready_through_probe_and_is_reachable(
     discovery = k8s_client.DiscoveryV1Api(api)
 
     def slice_addresses() -> set[str] | None:
-        slices = discovery.list_namespaced_endpoint_slice(
-            namespace, label_selector="kubernetes.io/service-name=web"
-        )
+        slices = discovery.list_namespaced_endpoint_slice(namespace, label_selector="kubernetes.io/service-name=web")
         found = {
             addr
             for s in slices.items

@@ -39,7 +39,7 @@ def _pod(name: str, container: dict[str, Any], grace: int) -> dict[str, Any]:
     [(True, 30), (False, 1)],
     ids=["graceful", "killed-after-grace"],
 )
-def test_deleting_a_pod_kills_its_process(  # noqa: PLR0917 (fixtures plus parameters)
+def test_deleting_a_pod_kills_its_process(
     api: k8s_client.ApiClient,
     namespace: str,
     node_agent: NodeAgentProcess,
@@ -79,13 +79,9 @@ def test_deleting_a_pod_kills_its_process(  # noqa: PLR0917 (fixtures plus param
     assert term_file.exists() == handles_sigterm
 
 
-def test_env_from_secret_configmap_and_fields_reaches_process(
-    api: k8s_client.ApiClient, namespace: str
-) -> None:
+def test_env_from_secret_configmap_and_fields_reaches_process(api: k8s_client.ApiClient, namespace: str) -> None:
     core = k8s_client.CoreV1Api(api)
-    core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "creds"}, "stringData": {"token": "s3cr3t"}}
-    )
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "creds"}, "stringData": {"token": "s3cr3t"}})
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "settings"}, "data": {"MODE": "fast"}})
     code = (
         "import json, os; keys = ['TOKEN', 'CFG_MODE', 'POD', 'GREETING'];"

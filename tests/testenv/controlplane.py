@@ -60,9 +60,7 @@ def write_kubeconfig(path: Path, server: str, ca: Path, user: KeyPair, name: str
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": name, "cluster": {"server": server, "certificate-authority": str(ca)}}],
-        "users": [
-            {"name": name, "user": {"client-certificate": str(user.cert), "client-key": str(user.key)}}
-        ],
+        "users": [{"name": name, "user": {"client-certificate": str(user.cert), "client-key": str(user.key)}}],
         "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
         "current-context": name,
     }
@@ -85,9 +83,7 @@ class ControlPlane:
         self.pki_dir = self.work_dir / "pki"
         # etcd on tmpfs: the disk is slow and the data is worthless after the session.
         shm = Path("/dev/shm")
-        self.etcd_data_dir = Path(
-            tempfile.mkdtemp(prefix="conveyor-etcd-", dir=shm if shm.is_dir() else None)
-        )
+        self.etcd_data_dir = Path(tempfile.mkdtemp(prefix="conveyor-etcd-", dir=shm if shm.is_dir() else None))
         self.processes: list[ServerProcess] = []
         self.startup_seconds: float | None = None
         self.etcd_port = free_port()
@@ -162,9 +158,7 @@ class ControlPlane:
         """A fresh kubernetes ApiClient for the admin user; close it (or use ``with``) when done."""
         return k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
 
-    def kubectl(
-        self, *args: str, check: bool = True, timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]:
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run the pinned kubectl against this cluster; with ``check``, a failure carries its stderr."""
         done = subprocess.run(
             [str(self.binaries.kubectl), "--kubeconfig", str(self.kubeconfig), *args],
@@ -183,11 +177,7 @@ class ControlPlane:
         parts = []
         for path in sorted(self.log_dir.glob("*.log")):
             proc = states.get(path)
-            status = (
-                ""
-                if proc is None
-                else (" running" if proc.exit_code() is None else f" exited {proc.exit_code()}")
-            )
+            status = "" if proc is None else (" running" if proc.exit_code() is None else f" exited {proc.exit_code()}")
             parts.append(f"----- {path.name}{status} ({path}) -----\n{tail(path, lines)}")
         return "\n".join(parts)
 
@@ -204,18 +194,12 @@ class ControlPlane:
         )
         self.admin = ca.issue("admin", "conveyor-test-admin", organization="system:masters")
         # The controller manager runs without per-controller service accounts, so it needs broad rights.
-        kcm = ca.issue(
-            "kube-controller-manager", "system:kube-controller-manager", organization="system:masters"
-        )
+        kcm = ca.issue("kube-controller-manager", "system:kube-controller-manager", organization="system:masters")
         scheduler = ca.issue("kube-scheduler", "system:kube-scheduler")
-        self.node_agent_credentials = ca.issue(
-            "node-agent", "conveyor-test-node-agent", organization="system:masters"
-        )
+        self.node_agent_credentials = ca.issue("node-agent", "conveyor-test-node-agent", organization="system:masters")
         self.sa_keys = service_account_keys(self.pki_dir)
         write_kubeconfig(self.kubeconfig, self.server_url, ca.cert, self.admin)
-        self.kcm_kubeconfig = write_kubeconfig(
-            self.work_dir / "kcm.kubeconfig", self.server_url, ca.cert, kcm
-        )
+        self.kcm_kubeconfig = write_kubeconfig(self.work_dir / "kcm.kubeconfig", self.server_url, ca.cert, kcm)
         self.scheduler_kubeconfig = write_kubeconfig(
             self.work_dir / "scheduler.kubeconfig", self.server_url, ca.cert, scheduler
         )

@@ -97,9 +97,7 @@ class MinioServer:
         ).start()
         try:
             url = f"http://{self.host}:{self.port}/minio/health/ready"
-            wait_until(
-                lambda: http_ok(url), timeout=60, what="MinIO /minio/health/ready", process=self.process
-            )
+            wait_until(lambda: http_ok(url), timeout=60, what="MinIO /minio/health/ready", process=self.process)
             s3 = self.endpoint.client()
             try:
                 s3.create_bucket(Bucket=self.bucket)

@@ -233,9 +233,7 @@ class PodRunner(threading.Thread):
         self.home.mkdir(exist_ok=True)
         spec = pod["spec"]
         self.restart_policy: str = spec.get("restartPolicy", "Always")
-        self.init_containers = [
-            Container(c, self.work_dir, init=True) for c in spec.get("initContainers") or []
-        ]
+        self.init_containers = [Container(c, self.work_dir, init=True) for c in spec.get("initContainers") or []]
         self.containers = [Container(c, self.work_dir) for c in spec.get("containers") or []]
         self.sandbox: PodSandbox | None = None
         self.pod_ip = agent.node_ip
@@ -426,9 +424,7 @@ class PodRunner(threading.Thread):
         def local(text: str) -> str:
             return expand(text, env).replace(termination_path, str(c.termination_log))
 
-        argv = [local(a) for a in (c.spec.get("command") or [])] + [
-            local(a) for a in (c.spec.get("args") or [])
-        ]
+        argv = [local(a) for a in (c.spec.get("command") or [])] + [local(a) for a in (c.spec.get("args") or [])]
         if not argv:
             self._fail_start(c, "the test node agent runs commands, not images: set command")
             return
@@ -570,20 +566,9 @@ class PodRunner(threading.Thread):
         """All keys of a Secret (decoded) or ConfigMap; {} if optional and absent."""
         try:
             if kind == "secrets":
-                obj = _json(
-                    self.agent.core.read_namespaced_secret(
-                        ref["name"], self.namespace, _preload_content=False
-                    )
-                )
-                return {
-                    k: base64.b64decode(v).decode("utf-8", "replace")
-                    for k, v in (obj.get("data") or {}).items()
-                }
-            obj = _json(
-                self.agent.core.read_namespaced_config_map(
-                    ref["name"], self.namespace, _preload_content=False
-                )
-            )
+                obj = _json(self.agent.core.read_namespaced_secret(ref["name"], self.namespace, _preload_content=False))
+                return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (obj.get("data") or {}).items()}
+            obj = _json(self.agent.core.read_namespaced_config_map(ref["name"], self.namespace, _preload_content=False))
             return {str(k): str(v) for k, v in (obj.get("data") or {}).items()}
         except ApiException as exc:
             if exc.status == 404 and ref.get("optional"):
@@ -647,11 +632,7 @@ class PodRunner(threading.Thread):
                     self._kill_for_restart(c, "startup probe failed")
             return
         liveness = c.probes.get("livenessProbe")
-        if (
-            liveness
-            and now >= liveness.next_at
-            and liveness.record(self._run_probe(c, liveness.spec)) is False
-        ):
+        if liveness and now >= liveness.next_at and liveness.record(self._run_probe(c, liveness.spec)) is False:
             self._kill_for_restart(c, "liveness probe failed")
             return
         readiness = c.probes.get("readinessProbe")
@@ -684,11 +665,7 @@ class PodRunner(threading.Thread):
                 get = spec["httpGet"]
                 host = get.get("host") or self.pod_ip
                 port = self._port(c, get["port"])
-                conn_cls = (
-                    http.client.HTTPSConnection
-                    if get.get("scheme") == "HTTPS"
-                    else http.client.HTTPConnection
-                )
+                conn_cls = http.client.HTTPSConnection if get.get("scheme") == "HTTPS" else http.client.HTTPConnection
                 conn = conn_cls(host, port, timeout=timeout)
                 try:
                     headers = {h["name"]: h["value"] for h in get.get("httpHeaders") or []}
@@ -738,9 +715,7 @@ class PodRunner(threading.Thread):
             "status": status,
             "reason": reason,
             "lastProbeTime": None,
-            "lastTransitionTime": now_iso()
-            if not old or old["status"] != status
-            else old["lastTransitionTime"],
+            "lastTransitionTime": now_iso() if not old or old["status"] != status else old["lastTransitionTime"],
         }
 
     def _push_status(self) -> None:
@@ -769,9 +744,7 @@ class PodRunner(threading.Thread):
                 self.object_gone()
                 return
             # Not fatal: the next tick pushes again.
-            log.warning(
-                "pod %s/%s: status patch failed: %s %s", self.namespace, self.pod_name, exc.status, exc.body
-            )
+            log.warning("pod %s/%s: status patch failed: %s %s", self.namespace, self.pod_name, exc.status, exc.body)
             return
         self._last_pushed = encoded
 
@@ -1085,10 +1058,11 @@ class NodeAgentProcess:
         if bridge is not None:
             argv += ["--bridge", bridge.bridge, "--pod-cidr", bridge.cidr, "--gateway", bridge.gateway]
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+        # SIGTERM on parent death: the agent then stops its pods and removes their namespaces.
+        self.process = ServerProcess(
+            "node-agent", argv, log_dir / "node-agent.log", env=env, parent_death_signal=signal.SIGTERM
         )
-        self.process = ServerProcess("node-agent", argv, log_dir / "node-agent.log", env=env)
 
     @property
     def pods_dir(self) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -19,6 +20,19 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 _handed_out_ports: set[int] = set()
+
+
+def die_with_parent(argv: Sequence[str], sig: signal.Signals) -> list[str]:
+    """Prefix ``argv`` so the kernel sends ``sig`` to it when the process that started it dies.
+
+    This keeps a killed pytest (SIGKILL, OOM) from leaving servers behind. util-linux's setpriv
+    sets the flag before exec (no preexec_fn, which is unsafe in a threaded process). The signal
+    fires when the spawning *thread* exits, so only use it from long-lived threads.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return list(argv)
+    return [setpriv, f"--pdeathsig={sig.name}", "--", *argv]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -77,8 +91,10 @@ class ServerProcess:
         log_path: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        parent_death_signal: signal.Signals = signal.SIGKILL,
     ) -> None:
         self.name = name
+        self.parent_death_signal = parent_death_signal
         self.argv = list(argv)
         self.log_path = log_path
         self.env = dict(env) if env is not None else None
@@ -92,7 +108,7 @@ class ServerProcess:
             log.write(f"$ {' '.join(self.argv)}\n".encode())
             log.flush()
             self._popen = subprocess.Popen(
-                self.argv,
+                die_with_parent(self.argv, self.parent_death_signal),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
