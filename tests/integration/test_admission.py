@@ -55,36 +55,96 @@ def _dup_steps() -> dict[str, Any]:
 
 BAD: list[tuple[str, dict[str, Any], str, list[str]]] = [
     # id, object, plural, fragments the API server's message must contain
-    ("uses-and-container", with_step(1, container={"image": "x", "command": ["y"]}), "pipelines",
-     ["spec.steps[1]", "exactly one of uses or container must be set"]),
+    (
+        "uses-and-container",
+        with_step(1, container={"image": "x", "command": ["y"]}),
+        "pipelines",
+        ["spec.steps[1]", "exactly one of uses or container must be set"],
+    ),
     ("neither", with_step(0, container=None), "pipelines", ["spec.steps[0]", "exactly one of uses or container"]),
-    ("negative-retries", with_step(0, retries={"limit": -1}), "pipelines", ["spec.steps[0].retries.limit", "greater than or equal to 0"]),
-    ("zero-timeout", with_step(0, timeoutSeconds=0), "pipelines", ["spec.steps[0].timeoutSeconds", "greater than or equal to 1"]),
+    (
+        "negative-retries",
+        with_step(0, retries={"limit": -1}),
+        "pipelines",
+        ["spec.steps[0].retries.limit", "greater than or equal to 0"],
+    ),
+    (
+        "zero-timeout",
+        with_step(0, timeoutSeconds=0),
+        "pipelines",
+        ["spec.steps[0].timeoutSeconds", "greater than or equal to 1"],
+    ),
     ("bad-step-name", with_step(0, name="Not_A_Label"), "pipelines", ["spec.steps[0].name", "should match"]),
     ("duplicate-step", _dup_steps(), "pipelines", ["spec.steps[2]", "Duplicate value"]),
-    ("bad-param-type", pipeline(parameters=[{"name": "n", "type": "float"}]), "pipelines",
-     ["spec.parameters[0].type", "Unsupported value"]),
-    ("input-step-and-uri", with_step(1, inputs=[{"name": "train", "step": "a", "output": "o", "uri": "s3://b/k"}]),
-     "pipelines", ["spec.steps[1].inputs[0]", "exactly one of step or uri"]),
-    ("bad-uri", with_step(1, inputs=[{"name": "train", "uri": "ftp://host/x"}]), "pipelines",
-     ["spec.steps[1].inputs[0].uri", "should match"]),
+    (
+        "bad-param-type",
+        pipeline(parameters=[{"name": "n", "type": "float"}]),
+        "pipelines",
+        ["spec.parameters[0].type", "Unsupported value"],
+    ),
+    (
+        "input-step-and-uri",
+        with_step(1, inputs=[{"name": "train", "step": "a", "output": "o", "uri": "s3://b/k"}]),
+        "pipelines",
+        ["spec.steps[1].inputs[0]", "exactly one of step or uri"],
+    ),
+    (
+        "bad-uri",
+        with_step(1, inputs=[{"name": "train", "uri": "ftp://host/x"}]),
+        "pipelines",
+        ["spec.steps[1].inputs[0].uri", "should match"],
+    ),
     ("no-steps", pipeline(steps=[]), "pipelines", ["spec.steps", "at least 1"]),
-    ("trigger-both", pipeline(triggers=[{"s3": {"uri": "s3://b/p/"}, "drift": {"modelDeployment": "m"}}]),
-     "pipelines", ["spec.triggers[0]", "exactly one of s3 or drift"]),
+    (
+        "trigger-both",
+        pipeline(triggers=[{"s3": {"uri": "s3://b/p/"}, "drift": {"modelDeployment": "m"}}]),
+        "pipelines",
+        ["spec.triggers[0]", "exactly one of s3 or drift"],
+    ),
     ("run-no-pipeline", run(parameters={"n": 2}), "runs", ["spec", "exactly one of pipelineRef or pipelineSpec"]),
-    ("run-both", run(pipelineRef={"name": "p"}, pipelineSpec=pipeline()["spec"]), "runs",
-     ["spec", "exactly one of pipelineRef or pipelineSpec"]),
-    ("run-cancel-not-bool", run(pipelineRef={"name": "p"}, cancel="yes"), "runs", ["spec.cancel", "must be of type boolean"]),
-    ("md-two-sources", md(model={"uri": "s3://b/m", "digest": DIGEST, "pipeline": {"name": "p"}}), "modeldeployments",
-     ["spec.model", "exactly one of uri, run or pipeline"]),
+    (
+        "run-both",
+        run(pipelineRef={"name": "p"}, pipelineSpec=pipeline()["spec"]),
+        "runs",
+        ["spec", "exactly one of pipelineRef or pipelineSpec"],
+    ),
+    (
+        "run-cancel-not-bool",
+        run(pipelineRef={"name": "p"}, cancel="yes"),
+        "runs",
+        ["spec.cancel", "must be of type boolean"],
+    ),
+    (
+        "md-two-sources",
+        md(model={"uri": "s3://b/m", "digest": DIGEST, "pipeline": {"name": "p"}}),
+        "modeldeployments",
+        ["spec.model", "exactly one of uri, run or pipeline"],
+    ),
     ("md-uri-no-digest", md(model={"uri": "s3://b/m"}), "modeldeployments", ["spec.model", "needs its digest"]),
-    ("md-bad-digest", md(model={"uri": "s3://b/m", "digest": "md5:abc"}), "modeldeployments", ["spec.model.digest", "should match"]),
-    ("md-min-over-max", md(model={"pipeline": {"name": "p"}}, autoscaling={"minReplicas": 5, "maxReplicas": 2}),
-     "modeldeployments", ["spec.autoscaling", "minReplicas must not exceed maxReplicas"]),
-    ("md-canary-no-steps", md(model={"pipeline": {"name": "p"}}, rollout={"strategy": "Canary"}), "modeldeployments",
-     ["spec.rollout", "a Canary rollout needs steps"]),
-    ("md-privileged-port", md(model={"pipeline": {"name": "p"}}, server={"port": 80}), "modeldeployments",
-     ["spec.server.port", "greater than or equal to 1024"]),
+    (
+        "md-bad-digest",
+        md(model={"uri": "s3://b/m", "digest": "md5:abc"}),
+        "modeldeployments",
+        ["spec.model.digest", "should match"],
+    ),
+    (
+        "md-min-over-max",
+        md(model={"pipeline": {"name": "p"}}, autoscaling={"minReplicas": 5, "maxReplicas": 2}),
+        "modeldeployments",
+        ["spec.autoscaling", "minReplicas must not exceed maxReplicas"],
+    ),
+    (
+        "md-canary-no-steps",
+        md(model={"pipeline": {"name": "p"}}, rollout={"strategy": "Canary"}),
+        "modeldeployments",
+        ["spec.rollout", "a Canary rollout needs steps"],
+    ),
+    (
+        "md-privileged-port",
+        md(model={"pipeline": {"name": "p"}}, server={"port": 80}),
+        "modeldeployments",
+        ["spec.server.port", "greater than or equal to 1024"],
+    ),
 ]
 
 
@@ -96,7 +156,11 @@ def _create(api: k8s_client.ApiClient, namespace: str, plural: str, body: dict[s
 
 @pytest.mark.parametrize(("body", "plural", "fragments"), [c[1:] for c in BAD], ids=[c[0] for c in BAD])
 def test_api_server_rejects_invalid_objects_naming_the_field(
-    api: k8s_client.ApiClient, namespace: str, install_crds: list[str], body: dict[str, Any], plural: str,
+    api: k8s_client.ApiClient,
+    namespace: str,
+    install_crds: list[str],
+    body: dict[str, Any],
+    plural: str,
     fragments: list[str],
 ) -> None:
     with pytest.raises(ApiException) as raised:
@@ -107,14 +171,18 @@ def test_api_server_rejects_invalid_objects_naming_the_field(
         assert fragment in message, message
 
 
-def test_unknown_fields_are_rejected_not_pruned(api: k8s_client.ApiClient, namespace: str, install_crds: list[str]) -> None:
+def test_unknown_fields_are_rejected_not_pruned(
+    api: k8s_client.ApiClient, namespace: str, install_crds: list[str]
+) -> None:
     body = with_step(0, retry=3)
     with pytest.raises(ApiException) as raised:
         _create(api, namespace, "pipelines", body)
     assert 'unknown field "spec.steps[0].retry"' in json.loads(raised.value.body)["message"]
 
 
-def test_valid_objects_are_admitted_with_defaults(api: k8s_client.ApiClient, namespace: str, install_crds: list[str]) -> None:
+def test_valid_objects_are_admitted_with_defaults(
+    api: k8s_client.ApiClient, namespace: str, install_crds: list[str]
+) -> None:
     example = yaml.safe_load((ROOT / "examples" / "breast-cancer" / "pipeline.yaml").read_text())
     created = _create(api, namespace, "pipelines", example)
     train = next(s for s in created["spec"]["steps"] if s["name"] == "train")
@@ -128,7 +196,9 @@ def test_run_pipeline_ref_is_immutable(api: k8s_client.ApiClient, namespace: str
     objects = k8s_client.CustomObjectsApi(api)
     _create(api, namespace, "runs", run(pipelineRef={"name": "p"}, parameters={"n": 1}))
     with pytest.raises(ApiException) as raised:
-        objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, "runs", "r", {"spec": {"pipelineRef": {"name": "q"}}})
+        objects.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "runs", "r", {"spec": {"pipelineRef": {"name": "q"}}}
+        )
     assert "pipelineRef is immutable" in json.loads(raised.value.body)["message"]
     # cancelling is allowed
     patched = objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, "runs", "r", {"spec": {"cancel": True}})

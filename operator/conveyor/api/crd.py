@@ -9,6 +9,7 @@ only Kubernetes knows: CEL rules, list types, printer columns, short names.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +117,20 @@ KINDS: tuple[Kind, ...] = (
 class _KubernetesJsonSchema(GenerateJsonSchema):
     """Adds each model's CEL rules to its schema as x-kubernetes-validations."""
 
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        """Give default_factory fields a default too, so the API server fills in nested defaults
+        (retries, cache, ...) and `kubectl get -o yaml` shows what will happen."""
+        factory = schema.get("default_factory")
+        if factory is None or schema.get("default_factory_takes_data"):
+            return super().default_schema(schema)
+        value = factory()  # type: ignore[call-arg]
+        js = self.generate_inner(schema["schema"])
+        # The API server validates a default as written (without nested defaults), so write it whole.
+        js["default"] = (
+            value.model_dump(mode="json", by_alias=True, exclude_none=True) if isinstance(value, BaseModel) else value
+        )
+        return js
+
     def model_schema(self, schema: core_schema.ModelSchema) -> JsonSchemaValue:
         js = super().model_schema(schema)
         rules = rules_of(schema["cls"])
@@ -159,10 +174,14 @@ def _resolve(node: Any, defs: dict[str, Schema]) -> Any:
         if key == "patternProperties":
             # dict[Identifier, X]: the API server has no patternProperties; check keys with CEL.
             ((pattern, value_schema),) = value.items()
-            out["additionalProperties"] = _resolve(value_schema, defs)
-            out.setdefault("x-kubernetes-validations", []).append(
-                {"rule": f"self.all(k, k.matches({_cel_string(pattern)}))", "message": f"keys must match {pattern}"}
-            )
+            values = _resolve(value_schema, defs)
+            out["additionalProperties"] = values
+            # CEL cannot be declared over a map of free-form values; those keys are checked by
+            # the validator the CLI and the operator share instead.
+            if "x-kubernetes-preserve-unknown-fields" not in json.dumps(values):
+                out.setdefault("x-kubernetes-validations", []).append(
+                    {"rule": f"self.all(k, k.matches({_cel_string(pattern)}))", "message": f"keys must match {pattern}"}
+                )
             continue
         if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
             out["minimum" if key == "exclusiveMinimum" else "maximum"] = value

@@ -58,10 +58,6 @@ class StepApproval(ApiModel):
     "!has(oldSelf.pipelineRef) || self.pipelineRef == oldSelf.pipelineRef",
     "pipelineRef is immutable",
 )
-@cel(
-    "!has(oldSelf.parameters) || self.parameters == oldSelf.parameters",
-    "parameters are immutable",
-)
 class RunSpec(ApiModel):
     """What to execute, with which parameters."""
 
@@ -70,7 +66,8 @@ class RunSpec(ApiModel):
     pipeline_spec: PipelineSpec | None = None
     """An inline pipeline instead of a reference."""
     parameters: dict[Identifier, JsonValue] = Field(default_factory=dict)
-    """Overrides of the pipeline's parameter defaults."""
+    """Overrides of the pipeline's parameter defaults. Read once, when the Run starts; the values
+    used are recorded in status.parameters (the API server cannot compare free-form values)."""
     cancel: bool = False
     """Set to true to stop the Run: running steps are killed, nothing new starts."""
     approvals: list[StepApproval] = Field(default_factory=list)
