@@ -165,3 +165,35 @@ def test_failing_liveness_probe_restarts_the_container(api: k8s_client.ApiClient
         return bool(statuses) and statuses[0].restart_count >= 1
 
     wait_until(restarted, timeout=30, what="a liveness restart")
+
+
+def test_volume_mount_paths_are_rewritten_to_pod_directories(api: k8s_client.ApiClient, namespace: str) -> None:
+    core = k8s_client.CoreV1Api(api)
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "app"}, "data": {"greeting": "hello"}})
+    code = (
+        "import os, sys; cfg, scratch = sys.argv[1], os.environ['SCRATCH'];"
+        "text = open(cfg + '/greeting').read();"
+        "open(scratch + '/out', 'w').write(text.upper());"
+        "open('/dev/termination-log', 'w').write(open(scratch + '/out').read() + ' ' + os.getcwd())"
+    )
+    container = python_container(
+        "main",
+        code,
+        args=["/etc/app"],
+        env=[{"name": "SCRATCH", "value": "/scratch"}],
+        workingDir="/scratch",
+        volumeMounts=[{"name": "cfg", "mountPath": "/etc/app"}, {"name": "tmp", "mountPath": "/scratch"}],
+    )
+    job = job_manifest("vols", container)
+    job["spec"]["template"]["spec"]["volumes"] = [
+        {"name": "cfg", "configMap": {"name": "app"}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    batch = k8s_client.BatchV1Api(api)
+    batch.create_namespaced_job(namespace, job)
+    wait_job(batch, namespace, "vols", "Complete")
+    (pod,) = pods_of(core, namespace, "job-name=vols")
+    message = pod.status.container_statuses[0].state.terminated.message
+    text, cwd = message.split(" ", 1)
+    assert text == "HELLO"
+    assert cwd.endswith("/volumes/tmp")  # workingDir /scratch is the emptyDir's local directory

@@ -418,11 +418,10 @@ class PodRunner(threading.Thread):
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
             c.next_start_at = time.monotonic() + 1.0
             return
-        termination_path = str(c.spec.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH)
         c.termination_log.write_bytes(b"")
 
         def local(text: str) -> str:
-            return expand(text, env).replace(termination_path, str(c.termination_log))
+            return self._localize(c, expand(text, env))
 
         argv = [local(a) for a in (c.spec.get("command") or [])] + [local(a) for a in (c.spec.get("args") or [])]
         if not argv:
@@ -513,7 +512,7 @@ class PodRunner(threading.Thread):
         wanted = c.spec.get("workingDir")
         if not wanted:
             return self.home
-        path = Path(wanted)
+        path = Path(self._localize(c, wanted))
         if path.is_dir():
             return path
         local = self.work_dir / "rootfs" / path.relative_to(path.anchor)
@@ -560,7 +559,70 @@ class PodRunner(threading.Thread):
             else:
                 value = expand(str(var.get("value", "")), env)
             env[var["name"]] = value
+        # Mounted paths only exist under the pod's directory here (see _localize).
+        self._prepare_volumes(c)
+        for key, value in env.items():
+            if key != TERMINATION_LOG_ENV:
+                env[key] = self._localize(c, value)
         return env
+
+    # -- volumes --------------------------------------------------------------------------
+
+    def _mounts(self, c: Container) -> list[tuple[str, Path]]:
+        """(mountPath, local directory) of each volumeMount plus the termination message path,
+        longest mountPath first so nested mounts win."""
+        volumes_dir = self.work_dir / "volumes"
+        mounts = [
+            (str(m["mountPath"]).rstrip("/") or "/", volumes_dir / m["name"] / m.get("subPath", ""))
+            for m in c.spec.get("volumeMounts") or []
+        ]
+        termination = str(c.spec.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH)
+        mounts.append((termination, c.termination_log))
+        return sorted(mounts, key=lambda m: len(m[0]), reverse=True)
+
+    def _localize(self, c: Container, text: str) -> str:
+        """Rewrite container paths (volume mounts, terminationMessagePath) in ``text`` to local ones.
+
+        There is no mount namespace: a container path is only reachable by the process if the
+        command line or environment names it, so those strings are rewritten.
+        """
+        for mount_path, local in self._mounts(c):
+            pattern = r"(?<![\w.-])" + re.escape(mount_path) + r"(?=/|$|[^\w.-])"
+            text = re.sub(pattern, lambda _m, dest=str(local): dest, text)
+        return text
+
+    def _prepare_volumes(self, c: Container) -> None:
+        """Materialize emptyDir/configMap/secret/projected volumes used by ``c`` under the pod dir."""
+        mounted = {m["name"] for m in c.spec.get("volumeMounts") or []}
+        for volume in self.pod["spec"].get("volumes") or []:
+            if volume["name"] not in mounted:
+                continue
+            target = self.work_dir / "volumes" / volume["name"]
+            target.mkdir(parents=True, exist_ok=True)
+            sources: list[tuple[str, Json]] = []
+            if "configMap" in volume:
+                sources.append(("configmaps", volume["configMap"]))
+            elif "secret" in volume:
+                ref = volume["secret"]
+                sources.append(("secrets", {**ref, "name": ref.get("secretName")}))
+            elif "projected" in volume:
+                for src in volume["projected"].get("sources") or []:
+                    if "configMap" in src:
+                        sources.append(("configmaps", src["configMap"]))
+                    elif "secret" in src:
+                        sources.append(("secrets", src["secret"]))
+            for kind, ref in sources:
+                data = self._config_data(kind, ref)
+                items = ref.get("items")
+                chosen = {i["key"]: i["path"] for i in items} if items else {k: k for k in data}
+                for key, rel in chosen.items():
+                    if key not in data:
+                        if ref.get("optional"):
+                            continue
+                        raise ConfigNotReadyError(f"key {key!r} not in {kind[:-1]} {ref.get('name')!r}")
+                    path = target / rel
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(data[key])
 
     def _config_data(self, kind: str, ref: Json) -> dict[str, str]:
         """All keys of a Secret (decoded) or ConfigMap; {} if optional and absent."""
@@ -681,7 +743,7 @@ class PodRunner(threading.Thread):
                     return True
             if "exec" in spec:
                 env = self._environment(c)
-                argv = [expand(a, env) for a in spec["exec"].get("command") or []]
+                argv = [self._localize(c, expand(a, env)) for a in spec["exec"].get("command") or []]
                 if self.sandbox is not None:
                     argv = self.sandbox.exec_prefix() + argv
                 done = subprocess.run(
