@@ -82,7 +82,8 @@ class Binaries:
 
     def require(self, *names: str) -> None:
         """Raise MissingBinaryError listing every named binary that does not exist."""
-        missing = [f"{name} ({getattr(self, name)})" for name in names if not getattr(self, name).exists()]
+        paths: list[Path] = [getattr(self, name) for name in names]
+        missing = [f"{path.name} ({path})" for path in paths if not path.exists()]
         if missing:
             raise MissingBinaryError(
                 "test environment binaries are missing: "

@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from kubernetes import config as k8s_config
 
 from testenv.binaries import Binaries
 from testenv.pki import CertificateAuthority, KeyPair, service_account_keys
-from testenv.processes import ServerProcess, free_port, http_ok, tail, wait_until
+from testenv.processes import ServerProcess, free_port, http_ok, owned_temp_dir, tail, wait_until
 
 SERVICE_CIDR = "10.96.0.0/16"
 # The first address of the service range belongs to the `kubernetes` Service.
@@ -77,13 +76,14 @@ class ControlPlane:
 
     def __init__(self, binaries: Binaries, work_dir: Path | None = None, keep: bool = False) -> None:
         self.binaries = binaries
-        self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="conveyor-testenv-"))
+        self.work_dir = work_dir or owned_temp_dir("conveyor-testenv-")
         self.keep = keep
         self.log_dir = self.work_dir / "logs"
         self.pki_dir = self.work_dir / "pki"
         # etcd on tmpfs: the disk is slow and the data is worthless after the session.
         shm = Path("/dev/shm")
-        self.etcd_data_dir = Path(tempfile.mkdtemp(prefix="conveyor-etcd-", dir=shm if shm.is_dir() else None))
+        self.etcd_dir = owned_temp_dir("conveyor-etcd-", shm if shm.is_dir() else None)
+        self.etcd_data_dir = self.etcd_dir / "data"
         self.processes: list[ServerProcess] = []
         self.startup_seconds: float | None = None
         self.etcd_port = free_port()
@@ -148,7 +148,7 @@ class ControlPlane:
         """Stop components in reverse start order, then remove the temp dirs (unless ``keep``)."""
         for proc in reversed(self.processes):
             proc.stop()
-        shutil.rmtree(self.etcd_data_dir, ignore_errors=True)
+        shutil.rmtree(self.etcd_dir, ignore_errors=True)
         if not self.keep:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 

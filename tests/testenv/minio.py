@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import boto3
 from botocore.config import Config
 
 from testenv.binaries import Binaries
-from testenv.processes import ServerProcess, free_port, http_ok, wait_until
+from testenv.processes import ServerProcess, free_port, http_ok, owned_temp_dir, wait_until
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class MinioServer:
         self.binaries = binaries
         self.host = host
         self.port = free_port(host)
-        self.data_dir = Path(tempfile.mkdtemp(prefix="conveyor-minio-"))
+        self.data_dir = owned_temp_dir("conveyor-minio-")
         self.log_path = log_dir / "minio.log"
         self.bucket = bucket
         self.access_key = "conveyor-" + secrets.token_hex(4)

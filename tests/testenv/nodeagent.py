@@ -42,7 +42,7 @@ from typing import Any
 
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
-from kubernetes.client.rest import ApiException
+from kubernetes.client import ApiException
 
 from testenv.podnetwork import AddressPool, BridgeSpec, PodSandbox, unavailable_reason
 from testenv.processes import ServerProcess, wait_until
@@ -553,12 +553,12 @@ class PodRunner(threading.Thread):
                 env[prefix + key] = value
         for var in c.spec.get("env") or []:
             if "valueFrom" in var:
-                value = self._value_from(var["valueFrom"])
-                if value is None:
+                resolved = self._value_from(var["valueFrom"])
+                if resolved is None:
                     continue
+                env[var["name"]] = resolved
             else:
-                value = expand(str(var.get("value", "")), env)
-            env[var["name"]] = value
+                env[var["name"]] = expand(str(var.get("value", "")), env)
         # Mounted paths only exist under the pod's directory here (see _localize).
         self._prepare_volumes(c)
         for key, value in env.items():
@@ -588,7 +588,8 @@ class PodRunner(threading.Thread):
         """
         for mount_path, local in self._mounts(c):
             pattern = r"(?<![\w.-])" + re.escape(mount_path) + r"(?=/|$|[^\w.-])"
-            text = re.sub(pattern, lambda _m, dest=str(local): dest, text)
+            dest = str(local)
+            text = re.sub(pattern, lambda _m: dest, text)  # noqa: B023 (used at once, inside the loop)
         return text
 
     def _prepare_volumes(self, c: Container) -> None:
@@ -1007,7 +1008,7 @@ class NodeAgent:
                 version = self._list()
                 started = time.monotonic()
                 while not self.stopped.is_set() and time.monotonic() - started < RESYNC_SECONDS:
-                    resp = self.core.list_pod_for_all_namespaces(
+                    resp: Any = self.core.list_pod_for_all_namespaces(
                         field_selector=f"spec.nodeName={self.node_name}",
                         watch=True,
                         resource_version=version,

@@ -14,6 +14,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +34,36 @@ def die_with_parent(argv: Sequence[str], sig: signal.Signals) -> list[str]:
     if setpriv is None:
         return list(argv)
     return [setpriv, f"--pdeathsig={sig.name}", "--", *argv]
+
+
+_OWNER_FILE = "conveyor-owner.pid"
+
+
+def owned_temp_dir(prefix: str, base: Path | None = None) -> Path:
+    """A new temp dir that records this process as its owner, after sweeping dead owners' dirs.
+
+    A session killed with SIGKILL cannot clean up; the next session removes what it left
+    (etcd's tmpfs data holds RAM). Dirs whose owner is still alive are never touched.
+    """
+    root = base or Path(tempfile.gettempdir())
+    for old in root.glob(f"{prefix}*"):
+        owner = old / _OWNER_FILE
+        with contextlib.suppress(OSError, ValueError):
+            if old.is_dir() and not _pid_alive(int(owner.read_text())):
+                shutil.rmtree(old, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    (path / _OWNER_FILE).write_text(str(os.getpid()))
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:

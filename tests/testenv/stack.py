@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -97,9 +98,13 @@ def pod_bridge() -> Iterator[BridgeSpec | None]:
 def minio(cp: ControlPlane, bridge: BridgeSpec | None) -> Iterator[MinioServer]:
     """MinIO on the bridge gateway (reachable from pods and tests alike) or on loopback."""
     host = bridge.gateway if bridge is not None else "127.0.0.1"
-    with _shared_resource(
-        "minio", lambda: MinioServer(cp.binaries, cp.log_dir, host=host).start(), lambda m: m.stop()
-    ) as server:
+
+    def start() -> MinioServer:
+        server = MinioServer(cp.binaries, cp.log_dir, host=host).start()
+        print(f"\n[testenv] MinIO up in {server.startup_seconds:.1f}s at {server.endpoint.endpoint}")
+        return server
+
+    with _shared_resource("minio", start, lambda m: m.stop()) as server:
         yield server
 
 
@@ -120,8 +125,11 @@ def node_agent(cp: ControlPlane, bridge: BridgeSpec | None) -> Iterator[NodeAgen
     """The test kubelet, running pods as local processes on its Node."""
 
     def start() -> NodeAgentProcess:
+        began = time.monotonic()
         agent = NodeAgentProcess(cp.node_agent_kubeconfig, cp.work_dir / "node-agent", cp.log_dir, bridge)
-        return agent.start(lambda: node_is_ready(cp, agent.node_name))
+        agent.start(lambda: node_is_ready(cp, agent.node_name))
+        print(f"\n[testenv] node {agent.node_name} Ready in {time.monotonic() - began:.1f}s")
+        return agent
 
     with _shared_resource("node_agent", start, lambda a: a.stop()) as agent:
         yield agent
