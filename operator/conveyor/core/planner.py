@@ -169,6 +169,21 @@ def reused(state: StepState, entry: CacheEntry, now: datetime) -> StepState:
     )
 
 
+def recorded(state: StepState, action: Action, now: datetime) -> StepState:
+    """The state after a decision that needs no process: a cache hit, a skip, a failure to start, a cancel.
+    Launch and Kill are carried out by the shell; their outcome arrives later through `finished`."""
+    match action:
+        case ReuseCached(entry=entry):
+            return reused(state, entry, now)
+        case Skip(reason=reason):
+            return replace(state, phase=StepPhase.SKIPPED, message=reason)
+        case FailStep(reason=reason):
+            return replace(state, phase=StepPhase.FAILED, message=reason, finished_at=now)
+        case CancelStep():
+            return replace(state, phase=StepPhase.CANCELLED, finished_at=state.finished_at or now)
+    return state
+
+
 # ---------------------------------------------------------------- the planner
 
 

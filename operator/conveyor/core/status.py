@@ -69,3 +69,23 @@ def step_statuses(order: Sequence[str], states: Mapping[str, StepState]) -> list
             )
         )
     return out
+
+
+def states_from_status(steps: Sequence[StepStatus]) -> dict[str, StepState]:
+    """The planner's view of a Run, read back from its status (the operator keeps no memory)."""
+    return {
+        s.name: StepState(
+            phase=s.phase,
+            attempts=s.attempts,
+            cache_key=s.cache_key,
+            cache_hit=s.cache_hit,
+            outputs={o.name: o for o in s.outputs},
+            metrics=dict(s.metrics),
+            created_at=s.created_at,
+            started_at=s.started_at,
+            finished_at=s.finished_at,
+            next_attempt_at=s.next_attempt_at,
+            message=s.message,
+        )
+        for s in steps
+    }

@@ -7,28 +7,35 @@ from conveyor.api.pipeline import PipelineSpec
 from conveyor.core.validation import Issue
 
 LOCAL = "local runner"
+OPERATOR = "operator"
 
 
-def unsupported(spec: PipelineSpec, shell: str, path: str = "spec") -> list[Issue]:
-    def no(where: str, what: str) -> Issue:
-        return Issue(where, f"{what} is not supported yet by the {shell}")
+def _no(where: str, what: str, shell: str) -> Issue:
+    return Issue(where, f"{what} is not supported yet by the {shell}")
 
+
+def unsupported_steps(spec: PipelineSpec, shell: str, path: str = "spec") -> list[Issue]:
+    """Step features a shell cannot run yet (checked for every Run)."""
     issues = []
-    if spec.schedule is not None:
-        issues.append(
-            no(f"{path}.schedule", "a schedule (apply the Pipeline to a cluster)" if shell == LOCAL else "a schedule")
-        )
-    if spec.triggers:
-        issues.append(no(f"{path}.triggers", "triggers"))
-    if spec.max_concurrent_runs is not None and shell == LOCAL:
-        issues.append(no(f"{path}.maxConcurrentRuns", "maxConcurrentRuns"))
     for i, step in enumerate(spec.steps):
         sp = f"{path}.steps[{i}]"
         if step.for_each is not None:
-            issues.append(no(f"{sp}.forEach", "fan-out (forEach)"))
+            issues.append(_no(f"{sp}.forEach", "fan-out (forEach)", shell))
         if step.approval is not None and step.approval.required:
-            issues.append(no(f"{sp}.approval", "approval"))
+            issues.append(_no(f"{sp}.approval", "approval", shell))
         for j, inp in enumerate(step.inputs):
             if inp.uri and inp.uri.startswith("s3://") and shell == LOCAL:
-                issues.append(no(f"{sp}.inputs[{j}].uri", "an s3:// input"))
+                issues.append(_no(f"{sp}.inputs[{j}].uri", "an s3:// input", shell))
     return issues
+
+
+def unsupported(spec: PipelineSpec, shell: str, path: str = "spec") -> list[Issue]:
+    """Everything a shell cannot carry out yet, pipeline-level features included."""
+    issues = []
+    if spec.schedule is not None:
+        issues.append(_no(f"{path}.schedule", "a schedule", shell))
+    if spec.triggers:
+        issues.append(_no(f"{path}.triggers", "triggers", shell))
+    if spec.max_concurrent_runs is not None:
+        issues.append(_no(f"{path}.maxConcurrentRuns", "maxConcurrentRuns", shell))
+    return issues + unsupported_steps(spec, shell, path)

@@ -61,3 +61,8 @@ class TaskResult(_Model):
     outputs: list[ArtifactRef] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
     message: str | None = None
+
+
+def result_document(run_id: str, step: str, attempt: int) -> str:
+    """Where the runtime stores an attempt's full TaskResult (the termination message is a copy)."""
+    return f"runs/{run_id}/results/{step}-{attempt}.json"

@@ -20,84 +20,32 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from conveyor import __version__
 from conveyor.api.pipeline import PipelineSpec
-from conveyor.api.run import ArtifactRef, RunPhase, StepPhase
+from conveyor.api.run import RunPhase, StepPhase
 from conveyor.core.dag import Dag
 from conveyor.core.planner import (
-    CacheEntry,
-    CancelStep,
-    FailStep,
     Kill,
     Launch,
     Plan,
-    ReuseCached,
     RunContext,
     RunPlanner,
-    Skip,
     StepState,
     finished,
-    reused,
+    recorded,
     started,
 )
 from conveyor.core.status import step_statuses
 from conveyor.core.task import StoreConfig, TaskResult
-from conveyor.storage.digest import hex_of, sha256_file
+from conveyor.storage.cache import StoreCache
+from conveyor.storage.digest import sha256_file
 from conveyor.storage.local import LocalStore
-
-
-class LocalCache(Mapping[str, CacheEntry]):
-    """Cache entries in the store, offered only while every output they name still exists,
-    so a deleted artifact can never produce a stale hit."""
-
-    def __init__(self, store: LocalStore) -> None:
-        self.store = store
-
-    def _name(self, key: str) -> str:
-        return f"cache/{hex_of(key)}.json"
-
-    def __getitem__(self, key: str) -> CacheEntry:
-        doc = self.store.get_document(self._name(key))
-        if doc is None:
-            raise KeyError(key)
-        outputs = tuple(ArtifactRef.model_validate(o) for o in doc["outputs"])
-        if not all(self.store.exists(o.digest) for o in outputs):
-            raise KeyError(key)
-        return CacheEntry(key=key, outputs=outputs, metrics=doc.get("metrics", {}))
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            self[key]  # type: ignore[index]
-        except KeyError:
-            return False
-        return True
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())  # never enumerated: the planner only looks keys up
-
-    def __len__(self) -> int:
-        return 0
-
-    def record(
-        self, key: str, run_id: str, step: str, outputs: Mapping[str, ArtifactRef], metrics: Mapping[str, float]
-    ) -> None:
-        self.store.put_document(
-            self._name(key),
-            {
-                "key": key,
-                "run": run_id,
-                "step": step,
-                "outputs": [o.to_wire() for o in outputs.values()],
-                "metrics": dict(metrics),
-                "createdAt": datetime.now(UTC).isoformat(),
-            },
-        )
 
 
 @dataclass
@@ -154,7 +102,7 @@ class LocalRunner:
         self.pipeline_name = pipeline_name
         self.state_dir = state_dir.resolve()
         self.store = LocalStore(self.state_dir / "store")
-        self.cache = LocalCache(self.store)
+        self.cache = StoreCache(self.store)
         self.run_id = f"{pipeline_name}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         self.run_dir = self.state_dir / "runs" / self.run_id
         self.order = Dag.of(spec.steps).order()
@@ -248,23 +196,12 @@ class LocalRunner:
     def _apply(self, plan: Plan) -> None:
         now = _now()
         for action in plan.actions:
-            match action:
-                case Launch():
-                    self._launch(action)
-                case ReuseCached(step=step, entry=entry):
-                    self.states[step] = reused(self.states.get(step, StepState()), entry, now)
-                case Skip(step=step, reason=reason):
-                    self.states[step] = replace(
-                        self.states.get(step, StepState()), phase=StepPhase.SKIPPED, message=reason
-                    )
-                case FailStep(step=step, reason=reason):
-                    self.states[step] = replace(
-                        self.states.get(step, StepState()), phase=StepPhase.FAILED, message=reason, finished_at=now
-                    )
-                case Kill(step=step, reason=reason):
-                    self._kill(step, reason)
-                case CancelStep(step=step):
-                    self.states[step] = replace(self.states.get(step, StepState()), phase=StepPhase.CANCELLED)
+            if isinstance(action, Launch):
+                self._launch(action)
+            elif isinstance(action, Kill):
+                self._kill(action.step, action.reason)
+            else:
+                self.states[action.step] = recorded(self.states.get(action.step, StepState()), action, now)
 
     def _on_result(self, step_name: str, result: TaskResult) -> None:
         step = next(s for s in self.spec.steps if s.name == step_name)

@@ -21,10 +21,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from conveyor.api.run import ArtifactRef
-from conveyor.core.task import TaskInput, TaskResult, TaskSpec
+from conveyor.core.task import TaskInput, TaskResult, TaskSpec, result_document
 from conveyor.core.templates import TemplateError, render
 from conveyor.storage.digest import sha256_file
-from conveyor.storage.store import ArtifactMissing, ArtifactStore, DigestMismatch
+from conveyor.storage.store import ArtifactMissing, ArtifactStore, DigestMismatch, StoreUnavailable
 
 log = logging.getLogger("conveyor.runtime")
 
@@ -143,7 +143,10 @@ def execute(task: TaskSpec, store: ArtifactStore, workdir: Path) -> TaskResult:
             raise StepFailed(f"the step did not write output(s) {', '.join(repr(m) for m in missing)}")
         refs = []
         for name, path in outputs.items():
-            stored = store.put_file(path)
+            try:
+                stored = store.put_file(path)
+            except StoreUnavailable as e:
+                raise StepFailed(f"could not store output {name!r}: {e}") from None
             refs.append(ArtifactRef(name=name, uri=stored.uri, digest=stored.digest, size=stored.size))
     except StepFailed as e:
         log.error("step %s failed: %s", task.step, e)
@@ -197,5 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix=f"conveyor-{task.step}-") as tmp:
             result = execute(task, store, Path(tmp))
+    try:
+        store.put_document(result_document(task.run_id, task.step, task.attempt), result.model_dump(mode="json"))
+    except Exception as e:
+        log.warning("could not store the result record: %s", e)
     write_result(result, args.result)
     return 0 if result.ok else 1

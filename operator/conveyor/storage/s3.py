@@ -6,22 +6,50 @@ Secret), never from a TaskSpec, status or log line.
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from conveyor.storage.digest import hex_of, sha256_file
-from conveyor.storage.store import ArtifactMissing, DigestMismatch, StoredArtifact, blob_key, check_document_name
+from conveyor.storage.store import (
+    ArtifactMissing,
+    DigestMismatch,
+    StoredArtifact,
+    StoreUnavailable,
+    blob_key,
+    check_document_name,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _unavailable_on_error(method: F) -> F:
+    """Connection failures and server errors become StoreUnavailable, naming the bucket, never credentials."""
+
+    @functools.wraps(method)
+    def wrapper(self: S3Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (ArtifactMissing, DigestMismatch):
+            raise
+        except BotoCoreError as e:
+            raise StoreUnavailable(f"artifact store s3://{self.bucket} unreachable: {type(e).__name__}: {e}") from None
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "?")
+            raise StoreUnavailable(f"artifact store s3://{self.bucket} answered {code}") from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 class S3Store:
@@ -47,6 +75,7 @@ class S3Store:
     def uri_of(self, digest: str) -> str:
         return f"s3://{self.bucket}/{self._key(blob_key(hex_of(digest)))}"
 
+    @_unavailable_on_error
     def exists(self, digest: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(blob_key(hex_of(digest))))
@@ -56,6 +85,7 @@ class S3Store:
             raise
         return True
 
+    @_unavailable_on_error
     def put_file(self, path: Path) -> StoredArtifact:
         digest = sha256_file(path)
         size = path.stat().st_size
@@ -68,6 +98,7 @@ class S3Store:
             )
         return StoredArtifact(self.uri_of(digest), digest, size)
 
+    @_unavailable_on_error
     def get_file(self, digest: str, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
@@ -96,11 +127,13 @@ class S3Store:
         doc: dict[str, Any] = json.loads(text)
         return doc
 
+    @_unavailable_on_error
     def put_text(self, name: str, text: str) -> str:
         key = self._key("docs/" + check_document_name(name))
         self.client.put_object(Bucket=self.bucket, Key=key, Body=text.encode())
         return f"s3://{self.bucket}/{key}"
 
+    @_unavailable_on_error
     def get_text(self, name: str) -> str | None:
         key = self._key("docs/" + check_document_name(name))
         try:

@@ -16,6 +16,10 @@ class ArtifactMissing(FileNotFoundError):
     """An artifact or document that should exist does not."""
 
 
+class StoreUnavailable(OSError):
+    """The store could not be reached or answered with an error; worth retrying later."""
+
+
 class DigestMismatch(ValueError):
     """Stored bytes do not hash to the digest they were recorded with: corrupt or tampered."""
 

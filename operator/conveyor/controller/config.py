@@ -1,0 +1,83 @@
+"""The operator's settings: one object, read from the environment once at start-up and validated."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PREFIX = "CONVEYOR_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+class OperatorConfig(BaseModel):
+    """Every setting, its default, and what it is for (documented in README's operator section)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    s3_endpoint: str | None = None
+    """URL of the S3-compatible store (unset: AWS S3)."""
+    s3_bucket: Annotated[str, Field(min_length=3)] = "conveyor"
+    """Bucket for artifacts, cache entries and run records."""
+    s3_prefix: str = ""
+    """Key prefix inside the bucket."""
+    credentials_secret: str | None = "conveyor-artifacts"  # noqa: S105 - the name of a Secret, not a value
+    """Secret (keys accessKey, secretKey) mounted into step pods; the operator reads its own from AWS_* variables."""
+    step_image: str = "ghcr.io/conveyor-dev/conveyor-step:0.1.0"
+    """Image that runs built-in components."""
+    step_command: list[str] = Field(default_factory=lambda: ["python", "-m", "conveyor.runtime"])
+    """Entrypoint of the step runtime inside step images (JSON list)."""
+    step_service_account: str | None = None
+    """ServiceAccount for step pods (none: the namespace default, with no token mounted)."""
+    namespaces: list[str] = Field(default_factory=list)
+    """Namespaces to watch (JSON list, or comma-separated); empty: all namespaces."""
+    resync_seconds: Annotated[float, Field(gt=0)] = 10.0
+    """How often every unfinished Run is re-planned even without events (retries, timeouts, missed events)."""
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    """Prometheus metrics port (0: off)."""
+
+    @field_validator("step_command")
+    @classmethod
+    def _non_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("must name at least the program")
+        return v
+
+
+def _parse_list(raw: str) -> list[str]:
+    raw = raw.strip()
+    if raw.startswith("["):
+        value = json.loads(raw)
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            raise ValueError("expected a JSON list of strings")
+        return value
+    return [x.strip() for x in raw.split(",") if x.strip()]
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> OperatorConfig:
+    """Settings from CONVEYOR_* variables; raises ConfigError naming the variable on bad input."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name, field in OperatorConfig.model_fields.items():
+        var = PREFIX + name.upper()
+        if var not in env:
+            continue
+        raw = env[var]
+        try:
+            if field.annotation in (list[str],):
+                values[name] = _parse_list(raw)
+            else:
+                values[name] = raw if raw != "" else None
+        except ValueError as e:
+            raise ConfigError(f"{var}: {e}") from None
+    try:
+        return OperatorConfig.model_validate(values)
+    except ValidationError as e:
+        problems = "; ".join(f"{PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}" for err in e.errors())
+        raise ConfigError(problems) from None

@@ -1,0 +1,76 @@
+"""The kopf shell: the only importer of kopf. Handlers only trigger reconciles; all decisions are in conveyor.core.
+
+Triggers: any event on a Run, any event on a Job labelled with a Run, and a timer on unfinished
+Runs (retries' backoff, timeouts, and anything missed while the operator was down). kopf's own
+bookkeeping lives in annotations under conveyor.dev, so `status` is entirely ours.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from conveyor.api.base import GROUP, VERSION
+from conveyor.controller.config import OperatorConfig, load_config
+from conveyor.controller.runs import RunReconciler
+from conveyor.kube.cluster import Cluster, load_kube_config
+from conveyor.manifests.names import LABEL_RUN
+from conveyor.storage.s3 import S3Store
+
+log = logging.getLogger("conveyor.operator")
+CONFIG: OperatorConfig = load_config()
+_reconciler: RunReconciler | None = None
+
+
+def reconciler() -> RunReconciler:
+    if _reconciler is None:
+        raise kopf.TemporaryError("the operator is still starting", delay=1)
+    return _reconciler
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _reconciler  # noqa: PLW0603 - clients are built once per process; no Run state lives here
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.enabled = False  # the reconciler posts its own Events, on transitions only
+    settings.watching.server_timeout = 60
+    settings.watching.client_timeout = 90
+    settings.networking.request_timeout = 60
+    settings.execution.max_workers = 8
+    cluster = Cluster(load_kube_config())
+    store = S3Store(CONFIG.s3_bucket, CONFIG.s3_prefix, CONFIG.s3_endpoint)
+    _reconciler = RunReconciler(cluster, store, CONFIG)
+    log.info("started: bucket %s, step image %s", CONFIG.s3_bucket, CONFIG.step_image)
+
+
+def _unfinished(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") not in ("Succeeded", "Failed", "Cancelled")
+
+
+@kopf.on.event(GROUP, VERSION, "runs")
+def run_changed(type: str, namespace: str | None, name: str, status: kopf.Status, **_: Any) -> None:
+    assert namespace is not None
+    if type == "DELETED":
+        reconciler().forget(namespace, name)
+        return
+    if _unfinished(status):
+        reconciler().reconcile(namespace, name)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN: kopf.PRESENT})
+def job_changed(namespace: str | None, meta: kopf.Meta, **_: Any) -> None:
+    assert namespace is not None
+    for owner in meta.get("ownerReferences", []):
+        if owner.get("kind") == "Run":
+            reconciler().reconcile(namespace, owner["name"])
+
+
+@kopf.timer(GROUP, VERSION, "runs", interval=CONFIG.resync_seconds, when=_unfinished)
+def run_resync(namespace: str | None, name: str, **_: Any) -> None:
+    assert namespace is not None
+    reconciler().reconcile(namespace, name)

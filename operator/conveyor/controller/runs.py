@@ -1,0 +1,327 @@
+"""The Run reconciler: gather (Run, Pipeline, Jobs) → plan (conveyor.core) → apply (Jobs, status, Events).
+
+Level-triggered: every pass re-derives everything from the Run's status and the Jobs that exist,
+so a missed event, a duplicate event, or an operator killed mid-pass costs nothing. Jobs are
+created before status records them; a crash in between is healed on the next pass because the
+Job's deterministic name makes the repeated create a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from conveyor import __version__
+from conveyor.api.base import ConditionStatus
+from conveyor.api.pipeline import Pipeline, PipelineSpec, RetryPolicy
+from conveyor.api.run import Run, RunPhase, RunStatus, StepPhase
+from conveyor.controller.config import OperatorConfig
+from conveyor.core.planner import (
+    Kill,
+    Launch,
+    Plan,
+    RunContext,
+    RunPlanner,
+    StepState,
+    finished,
+    recorded,
+    started,
+)
+from conveyor.core.status import progress, set_condition, states_from_status, step_statuses, succeeded_condition
+from conveyor.core.support import OPERATOR, unsupported_steps
+from conveyor.core.task import StoreConfig, TaskResult, result_document
+from conveyor.core.validation import Issue, issues_from_pydantic, resolve_parameters, validate_pipeline
+from conveyor.kube.cluster import Cluster, JobObservation
+from conveyor.manifests.job import step_job
+from conveyor.manifests.names import job_name
+from conveyor.storage.cache import StoreCache
+from conveyor.storage.store import ArtifactStore, StoreUnavailable
+
+log = logging.getLogger("conveyor.runs")
+
+DONE = (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    spec: PipelineSpec
+    pipeline_name: str
+    params: dict[str, Any]
+
+
+class SpecProblem(Exception):
+    """The Run cannot start: a missing Pipeline (reason, retry) or an invalid one (final)."""
+
+    def __init__(self, reason: str, message: str, final: bool) -> None:
+        super().__init__(message)
+        self.reason, self.message, self.final = reason, message, final
+
+
+def _issues_text(issues: list[Issue]) -> str:
+    return "; ".join(str(i) for i in sorted(set(issues)))
+
+
+class RunReconciler:
+    """One pass over one Run. Thread-safe per Run; different Runs reconcile concurrently."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        store: ArtifactStore,
+        config: OperatorConfig,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.cluster = cluster
+        self.store = store
+        self.cache = StoreCache(store)
+        self.config = config
+        self.clock = clock
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._locks_guard:
+            self._locks.pop((namespace, name), None)
+
+    # ------------------------------------------------------------------ gather
+
+    def _resolve(self, run: Run, namespace: str) -> Resolved:
+        if run.spec.pipeline_spec is not None:
+            spec, pipeline_name, path = run.spec.pipeline_spec, "(inline)", "spec.pipelineSpec"
+        else:
+            assert run.spec.pipeline_ref is not None
+            pipeline_name, path = run.spec.pipeline_ref.name, f"pipeline {run.spec.pipeline_ref.name}: spec"
+            body = self.cluster.get_custom("pipelines", namespace, pipeline_name)
+            if body is None:
+                raise SpecProblem("PipelineNotFound", f"pipeline {pipeline_name!r} does not exist", final=False)
+            try:
+                spec = Pipeline.model_validate(body).spec
+            except ValidationError as e:
+                raise SpecProblem("InvalidPipeline", _issues_text(issues_from_pydantic(e)), final=True) from None
+        issues = validate_pipeline(spec, path) + unsupported_steps(spec, OPERATOR, path)
+        recorded_params = run.status.parameters if run.status and run.status.parameters else None
+        params, param_issues = resolve_parameters(spec, recorded_params or run.spec.parameters, "spec.parameters")
+        issues += param_issues
+        if issues:
+            raise SpecProblem("InvalidSpec", _issues_text(issues), final=True)
+        return Resolved(spec, pipeline_name, params)
+
+    def _observe(
+        self,
+        run_id: str,
+        states: dict[str, StepState],
+        spec: PipelineSpec,
+        jobs: Mapping[tuple[str, int], JobObservation],
+    ) -> list[tuple[str, StepState]]:
+        """Fold finished Jobs into the step states; returns the steps that finished in this pass."""
+        steps = {s.name: s for s in spec.steps}
+        now = self.clock()
+        done = []
+        for name, state in list(states.items()):
+            if state.phase is not StepPhase.RUNNING or name not in steps:
+                continue
+            obs = jobs.get((name, state.attempts))
+            if obs is None:
+                result = TaskResult(ok=False, message=f"the Job of attempt {state.attempts} disappeared")
+            elif not obs.finished:
+                continue
+            else:
+                result = self._result_of(run_id, name, state.attempts, obs)
+            new = finished(state, steps[name], result, now)
+            states[name] = new
+            done.append((name, new))
+            if new.phase is StepPhase.SUCCEEDED and new.cache_key and steps[name].cache.enabled:
+                self.cache.record(new.cache_key, run_id, name, new.outputs, new.metrics)
+        return done
+
+    def _result_of(self, run_id: str, step: str, attempt: int, obs: JobObservation) -> TaskResult:
+        """The runtime's report: the termination message, else its copy in the store, else the Job's reason."""
+        if obs.termination_message:
+            try:
+                return TaskResult.model_validate_json(obs.termination_message)
+            except ValidationError:
+                pass
+        try:
+            doc = self.store.get_document(result_document(run_id, step, attempt))
+        except StoreUnavailable:
+            doc = None
+        if doc is not None:
+            return TaskResult.model_validate(doc)
+        if obs.succeeded:
+            return TaskResult(ok=False, message=f"Job {obs.name} succeeded but left no result")
+        reason = obs.reason or "Failed"
+        tail = f": {obs.termination_message[-1500:]}" if obs.termination_message else ""
+        return TaskResult(ok=False, message=f"Job {obs.name} failed ({reason}){tail}")
+
+    # ------------------------------------------------------------------ the pass
+
+    def reconcile(self, namespace: str, name: str) -> float | None:
+        """Bring one Run one step closer to done; returns seconds until it wants another pass (None: finished)."""
+        with self._lock(namespace, name):
+            return self._reconcile(namespace, name)
+
+    def _reconcile(self, namespace: str, name: str) -> float | None:
+        body = self.cluster.get_custom("runs", namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        run = Run.model_validate(body)
+        old_status = run.status or RunStatus()
+        if old_status.phase in DONE:
+            return None
+        now = self.clock()
+        generation = body["metadata"].get("generation")
+        uid = body["metadata"]["uid"]
+        try:
+            resolved = self._resolve(run, namespace)
+        except SpecProblem as p:
+            return self._spec_problem(body, old_status, p, now, generation)
+
+        run_id = uid
+        states = states_from_status(old_status.steps)
+        jobs = self.cluster.run_jobs(namespace, name)
+        finished_now = self._observe(run_id, states, resolved.spec, jobs)
+        started_at = old_status.started_at or now
+        planner = RunPlanner(
+            resolved.spec,
+            resolved.params,
+            RunContext(
+                run_id=run_id,
+                name=name,
+                namespace=namespace,
+                code_version=__version__,
+                store=StoreConfig(
+                    kind="s3",
+                    endpoint=self.config.s3_endpoint,
+                    bucket=self.config.s3_bucket,
+                    prefix=self.config.s3_prefix,
+                ),
+            ),
+        )
+        plan = planner.plan(states, now, cache=self.cache, cancel=run.spec.cancel, run_started_at=started_at)
+        self._apply(plan, body, resolved, states, now)
+
+        order = [s.name for s in resolved.spec.steps]
+        status = old_status.model_copy(
+            update={
+                "observed_generation": generation,
+                "phase": plan.phase,
+                "pipeline": resolved.pipeline_name,
+                "parameters": resolved.params,
+                "started_at": started_at,
+                "finished_at": now if plan.done else None,
+                "progress": progress(states, len(order)),
+                "steps": self._step_statuses(name, order, states),
+                "conditions": set_condition(
+                    old_status.conditions,
+                    succeeded_condition(plan.phase, plan.reason or "Running", plan.message, now, generation),
+                ),
+            }
+        )
+        self._write_status(body, old_status, status)
+        self._events(body, old_status, plan, finished_now)
+        if plan.done:
+            return None
+        wait = self.config.resync_seconds
+        if plan.wake_at is not None:
+            wait = min(wait, max(0.5, (plan.wake_at - self.clock()).total_seconds()))
+        return wait
+
+    def _step_statuses(self, run: str, order: list[str], states: Mapping[str, StepState]) -> list[Any]:
+        out = []
+        for s in step_statuses(order, states):
+            out.append(s.model_copy(update={"job_name": job_name(run, s.name, s.attempts)}) if s.attempts else s)
+        return out
+
+    def _apply(
+        self, plan: Plan, body: dict[str, Any], resolved: Resolved, states: dict[str, StepState], now: datetime
+    ) -> None:
+        meta = body["metadata"]
+        steps = {s.name: s for s in resolved.spec.steps}
+        for action in plan.actions:
+            state = states.get(action.step, StepState())
+            if isinstance(action, Launch):
+                step = steps[action.step]
+                image = step.container.image if step.container is not None else self.config.step_image
+                job = step_job(
+                    run_name=meta["name"],
+                    run_uid=meta["uid"],
+                    namespace=meta["namespace"],
+                    task=action.task,
+                    image=image,
+                    command=list(self.config.step_command),
+                    credentials_secret=self.config.credentials_secret,
+                    resources=step.resources,
+                    timeout_seconds=step.timeout_seconds,
+                    service_account=self.config.step_service_account,
+                )
+                created = self.cluster.create_job(job)
+                log.info(
+                    "%s Job %s for %s/%s step %s",
+                    "created" if created else "found existing",
+                    job["metadata"]["name"],
+                    meta["namespace"],
+                    meta["name"],
+                    action.step,
+                )
+                states[action.step] = started(state, now, action.task.cache_key)
+            elif isinstance(action, Kill):
+                self.cluster.delete_job(meta["namespace"], job_name(meta["name"], action.step, state.attempts))
+                step = steps[action.step]
+                # A killed attempt counts as failed; a cancelled run is not retried (the planner cancels it).
+                no_retry = step.model_copy(update={"retries": RetryPolicy(limit=0)})
+                states[action.step] = finished(state, no_retry, TaskResult(ok=False, message=action.reason), now)
+            else:
+                states[action.step] = recorded(state, action, now)
+
+    def _write_status(self, body: dict[str, Any], old: RunStatus, new: RunStatus) -> None:
+        old_wire, new_wire = old.to_wire(), new.to_wire()
+        if old_wire == new_wire:
+            return
+        meta = body["metadata"]
+        self.cluster.patch_status("runs", meta["namespace"], meta["name"], new_wire)
+
+    def _events(
+        self, body: dict[str, Any], old: RunStatus, plan: Plan, finished_now: list[tuple[str, StepState]]
+    ) -> None:
+        if old.started_at is None:
+            self.cluster.event(body, "Run", "Normal", "Started", "the run started")
+        for step, state in finished_now:
+            if state.phase is StepPhase.FAILED:
+                self.cluster.event(body, "Run", "Warning", "StepFailed", f"step {step} failed: {state.message}")
+            elif state.phase is StepPhase.WAITING:
+                self.cluster.event(
+                    body, "Run", "Warning", "StepRetrying", f"step {step} failed, retrying: {state.message}"
+                )
+        if plan.done and old.phase not in DONE:
+            type_ = "Normal" if plan.phase is RunPhase.SUCCEEDED else "Warning"
+            self.cluster.event(body, "Run", type_, plan.reason or plan.phase.value, plan.message)
+
+    def _spec_problem(
+        self, body: dict[str, Any], old: RunStatus, problem: SpecProblem, now: datetime, generation: int | None
+    ) -> float | None:
+        phase = RunPhase.FAILED if problem.final else RunPhase.PENDING
+        condition = succeeded_condition(phase, problem.reason, problem.message, now, generation)
+        if not problem.final:
+            condition = condition.model_copy(update={"status": ConditionStatus.UNKNOWN})
+        status = old.model_copy(
+            update={
+                "observed_generation": generation,
+                "phase": phase,
+                "finished_at": now if problem.final else None,
+                "conditions": set_condition(old.conditions, condition),
+            }
+        )
+        if status.to_wire() != old.to_wire():
+            self._write_status(body, old, status)
+            self.cluster.event(body, "Run", "Warning", problem.reason, problem.message)
+        return None if problem.final else self.config.resync_seconds

@@ -1,0 +1,150 @@
+"""The only importer of the kubernetes client: read what exists, apply changes idempotently."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from conveyor.api.base import GROUP, VERSION
+from conveyor.manifests.names import LABEL_ATTEMPT, LABEL_RUN, LABEL_STEP, label_value
+
+log = logging.getLogger("conveyor.kube")
+
+
+def load_kube_config() -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else $KUBECONFIG / ~/.kube/config."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    """What a step attempt's Job and pod show: still going, or finished with a termination message."""
+
+    step: str
+    attempt: int
+    name: str
+    finished: bool
+    succeeded: bool
+    termination_message: str | None
+    reason: str | None
+
+
+class Cluster:
+    """Typed operations on the objects Conveyor reads and writes."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.custom = client.CustomObjectsApi(api)
+        self.batch = client.BatchV1Api(api)
+        self.core = client.CoreV1Api(api)
+
+    # ---------------------------------------------------------- reading
+
+    def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj: Any = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return dict(obj)
+
+    def _list(self, method: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """List as plain JSON (the client's model deserialisation is slow and adds nothing here)."""
+        resp = method(namespace, label_selector=selector, _preload_content=False)
+        items: list[dict[str, Any]] = json.loads(resp.data)["items"]
+        return items
+
+    def run_jobs(self, namespace: str, run: str) -> dict[tuple[str, int], JobObservation]:
+        """Every Job of the Run, keyed by (step, attempt), with the termination message of finished ones."""
+        selector = f"{LABEL_RUN}={label_value(run)}"
+        jobs = self._list(self.batch.list_namespaced_job, namespace, selector)
+        pods = self._list(self.core.list_namespaced_pod, namespace, selector)
+        messages: dict[str, tuple[str | None, str | None]] = {}
+        for pod in pods:
+            labels = pod["metadata"].get("labels", {})
+            job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+            for cs in pod.get("status", {}).get("containerStatuses", []):
+                term = cs.get("state", {}).get("terminated")
+                if term is not None and job:
+                    messages[job] = (term.get("message"), term.get("reason"))
+        out = {}
+        for job in jobs:
+            labels = job["metadata"].get("labels", {})
+            step, attempt = labels.get(LABEL_STEP), labels.get(LABEL_ATTEMPT)
+            if step is None or attempt is None:
+                continue
+            conditions = {c["type"]: c for c in job.get("status", {}).get("conditions", [])}
+            complete = conditions.get("Complete", {}).get("status") == "True"
+            failed = conditions.get("Failed", {}).get("status") == "True"
+            message, term_reason = messages.get(job["metadata"]["name"], (None, None))
+            out[(step, int(attempt))] = JobObservation(
+                step=step,
+                attempt=int(attempt),
+                name=job["metadata"]["name"],
+                finished=complete or failed,
+                succeeded=complete,
+                termination_message=message,
+                reason=conditions.get("Failed", {}).get("reason") or term_reason,
+            )
+        return out
+
+    # ---------------------------------------------------------- writing
+
+    def create_job(self, job: dict[str, Any]) -> bool:
+        """Create the Job; False when it already exists (a repeated create is a no-op)."""
+        try:
+            self.batch.create_namespaced_job(job["metadata"]["namespace"], job)  # type: ignore[arg-type]
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name, {"status": status})
+
+    def event(self, obj: dict[str, Any], kind: str, type_: str, reason: str, message: str) -> None:
+        """Post an Event about a Conveyor object; never fails the caller."""
+        meta = obj["metadata"]
+        now = datetime.now(UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
+            involved_object=client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}",
+                kind=kind,
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta.get("uid"),
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component="conveyor"),
+            reporting_component="conveyor.dev/operator",
+            reporting_instance="conveyor",
+        )
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body)
+        except ApiException as e:
+            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], e.reason)

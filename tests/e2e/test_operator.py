@@ -1,0 +1,284 @@
+"""The operator on the real control plane: Runs become Jobs whose pods really execute every step.
+
+The operator runs as its own process (so it can be killed), the node agent runs each step pod
+as a local process, and artifacts go to a real MinIO.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s_client
+
+from testenv.controlplane import ControlPlane
+from testenv.minio import S3Endpoint
+from testenv.nodeagent import NodeAgentProcess
+from testenv.processes import ServerProcess, wait_until
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "breast-cancer" / "pipeline.yaml"
+GROUP, VERSION = "conveyor.dev", "v1alpha1"
+
+
+class Operator:
+    """`python -m conveyor.controller` as a separate process, restartable."""
+
+    def __init__(self, cp: ControlPlane, minio: S3Endpoint, log_dir: Path) -> None:
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": str(cp.kubeconfig),
+            "AWS_ACCESS_KEY_ID": minio.access_key,
+            "AWS_SECRET_ACCESS_KEY": minio.secret_key,
+            "AWS_DEFAULT_REGION": minio.region,
+            "CONVEYOR_S3_ENDPOINT": minio.endpoint,
+            "CONVEYOR_S3_BUCKET": minio.bucket,
+            "CONVEYOR_STEP_COMMAND": json.dumps([sys.executable, "-m", "conveyor.runtime"]),
+            "CONVEYOR_RESYNC_SECONDS": "2",
+        }
+        self.log_dir = log_dir
+        self.starts = 0
+        self.process: ServerProcess | None = None
+
+    def start(self) -> Operator:
+        self.starts += 1
+        self.process = ServerProcess(
+            "operator",
+            [sys.executable, "-m", "conveyor.controller", "--standalone"],
+            self.log_dir / "operator.log",
+            env=self.env,
+        ).start()
+        return self
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.stop(grace=1)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(grace=5)
+
+    def log(self) -> str:
+        return (self.log_dir / "operator.log").read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def operator(
+    control_plane: ControlPlane, minio: S3Endpoint, node_agent: NodeAgentProcess, install_crds: list[str]
+) -> Iterator[Operator]:
+    op = Operator(control_plane, minio, control_plane.log_dir).start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def ns(namespace: str, api: k8s_client.ApiClient, minio: S3Endpoint) -> str:
+    """A namespace with the artifact-store Secret the step pods read their credentials from."""
+    k8s_client.CoreV1Api(api).create_namespaced_secret(
+        namespace,
+        k8s_client.V1Secret(
+            metadata=k8s_client.V1ObjectMeta(name="conveyor-artifacts"),
+            string_data={"accessKey": minio.access_key, "secretKey": minio.secret_key},
+        ),
+    )
+    return namespace
+
+
+def create(api: k8s_client.ApiClient, ns: str, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+    obj: Any = k8s_client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, ns, plural, body)
+    return dict(obj)
+
+
+def get_run(api: k8s_client.ApiClient, ns: str, name: str) -> dict[str, Any]:
+    obj: Any = k8s_client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, ns, "runs", name)
+    return dict(obj)
+
+
+def run_body(name: str, pipeline: str, **params: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Run",
+        "metadata": {"name": name},
+        "spec": {"pipelineRef": {"name": pipeline}, "parameters": params},
+    }
+
+
+def wait_done(api: k8s_client.ApiClient, ns: str, name: str, op: Operator, timeout: float = 300) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        run = get_run(api, ns, name)
+        return run if run.get("status", {}).get("phase") in ("Succeeded", "Failed", "Cancelled") else None
+
+    try:
+        return wait_until(done, timeout=timeout, what=f"run {name} to finish", interval=0.5)  # type: ignore[return-value]
+    except Exception:
+        print(op.log()[-5000:])
+        raise
+
+
+def jobs_of(api: k8s_client.ApiClient, ns: str, run: str) -> list[Any]:
+    return list(k8s_client.BatchV1Api(api).list_namespaced_job(ns, label_selector=f"conveyor.dev/run={run}").items)
+
+
+def steps(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in run["status"]["steps"]}
+
+
+def test_example_runs_on_the_cluster_then_hits_the_cache(
+    api: k8s_client.ApiClient, ns: str, operator: Operator, minio: S3Endpoint, control_plane: ControlPlane
+) -> None:
+    example = yaml.safe_load(EXAMPLE.read_text())
+    control_plane.kubectl("apply", "-n", ns, "-f", str(EXAMPLE))
+    create(api, ns, "runs", run_body("first", example["metadata"]["name"]))
+    waited = control_plane.kubectl(
+        "wait", "-n", ns, "--for=condition=Succeeded", "run/first", "--timeout=300s", check=False, timeout=320
+    )
+    first = get_run(api, ns, "first")
+    assert waited.returncode == 0, (first.get("status"), operator.log()[-3000:])
+    status = first["status"]
+    assert status["phase"] == "Succeeded" and status["progress"] == "6/6"
+    by_step = steps(first)
+    assert by_step["evaluate"]["metrics"]["roc_auc"] >= 0.97
+    # one Job per step, each really run by a pod
+    jobs = jobs_of(api, ns, "first")
+    assert sorted(j.metadata.labels["conveyor.dev/step"] for j in jobs) == sorted(by_step)
+    assert all(j.status.succeeded == 1 for j in jobs)
+    # every recorded artifact is in MinIO with the recorded digest
+    s3 = minio.client()
+    try:
+        import hashlib
+
+        for step in by_step.values():
+            for out in step["outputs"]:
+                key = out["uri"].split(f"s3://{minio.bucket}/", 1)[1]
+                data = s3.get_object(Bucket=minio.bucket, Key=key)["Body"].read()
+                assert "sha256:" + hashlib.sha256(data).hexdigest() == out["digest"]
+    finally:
+        s3.close()
+
+    create(api, ns, "runs", run_body("second", example["metadata"]["name"]))
+    second = wait_done(api, ns, "second", operator)
+    assert second["status"]["phase"] == "Succeeded"
+    assert all(s["cacheHit"] and s["attempts"] == 0 for s in second["status"]["steps"])
+    assert jobs_of(api, ns, "second") == []  # a hit never schedules a pod
+
+    create(api, ns, "runs", run_body("third", example["metadata"]["name"], scaling="minmax"))
+    third = wait_done(api, ns, "third", operator)
+    assert third["status"]["phase"] == "Succeeded"
+    hits = {n for n, s in steps(third).items() if s["cacheHit"]}
+    assert hits == {"ingest", "validate", "split"}
+    assert sorted(j.metadata.labels["conveyor.dev/step"] for j in jobs_of(api, ns, "third")) == [
+        "evaluate",
+        "preprocess",
+        "train",
+    ]
+
+
+def _py_pipeline(name: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Pipeline", "metadata": {"name": name}, "spec": {"steps": steps}}
+
+
+def _py_step(name: str, code: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "container": {"image": "local", "command": [sys.executable, "-c", code]}, **extra}
+
+
+def test_operator_killed_mid_run_completes_without_duplicate_steps(
+    api: k8s_client.ApiClient, ns: str, operator: Operator
+) -> None:
+    slow = "import time; time.sleep(4); print('done')"
+    create(api, ns, "pipelines", _py_pipeline("slow", [
+        _py_step("one", slow),
+        _py_step("two", slow, dependsOn=["one"]),
+        _py_step("three", slow, dependsOn=["two"]),
+    ]))
+    create(api, ns, "runs", run_body("killed", "slow"))
+
+    def step_running(name: str) -> bool:
+        run = get_run(api, ns, "killed")
+        return any(s["name"] == name and s["phase"] == "Running" for s in run.get("status", {}).get("steps", []))
+
+    wait_until(lambda: step_running("one"), timeout=60, what="step one to start")
+    operator.kill()
+    time.sleep(5)  # step one finishes while no operator is watching
+    operator.start()
+    wait_until(lambda: step_running("two"), timeout=60, what="step two to start")
+    operator.kill()
+    operator.start()
+    run = wait_done(api, ns, "killed", operator)
+    assert run["status"]["phase"] == "Succeeded"
+    jobs = jobs_of(api, ns, "killed")
+    per_step = sorted((j.metadata.labels["conveyor.dev/step"], j.metadata.labels["conveyor.dev/attempt"]) for j in jobs)
+    assert per_step == [("one", "1"), ("three", "1"), ("two", "1")]  # each step executed exactly once
+    assert all(s["attempts"] == 1 for s in run["status"]["steps"])
+
+
+def test_failing_step_is_retried_then_fails_the_run(api: k8s_client.ApiClient, ns: str, operator: Operator) -> None:
+    create(api, ns, "pipelines", _py_pipeline("bad", [
+        _py_step("boom", "import sys; print('about to fail'); sys.exit(7)",
+                 retries={"limit": 1, "backoff": {"initialSeconds": 1}}),
+        _py_step("after", "print(1)", dependsOn=["boom"]),
+    ]))
+    create(api, ns, "runs", run_body("bad", "bad"))
+    run = wait_done(api, ns, "bad", operator)
+    status = run["status"]
+    assert status["phase"] == "Failed"
+    cond = next(c for c in status["conditions"] if c["type"] == "Succeeded")
+    assert cond["status"] == "False" and cond["reason"] == "StepFailed"
+    assert "command exited with code 7" in cond["message"]
+    assert steps(run)["boom"]["attempts"] == 2 and steps(run)["after"]["phase"] == "Cancelled"
+    assert len(jobs_of(api, ns, "bad")) == 2
+
+
+def test_invalid_pipeline_only_the_operator_can_see(api: k8s_client.ApiClient, ns: str, operator: Operator) -> None:
+    create(api, ns, "pipelines", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Pipeline", "metadata": {"name": "typo"},
+        "spec": {"steps": [{"name": "t", "uses": "trian"}]},
+    })
+    create(api, ns, "runs", run_body("typo", "typo"))
+    run = wait_done(api, ns, "typo", operator, timeout=60)
+    cond = next(c for c in run["status"]["conditions"] if c["type"] == "Succeeded")
+    assert cond["reason"] == "InvalidSpec" and "spec.steps[0].uses: unknown component 'trian'" in cond["message"]
+    # the operator is still healthy: another Run in the same namespace succeeds
+    create(api, ns, "pipelines", _py_pipeline("fine", [_py_step("ok", "print('ok')")]))
+    create(api, ns, "runs", run_body("fine", "fine"))
+    assert wait_done(api, ns, "fine", operator)["status"]["phase"] == "Succeeded"
+
+
+def test_missing_pipeline_waits_then_runs(api: k8s_client.ApiClient, ns: str, operator: Operator) -> None:
+    create(api, ns, "runs", run_body("early", "later"))
+
+    def pending_reason() -> str | None:
+        conds = get_run(api, ns, "early").get("status", {}).get("conditions", [])
+        return next((c["reason"] for c in conds if c["type"] == "Succeeded"), None)
+
+    assert wait_until(lambda: pending_reason() == "PipelineNotFound", timeout=30, what="PipelineNotFound")
+    create(api, ns, "pipelines", _py_pipeline("later", [_py_step("ok", "print('ok')")]))
+    assert wait_done(api, ns, "early", operator, timeout=60)["status"]["phase"] == "Succeeded"
+
+
+def test_cancel_and_delete(api: k8s_client.ApiClient, ns: str, operator: Operator) -> None:
+    create(api, ns, "pipelines", _py_pipeline("long", [_py_step("sleep", "import time; time.sleep(300)")]))
+    create(api, ns, "runs", run_body("cancelled", "long"))
+    wait_until(lambda: len(jobs_of(api, ns, "cancelled")) == 1, timeout=60, what="the Job")
+    k8s_client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP, VERSION, ns, "runs", "cancelled", {"spec": {"cancel": True}}
+    )
+    run = wait_done(api, ns, "cancelled", operator, timeout=60)
+    assert run["status"]["phase"] == "Cancelled"
+    wait_until(lambda: jobs_of(api, ns, "cancelled") == [], timeout=60, what="the Job to be deleted")
+
+    create(api, ns, "runs", run_body("deleted", "long"))
+    wait_until(lambda: len(jobs_of(api, ns, "deleted")) == 1, timeout=60, what="the Job")
+    k8s_client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, ns, "runs", "deleted")
+    # owner references: the garbage collector removes the Job, and its pod's process is stopped
+    wait_until(lambda: jobs_of(api, ns, "deleted") == [], timeout=90, what="garbage collection of the Job")
