@@ -51,9 +51,7 @@ def require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str, fiel
     missing = [c for c in columns if c not in present]
     if missing:
         available = ", ".join(map(repr, list(frame.columns)[:20]))
-        raise ComponentError(
-            f"{field}: column {missing[0]!r} is not in input {what!r} (columns: {available})"
-        )
+        raise ComponentError(f"{field}: column {missing[0]!r} is not in input {what!r} (columns: {available})")
 
 
 def split_label(frame: pd.DataFrame, label: str, what: str) -> tuple[pd.DataFrame, pd.Series]:
@@ -61,7 +59,5 @@ def split_label(frame: pd.DataFrame, label: str, what: str) -> tuple[pd.DataFram
     require_columns(frame, [label], what, "label")
     y = frame[label]
     if y.isna().any():
-        raise ComponentError(
-            f"label: column {label!r} in input {what!r} has {int(y.isna().sum())} missing values"
-        )
+        raise ComponentError(f"label: column {label!r} in input {what!r} has {int(y.isna().sum())} missing values")
     return frame.drop(columns=[label]), y

@@ -16,20 +16,29 @@ scipy, minus modules that read/write files or exist for testing) and must also b
 artifact declared when it was saved. Anything else is refused with an error naming the type.
 Saving applies the same check, so an artifact we could not load is never written.
 Digests of artifacts are `conveyor.storage.digest.sha256_file`'s business, not this module's.
+
+The same fitted object gives the same bytes in any process (with the same library versions, which
+the metadata records), so a retrained model with identical params and data has the same digest
+and content-addressed caching holds. skops alone does not
+give that: it names the arrays in its zip after `id()` of the objects, records those ids as
+`__id__` in `schema.json`, and names bytes entries with random UUIDs. `canonical_skops` rewrites
+its output: ids renumbered in document order, entries renamed after their first reference and
+written in that order with a fixed timestamp. scikit-learn's own process-local caches
+(`_PROCESS_LOCAL_ATTRIBUTES`) are dropped from the state, as they are meaningless after loading.
+
+Importing this module is cheap (skops, scikit-learn and numpy load when a model is saved or loaded),
+so metadata can be read and the component contracts imported without the ML stack.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import platform
 import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-import sklearn
-import skops
-import skops.io as sio
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from conveyor.components.atomic import atomic_output
@@ -39,6 +48,14 @@ ARTIFACT_FORMAT = "conveyor.model/v1"
 META_ENTRY = "meta.json"
 MODEL_ENTRY = "model.skops"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+_SKOPS_SCHEMA = "schema.json"
+
+# (module of a class, attribute): state scikit-learn keeps only for the life of a process. The
+# vectorizers store `id(self.stop_words)` to skip re-checking stop words; after a load it names
+# nothing, and an attribute that is absent only means the check runs once more.
+_PROCESS_LOCAL_ATTRIBUTES: frozenset[tuple[str, str]] = frozenset(
+    {("sklearn.feature_extraction.text", "_stop_words_id")}
+)
 
 # Module roots whose types we accept from an artifact when skops does not trust them by default.
 TRUSTED_ROOTS: tuple[str, ...] = ("sklearn", "numpy", "scipy")
@@ -149,6 +166,10 @@ def _check_trust(untrusted: list[str]) -> None:
 
 def library_versions() -> dict[str, str]:
     """The versions a fitted object depends on: scikit-learn does not promise cross-version loading."""
+    import numpy as np  # noqa: PLC0415  # the ML stack loads when a model is saved, not on import
+    import sklearn  # noqa: PLC0415
+    import skops  # noqa: PLC0415
+
     return {
         "sklearn_version": sklearn.__version__,
         "skops_version": skops.__version__,
@@ -157,23 +178,91 @@ def library_versions() -> dict[str, str]:
     }
 
 
+def _zip_entry(name: str, compress_type: int) -> zipfile.ZipInfo:
+    """An entry header that depends on nothing but the name: fixed time, mode and creator system."""
+    info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
+    info.compress_type = compress_type
+    info.create_system = 3  # Unix, whatever the writing platform, so that the mode below means the same
+    info.external_attr = 0o644 << 16
+    return info
+
+
+def _drop_process_local_state(node: dict[str, Any]) -> None:
+    """Remove `_PROCESS_LOCAL_ATTRIBUTES` from an object node's state (a dict node of attributes)."""
+    state = node.get("content")
+    if node.get("__loader__") != "ObjectNode" or not isinstance(state, dict):
+        return
+    attributes = state.get("content")
+    if not isinstance(attributes, dict):
+        return
+    for module, attribute in _PROCESS_LOCAL_ATTRIBUTES:
+        if node.get("__module__") == module:
+            attributes.pop(attribute, None)
+
+
+def canonical_skops(data: bytes) -> bytes:
+    """Rewrite a `skops.io` zip so that its bytes depend only on the object saved, not on the process.
+
+    Walking `schema.json` in document order, every `__id__` becomes 1, 2, ... by first appearance
+    (several nodes sharing an id, i.e. one object, keep sharing the new one; 0 is avoided because
+    skops ignores a false id) and every entry a node names in `file` becomes `<n><suffix>` by first
+    reference. The entries are written schema first, then in that order, with `_zip_entry` headers.
+    """
+    with zipfile.ZipFile(io.BytesIO(data)) as source:
+        entries = {info.filename: source.read(info) for info in source.infolist()}
+    schema = json.loads(entries.pop(_SKOPS_SCHEMA))
+    ids: dict[int, int] = {}
+    renamed: dict[str, str] = {}
+
+    def visit(value: Any) -> None:
+        if isinstance(value, list):
+            for item in value:
+                visit(item)
+            return
+        if not isinstance(value, dict):
+            return
+        if "__loader__" in value:
+            _drop_process_local_state(value)
+            saved_id = value.get("__id__")
+            if isinstance(saved_id, int):
+                value["__id__"] = ids.setdefault(saved_id, len(ids) + 1)
+            name = value.get("file")
+            if isinstance(name, str) and name in entries:
+                value["file"] = renamed.setdefault(name, f"{len(renamed) + 1}{Path(name).suffix}")
+        for child in value.values():
+            visit(child)
+
+    visit(schema)
+    unreferenced = sorted(set(entries) - set(renamed))
+    if unreferenced:
+        # A skops format this rewrite does not know; writing the entries under their old names would
+        # keep process-dependent bytes, and dropping them would break the model.
+        raise RuntimeError(f"skops archive holds entries no node references: {unreferenced[:5]!r}")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        # skops writes its schema with indent=2 and keys in state order, which loading depends on.
+        archive.writestr(_zip_entry(_SKOPS_SCHEMA, zipfile.ZIP_DEFLATED), json.dumps(schema, indent=2))
+        for old, new in renamed.items():
+            archive.writestr(_zip_entry(new, zipfile.ZIP_DEFLATED), entries[old])
+    return buffer.getvalue()
+
+
 def save_artifact(obj: object, path: Path, metadata: ArtifactMetadata) -> ArtifactMetadata:
     """Persist `obj` with skops plus its metadata as one zip, atomically; return the metadata written.
 
-    The trusted-type list and library versions are filled in here, from the bytes actually written.
+    The trusted-type list and library versions are filled in here, from the bytes actually written;
+    those bytes are `canonical_skops`'s, so the same fitted object always gives the same artifact.
     """
-    buffer = io.BytesIO()
-    sio.dump(obj, buffer, compression=zipfile.ZIP_DEFLATED)
-    model_bytes = buffer.getvalue()
+    import skops.io as sio  # noqa: PLC0415  # the ML stack loads when a model is saved, not on import
+
+    model_bytes = canonical_skops(sio.dumps(obj))
     untrusted = sorted(sio.get_untrusted_types(data=model_bytes))
     _check_trust(untrusted)
     final = metadata.model_copy(update={"trusted_types": untrusted, **library_versions()})
     meta_bytes = (final.model_dump_json(indent=2) + "\n").encode()
-    with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+    with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
         for name, data in ((META_ENTRY, meta_bytes), (MODEL_ENTRY, model_bytes)):
-            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, data)
+            archive.writestr(_zip_entry(name, zipfile.ZIP_STORED), data)
     return final
 
 
@@ -206,6 +295,8 @@ def read_metadata(path: Path) -> ArtifactMetadata:
 
 def load_artifact(path: Path, kind: Literal["model", "transformer"] | None = None) -> LoadedArtifact:
     """Load an artifact, refusing any type outside the allow-list or not declared at save time."""
+    import skops.io as sio  # noqa: PLC0415  # the ML stack loads when a model is loaded, not on import
+
     metadata, model_bytes = _open(path)
     if kind is not None and metadata.kind != kind:
         raise ComponentError(f"{path.name!r} holds a {metadata.kind}, expected a {kind}")

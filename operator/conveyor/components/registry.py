@@ -1,8 +1,9 @@
 """The catalogue of built-in components, by the name a pipeline step uses (`component: train`).
 
-Importing this module is cheap: each component's module (and scikit-learn with it) is imported
-only when `get_component` asks for it, so the operator can list and validate names without
-loading the ML stack.
+Importing this module is cheap, and so is `get_component`: it imports only the component's
+contract module (configuration model, inputs, outputs), which leaves pandas, scikit-learn and
+the rest of the ML stack to the private implementation module its `run` imports. The operator
+and `conveyor validate` can therefore list names and check specs without loading them.
 """
 
 from __future__ import annotations

@@ -87,9 +87,7 @@ def test_single_class_test_set_gets_a_note_not_a_crash(run_step: RunStep, tmp_pa
         (None, {"task": "regression", "label": "nope"}, r"label: column 'nope'"),
     ],
 )
-def test_bad_input(
-    run_step: RunStep, tmp_path: Path, change: str | None, config: dict[str, Any], message: str
-) -> None:
+def test_bad_input(run_step: RunStep, tmp_path: Path, change: str | None, config: dict[str, Any], message: str) -> None:
     model, test = _model(run_step, tmp_path, "breast_cancer", "sklearn.tree.DecisionTreeClassifier", {})
     frame = read_dataset(test)
     if change == "drop_label":

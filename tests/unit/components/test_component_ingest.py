@@ -92,9 +92,7 @@ def test_fetched_input_without_suffix_is_sniffed(run_step: RunStep, tmp_path: Pa
         ("file://{dir}/bad.jsonl", "{not json", r"source: 'bad.jsonl' is not valid jsonl"),
     ],
 )
-def test_bad_sources(
-    run_step: RunStep, tmp_path: Path, source: str, content: str | None, message: str
-) -> None:
+def test_bad_sources(run_step: RunStep, tmp_path: Path, source: str, content: str | None, message: str) -> None:
     source = source.format(dir=tmp_path)
     if content is not None:
         Path(source.removeprefix("file://")).write_text(content)

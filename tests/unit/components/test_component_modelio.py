@@ -1,8 +1,13 @@
-"""Model artifacts: skops round trip, metadata, and refusal of untrusted types."""
+"""Model artifacts: skops round trip, metadata, refusal of untrusted types, and identical bytes across processes."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,7 @@ from conveyor.components.modelio import (
     ArtifactMetadata,
     FeatureSpec,
     UntrustedTypeError,
+    canonical_skops,
     is_trusted_type,
     load_artifact,
     read_metadata,
@@ -49,12 +55,13 @@ def _fitted() -> Pipeline:
     ).fit(x, y)
 
 
-def _write_raw(path: Path, obj: object, trusted_types: list[str]) -> None:
+def _write_raw(path: Path, obj: object, trusted_types: list[str], *, rewrite: bool = False) -> None:
     """An artifact written around our checks, as an attacker or an old writer could."""
     meta = _metadata().model_copy(update={"trusted_types": trusted_types})
+    model_bytes = sio.dumps(obj)
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("meta.json", meta.model_dump_json())
-        archive.writestr("model.skops", sio.dumps(obj))
+        archive.writestr("model.skops", canonical_skops(model_bytes) if rewrite else model_bytes)
 
 
 def test_round_trip_keeps_predictions_and_records_metadata(tmp_path: Path) -> None:
@@ -87,9 +94,7 @@ def test_wrong_kind_is_refused(tmp_path: Path) -> None:
         (_double, "_double"),
     ],
 )
-def test_saving_an_untrusted_type_is_refused_before_writing(
-    tmp_path: Path, func: Any, type_name: str
-) -> None:
+def test_saving_an_untrusted_type_is_refused_before_writing(tmp_path: Path, func: Any, type_name: str) -> None:
     path = tmp_path / "model.zip"
     with pytest.raises(UntrustedTypeError, match=type_name):
         save_artifact(FunctionTransformer(func), path, _metadata())
@@ -104,20 +109,22 @@ def test_saving_an_untrusted_type_is_refused_before_writing(
         (_double, "_double"),
     ],
 )
+@pytest.mark.parametrize("rewrite", [False, True], ids=["skops", "rewritten"])
 def test_loading_an_untrusted_type_is_refused_even_if_declared(
-    tmp_path: Path, func: Any, type_name: str
+    tmp_path: Path, func: Any, type_name: str, rewrite: bool
 ) -> None:
     path = tmp_path / "evil.zip"
     transformer = FunctionTransformer(func)
-    _write_raw(path, transformer, sio.get_untrusted_types(data=sio.dumps(transformer)))
+    _write_raw(path, transformer, sio.get_untrusted_types(data=sio.dumps(transformer)), rewrite=rewrite)
     with pytest.raises(UntrustedTypeError, match=type_name) as caught:
         load_artifact(path)
     assert "refused to load" in str(caught.value)
 
 
-def test_loading_a_type_not_declared_at_save_time_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rewrite", [False, True], ids=["skops", "rewritten"])
+def test_loading_a_type_not_declared_at_save_time_is_refused(tmp_path: Path, rewrite: bool) -> None:
     path = tmp_path / "model.zip"
-    _write_raw(path, _fitted(), trusted_types=[])
+    _write_raw(path, _fitted(), trusted_types=[], rewrite=rewrite)
     with pytest.raises(UntrustedTypeError, match=r"sklearn\.tree\._tree\.Tree"):
         load_artifact(path)
 
@@ -167,3 +174,106 @@ def test_malformed_artifacts_are_rejected(tmp_path: Path, content: bytes | None,
 def test_missing_artifact_is_a_component_error(tmp_path: Path) -> None:
     with pytest.raises(ComponentError, match=r"no model artifact at 'absent\.zip'"):
         read_metadata(tmp_path / "absent.zip")
+
+
+@pytest.mark.parametrize(
+    ("func", "type_name"),
+    [
+        (eval, "builtins.eval"),
+        (np.load, "numpy.load"),
+        (_double, "_double"),
+    ],
+)
+def test_the_rewrite_hides_no_type_from_skops(func: Any, type_name: str) -> None:
+    data = sio.dumps(FunctionTransformer(func))
+    rewritten = canonical_skops(data)
+    assert sio.get_untrusted_types(data=rewritten) == sio.get_untrusted_types(data=data)
+    assert any(type_name in t for t in sio.get_untrusted_types(data=rewritten))
+    with pytest.raises(sio.exceptions.UntrustedTypesFoundException, match=type_name):
+        sio.loads(rewritten)
+
+
+def _schema_ids(node: Any) -> list[int]:
+    if isinstance(node, list):
+        return [i for item in node for i in _schema_ids(item)]
+    if not isinstance(node, dict):
+        return []
+    own = [node["__id__"]] if "__loader__" in node and "__id__" in node else []
+    return own + [i for value in node.values() for i in _schema_ids(value)]
+
+
+def test_the_rewrite_numbers_ids_and_entries_and_still_loads() -> None:
+    model = _fitted()
+    rewritten = canonical_skops(sio.dumps(model))
+    with zipfile.ZipFile(io.BytesIO(rewritten)) as archive:
+        names = archive.namelist()
+        ids = _schema_ids(json.loads(archive.read("schema.json")))
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    assert names == ["schema.json", *(f"{n}.npy" for n in range(1, len(names)))]
+    assert sorted(set(ids)) == list(range(1, len(set(ids)) + 1))
+    assert len(ids) > len(set(ids))  # shared objects (e.g. None, small ints) still share one id
+    loaded = sio.load(io.BytesIO(rewritten), trusted=sio.get_untrusted_types(data=rewritten))
+    x = load_iris().data
+    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+    assert canonical_skops(rewritten) == rewritten
+
+
+# Fits a transformer (TF-IDF included: it keeps an id() of its own) and a model behind it with the
+# preprocess and train components, then prints the sha256 of both artifacts.
+_TRAIN_TWICE = """
+import hashlib, json, sys
+from pathlib import Path
+import numpy as np
+import pandas as pd
+from conveyor.components.datasets import write_dataset
+from conveyor.components.registry import get_component
+
+def step(name, config, inputs, outputs):
+    component = get_component(name)
+    component.run(component.config.model_validate(config), inputs, outputs)
+
+out = Path(sys.argv[1])
+rng = np.random.default_rng(0)
+n = 200
+frame = pd.DataFrame({
+    "income": rng.normal(50.0, 10.0, size=n),
+    "city": rng.choice(["paris", "lyon", "nice"], size=n),
+    "review": rng.choice(["great product", "bad service", "would buy again"], size=n),
+    "label": rng.integers(0, 2, size=n),
+})
+write_dataset(frame, out / "train")
+step("preprocess", {"label": "label", "text_columns": ["review"]}, {"train": out / "train"},
+     {"transformer": out / "transformer"})
+step("train", {"estimator": "sklearn.ensemble.RandomForestClassifier", "params": {"n_estimators": 5},
+               "label": "label", "seed": 0},
+     {"train": out / "train", "transformer": out / "transformer"}, {"model": out / "model"})
+print(json.dumps({a: hashlib.sha256((out / a).read_bytes()).hexdigest() for a in ("transformer", "model")}))
+"""
+
+
+def test_the_same_fit_in_two_processes_gives_identical_artifacts(tmp_path: Path) -> None:
+    """The honest test of determinism: object ids and string hashing differ between the two processes."""
+    runs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"process-{seed}"
+        out.mkdir()
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        runs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _TRAIN_TWICE, str(out)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        )
+    digests = []
+    for run in runs:
+        stdout, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr
+        digests.append(json.loads(stdout))
+    assert digests[0] == digests[1]
+    for name in ("transformer", "model"):  # what was compared is what loads
+        loaded = load_artifact(tmp_path / "process-1" / name)
+        assert hashlib.sha256((tmp_path / "process-1" / name).read_bytes()).hexdigest() == digests[0][name]
+        assert loaded.metadata.kind == ("model" if name == "model" else "transformer")

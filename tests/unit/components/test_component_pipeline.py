@@ -20,14 +20,9 @@ RunStep = Callable[..., Metrics]
         ("sklearn.ensemble.RandomForestClassifier", {"n_estimators": 200}),
     ],
 )
-def test_breast_cancer_end_to_end(
-    run_step: RunStep, tmp_path: Path, estimator: str, params: dict[str, int]
-) -> None:
+def test_breast_cancer_end_to_end(run_step: RunStep, tmp_path: Path, estimator: str, params: dict[str, int]) -> None:
     d = tmp_path
-    assert (
-        run_step("ingest", {"source": "sklearn://breast_cancer"}, {}, {"dataset": d / "dataset"})["rows"]
-        == 569
-    )
+    assert run_step("ingest", {"source": "sklearn://breast_cancer"}, {}, {"dataset": d / "dataset"})["rows"] == 569
     checked = run_step(
         "validate",
         {"label": "target"},

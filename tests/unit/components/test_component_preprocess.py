@@ -37,9 +37,7 @@ def train_frame() -> pd.DataFrame:
     )
 
 
-def _fit(
-    run_step: RunStep, tmp_path: Path, frame: pd.DataFrame, config: dict[str, Any]
-) -> tuple[Any, Any, Metrics]:
+def _fit(run_step: RunStep, tmp_path: Path, frame: pd.DataFrame, config: dict[str, Any]) -> tuple[Any, Any, Metrics]:
     source, out = tmp_path / "train.parquet", tmp_path / "transformer"
     write_dataset(frame, source)
     metrics = run_step("preprocess", config, {"train": source}, {"transformer": out})
@@ -50,9 +48,7 @@ def _fit(
 BASE = {"label": "label", "drop_columns": ["customer_id"], "text_columns": ["review"]}
 
 
-def test_routes_columns_and_records_the_signature(
-    run_step: RunStep, tmp_path: Path, train_frame: pd.DataFrame
-) -> None:
+def test_routes_columns_and_records_the_signature(run_step: RunStep, tmp_path: Path, train_frame: pd.DataFrame) -> None:
     transformer, meta, metrics = _fit(run_step, tmp_path, train_frame, BASE)
     assert [f.name for f in meta.inputs] == ["income", "age", "city", "review"]  # no label, no id
     assert meta.label == "label"
@@ -63,9 +59,7 @@ def test_routes_columns_and_records_the_signature(
     assert metrics == {"input_features": 4, "output_features": len(names)}
 
 
-def test_statistics_come_from_the_training_data(
-    run_step: RunStep, tmp_path: Path, train_frame: pd.DataFrame
-) -> None:
+def test_statistics_come_from_the_training_data(run_step: RunStep, tmp_path: Path, train_frame: pd.DataFrame) -> None:
     transformer, _, _ = _fit(run_step, tmp_path, train_frame, BASE)
     scaler = transformer.named_transformers_["num"].named_steps["scale"]
     imputer = transformer.named_transformers_["num"].named_steps["impute"]

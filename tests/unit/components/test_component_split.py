@@ -61,9 +61,7 @@ def test_every_strategy_partitions_the_rows(
 
 
 def test_stratified_keeps_class_shares(run_step: RunStep, tmp_path: Path, frame: pd.DataFrame) -> None:
-    _, test = _split(
-        run_step, tmp_path, frame, {"strategy": "stratified", "label": "label", "test_size": 0.25}
-    )
+    _, test = _split(run_step, tmp_path, frame, {"strategy": "stratified", "label": "label", "test_size": 0.25})
     assert (test["label"] == "b").sum() == 10  # exactly 20 % of 50
 
 
@@ -73,9 +71,7 @@ def test_group_split_keeps_groups_apart(run_step: RunStep, tmp_path: Path, frame
 
 
 def test_time_split_trains_on_the_past_only(run_step: RunStep, tmp_path: Path, frame: pd.DataFrame) -> None:
-    train, test = _split(
-        run_step, tmp_path, frame, {"strategy": "time", "time_column": "day", "test_size": 0.3}
-    )
+    train, test = _split(run_step, tmp_path, frame, {"strategy": "time", "time_column": "day", "test_size": 0.3})
     assert train["day"].max() < test["day"].min()  # strict, although days repeat
     assert train["day"].is_monotonic_increasing and test["day"].is_monotonic_increasing
 

@@ -60,9 +60,7 @@ def test_model_is_the_fitted_transformer_then_the_estimator(
     test = read_dataset(breast_cancer_split[1])
     features = test.drop(columns=["target"])
     # The transformer inside the model is the one preprocess fitted, unchanged.
-    np.testing.assert_array_equal(
-        model.named_steps["preprocess"].transform(features), fitted.transform(features)
-    )
+    np.testing.assert_array_equal(model.named_steps["preprocess"].transform(features), fitted.transform(features))
     assert meta.task == "classification" and meta.classes == [0, 1] and meta.label == "target"
     assert meta.estimator == RF and meta.params["n_estimators"] == 20 and meta.params["random_state"] == 0
     assert [f.name for f in meta.inputs] == list(features.columns)
@@ -188,8 +186,6 @@ def test_training_frame_is_not_modified(
     run_step: RunStep, tmp_path: Path, breast_cancer_split: tuple[Path, Path]
 ) -> None:
     before = breast_cancer_split[0].read_bytes()
-    _train(
-        run_step, tmp_path, breast_cancer_split[0], None, {"estimator": "sklearn.tree.DecisionTreeClassifier"}
-    )
+    _train(run_step, tmp_path, breast_cancer_split[0], None, {"estimator": "sklearn.tree.DecisionTreeClassifier"})
     assert breast_cancer_split[0].read_bytes() == before
     assert isinstance(read_dataset(breast_cancer_split[0]), pd.DataFrame)

@@ -13,10 +13,11 @@ import pytest
 from pydantic import ValidationError
 from sklearn.datasets import load_breast_cancer
 
+from conveyor.components._validate import infer_schema, validate
 from conveyor.components.base import ComponentError, Metrics
 from conveyor.components.datasets import write_dataset
 from conveyor.components.registry import get_component
-from conveyor.components.validate import ValidateConfig, infer_schema, validate
+from conveyor.components.validate import ValidateConfig
 
 RunStep = Callable[..., Metrics]
 
@@ -120,9 +121,7 @@ def test_critical_distance_shrinks_with_sample_size() -> None:
     critical = []
     for n in (100, 10_000):
         frame = pd.DataFrame({"x": rng.normal(size=n)})
-        critical.append(
-            validate(frame, ValidateConfig(), None, frame)["columns"]["x"]["drift"]["critical_statistic"]
-        )
+        critical.append(validate(frame, ValidateConfig(), None, frame)["columns"]["x"]["drift"]["critical_statistic"])
     assert critical[0] == pytest.approx(10 * critical[1])
 
 
@@ -222,9 +221,7 @@ def test_integers_read_back_as_floats_are_not_a_type_mismatch() -> None:
     current.loc[0, "age"] = np.nan
     assert validate(current, ValidateConfig(label="label"), schema, None)["anomalies"] == []
     current.loc[1, "age"] = 30.5
-    assert _checks(validate(current, ValidateConfig(label="label"), schema, None)) == [
-        ("type_mismatch", "age")
-    ]
+    assert _checks(validate(current, ValidateConfig(label="label"), schema, None)) == [("type_mismatch", "age")]
 
 
 def test_schema_records_types_ranges_categories_and_missing_rates() -> None:

@@ -1,0 +1,136 @@
+"""The work of the `train` component (the contract is `conveyor.components.train`): build, fit, save the pipeline."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd  # type: ignore[import-untyped]
+from sklearn.base import BaseEstimator, is_classifier, is_regressor
+from sklearn.pipeline import Pipeline
+
+from conveyor.components.atomic import json_safe
+from conveyor.components.base import ComponentError, Metrics
+from conveyor.components.datasets import read_dataset, require_columns, require_rows, split_label
+from conveyor.components.modelio import (
+    ArtifactMetadata,
+    FeatureSpec,
+    load_artifact,
+    save_artifact,
+)
+from conveyor.components.train import TrainConfig
+
+ALLOWED_ESTIMATOR_PREFIX = "sklearn."
+
+
+def build_estimator(path: str, params: Mapping[str, Any], seed: int) -> Any:
+    """Import and configure the estimator, turning every mistake into an error naming the path or param."""
+    if not path.startswith(ALLOWED_ESTIMATOR_PREFIX):
+        raise ComponentError(f"estimator: {path!r} is not allowed; only scikit-learn estimators (sklearn.*)")
+    module_name, _, class_name = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ComponentError(f"estimator: unknown estimator {path!r} (no module {module_name!r})") from exc
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)):
+        raise ComponentError(f"estimator: unknown estimator {path!r} (no estimator class {class_name!r})")
+    try:
+        estimator = cls()
+    except TypeError as exc:
+        raise ComponentError(f"estimator: {path!r} cannot be built from params alone: {exc}") from exc
+    if not (is_classifier(estimator) or is_regressor(estimator)):
+        raise ComponentError(f"estimator: {path!r} is neither a classifier nor a regressor")
+    accepted = estimator.get_params(deep=False)
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ComponentError(
+            f"params: {path!r} has no parameter {unknown[0]!r} (parameters: {', '.join(sorted(accepted))})"
+        )
+    settings = dict(params)
+    if "random_state" in accepted and "random_state" not in settings:
+        settings["random_state"] = seed
+    estimator.set_params(**settings)
+    return estimator
+
+
+def _features(frame: pd.DataFrame, config: TrainConfig, transformer: Any, signature: list[str]) -> pd.DataFrame:
+    features, _ = split_label(frame, config.label, "train")
+    if transformer is None:
+        non_numeric = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c].dtype)]
+        if non_numeric:
+            raise ComponentError(
+                f"column {non_numeric[0]!r} is not numeric; add a preprocess step and pass its 'transformer'"
+            )
+        return features
+    if config.label in signature:
+        raise ComponentError(
+            f"label: column {config.label!r} is an input of the transformer; set label in preprocess too"
+        )
+    require_columns(frame, signature, "train", "transformer inputs")
+    return frame[signature]
+
+
+def run(config: TrainConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> Metrics:
+    """Fit the estimator on `train` (through the fitted transformer) and save the pipeline to `model`."""
+    estimator = build_estimator(config.estimator, config.params, config.seed)
+    frame = read_dataset(inputs["train"], "train")
+    require_rows(frame, "train")
+    require_columns(frame, [config.label], "train", "label")
+    transformer: Any = None
+    signature: list[str] = []
+    if "transformer" in inputs:
+        loaded = load_artifact(inputs["transformer"], kind="transformer")
+        transformer = loaded.obj
+        signature = [f.name for f in loaded.metadata.inputs]
+    features = _features(frame, config, transformer, signature)
+    y = frame[config.label]
+    with warnings.catch_warnings(record=True) as caught:
+        # Convergence and similar warnings are facts about this fit: recorded in the model's
+        # metadata and counted in the metrics rather than printed and lost.
+        warnings.simplefilter("always")
+        try:
+            if transformer is None:
+                pipeline = Pipeline([("model", estimator)]).fit(features, y)
+            else:
+                estimator.fit(transformer.transform(features), y)
+                pipeline = Pipeline([("preprocess", transformer), ("model", estimator)])
+        except (ValueError, TypeError) as exc:
+            raise ComponentError(f"estimator {config.estimator!r} failed to fit: {exc}") from exc
+    fit_warnings = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+    task: Literal["classification", "regression"] = "classification" if is_classifier(estimator) else "regression"
+    classes = json_safe(list(estimator.classes_)) if task == "classification" else None
+    metadata = ArtifactMetadata(
+        kind="model",
+        estimator=config.estimator,
+        task=task,
+        label=config.label,
+        classes=classes,
+        inputs=[FeatureSpec(name=c, dtype=str(features[c].dtype)) for c in features.columns],
+        outputs=["prediction"],
+        params=_describe_params(estimator),
+        fit_warnings=fit_warnings,
+    )
+    save_artifact(pipeline, outputs["model"], metadata)
+    return {
+        "train_rows": float(len(frame)),
+        "input_features": float(features.shape[1]),
+        "fit_warnings": float(len(fit_warnings)),
+    }
+
+
+def _describe_params(estimator: Any) -> dict[str, Any]:
+    """The estimator's resolved constructor parameters as JSON; nested objects are recorded by repr."""
+    described: dict[str, Any] = {}
+    for name, value in estimator.get_params(deep=False).items():
+        plain = json_safe(value)
+        try:
+            json.dumps(plain, allow_nan=False)
+        except (TypeError, ValueError):
+            plain = repr(value)
+        described[name] = plain
+    return described
