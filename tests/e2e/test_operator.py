@@ -195,11 +195,13 @@ def _py_step(name: str, code: str, **extra: Any) -> dict[str, Any]:
 def test_operator_killed_mid_run_completes_without_duplicate_steps(
     api: k8s_client.ApiClient, ns: str, operator: Operator
 ) -> None:
-    slow = "import time; time.sleep(4); print('done')"
+    def slow(name: str) -> str:  # distinct commands: identical steps would share one cache entry
+        return f"import time; time.sleep(4); print('{name} done')"
+
     create(api, ns, "pipelines", _py_pipeline("slow", [
-        _py_step("one", slow),
-        _py_step("two", slow, dependsOn=["one"]),
-        _py_step("three", slow, dependsOn=["two"]),
+        _py_step("one", slow("one")),
+        _py_step("two", slow("two"), dependsOn=["one"]),
+        _py_step("three", slow("three"), dependsOn=["two"]),
     ]))
     create(api, ns, "runs", run_body("killed", "slow"))
 
