@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 import urllib.request
 from typing import Any
 
@@ -42,7 +43,9 @@ def test_job_completes_and_reports_termination_message(
     assert node_agent.container_log(namespace, pod.metadata.name, "main").strip().endswith("bye")
 
 
-def test_failing_job_records_exit_code_and_is_retried(api: k8s_client.ApiClient, namespace: str) -> None:
+def test_failing_job_records_exit_code_and_is_retried(
+    api: k8s_client.ApiClient, namespace: str, node_agent: NodeAgentProcess
+) -> None:
     code = "import sys; print('bad input: no rows', file=sys.stderr); sys.exit(3)"
     container = python_container("main", code, terminationMessagePolicy="FallbackToLogsOnError")
     batch = k8s_client.BatchV1Api(api)
@@ -140,3 +143,14 @@ def test_deployment_becomes_ready_through_probe_and_is_reachable(
     for ip in ips:
         with urllib.request.urlopen(f"http://{ip}:8080/", timeout=5) as resp:
             assert resp.status == 200
+
+    # Scaling to zero deletes the pods: their processes stop and their network namespaces go away.
+    uids = {p.metadata.uid.replace("-", "")[:8] for p in pods}
+    k8s_client.AppsV1Api(api).patch_namespaced_deployment_scale("web", namespace, {"spec": {"replicas": 0}})
+    wait_until(lambda: not pods_of(core, namespace, "app=web"), timeout=30, what="web pods deleted")
+
+    def namespaces_removed() -> bool:
+        listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+        return not any(uid in listing for uid in uids)
+
+    wait_until(namespaces_removed, timeout=15, what="the pods' network namespaces to be removed")

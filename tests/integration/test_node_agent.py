@@ -79,7 +79,9 @@ def test_deleting_a_pod_kills_its_process(
     assert term_file.exists() == handles_sigterm
 
 
-def test_env_from_secret_configmap_and_fields_reaches_process(api: k8s_client.ApiClient, namespace: str) -> None:
+def test_env_from_secret_configmap_and_fields_reaches_process(
+    api: k8s_client.ApiClient, namespace: str, node_agent: NodeAgentProcess
+) -> None:
     core = k8s_client.CoreV1Api(api)
     core.create_namespaced_secret(namespace, {"metadata": {"name": "creds"}, "stringData": {"token": "s3cr3t"}})
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "settings"}, "data": {"MODE": "fast"}})
@@ -146,7 +148,9 @@ def test_pod_in_its_own_network_namespace_reaches_minio(
     assert pod.status.pod_ip != pod.status.host_ip  # it really had an address of its own
 
 
-def test_failing_liveness_probe_restarts_the_container(api: k8s_client.ApiClient, namespace: str) -> None:
+def test_failing_liveness_probe_restarts_the_container(
+    api: k8s_client.ApiClient, namespace: str, node_agent: NodeAgentProcess
+) -> None:
     container = python_container(
         "main",
         "import time; time.sleep(600)",
@@ -167,7 +171,9 @@ def test_failing_liveness_probe_restarts_the_container(api: k8s_client.ApiClient
     wait_until(restarted, timeout=30, what="a liveness restart")
 
 
-def test_volume_mount_paths_are_rewritten_to_pod_directories(api: k8s_client.ApiClient, namespace: str) -> None:
+def test_volume_mount_paths_are_rewritten_to_pod_directories(
+    api: k8s_client.ApiClient, namespace: str, node_agent: NodeAgentProcess
+) -> None:
     core = k8s_client.CoreV1Api(api)
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "app"}, "data": {"greeting": "hello"}})
     code = (
@@ -197,3 +203,22 @@ def test_volume_mount_paths_are_rewritten_to_pod_directories(api: k8s_client.Api
     text, cwd = message.split(" ", 1)
     assert text == "HELLO"
     assert cwd.endswith("/volumes/tmp")  # workingDir /scratch is the emptyDir's local directory
+
+
+def test_init_container_runs_first_and_shares_volumes(
+    api: k8s_client.ApiClient, namespace: str, node_agent: NodeAgentProcess
+) -> None:
+    mount = [{"name": "shared", "mountPath": "/shared"}]
+    init = python_container("prepare", "open('/shared/ready', 'w').write('prepared')", volumeMounts=mount)
+    main = python_container(
+        "main", "open('/dev/termination-log', 'w').write(open('/shared/ready').read())", volumeMounts=mount
+    )
+    job = job_manifest("init", main)
+    job["spec"]["template"]["spec"]["initContainers"] = [init]
+    job["spec"]["template"]["spec"]["volumes"] = [{"name": "shared", "emptyDir": {}}]
+    batch = k8s_client.BatchV1Api(api)
+    batch.create_namespaced_job(namespace, job)
+    wait_job(batch, namespace, "init", "Complete")
+    (pod,) = pods_of(k8s_client.CoreV1Api(api), namespace, "job-name=init")
+    assert pod.status.init_container_statuses[0].state.terminated.exit_code == 0
+    assert pod.status.container_statuses[0].state.terminated.message == "prepared"

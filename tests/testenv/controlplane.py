@@ -149,7 +149,10 @@ class ControlPlane:
         for proc in reversed(self.processes):
             proc.stop()
         shutil.rmtree(self.etcd_dir, ignore_errors=True)
-        if not self.keep:
+        if self.keep:
+            # Kept on purpose: later sessions must not sweep it as a dead session's leftovers.
+            (self.work_dir / "conveyor-owner.pid").unlink(missing_ok=True)
+        else:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
     # -- clients -----------------------------------------------------------------------------
