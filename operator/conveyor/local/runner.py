@@ -9,6 +9,7 @@ starts processes, waits for them, and shows progress.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -278,8 +279,6 @@ class LocalRunner:
             self.on_update(self)
 
     def _write_record(self, plan: Plan, started_at: datetime, seconds: float, external: Mapping[str, str]) -> Path:
-        import sklearn  # noqa: PLC0415 - recorded for lineage
-
         record = {
             "apiVersion": "conveyor.dev/v1alpha1",
             "kind": "RunRecord",
@@ -296,7 +295,7 @@ class LocalRunner:
             "environment": {
                 "conveyor": __version__,
                 "python": platform.python_version(),
-                "scikit-learn": sklearn.__version__,
+                "scikit-learn": _version_of("scikit-learn"),
                 "platform": platform.platform(),
             },
             "steps": [
@@ -309,6 +308,14 @@ class LocalRunner:
         path.write_text(json.dumps(record, indent=2, default=str))
         self.store.put_document(f"runs/{self.run_id}/record.json", record)
         return path
+
+
+def _version_of(distribution: str) -> str | None:
+    """A package's version from its metadata (importing scikit-learn just to ask would cost a second)."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _with_log_tail(message: str | None, log_path: Path, lines: int = 15) -> str:
