@@ -45,7 +45,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client import ApiException
 
 from testenv.podnetwork import AddressPool, BridgeSpec, PodSandbox, unavailable_reason
-from testenv.processes import ServerProcess, wait_until
+from testenv.processes import ServerProcess, die_with_parent, wait_until
 
 log = logging.getLogger("nodeagent")
 
@@ -430,6 +430,8 @@ class PodRunner(threading.Thread):
         cwd = self._working_dir(c)
         if self.sandbox is not None:
             argv = self.sandbox.exec_prefix() + argv
+        # If the agent is SIGKILLed the process dies too (this runner thread outlives the process).
+        argv = die_with_parent(argv, signal.SIGKILL)
         try:
             with c.log_path.open("ab") as out:
                 c.popen = subprocess.Popen(
