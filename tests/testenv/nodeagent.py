@@ -246,6 +246,7 @@ class PodRunner(threading.Thread):
         self._conditions: dict[str, Json] = {}
         self._last_pushed: str | None = None
         self._phase = "Pending"
+        self._pod_message: str | None = None
 
     # -- entry points from the agent ------------------------------------------------------
 
@@ -266,8 +267,13 @@ class PodRunner(threading.Thread):
     def run(self) -> None:
         try:
             self._run()
-        except Exception:
+        except Exception as exc:
             log.exception("pod %s/%s: runner crashed", self.namespace, self.pod_name)
+            # Say so in the pod, or a test would only see a pod stuck in Pending.
+            self._phase = "Failed"
+            self._pod_message = f"test node agent error: {exc!r}"
+            with contextlib.suppress(Exception):
+                self._push_status()
         finally:
             self._kill_all(0.0 if self.gone.is_set() else 2.0)
             self._destroy_sandbox()
@@ -795,6 +801,9 @@ class PodRunner(threading.Thread):
             "conditions": list(self._conditions.values()),
             "containerStatuses": [c.status(self.uid) for c in self.containers],
         }
+        if self._pod_message:
+            status["reason"] = "NodeAgentError"
+            status["message"] = self._pod_message
         if self.init_containers:
             status["initContainerStatuses"] = [c.status(self.uid) for c in self.init_containers]
         encoded = json.dumps(status, sort_keys=True)
