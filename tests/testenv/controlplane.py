@@ -164,7 +164,15 @@ class ControlPlane:
     def kubectl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run the pinned kubectl against this cluster; with ``check``, a failure carries its stderr."""
         done = subprocess.run(
-            [str(self.binaries.kubectl), "--kubeconfig", str(self.kubeconfig), *args],
+            # --cache-dir: kubectl would otherwise write its discovery cache under ~/.kube.
+            [
+                str(self.binaries.kubectl),
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--cache-dir",
+                str(self.work_dir / "kubectl-cache"),
+                *args,
+            ],
             check=False,
             capture_output=True,
             text=True,
