@@ -10,8 +10,15 @@ envFrom, $(VAR) expansion), workingDir, init containers, restartPolicy with back
 messages (terminationMessagePath is rewritten to a per-container file, also passed as
 $CONVEYOR_TERMINATION_LOG; FallbackToLogsOnError), startup/readiness/liveness probes (httpGet,
 tcpSocket, exec), graceful deletion (SIGTERM to the process group, SIGKILL after the grace
-period, then the pod object is deleted). Pods that declare ports or network probes get their
-own network namespace (see podnetwork.py) so their podIP is a real address.
+period, then the pod object is deleted), emptyDir/configMap/secret/projected volumes (made under
+the pod's directory; mountPaths in command, args, env and workingDir are rewritten to it, since
+there is no mount namespace). Pods that declare ports or network probes get their own network
+namespace (see podnetwork.py) so their podIP is a real address; other pods share the host
+network and report the node's address (like hostNetwork pods).
+
+Not emulated: images, resource limits, PersistentVolumeClaims, hostPath, service-account token
+files, `kubectl logs/exec` (container logs are files in the pod directory), Events, Services'
+ClusterIPs (no kube-proxy: reach pods by podIP).
 
 Run as ``python -m testenv.nodeagent --kubeconfig ... --node-name ... --work-dir ...``;
 ``NodeAgentProcess`` does that from a fixture.
