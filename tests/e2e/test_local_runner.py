@@ -249,3 +249,33 @@ def test_ctrl_c_stops_children_and_records_cancelled(tmp_path: Path) -> None:
     assert record["steps"][0]["phase"] == "Failed" or record["steps"][0]["phase"] == "Cancelled"
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)
+
+
+def fan_pipeline() -> Pipeline:
+    square = py_step("square", "import sys; open(sys.argv[1], 'w').write(str(int(sys.argv[2]) ** 2))",
+                     outputs=[{"name": "value"}], forEach={"parameter": "xs", "maxConcurrency": 2})
+    square["container"]["args"] = ["{{ outputs.value }}", "{{ item }}"]
+    total = py_step("total", "import sys, json, os, pathlib; d = pathlib.Path(sys.argv[1]); "
+                    "items = json.loads((d / 'items.json').read_text()); "
+                    "json.dump({'total': sum(int((d / i['path']).read_text()) for i in items), 'n': len(items)}, "
+                    "open(os.environ['CONVEYOR_METRICS_FILE'], 'w'))",
+                    inputs=[{"name": "values", "step": "square", "output": "value"}])
+    total["container"]["args"] = ["{{ inputs.values }}"]
+    return pipeline_of([square, total], parameters=[{"name": "xs", "type": "list", "default": [1, 2, 3, 4]}])
+
+
+def test_fan_out_and_fan_in(tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    first = run_pipeline(fan_pipeline(), state)
+    assert first.phase is RunPhase.SUCCEEDED, first.message
+    assert first.states["total"].metrics == {"total": 30.0, "n": 4.0}
+    assert [first.states[f"square[{i}]"].attempts for i in range(4)] == [1, 1, 1, 1]
+    record = json.loads(first.record_path.read_text())
+    square = next(s for s in record["steps"] if s["name"] == "square")
+    assert square["fanOut"]["total"] == 4 and square["fanOut"]["succeeded"] == 4
+    assert len(record["items"]["square"]) == 4
+    # change one item: only that item and the fan-in step run again
+    second = run_pipeline(fan_pipeline(), state, xs=[1, 2, 3, 5])
+    hits = sorted(k for k, s in second.states.items() if s.cache_hit)
+    assert hits == ["square[0]", "square[1]", "square[2]"]
+    assert second.states["total"].metrics["total"] == 39.0

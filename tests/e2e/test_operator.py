@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from kubernetes import client as k8s_client
 from testenv.controlplane import ControlPlane
 from testenv.minio import S3Endpoint
 from testenv.nodeagent import NodeAgentProcess
-from testenv.processes import ServerProcess, wait_until
+from testenv.processes import ServerProcess, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -45,6 +46,8 @@ class Operator:
             "CONVEYOR_S3_BUCKET": minio.bucket,
             "CONVEYOR_STEP_COMMAND": json.dumps([sys.executable, "-m", "conveyor.runtime"]),
             "CONVEYOR_RESYNC_SECONDS": "2",
+            "CONVEYOR_METRICS_PORT": str(free_port()),
+            "CONVEYOR_HEALTH_PORT": str(free_port()),
         }
         self.log_dir = log_dir
         self.starts = 0
@@ -68,6 +71,11 @@ class Operator:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop(grace=5)
+
+    def metrics(self) -> str:
+        port = self.env["CONVEYOR_METRICS_PORT"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            return str(resp.read().decode())
 
     def log(self) -> str:
         return (self.log_dir / "operator.log").read_text(errors="replace")
@@ -182,6 +190,11 @@ def test_example_runs_on_the_cluster_then_hits_the_cache(
         "preprocess",
         "train",
     ]
+    exported = operator.metrics()
+    assert f'conveyor_steps_total{{namespace="{ns}",result="succeeded"}} 9.0' in exported
+    assert f'conveyor_cache_hits_total{{namespace="{ns}"}} 9.0' in exported
+    assert f'conveyor_runs_total{{namespace="{ns}",result="succeeded"}} 3.0' in exported
+    assert f'conveyor_step_overhead_seconds_count{{namespace="{ns}"}} 9.0' in exported
 
 
 def _py_pipeline(name: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -284,3 +297,28 @@ def test_cancel_and_delete(api: k8s_client.ApiClient, ns: str, operator: Operato
     k8s_client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, ns, "runs", "deleted")
     # owner references: the garbage collector removes the Job, and its pod's process is stopped
     wait_until(lambda: jobs_of(api, ns, "deleted") == [], timeout=90, what="garbage collection of the Job")
+
+
+def test_fan_out_and_fan_in_on_the_cluster(api: k8s_client.ApiClient, ns: str, operator: Operator) -> None:
+    square = _py_step("square", "import sys; open(sys.argv[1], 'w').write(str(int(sys.argv[2]) ** 2))",
+                      outputs=[{"name": "value"}], forEach={"parameter": "xs", "maxConcurrency": 3})
+    square["container"]["args"] = ["{{ outputs.value }}", "{{ item }}"]
+    total = _py_step("total", "import sys, json, os, pathlib; d = pathlib.Path(sys.argv[1]); "
+                     "items = json.loads((d / 'items.json').read_text()); "
+                     "json.dump({'total': sum(int((d / i['path']).read_text()) for i in items)}, "
+                     "open(os.environ['CONVEYOR_METRICS_FILE'], 'w'))",
+                     inputs=[{"name": "values", "step": "square", "output": "value"}])
+    total["container"]["args"] = ["{{ inputs.values }}"]
+    body = _py_pipeline("fan", [square, total])
+    body["spec"]["parameters"] = [{"name": "xs", "type": "list", "default": [1, 2, 3, 4, 5]}]
+    create(api, ns, "pipelines", body)
+    create(api, ns, "runs", run_body("fan", "fan"))
+    run = wait_done(api, ns, "fan", operator)
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    by_step = steps(run)
+    assert by_step["total"]["metrics"] == {"total": 55.0}
+    assert by_step["square"]["fanOut"]["total"] == 5 and by_step["square"]["fanOut"]["succeeded"] == 5
+    items = sorted(j.metadata.labels.get("conveyor.dev/item") for j in jobs_of(api, ns, "fan") if
+                   j.metadata.labels["conveyor.dev/step"] == "square")
+    assert items == ["0", "1", "2", "3", "4"]
+    assert len(json.dumps(run)) < 20_000  # per-item detail is in the store, not the Run

@@ -13,18 +13,13 @@ from conveyor.api.run import ArtifactRef, RunPhase, StepPhase
 from conveyor.core.cachekey import cache_key
 from conveyor.core.planner import (
     CacheEntry,
-    CancelStep,
-    FailStep,
     Kill,
     Launch,
     Plan,
-    ReuseCached,
     RunContext,
     RunPlanner,
-    Skip,
     StepState,
     finished,
-    reused,
     started,
 )
 from conveyor.core.retry import backoff_seconds
@@ -282,11 +277,11 @@ def _simulate(
         plan = p.plan(states, now, cache=cache)
         if plan.done:
             return states, launches, plan
+        states = dict(plan.states)
         for action in plan.actions:
-            st = states.get(action.step, StepState())
             if isinstance(action, Launch):
                 launches += 1
-                st = started(st, now, action.task.cache_key)
+                st = states[action.key]
                 if action.step in failing:
                     failing.discard(action.step)
                     st = finished(st, steps[action.step], TaskResult(ok=False, message="x"), now)
@@ -294,11 +289,7 @@ def _simulate(
                     outs = [ArtifactRef(name=o, uri="u", digest=D) for o in action.task.outputs]
                     st = finished(st, steps[action.step], TaskResult(ok=True, outputs=outs), now)
                     cache[action.task.cache_key] = CacheEntry(action.task.cache_key, tuple(outs), {})
-            elif isinstance(action, ReuseCached):
-                st = reused(st, action.entry, now)
-            elif isinstance(action, Skip | CancelStep | FailStep | Kill):
-                continue
-            states[action.step] = st
+                states[action.key] = st
         now += timedelta(seconds=61)  # past any backoff
     raise AssertionError("the plan did not converge")
 
@@ -329,3 +320,87 @@ def test_cache_key_is_stable_and_sensitive() -> None:
     assert k != cache_key(template={"a": 1}, input_digests={"x": D2}, code_version="1")
     assert k != cache_key(template={"a": 1}, input_digests={"x": D}, code_version="2")
     assert k.startswith("sha256:") and len(k) == 71
+
+
+def fan_spec(**for_each: Any) -> PipelineSpec:
+    """prep → train (fanned out) → pick (reads every train item's model)."""
+    return PipelineSpec.model_validate({
+        "parameters": [{"name": "depths", "type": "list", "default": [1, 2, 3]}],
+        "steps": [
+            {"name": "prep", "container": {"image": "i", "command": ["p"]}, "outputs": [{"name": "data"}]},
+            {"name": "train", "container": {"image": "i", "command": ["t", "{{ item }}"]},
+             "inputs": [{"name": "data", "step": "prep", "output": "data"}], "outputs": [{"name": "model"}],
+             "forEach": for_each or {"parameter": "depths"}},
+            {"name": "pick", "container": {"image": "i", "command": ["k", "{{ inputs.models }}"]},
+             "inputs": [{"name": "models", "step": "train", "output": "model"}]},
+        ],
+    })
+
+
+def fan_planner(s: PipelineSpec, params: Mapping[str, Any] | None = None, parallelism: int | None = None) -> RunPlanner:
+    ctx = RunContext(run_id="r", name="r", namespace="ns", code_version="t", store=StoreConfig(kind="local", root="/s"))
+    return RunPlanner(s, params or {"depths": [1, 2, 3]}, ctx, parallelism=parallelism)
+
+
+def prep_done() -> StepState:
+    return StepState(phase=StepPhase.SUCCEEDED, attempts=1, outputs={"data": ArtifactRef(name="data", uri="u", digest=D)})
+
+
+def item_done(digest: str) -> StepState:
+    return StepState(phase=StepPhase.SUCCEEDED, attempts=1, finished_at=NOW,
+                     outputs={"model": ArtifactRef(name="model", uri="u", digest=digest)})
+
+
+def test_fan_out_launches_one_unit_per_item_with_the_item_resolved() -> None:
+    plan = fan_planner(fan_spec()).plan({"prep": prep_done()}, NOW, cache={})
+    launches = [a for a in plan.actions if isinstance(a, Launch)]
+    assert [a.key for a in launches] == ["train[0]", "train[1]", "train[2]"]
+    assert [a.task.command for a in launches] == [["t", "1"], ["t", "2"], ["t", "3"]]
+    assert [a.task.item_index for a in launches] == [0, 1, 2]
+    assert len({a.task.cache_key for a in launches}) == 3  # the item is part of the key
+    assert plan.states["train"].phase is StepPhase.RUNNING
+
+
+def test_fan_out_respects_max_concurrency_and_grid() -> None:
+    plan = fan_planner(fan_spec(grid={"a": [1, 2], "b": ["x", "y"]}, maxConcurrency=2)).plan(
+        {"prep": prep_done()}, NOW, cache={})
+    launches = [a for a in plan.actions if isinstance(a, Launch)]
+    assert [a.task.item for a in launches] == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"}]
+
+
+def test_fan_in_hands_every_item_output_downstream_in_order() -> None:
+    digests = ["sha256:" + c * 64 for c in "abc"]
+    states = {"prep": prep_done(), **{f"train[{i}]": item_done(d) for i, d in enumerate(digests)}}
+    plan = fan_planner(fan_spec()).plan(states, NOW, cache={})
+    (launch,) = [a for a in plan.actions if isinstance(a, Launch)]
+    assert launch.step == "pick"
+    (models,) = launch.task.inputs
+    assert models.collection and [m.digest for m in models.items or []] == digests
+    assert [m.item for m in models.items or []] == [1, 2, 3]
+    assert plan.states["train"].phase is StepPhase.SUCCEEDED
+    assert plan.states["train"].outputs["model"].digest == models.digest
+    # a different item output changes the collection digest, so the fan-in step's cache key
+    other = dict(states, **{"train[2]": item_done("sha256:" + "d" * 64)})
+    again = [a for a in fan_planner(fan_spec()).plan(other, NOW, cache={}).actions if isinstance(a, Launch)]
+    assert again[0].task.cache_key != launch.task.cache_key
+
+
+def test_a_failed_item_fails_the_step_and_the_run() -> None:
+    failed = StepState(phase=StepPhase.FAILED, attempts=1, message="boom")
+    states = {"prep": prep_done(), "train[0]": item_done(D), "train[1]": failed, "train[2]": item_done(D2)}
+    plan = fan_planner(fan_spec()).plan(states, NOW, cache={})
+    assert plan.phase is RunPhase.FAILED and "item 1 failed: boom" in plan.message
+
+
+def test_fan_out_converges_with_cache_hits_on_rerun() -> None:
+    p = fan_planner(fan_spec(), parallelism=2)
+    _, launches, plan = _simulate(p)
+    assert plan.phase is RunPhase.SUCCEEDED and launches == 5  # prep, 3 items, pick
+    assert p.plan(plan.states, NOW, cache={}).actions == ()
+
+
+def test_cancel_kills_running_items() -> None:
+    states = {"prep": prep_done(), "train[0]": running(), "train[1]": running(), "train": running()}
+    plan = fan_planner(fan_spec()).plan(states, NOW, cache={}, cancel=True)
+    kills = sorted(a.key for a in plan.actions if isinstance(a, Kill))
+    assert kills in (["train", "train[0]", "train[1]"], ["train[0]", "train[1]"])

@@ -519,7 +519,6 @@ def test_required_parameter_without_value() -> None:
 UNSUPPORTED_CASES = [
     ("schedule", _set(["spec", "schedule"], {"cron": "0 3 * * *"}), "spec.schedule"),
     ("triggers", _set(["spec", "triggers"], [{"s3": {"uri": "s3://b/p/"}}]), "spec.triggers"),
-    ("fan-out", _set(["spec", "steps", 0, "forEach"], {"items": [1, 2]}), "spec.steps[0].forEach"),
     ("approval", _set(["spec", "steps", 1, "approval"], {"required": True}), "spec.steps[1].approval"),
     (
         "s3-input",

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         standalone=args.standalone,
         clusterwide=not namespaces,
         namespaces=namespaces,
-        liveness_endpoint="http://0.0.0.0:8081/healthz",
+        liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,
     )
     return 0
 

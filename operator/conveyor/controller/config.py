@@ -41,6 +41,8 @@ class OperatorConfig(BaseModel):
     """How often every unfinished Run is re-planned even without events (retries, timeouts, missed events)."""
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 8080
     """Prometheus metrics port (0: off)."""
+    health_port: Annotated[int, Field(ge=0, le=65535)] = 8081
+    """Liveness endpoint /healthz (0: off)."""
 
     @field_validator("step_command")
     @classmethod

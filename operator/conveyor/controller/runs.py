@@ -21,21 +21,31 @@ from conveyor import __version__
 from conveyor.api.base import ConditionStatus
 from conveyor.api.pipeline import Pipeline, PipelineSpec, RetryPolicy
 from conveyor.api.run import Run, RunPhase, RunStatus, StepPhase
+from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig
 from conveyor.core.planner import (
     Kill,
     Launch,
     Plan,
+    ReuseCached,
     RunContext,
     RunPlanner,
+    Skip,
     StepState,
     finished,
-    recorded,
-    started,
+    step_of,
 )
-from conveyor.core.status import progress, set_condition, states_from_status, step_statuses, succeeded_condition
+from conveyor.core.status import (
+    progress,
+    set_condition,
+    state_from_wire,
+    state_to_wire,
+    states_from_status,
+    step_statuses,
+    succeeded_condition,
+)
 from conveyor.core.support import OPERATOR, unsupported_steps
-from conveyor.core.task import StoreConfig, TaskResult, result_document
+from conveyor.core.task import StoreConfig, TaskResult, result_document, units_document
 from conveyor.core.validation import Issue, issues_from_pydantic, resolve_parameters, validate_pipeline
 from conveyor.kube.cluster import Cluster, JobObservation
 from conveyor.manifests.job import step_job
@@ -127,21 +137,24 @@ class RunReconciler:
         steps = {s.name: s for s in spec.steps}
         now = self.clock()
         done = []
-        for name, state in list(states.items()):
-            if state.phase is not StepPhase.RUNNING or name not in steps:
+        for key, state in list(states.items()):
+            step = steps.get(step_of(key))
+            if state.phase is not StepPhase.RUNNING or step is None:
                 continue
-            obs = jobs.get((name, state.attempts))
+            if step.for_each is not None and key == step.name:
+                continue  # a fan-out's own state is derived from its items by the planner
+            obs = jobs.get((key, state.attempts))
             if obs is None:
                 result = TaskResult(ok=False, message=f"the Job of attempt {state.attempts} disappeared")
             elif not obs.finished:
                 continue
             else:
-                result = self._result_of(run_id, name, state.attempts, obs)
-            new = finished(state, steps[name], result, now)
-            states[name] = new
-            done.append((name, new))
-            if new.phase is StepPhase.SUCCEEDED and new.cache_key and steps[name].cache.enabled:
-                self.cache.record(new.cache_key, run_id, name, new.outputs, new.metrics)
+                result = self._result_of(run_id, key, state.attempts, obs)
+            new = finished(state, step, result, now)
+            states[key] = new
+            done.append((key, new))
+            if new.phase is StepPhase.SUCCEEDED and new.cache_key and step.cache.enabled:
+                self.cache.record(new.cache_key, run_id, key, new.outputs, new.metrics)
         return done
 
     def _result_of(self, run_id: str, step: str, attempt: int, obs: JobObservation) -> TaskResult:
@@ -167,8 +180,12 @@ class RunReconciler:
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Bring one Run one step closer to done; returns seconds until it wants another pass (None: finished)."""
-        with self._lock(namespace, name):
-            return self._reconcile(namespace, name)
+        with self._lock(namespace, name), metrics.RECONCILE.labels("Run").time():
+            try:
+                return self._reconcile(namespace, name)
+            except Exception:
+                metrics.RECONCILE_ERRORS.labels("Run").inc()
+                raise
 
     def _reconcile(self, namespace: str, name: str) -> float | None:
         body = self.cluster.get_custom("runs", namespace, name)
@@ -188,6 +205,8 @@ class RunReconciler:
 
         run_id = uid
         states = states_from_status(old_status.steps)
+        old_units = self._load_units(run_id) if any(s.for_each for s in resolved.spec.steps) else {}
+        states.update(old_units)
         jobs = self.cluster.run_jobs(namespace, name)
         finished_now = self._observe(run_id, states, resolved.spec, jobs)
         started_at = old_status.started_at or now
@@ -208,9 +227,13 @@ class RunReconciler:
             ),
         )
         plan = planner.plan(states, now, cache=self.cache, cancel=run.spec.cancel, run_started_at=started_at)
+        states = dict(plan.states)
         self._apply(plan, body, resolved, states, now)
 
         order = [s.name for s in resolved.spec.steps]
+        units = {k: v for k, v in states.items() if k not in order}
+        if units != old_units:
+            self._save_units(run_id, units)
         status = old_status.model_copy(
             update={
                 "observed_generation": generation,
@@ -219,8 +242,8 @@ class RunReconciler:
                 "parameters": resolved.params,
                 "started_at": started_at,
                 "finished_at": now if plan.done else None,
-                "progress": progress(states, len(order)),
-                "steps": self._step_statuses(name, order, states),
+                "progress": progress(states, order),
+                "steps": self._step_statuses(name, run_id, order, states),
                 "conditions": set_condition(
                     old_status.conditions,
                     succeeded_condition(plan.phase, plan.reason or "Running", plan.message, now, generation),
@@ -236,11 +259,26 @@ class RunReconciler:
             wait = min(wait, max(0.5, (plan.wake_at - self.clock()).total_seconds()))
         return wait
 
-    def _step_statuses(self, run: str, order: list[str], states: Mapping[str, StepState]) -> list[Any]:
+    def _step_statuses(self, run: str, run_id: str, order: list[str], states: Mapping[str, StepState]) -> list[Any]:
         out = []
-        for s in step_statuses(order, states):
-            out.append(s.model_copy(update={"job_name": job_name(run, s.name, s.attempts)}) if s.attempts else s)
+        for status in step_statuses(order, states):
+            update: dict[str, Any] = {}
+            if status.attempts:
+                update["job_name"] = job_name(run, status.name, status.attempts)
+            if status.fan_out is not None:
+                update["fan_out"] = status.fan_out.model_copy(update={"record_uri": units_document(run_id)})
+            out.append(status.model_copy(update=update))
         return out
+
+    def _load_units(self, run_id: str) -> dict[str, StepState]:
+        """Per-item states of fan-outs: kept in the store so the Run object stays small however wide."""
+        doc = self.store.get_document(units_document(run_id))
+        if doc is None:
+            return {}
+        return {k: state_from_wire(v) for k, v in doc["units"].items()}
+
+    def _save_units(self, run_id: str, units: Mapping[str, StepState]) -> None:
+        self.store.put_document(units_document(run_id), {"units": {k: state_to_wire(v) for k, v in units.items()}})
 
     def _apply(
         self, plan: Plan, body: dict[str, Any], resolved: Resolved, states: dict[str, StepState], now: datetime
@@ -248,7 +286,7 @@ class RunReconciler:
         meta = body["metadata"]
         steps = {s.name: s for s in resolved.spec.steps}
         for action in plan.actions:
-            state = states.get(action.step, StepState())
+            state = states.get(action.key, StepState())
             if isinstance(action, Launch):
                 step = steps[action.step]
                 image = step.container.image if step.container is not None else self.config.step_image
@@ -271,17 +309,31 @@ class RunReconciler:
                     job["metadata"]["name"],
                     meta["namespace"],
                     meta["name"],
-                    action.step,
+                    action.key,
                 )
-                states[action.step] = started(state, now, action.task.cache_key)
+                if created:
+                    self._observe_overhead(meta["namespace"], step, states, now, body)
             elif isinstance(action, Kill):
-                self.cluster.delete_job(meta["namespace"], job_name(meta["name"], action.step, state.attempts))
+                self.cluster.delete_job(meta["namespace"], job_name(meta["name"], action.key, state.attempts))
                 step = steps[action.step]
                 # A killed attempt counts as failed; a cancelled run is not retried (the planner cancels it).
                 no_retry = step.model_copy(update={"retries": RetryPolicy(limit=0)})
-                states[action.step] = finished(state, no_retry, TaskResult(ok=False, message=action.reason), now)
-            else:
-                states[action.step] = recorded(state, action, now)
+                states[action.key] = finished(state, no_retry, TaskResult(ok=False, message=action.reason), now)
+
+    def _observe_overhead(
+        self, namespace: str, step: Any, states: Mapping[str, StepState], now: datetime, body: dict[str, Any]
+    ) -> None:
+        """Time from what this step waited for (its upstream steps, or the Run's creation) to its Job."""
+        from conveyor.core.dag import step_dependencies  # noqa: PLC0415
+
+        ends = [states[d].finished_at for d in step_dependencies(step) if d in states and states[d].finished_at]
+        ready_at = max((e for e in ends if e is not None), default=None)
+        if ready_at is None and not step_dependencies(step):
+            created = body["metadata"].get("creationTimestamp")
+            ready_at = datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None
+        if ready_at is not None:
+            metrics.STEP_OVERHEAD.labels(namespace).observe(max(0.0, (now - ready_at).total_seconds()))
+        metrics.ACTIVE_STEPS.labels(namespace).inc()
 
     def _write_status(self, body: dict[str, Any], old: RunStatus, new: RunStatus) -> None:
         old_wire, new_wire = old.to_wire(), new.to_wire()
@@ -293,8 +345,21 @@ class RunReconciler:
     def _events(
         self, body: dict[str, Any], old: RunStatus, plan: Plan, finished_now: list[tuple[str, StepState]]
     ) -> None:
+        ns = body["metadata"]["namespace"]
         if old.started_at is None:
             self.cluster.event(body, "Run", "Normal", "Started", "the run started")
+        for _, state in finished_now:
+            result = {StepPhase.SUCCEEDED: "succeeded", StepPhase.FAILED: "failed"}.get(state.phase, "retried")
+            metrics.STEPS.labels(ns, result).inc()
+            metrics.ACTIVE_STEPS.labels(ns).dec()
+            if state.started_at and state.finished_at:
+                metrics.STEP_DURATION.labels(ns).observe((state.finished_at - state.started_at).total_seconds())
+        for action in plan.actions:
+            if isinstance(action, ReuseCached):
+                metrics.CACHE_HITS.labels(ns).inc()
+                metrics.STEPS.labels(ns, "cached").inc()
+            elif isinstance(action, Skip):
+                metrics.STEPS.labels(ns, "skipped").inc()
         for step, state in finished_now:
             if state.phase is StepPhase.FAILED:
                 self.cluster.event(body, "Run", "Warning", "StepFailed", f"step {step} failed: {state.message}")
@@ -303,6 +368,7 @@ class RunReconciler:
                     body, "Run", "Warning", "StepRetrying", f"step {step} failed, retrying: {state.message}"
                 )
         if plan.done and old.phase not in DONE:
+            metrics.RUNS.labels(ns, plan.phase.value.lower()).inc()
             type_ = "Normal" if plan.phase is RunPhase.SUCCEEDED else "Warning"
             self.cluster.event(body, "Run", type_, plan.reason or plan.phase.value, plan.message)
 

@@ -7,6 +7,9 @@ local runner and the operator drive it; only how a Launch is carried out differs
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -17,7 +20,7 @@ from conveyor.api.run import ArtifactRef, RunPhase, StepPhase
 from conveyor.core.cachekey import cache_key
 from conveyor.core.dag import Dag
 from conveyor.core.retry import backoff_seconds, may_retry
-from conveyor.core.task import StoreConfig, TaskInput, TaskResult, TaskSpec
+from conveyor.core.task import CollectionItem, StoreConfig, TaskInput, TaskResult, TaskSpec
 from conveyor.core.templates import render_text, render_value
 
 TERMINAL = frozenset({StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED, StepPhase.CANCELLED})
@@ -65,24 +68,45 @@ class RunContext:
 class Launch:
     step: str
     task: TaskSpec
+    unit: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The state entry this acts on: the step, or `step[i]` for one item of a fan-out."""
+        return self.unit or self.step
 
 
 @dataclass(frozen=True)
 class ReuseCached:
     step: str
     entry: CacheEntry
+    unit: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.unit or self.step
 
 
 @dataclass(frozen=True)
 class Skip:
     step: str
     reason: str
+    unit: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.unit or self.step
 
 
 @dataclass(frozen=True)
 class Kill:
     step: str
     reason: str
+    unit: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.unit or self.step
 
 
 @dataclass(frozen=True)
@@ -91,11 +115,21 @@ class FailStep:
 
     step: str
     reason: str
+    unit: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.unit or self.step
 
 
 @dataclass(frozen=True)
 class CancelStep:
     step: str
+    unit: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.unit or self.step
 
 
 Action = Launch | ReuseCached | Skip | Kill | FailStep | CancelStep
@@ -109,6 +143,8 @@ class Plan:
     message: str = ""
     wake_at: datetime | None = None
     """Plan again no later than this (a retry's backoff ends, a timeout expires)."""
+    states: Mapping[str, StepState] = field(default_factory=dict)
+    """Every step's (and fan-out item's) state after this plan's decisions: what the shell keeps."""
 
     @property
     def done(self) -> bool:
@@ -184,6 +220,54 @@ def recorded(state: StepState, action: Action, now: datetime) -> StepState:
     return state
 
 
+# ---------------------------------------------------------------- fan-out
+
+
+def unit_key(step: str, index: int) -> str:
+    return f"{step}[{index}]"
+
+
+def step_of(key: str) -> str:
+    """The step a state key belongs to (`train[3]` → `train`)."""
+    return key.split("[", 1)[0]
+
+
+def fan_items(step: Step, params: Mapping[str, Any]) -> list[Any]:
+    """The items of a fanned-out step: a literal list, a list parameter, or a grid's cartesian product."""
+    fe = step.for_each
+    assert fe is not None
+    if fe.items is not None:
+        return list(fe.items)
+    if fe.parameter is not None:
+        value = params[fe.parameter]
+        if not isinstance(value, list):
+            raise ValueError(f"parameter {fe.parameter!r} is not a list")
+        return list(value)
+    assert fe.grid is not None
+    keys = list(fe.grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(fe.grid[k] for k in keys))]
+
+
+def collection_ref(step: str, output: str, items: list[Any], units: list[StepState]) -> ArtifactRef:
+    """A fan-in artifact: the ordered list of the items' outputs, addressed by the digest of that list."""
+    manifest = [{"item": item, "digest": u.outputs[output].digest} for item, u in zip(items, units, strict=True)]
+    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return ArtifactRef(
+        name=output,
+        uri=f"collection:{step}/{output}",
+        digest=f"sha256:{hashlib.sha256(canonical).hexdigest()}",
+        size=len(items),
+    )
+
+
+@dataclass
+class _Budget:
+    """Launch slots left in this pass, and whether a failure stops new launches."""
+
+    slots: int
+    stop: bool
+
+
 # ---------------------------------------------------------------- the planner
 
 
@@ -207,14 +291,16 @@ class RunPlanner:
     context: RunContext
     parallelism: int | None = None
 
-    def _template(self, step: Step) -> dict[str, Any]:
+    def _template(self, step: Step, item: Any = None, has_item: bool = False) -> dict[str, Any]:
         """The step's template with params, item and run resolved; inputs/outputs stay for the runtime."""
-        ctx = {
+        ctx: dict[str, Any] = {
             "params": dict(self.params),
             "run": {"name": self.context.name, "namespace": self.context.namespace, "id": self.context.run_id},
             "inputs": {i.name: f"{{{{ inputs.{i.name} }}}}" for i in step.inputs},
             "outputs": {o: f"{{{{ outputs.{o} }}}}" for o in self._outputs(step)},
         }
+        if has_item:
+            ctx["item"] = item
         if step.uses is not None:
             return {"uses": step.uses, "with": render_value(step.with_ or {}, ctx)}
         assert step.container is not None
@@ -230,7 +316,13 @@ class RunPlanner:
 
         return sorted(step_outputs(step))
 
-    def _inputs(self, step: Step, states: Mapping[str, StepState], external: Mapping[str, str]) -> list[TaskInput]:
+    def _inputs(
+        self,
+        step: Step,
+        states: Mapping[str, StepState],
+        external: Mapping[str, str],
+        steps: Mapping[str, Step],
+    ) -> list[TaskInput]:
         out = []
         for i in step.inputs:
             if i.step is not None:
@@ -238,7 +330,17 @@ class RunPlanner:
                 ref = states[i.step].outputs.get(i.output)
                 if ref is None:
                     raise ValueError(f"step {i.step!r} succeeded without recording output {i.output!r}")
-                out.append(TaskInput(name=i.name, digest=ref.digest))
+                upstream = steps[i.step]
+                if upstream.for_each is None:
+                    out.append(TaskInput(name=i.name, digest=ref.digest))
+                    continue
+                # fan-in: every item's output, in item order
+                items = fan_items(upstream, self.params)
+                members = [
+                    CollectionItem(item=item, digest=states[unit_key(i.step, k)].outputs[i.output].digest)
+                    for k, item in enumerate(items)
+                ]
+                out.append(TaskInput(name=i.name, digest=ref.digest, collection=True, items=members))
             else:
                 assert i.uri is not None
                 out.append(TaskInput(name=i.name, uri=i.uri, digest=i.digest or external.get(i.uri)))
@@ -254,14 +356,18 @@ class RunPlanner:
         cancel: bool = False,
         run_started_at: datetime | None = None,
     ) -> Plan:
+        """Decide the next actions. `states` holds one entry per step and, for fanned-out steps, one per
+        item under `unit_key(step, i)`; the returned Plan.states is the whole new picture."""
         external = external_digests or {}
         steps = {s.name: s for s in self.spec.steps}
         dag = Dag.of(self.spec.steps)
         order = dag.order()
-        states = {n: states.get(n, StepState()) for n in order}
+        progressed: dict[str, StepState] = dict(states)
+        for n in order:
+            progressed.setdefault(n, StepState())
         actions: list[Action] = []
         wake: list[datetime] = []
-        running = [n for n in order if states[n].phase is StepPhase.RUNNING]
+        running = [k for k, st in progressed.items() if st.phase is StepPhase.RUNNING]
 
         timed_out = (
             self.spec.timeout_seconds is not None
@@ -269,102 +375,195 @@ class RunPlanner:
             and now >= run_started_at + timedelta(seconds=self.spec.timeout_seconds)
         )
         if cancel or timed_out:
-            for n in order:
-                if states[n].phase is StepPhase.RUNNING:
-                    actions.append(Kill(n, "run cancelled" if cancel else "run timed out"))
-                elif states[n].phase not in TERMINAL:
-                    actions.append(CancelStep(n))
+            for key, st in progressed.items():
+                if st.phase is StepPhase.RUNNING:
+                    actions.append(Kill(step_of(key), "run cancelled" if cancel else "run timed out", key))
+            for key, st in list(progressed.items()):
+                if st.phase not in TERMINAL and st.phase is not StepPhase.RUNNING:
+                    actions.append(CancelStep(step_of(key), key))
+                    progressed[key] = recorded(st, CancelStep(step_of(key), key), now)
             if running:
-                return Plan(tuple(actions), RunPhase.RUNNING)
+                return Plan(tuple(actions), RunPhase.RUNNING, states=progressed)
             if cancel:
-                return Plan(tuple(actions), RunPhase.CANCELLED, "Cancelled", "the run was cancelled")
+                return Plan(tuple(actions), RunPhase.CANCELLED, "Cancelled", "the run was cancelled", states=progressed)
             return Plan(
                 tuple(actions),
                 RunPhase.FAILED,
                 "RunTimedOut",
                 f"the run exceeded its timeout of {self.spec.timeout_seconds}s",
+                states=progressed,
             )
         if run_started_at is not None and self.spec.timeout_seconds is not None:
             wake.append(run_started_at + timedelta(seconds=self.spec.timeout_seconds))
 
-        failed = [n for n in order if states[n].phase is StepPhase.FAILED]
-        stop_launching = bool(failed) and self.spec.fail_fast
+        failed = [n for n in order if progressed[n].phase is StepPhase.FAILED]
         limit = self.parallelism or self.spec.parallelism
-        slots = (limit - len(running)) if limit else len(order)
-        progressed: dict[str, StepState] = dict(states)
+        budget = _Budget(slots=(limit - len(running)) if limit else 1 << 30, stop=bool(failed) and self.spec.fail_fast)
 
         for n in order:
             step, st = steps[n], progressed[n]
-            if st.phase is StepPhase.RUNNING and step.timeout_seconds and st.started_at:
-                deadline = st.started_at + timedelta(seconds=step.timeout_seconds)
-                if now >= deadline:
-                    actions.append(Kill(n, f"step exceeded its timeout of {step.timeout_seconds}s"))
-                else:
-                    wake.append(deadline)
-            if st.phase in TERMINAL or st.phase is StepPhase.RUNNING:
-                continue
-            if st.phase is StepPhase.WAITING and st.next_attempt_at and now < st.next_attempt_at:
-                wake.append(st.next_attempt_at)
+            if step.for_each is None:
+                self._check_timeout(n, step, st, now, actions, wake)
+            if st.phase in TERMINAL or (st.phase is StepPhase.RUNNING and step.for_each is None):
                 continue
             ups = dag.upstream[n]
-            if any(progressed[u].phase in (StepPhase.SKIPPED,) for u in ups if u in {i.step for i in step.inputs}):
-                actions.append(Skip(n, "an upstream step it reads from was skipped"))
-                progressed[n] = replace(st, phase=StepPhase.SKIPPED)
+            readers_of = {i.step for i in step.inputs}
+            if any(progressed[u].phase is StepPhase.SKIPPED for u in ups if u in readers_of):
+                self._decide(progressed, actions, Skip(n, "an upstream step it reads from was skipped"), now)
                 continue
             if any(progressed[u].phase in (StepPhase.FAILED, StepPhase.CANCELLED) for u in ups):
                 continue  # never runs; cancelled when the run finishes
             if not all(progressed[u].phase in (StepPhase.SUCCEEDED, StepPhase.SKIPPED) for u in ups):
                 continue
-            if stop_launching:
-                continue
-            if step.when is not None:
+            if step.when is not None and st.phase is StepPhase.PENDING and not self._units(progressed, n):
+                if budget.stop:
+                    continue
                 try:
-                    go = _evaluate_when(step.when, self.params, progressed)
+                    go = _evaluate_when(step.when, self.params, {k: v for k, v in progressed.items() if k in steps})
                 except (ValueError, KeyError, TypeError) as e:
-                    actions.append(FailStep(n, f"cannot evaluate when: {e}"))
-                    progressed[n] = replace(st, phase=StepPhase.FAILED)
+                    self._decide(progressed, actions, FailStep(n, f"cannot evaluate when: {e}"), now)
                     continue
                 if not go:
-                    actions.append(Skip(n, f"condition is false: {step.when}"))
-                    progressed[n] = replace(st, phase=StepPhase.SKIPPED)
+                    self._decide(progressed, actions, Skip(n, f"condition is false: {step.when}"), now)
                     continue
             try:
-                template = self._template(step)
-                inputs = self._inputs(step, progressed, external)
+                inputs = self._inputs(step, progressed, external, steps)
             except (ValueError, KeyError) as e:
-                actions.append(FailStep(n, str(e)))
-                progressed[n] = replace(st, phase=StepPhase.FAILED)
+                self._decide(progressed, actions, FailStep(n, str(e)), now)
                 continue
-            key = cache_key(
-                template=template,
-                input_digests={i.name: i.digest or i.uri or "" for i in inputs},
-                code_version=self.context.code_version,
-            )
-            if step.cache.enabled and st.attempts == 0 and key in cache:
-                entry = cache[key]
-                actions.append(ReuseCached(n, entry))
-                progressed[n] = reused(st, entry, now)
+            if step.for_each is None:
+                self._plan_unit(n, n, step, None, None, inputs, progressed, cache, now, actions, wake, budget)
                 continue
-            if slots <= 0:
+            try:
+                items = fan_items(step, self.params)
+            except (ValueError, KeyError, TypeError) as e:
+                self._decide(progressed, actions, FailStep(n, f"cannot expand forEach: {e}"), now)
                 continue
-            slots -= 1
-            task = TaskSpec(
-                run_id=self.context.run_id,
-                step=n,
-                attempt=st.attempts + 1,
-                component=step.uses,
-                config=template.get("with", {}),
-                command=template.get("command", []),
-                env=template.get("env", {}),
-                inputs=inputs,
-                outputs=self._outputs(step),
-                store=self.context.store,
-                cache_key=key,
-            )
-            actions.append(Launch(n, task))
-            progressed[n] = started(st, now, key)
+            cap = step.for_each.max_concurrency
+            for i, item in enumerate(items):
+                key = unit_key(n, i)
+                unit = progressed.setdefault(key, StepState())
+                self._check_timeout(key, step, unit, now, actions, wake)
+                if cap is not None and unit.phase in (StepPhase.PENDING, StepPhase.WAITING):
+                    in_flight = sum(1 for _, u in self._units(progressed, n) if u.phase is StepPhase.RUNNING)
+                    if in_flight >= cap:
+                        continue
+                self._plan_unit(key, n, step, i, item, inputs, progressed, cache, now, actions, wake, budget)
+            progressed[n] = self._fan_in(n, step, items, progressed, now)
 
         return self._summarize(order, progressed, tuple(actions), wake)
+
+    # ---------------------------------------------------------------- pieces of a pass
+
+    @staticmethod
+    def _units(states: Mapping[str, StepState], step: str) -> list[tuple[int, StepState]]:
+        prefix = f"{step}["
+        return sorted((int(k[len(prefix) : -1]), v) for k, v in states.items() if k.startswith(prefix))
+
+    @staticmethod
+    def _decide(progressed: dict[str, StepState], actions: list[Action], action: Action, now: datetime) -> None:
+        actions.append(action)
+        progressed[action.key] = recorded(progressed.get(action.key, StepState()), action, now)
+
+    @staticmethod
+    def _check_timeout(
+        key: str, step: Step, st: StepState, now: datetime, actions: list[Action], wake: list[datetime]
+    ) -> None:
+        if st.phase is StepPhase.RUNNING and step.timeout_seconds and st.started_at:
+            deadline = st.started_at + timedelta(seconds=step.timeout_seconds)
+            if now >= deadline:
+                actions.append(Kill(step.name, f"step exceeded its timeout of {step.timeout_seconds}s", key))
+            else:
+                wake.append(deadline)
+
+    def _plan_unit(
+        self,
+        key: str,
+        name: str,
+        step: Step,
+        index: int | None,
+        item: Any,
+        inputs: list[TaskInput],
+        progressed: dict[str, StepState],
+        cache: Mapping[str, CacheEntry],
+        now: datetime,
+        actions: list[Action],
+        wake: list[datetime],
+        budget: _Budget,
+    ) -> None:
+        """One execution unit (a step, or one item of a fanned-out step): cache hit, launch, or wait."""
+        st = progressed[key]
+        if st.phase in TERMINAL or st.phase is StepPhase.RUNNING:
+            return
+        if st.phase is StepPhase.WAITING and st.next_attempt_at and now < st.next_attempt_at:
+            wake.append(st.next_attempt_at)
+            return
+        if budget.stop:
+            return
+        try:
+            template = self._template(step, item, index is not None)
+        except (ValueError, KeyError) as e:
+            self._decide(progressed, actions, FailStep(name, str(e), key), now)
+            return
+        ck = cache_key(
+            template=template,
+            input_digests={i.name: i.digest or i.uri or "" for i in inputs},
+            item=item,
+            code_version=self.context.code_version,
+        )
+        if step.cache.enabled and st.attempts == 0 and ck in cache:
+            self._decide(progressed, actions, ReuseCached(name, cache[ck], key), now)
+            return
+        if budget.slots <= 0:
+            return
+        budget.slots -= 1
+        task = TaskSpec(
+            run_id=self.context.run_id,
+            step=name,
+            attempt=st.attempts + 1,
+            item_index=index,
+            item=item,
+            component=step.uses,
+            config=template.get("with", {}),
+            command=template.get("command", []),
+            env=template.get("env", {}),
+            inputs=inputs,
+            outputs=self._outputs(step),
+            store=self.context.store,
+            cache_key=ck,
+        )
+        actions.append(Launch(name, task, key))
+        progressed[key] = started(st, now, ck)
+
+    def _fan_in(
+        self, name: str, step: Step, items: list[Any], progressed: Mapping[str, StepState], now: datetime
+    ) -> StepState:
+        """The fanned-out step's own state, derived from its items: one collection per output."""
+        units = [progressed.get(unit_key(name, i), StepState()) for i in range(len(items))]
+        parent = progressed[name]
+        started_times = [u.started_at for u in units if u.started_at]
+        base = replace(parent, started_at=min(started_times) if started_times else parent.started_at)
+        if any(u.phase in (StepPhase.RUNNING, StepPhase.WAITING) for u in units):
+            return replace(base, phase=StepPhase.RUNNING, created_at=parent.created_at or now)
+        failed = [(i, u) for i, u in enumerate(units) if u.phase is StepPhase.FAILED]
+        if failed:
+            i, u = failed[0]
+            return replace(base, phase=StepPhase.FAILED, finished_at=now, message=f"item {i} failed: {u.message}")
+        if all(u.phase is StepPhase.SUCCEEDED for u in units):
+            outputs = {o: collection_ref(name, o, items, units) for o in self._outputs(step)}
+            ends = [u.finished_at for u in units if u.finished_at]
+            return replace(
+                base,
+                phase=StepPhase.SUCCEEDED,
+                finished_at=max(ends) if ends else now,
+                outputs=outputs,
+                cache_hit=bool(units) and all(u.cache_hit for u in units),
+                metrics={"items": float(len(units))},
+                created_at=parent.created_at or now,
+            )
+        if any(u.phase is not StepPhase.PENDING for u in units):
+            return replace(base, phase=StepPhase.RUNNING)
+        return parent
 
     def _summarize(
         self, order: list[str], states: Mapping[str, StepState], actions: tuple[Action, ...], wake: list[datetime]
@@ -374,15 +573,20 @@ class RunPlanner:
         active = any(p in (StepPhase.RUNNING, StepPhase.WAITING) for p in phases)
         failed = [n for n in order if states[n].phase is StepPhase.FAILED]
         if active:
-            return Plan(actions, RunPhase.RUNNING, wake_at=wake_at)
+            return Plan(actions, RunPhase.RUNNING, wake_at=wake_at, states=states)
         if failed:
             # Nothing running: whatever has not started never will (fail-fast, or blocked upstream).
             leftovers = tuple(CancelStep(n) for n in order if states[n].phase is StepPhase.PENDING)
+            final = dict(states)
+            for c in leftovers:
+                final[c.key] = replace(final[c.key], phase=StepPhase.CANCELLED)
             first = failed[0]
             message = f"step {first!r} failed"
             if states[first].message:
                 message += f": {states[first].message}"
-            return Plan(actions + leftovers, RunPhase.FAILED, "StepFailed", message)
+            return Plan(actions + leftovers, RunPhase.FAILED, "StepFailed", message, states=final)
         if all(p in TERMINAL for p in phases):
-            return Plan(actions, RunPhase.SUCCEEDED, "AllStepsSucceeded", "every step succeeded or was skipped")
-        return Plan(actions, RunPhase.RUNNING, wake_at=wake_at)
+            return Plan(
+                actions, RunPhase.SUCCEEDED, "AllStepsSucceeded", "every step succeeded or was skipped", states=states
+            )
+        return Plan(actions, RunPhase.RUNNING, wake_at=wake_at, states=states)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from conveyor.api.base import Condition, ConditionStatus
-from conveyor.api.run import RunPhase, StepStatus
+from conveyor.api.run import ArtifactRef, FanOutStatus, RunPhase, StepPhase, StepStatus
 from conveyor.core.planner import TERMINAL, StepState
 
 
@@ -43,9 +45,33 @@ def succeeded_condition(phase: RunPhase, reason: str, message: str, now: datetim
     )
 
 
-def progress(states: Mapping[str, StepState], total: int) -> str:
-    done = sum(1 for s in states.values() if s.phase in TERMINAL)
-    return f"{done}/{total}"
+def progress(states: Mapping[str, StepState], order: Sequence[str]) -> str:
+    """Steps finished / total, for `kubectl get` (fan-out items count once, with their step)."""
+    done = sum(1 for n in order if n in states and states[n].phase in TERMINAL)
+    return f"{done}/{len(order)}"
+
+
+def units_of(states: Mapping[str, StepState], step: str) -> list[tuple[str, StepState]]:
+    """The fan-out items of a step, in item order, as (state key, state)."""
+    prefix = f"{step}["
+    keyed = [(int(k[len(prefix) : -1]), k, v) for k, v in states.items() if k.startswith(prefix)]
+    return [(k, v) for _, k, v in sorted(keyed)]
+
+
+def fan_out_status(states: Mapping[str, StepState], step: str, record_uri: str | None = None) -> FanOutStatus | None:
+    """Counts only: a 1,000-way fan-out must not grow the Run object (per-item detail lives in the store)."""
+    units = [u for _, u in units_of(states, step)]
+    if not units:
+        return None
+    count = Counter(u.phase for u in units)
+    return FanOutStatus(
+        total=len(units),
+        succeeded=count[StepPhase.SUCCEEDED],
+        failed=count[StepPhase.FAILED],
+        running=count[StepPhase.RUNNING] + count[StepPhase.WAITING],
+        skipped=count[StepPhase.SKIPPED] + count[StepPhase.CANCELLED],
+        record_uri=record_uri,
+    )
 
 
 def step_statuses(order: Sequence[str], states: Mapping[str, StepState]) -> list[StepStatus]:
@@ -66,6 +92,7 @@ def step_statuses(order: Sequence[str], states: Mapping[str, StepState]) -> list
                 outputs=list(s.outputs.values()),
                 metrics=dict(s.metrics),
                 message=(s.message[:4000] if s.message else None),
+                fan_out=fan_out_status(states, name),
             )
         )
     return out
@@ -89,3 +116,54 @@ def states_from_status(steps: Sequence[StepStatus]) -> dict[str, StepState]:
         )
         for s in steps
     }
+
+
+def item_statuses(states: Mapping[str, StepState], step: str) -> list[dict[str, object]]:
+    """Per-item detail of a fan-out, for the run record (never for the Run object)."""
+    out: list[dict[str, object]] = []
+    for index, (key, state) in enumerate(units_of(states, step)):
+        (status,) = step_statuses([step], {step: state})
+        out.append({**status.to_wire(), "index": index, "key": key})
+    return out
+
+
+def state_to_wire(s: StepState) -> dict[str, Any]:
+    """A StepState as JSON (for the store), the inverse of state_from_wire."""
+    return {
+        "phase": s.phase.value,
+        "attempts": s.attempts,
+        "cacheKey": s.cache_key,
+        "cacheHit": s.cache_hit,
+        "outputs": [o.to_wire() for o in s.outputs.values()],
+        "metrics": dict(s.metrics),
+        "createdAt": _iso(s.created_at),
+        "startedAt": _iso(s.started_at),
+        "finishedAt": _iso(s.finished_at),
+        "nextAttemptAt": _iso(s.next_attempt_at),
+        "message": s.message,
+    }
+
+
+def state_from_wire(d: Mapping[str, Any]) -> StepState:
+    outputs = [ArtifactRef.model_validate(o) for o in d.get("outputs", [])]
+    return StepState(
+        phase=StepPhase(d["phase"]),
+        attempts=int(d.get("attempts", 0)),
+        cache_key=d.get("cacheKey"),
+        cache_hit=bool(d.get("cacheHit", False)),
+        outputs={o.name: o for o in outputs},
+        metrics={str(k): float(v) for k, v in d.get("metrics", {}).items()},
+        created_at=_time(d.get("createdAt")),
+        started_at=_time(d.get("startedAt")),
+        finished_at=_time(d.get("finishedAt")),
+        next_attempt_at=_time(d.get("nextAttemptAt")),
+        message=d.get("message"),
+    )
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+def _time(v: str | None) -> datetime | None:
+    return datetime.fromisoformat(v) if v else None

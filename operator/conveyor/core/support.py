@@ -19,8 +19,6 @@ def unsupported_steps(spec: PipelineSpec, shell: str, path: str = "spec") -> lis
     issues = []
     for i, step in enumerate(spec.steps):
         sp = f"{path}.steps[{i}]"
-        if step.for_each is not None:
-            issues.append(_no(f"{sp}.forEach", "fan-out (forEach)", shell))
         if step.approval is not None and step.approval.required:
             issues.append(_no(f"{sp}.approval", "approval", shell))
         for j, inp in enumerate(step.inputs):
@@ -32,7 +30,7 @@ def unsupported_steps(spec: PipelineSpec, shell: str, path: str = "spec") -> lis
 def unsupported(spec: PipelineSpec, shell: str, path: str = "spec") -> list[Issue]:
     """Everything a shell cannot carry out yet, pipeline-level features included."""
     issues = []
-    if spec.schedule is not None:
+    if spec.schedule is not None and shell == LOCAL:  # the operator runs schedules (controller/pipelines.py)
         issues.append(_no(f"{path}.schedule", "a schedule", shell))
     if spec.triggers:
         issues.append(_no(f"{path}.triggers", "triggers", shell))

@@ -17,6 +17,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CollectionItem(_Model):
+    """One member of a fan-in input: the fanned-out item and the digest of its output."""
+
+    item: JsonValue = None
+    digest: str
+
+
 class TaskInput(_Model):
     name: str
     digest: str | None = None
@@ -24,7 +31,8 @@ class TaskInput(_Model):
     uri: str | None = None
     """External source (file://, https://, s3://) when not a stored artifact."""
     collection: bool = False
-    """A fan-in: the digest names a manifest listing one artifact per fanned-out item."""
+    """A fan-in: `items` lists one artifact per fanned-out item; the digest covers the whole list."""
+    items: list[CollectionItem] | None = None
 
 
 class StoreConfig(_Model):
@@ -53,6 +61,11 @@ class TaskSpec(_Model):
     store: StoreConfig
     cache_key: str
 
+    @property
+    def key(self) -> str:
+        """The planner's state key: the step, or `step[i]` for one item of a fan-out."""
+        return self.step if self.item_index is None else f"{self.step}[{self.item_index}]"
+
 
 class TaskResult(_Model):
     """Small enough for a Kubernetes termination message (4 KiB): names, digests, metrics."""
@@ -66,3 +79,8 @@ class TaskResult(_Model):
 def result_document(run_id: str, step: str, attempt: int) -> str:
     """Where the runtime stores an attempt's full TaskResult (the termination message is a copy)."""
     return f"runs/{run_id}/results/{step}-{attempt}.json"
+
+
+def units_document(run_id: str) -> str:
+    """Where the operator keeps the per-item states of a Run's fan-outs (too many for the Run object)."""
+    return f"runs/{run_id}/units.json"

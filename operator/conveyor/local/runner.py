@@ -39,10 +39,9 @@ from conveyor.core.planner import (
     RunPlanner,
     StepState,
     finished,
-    recorded,
-    started,
+    step_of,
 )
-from conveyor.core.status import step_statuses
+from conveyor.core.status import item_statuses, step_statuses, units_of
 from conveyor.core.task import StoreConfig, TaskResult
 from conveyor.storage.cache import StoreCache
 from conveyor.storage.digest import sha256_file
@@ -129,12 +128,12 @@ class LocalRunner:
     # ------------------------------------------------------------ carrying out actions
 
     def _launch(self, action: Launch) -> None:
-        task = action.task
-        attempt_dir = self.run_dir / "steps" / f"{task.step}-{task.attempt}"
+        task, key = action.task, action.key
+        attempt_dir = self.run_dir / "steps" / f"{key}-{task.attempt}"
         attempt_dir.mkdir(parents=True, exist_ok=True)
         task_file, result_file = attempt_dir / "task.json", attempt_dir / "result.json"
         task_file.write_text(task.model_dump_json(indent=2))
-        log_path = self.run_dir / "logs" / f"{task.step}.log"
+        log_path = self.run_dir / "logs" / f"{key}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = log_path.open("ab")
         log.write(f"--- attempt {task.attempt} at {_now().isoformat()}\n".encode())
@@ -159,27 +158,26 @@ class LocalRunner:
             start_new_session=True,  # Ctrl-C reaches the runner, which stops the children itself
         )
         log.close()
-        self._attempts[task.step] = _Attempt(proc, log_path)
-        self.logs[task.step] = log_path
-        self.states[task.step] = started(self.states.get(task.step, StepState()), _now(), task.cache_key)
+        self._attempts[key] = _Attempt(proc, log_path)
+        self.logs[key] = log_path
 
         def wait() -> None:
             code = proc.wait()
-            attempt = self._attempts.get(task.step)
+            attempt = self._attempts.get(key)
             if attempt is not None and attempt.kill_reason:
                 result = TaskResult(ok=False, message=attempt.kill_reason)
             elif result_file.exists():
                 result = TaskResult.model_validate_json(result_file.read_text())
             else:
                 result = TaskResult(ok=False, message=f"the step process exited with code {code} without a result")
-            if not result.ok:
+            if not result.ok and not result_file.exists():  # the runtime itself died: show its log
                 result = result.model_copy(update={"message": _with_log_tail(result.message, log_path)})
-            self._events.put((task.step, result))
+            self._events.put((key, result))
 
-        threading.Thread(target=wait, name=f"wait-{task.step}", daemon=True).start()
+        threading.Thread(target=wait, name=f"wait-{key}", daemon=True).start()
 
-    def _kill(self, step: str, reason: str) -> None:
-        attempt = self._attempts.get(step)
+    def _kill(self, key: str, reason: str) -> None:
+        attempt = self._attempts.get(key)
         if attempt is None or attempt.process.poll() is not None:
             return
         if attempt.kill_reason is None:
@@ -195,22 +193,21 @@ class LocalRunner:
                 os.killpg(attempt.process.pid, signal.SIGKILL)
 
     def _apply(self, plan: Plan) -> None:
-        now = _now()
+        """Keep the plan's states, then carry out what needs a process."""
+        self.states = dict(plan.states)
         for action in plan.actions:
             if isinstance(action, Launch):
                 self._launch(action)
             elif isinstance(action, Kill):
-                self._kill(action.step, action.reason)
-            else:
-                self.states[action.step] = recorded(self.states.get(action.step, StepState()), action, now)
+                self._kill(action.key, action.reason)
 
-    def _on_result(self, step_name: str, result: TaskResult) -> None:
-        step = next(s for s in self.spec.steps if s.name == step_name)
-        state = finished(self.states[step_name], step, result, _now())
-        self.states[step_name] = state
-        self._attempts.pop(step_name, None)
+    def _on_result(self, key: str, result: TaskResult) -> None:
+        step = next(s for s in self.spec.steps if s.name == step_of(key))
+        state = finished(self.states[key], step, result, _now())
+        self.states[key] = state
+        self._attempts.pop(key, None)
         if state.phase is StepPhase.SUCCEEDED and state.cache_key and step.cache.enabled:
-            self.cache.record(state.cache_key, self.run_id, step_name, state.outputs, state.metrics)
+            self.cache.record(state.cache_key, self.run_id, key, state.outputs, state.metrics)
 
     # ------------------------------------------------------------ the loop
 
@@ -302,6 +299,14 @@ class LocalRunner:
                 {**s.to_wire(), "log": str(self.logs[s.name]) if s.name in self.logs else None}
                 for s in step_statuses(self.order, self.states)
             ],
+            "items": {
+                name: [
+                    {**u, "log": str(self.logs[str(u["key"])]) if u["key"] in self.logs else None}
+                    for u in item_statuses(self.states, name)
+                ]
+                for name in self.order
+                if units_of(self.states, name)
+            },
         }
         path = self.run_dir / "record.json"
         path.parent.mkdir(parents=True, exist_ok=True)

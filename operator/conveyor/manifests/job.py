@@ -6,7 +6,16 @@ from typing import Any
 
 from conveyor.api.pipeline import Resources
 from conveyor.core.task import TaskSpec
-from conveyor.manifests.names import LABEL_ATTEMPT, LABEL_MANAGED, LABEL_RUN, LABEL_STEP, MANAGER, job_name, label_value
+from conveyor.manifests.names import (
+    LABEL_ATTEMPT,
+    LABEL_ITEM,
+    LABEL_MANAGED,
+    LABEL_RUN,
+    LABEL_STEP,
+    MANAGER,
+    job_name,
+    label_value,
+)
 
 # The pod security the API server's "restricted" PodSecurity level demands, set once here.
 POD_SECURITY: dict[str, Any] = {
@@ -62,13 +71,16 @@ def step_job(
     service_account: str | None = None,
 ) -> dict[str, Any]:
     """The Job for `task`. Retries are the operator's (backoffLimit 0), so every attempt is its own Job."""
-    name = job_name(run_name, task.step, task.attempt)
+    key = task.step if task.item_index is None else f"{task.step}[{task.item_index}]"
+    name = job_name(run_name, key, task.attempt)
     labels = {
         LABEL_RUN: label_value(run_name),
         LABEL_STEP: label_value(task.step),
         LABEL_ATTEMPT: str(task.attempt),
         LABEL_MANAGED: MANAGER,
     }
+    if task.item_index is not None:
+        labels[LABEL_ITEM] = str(task.item_index)
     env: list[dict[str, Any]] = [
         {"name": "CONVEYOR_TASK", "value": task.model_dump_json(exclude_none=True)},
         {"name": "TMPDIR", "value": "/tmp"},  # noqa: S108 - an emptyDir, the root filesystem is read-only

@@ -8,6 +8,7 @@ import re
 LABEL_RUN = "conveyor.dev/run"
 LABEL_STEP = "conveyor.dev/step"
 LABEL_ATTEMPT = "conveyor.dev/attempt"
+LABEL_ITEM = "conveyor.dev/item"
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
 MANAGER = "conveyor"
 
@@ -17,7 +18,8 @@ def _clean(text: str) -> str:
 
 
 def job_name(run: str, step: str, attempt: int) -> str:
-    """At most 63 characters (the Job controller copies it into a label); a hash keeps truncated names unique."""
+    """At most 63 characters (the Job controller copies it into a label); a hash keeps truncated names unique.
+    `step` is a state key: a step name, or `step[i]` for one item of a fan-out."""
     digest = hashlib.sha256(f"{run}/{step}".encode()).hexdigest()[:6]
     head = f"{_clean(run)[:28].strip('-')}-{_clean(step)[:20].strip('-')}"
     return f"{head}-{digest}-{attempt}"

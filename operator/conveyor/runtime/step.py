@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,24 @@ MAX_DOWNLOAD_BYTES = 10 * 1024**3
 
 class StepFailed(Exception):
     """The step cannot complete; the message says why, in terms of the pipeline."""
+
+
+# The last lines the step printed or logged, for the failure message (Run condition, termination message).
+TAIL: deque[str] = deque(maxlen=20)
+TAIL_CHARS = 1500
+
+
+class _TailHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        TAIL.append(self.format(record))
+
+
+def with_tail(message: str) -> str:
+    """A failure message plus the trimmed tail of the step's output; small enough for a termination message."""
+    if not TAIL:
+        return message
+    tail = "\n".join(line[:200] for line in TAIL)[-TAIL_CHARS:]
+    return f"{message[:1500]}\n--- last log lines:\n{tail}"
 
 
 def _fetch_external(inp: TaskInput, dest: Path) -> None:
@@ -58,6 +77,16 @@ def _fetch_external(inp: TaskInput, dest: Path) -> None:
             raise StepFailed(f"input {inp.name!r}: {inp.uri} has digest {actual}, expected {inp.digest}")
 
 
+def _fetch_collection(inp: TaskInput, store: ArtifactStore, dest: Path) -> None:
+    """A fan-in input: a directory with one file per fanned-out item and items.json listing them in order."""
+    dest.mkdir(parents=True, exist_ok=True)
+    listing = []
+    for i, member in enumerate(inp.items or []):
+        store.get_file(member.digest, dest / str(i))
+        listing.append({"item": member.item, "path": str(i), "digest": member.digest})
+    (dest / "items.json").write_text(json.dumps(listing, indent=1))
+
+
 def fetch_inputs(task: TaskSpec, store: ArtifactStore, into: Path) -> dict[str, Path]:
     paths: dict[str, Path] = {}
     for inp in task.inputs:
@@ -65,6 +94,8 @@ def fetch_inputs(task: TaskSpec, store: ArtifactStore, into: Path) -> dict[str, 
         try:
             if inp.uri is not None:
                 _fetch_external(inp, dest)
+            elif inp.collection:
+                _fetch_collection(inp, store, dest)
             else:
                 assert inp.digest is not None
                 store.get_file(inp.digest, dest)
@@ -110,11 +141,19 @@ def _run_command(task: TaskSpec, workdir: Path, inputs: dict[str, Path], outputs
     }
     sys.stdout.flush()
     try:
-        proc = subprocess.run(argv, cwd=workdir, env=env, check=False)
+        proc = subprocess.Popen(
+            argv, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     except FileNotFoundError:
         raise StepFailed(f"command not found: {argv[0]!r}") from None
-    if proc.returncode != 0:
-        raise StepFailed(f"command exited with code {proc.returncode}")
+    assert proc.stdout is not None
+    for raw in proc.stdout:  # tee: the pod log gets everything, the failure message the tail
+        sys.stdout.buffer.write(raw)
+        sys.stdout.flush()
+        TAIL.append(raw.decode(errors="replace").rstrip("\n"))
+    code = proc.wait()
+    if code != 0:
+        raise StepFailed(f"command exited with code {code}")
     if not metrics_file.exists():
         return {}
     try:
@@ -149,8 +188,9 @@ def execute(task: TaskSpec, store: ArtifactStore, workdir: Path) -> TaskResult:
                 raise StepFailed(f"could not store output {name!r}: {e}") from None
             refs.append(ArtifactRef(name=name, uri=stored.uri, digest=stored.digest, size=stored.size))
     except StepFailed as e:
+        message = with_tail(str(e))
         log.error("step %s failed: %s", task.step, e)
-        return TaskResult(ok=False, message=str(e))
+        return TaskResult(ok=False, message=message)
     log.info("step %s succeeded in %.2fs", task.step, time.monotonic() - started)
     return TaskResult(ok=True, outputs=refs, metrics=metrics)
 
@@ -184,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="scratch directory (default: a temporary one)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    tail_handler = _TailHandler(logging.WARNING)
+    tail_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(tail_handler)
 
     raw: Any = Path(args.task).read_text() if args.task else os.environ.get("CONVEYOR_TASK")
     if not raw:
@@ -201,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix=f"conveyor-{task.step}-") as tmp:
             result = execute(task, store, Path(tmp))
     try:
-        store.put_document(result_document(task.run_id, task.step, task.attempt), result.model_dump(mode="json"))
+        store.put_document(result_document(task.run_id, task.key, task.attempt), result.model_dump(mode="json"))
     except Exception as e:
         log.warning("could not store the result record: %s", e)
     write_result(result, args.result)
