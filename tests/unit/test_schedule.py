@@ -350,3 +350,14 @@ def test_hours_of_passes_converge_and_keeps_the_history_bounded(policy: str) -> 
         assert 6 * 60 / 8 < len(created) < 6 * 60 / 7
     else:
         assert len(created) == 6 * 12
+
+
+def test_the_operator_supports_schedules_and_the_local_runner_does_not() -> None:
+    from conveyor.api.pipeline import PipelineSpec
+    from conveyor.core.support import LOCAL, OPERATOR, unsupported
+
+    spec = PipelineSpec.model_validate(
+        {"steps": [{"name": "a", "container": {"image": "i", "command": ["a"]}}], "schedule": {"cron": "0 3 * * *"}}
+    )
+    assert unsupported(spec, OPERATOR) == []
+    assert [i.path for i in unsupported(spec, LOCAL)] == ["spec.schedule"]

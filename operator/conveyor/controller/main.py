@@ -8,12 +8,14 @@ bookkeeping lives in annotations under conveyor.dev, so `status` is entirely our
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from conveyor.api.base import GROUP, VERSION
 from conveyor.controller.config import OperatorConfig, load_config
+from conveyor.controller.pipelines import PipelineReconciler
 from conveyor.controller.runs import RunReconciler
 from conveyor.kube.cluster import Cluster, load_kube_config
 from conveyor.manifests.names import LABEL_RUN
@@ -74,3 +76,43 @@ def job_changed(namespace: str | None, meta: kopf.Meta, **_: Any) -> None:
 def run_resync(namespace: str | None, name: str, **_: Any) -> None:
     assert namespace is not None
     reconciler().reconcile(namespace, name)
+
+
+# ---------------------------------------------------------------- pipelines
+# Any event on a Pipeline re-validates it (its Ready condition) and acts on its schedule. A timer on
+# scheduled, non-suspended Pipelines creates their Runs on time (at most resync_seconds late) and
+# notices Runs that finished (a time Forbid held back, history limits) without watching every Run.
+
+_pipelines: PipelineReconciler | None = None
+
+
+@kopf.on.startup()
+def configure_pipelines(**_: Any) -> None:
+    global _pipelines  # noqa: PLW0603 - clients are built once per process; no Pipeline state lives here
+    _pipelines = PipelineReconciler(Cluster(load_kube_config()), CONFIG)
+
+
+def pipeline_reconciler() -> PipelineReconciler:
+    if _pipelines is None:
+        raise kopf.TemporaryError("the operator is still starting", delay=1)
+    return _pipelines
+
+
+def _scheduled(spec: kopf.Spec, **_: Any) -> bool:
+    schedule = spec.get("schedule")
+    return isinstance(schedule, Mapping) and not schedule.get("suspend", False)
+
+
+@kopf.on.event(GROUP, VERSION, "pipelines")
+def pipeline_changed(type: str, namespace: str | None, name: str, **_: Any) -> None:
+    assert namespace is not None
+    if type == "DELETED":
+        pipeline_reconciler().forget(namespace, name)
+        return
+    pipeline_reconciler().reconcile(namespace, name)
+
+
+@kopf.timer(GROUP, VERSION, "pipelines", interval=CONFIG.resync_seconds, when=_scheduled)
+def pipeline_schedule(namespace: str | None, name: str, **_: Any) -> None:
+    assert namespace is not None
+    pipeline_reconciler().reconcile(namespace, name)

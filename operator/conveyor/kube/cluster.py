@@ -99,6 +99,14 @@ class Cluster:
             )
         return out
 
+    def list_runs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Runs matching a label selector, as plain JSON."""
+        resp: Any = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, "runs", label_selector=selector, _preload_content=False
+        )
+        items: list[dict[str, Any]] = json.loads(resp.data)["items"]
+        return items
+
     # ---------------------------------------------------------- writing
 
     def create_job(self, job: dict[str, Any]) -> bool:
@@ -114,6 +122,36 @@ class Cluster:
     def delete_job(self, namespace: str, name: str) -> None:
         try:
             self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def create_run(self, run: dict[str, Any]) -> bool:
+        """Create the Run; False when it already exists (a repeated create is a no-op)."""
+        try:
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, run["metadata"]["namespace"], "runs", run)
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
+
+    def patch_run_spec(self, namespace: str, name: str, spec: dict[str, Any]) -> bool:
+        """Merge `spec` into the Run's spec; False when the Run is gone."""
+        try:
+            self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, "runs", name, {"spec": spec})
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    def delete_run(self, namespace: str, name: str) -> None:
+        """Delete the Run (its Jobs follow by owner reference); already gone is fine."""
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, "runs", name, propagation_policy="Background"
+            )
         except ApiException as e:
             if e.status != 404:
                 raise
