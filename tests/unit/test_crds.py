@@ -10,7 +10,10 @@ import yaml
 
 from conveyor.api.crd import KINDS, render_crds
 
-CRDS = Path(__file__).resolve().parents[2] / "crds"
+ROOT = Path(__file__).resolve().parents[2]
+CRDS = ROOT / "crds"
+CHART_CRDS = ROOT / "charts" / "conveyor" / "crds"
+"""Helm installs the CRDs from the chart's crds/: the same generator output, byte for byte."""
 
 
 @pytest.mark.parametrize("name", sorted(render_crds()))
@@ -21,6 +24,16 @@ def test_committed_crd_matches_the_generator(name: str) -> None:
 
 def test_no_stray_crd_files() -> None:
     assert sorted(p.name for p in CRDS.glob("*.yaml")) == sorted(render_crds())
+
+
+@pytest.mark.parametrize("name", sorted(render_crds()))
+def test_chart_crd_matches_the_generator(name: str) -> None:
+    committed = (CHART_CRDS / name).read_text() if (CHART_CRDS / name).exists() else ""
+    assert committed == render_crds()[name], f"charts/conveyor/crds/{name} is stale: run `conveyor crds`"
+
+
+def test_no_stray_chart_crd_files() -> None:
+    assert sorted(p.name for p in CHART_CRDS.iterdir()) == sorted(render_crds())
 
 
 def _walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:

@@ -92,20 +92,32 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_crds(args: argparse.Namespace) -> int:
+    """Write (or --check) the CRDs into --out and, in the repository layout, into the Helm chart's crds/ too.
+
+    The chart sits beside --out (`charts/conveyor/crds/` next to `crds/`); Helm installs the CRDs
+    from that directory, so both copies come from one generator run and cannot drift apart.
+    """
     from conveyor.api.crd import render_crds  # noqa: PLC0415
 
     rendered = render_crds()
+    out_dirs: list[Path] = [args.out]
+    chart = args.out.parent / "charts" / "conveyor"
+    if (chart / "Chart.yaml").exists():
+        out_dirs.append(chart / "crds")
     if args.check:
-        stale = [n for n, text in rendered.items() if not (args.out / n).exists() or (args.out / n).read_text() != text]
-        extra = sorted(p.name for p in args.out.glob("*.yaml") if p.name not in rendered)
-        if stale or extra:
-            print(f"stale CRDs in {args.out}: {', '.join(stale + extra)}; run `conveyor crds`", file=sys.stderr)
-            return EXIT_FAILED
-        return EXIT_OK
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, text in rendered.items():
-        (args.out / name).write_text(text)
-        print(f"wrote {args.out / name}")
+        failed = False
+        for out in out_dirs:
+            stale = [n for n, text in rendered.items() if not (out / n).exists() or (out / n).read_text() != text]
+            extra = sorted(p.name for p in out.glob("*.yaml") if p.name not in rendered)
+            if stale or extra:
+                print(f"stale CRDs in {out}: {', '.join(stale + extra)}; run `conveyor crds`", file=sys.stderr)
+                failed = True
+        return EXIT_FAILED if failed else EXIT_OK
+    for out in out_dirs:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in rendered.items():
+            (out / name).write_text(text)
+            print(f"wrote {out / name}")
     return EXIT_OK
 
 
