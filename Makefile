@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install example test unit lint crds crds-check testenv integration e2e dev-cluster clean
+.PHONY: install example test unit lint crds crds-check testenv integration e2e dev-cluster images kind-up kind-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ lint: install ## ruff and mypy (strict on the package)
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/mypy
 
-crds: install ## regenerate crds/ from the API models
+crds: install ## regenerate crds/ and charts/conveyor/crds/ from the API models
 	$(BIN)/conveyor crds --out crds
 
 crds-check: install
@@ -39,6 +39,50 @@ test: install testenv lint crds-check ## everything CI runs: lint, unit, integra
 
 dev-cluster: install testenv ## a local control plane + MinIO + node agent + operator, in the foreground
 	cd tests && ../$(BIN)/python -m testenv.devcluster
+
+# ---- packaging: images, a kind cluster, the Helm chart (needs Docker, kind and helm; our tests need none of them)
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE_REPO ?= ghcr.io/conveyor-dev
+IMAGE_TAG ?= $(VERSION)
+OPERATOR_IMAGE ?= $(IMAGE_REPO)/conveyor-operator:$(IMAGE_TAG)
+STEP_IMAGE ?= $(IMAGE_REPO)/conveyor-step:$(IMAGE_TAG)
+DOCKER ?= docker
+KIND ?= kind
+HELM ?= helm
+KUBECTL ?= kubectl
+KIND_CLUSTER ?= conveyor
+RELEASE_NAMESPACE ?= conveyor-system
+RUN_NAMESPACE ?= default
+S3_ENDPOINT ?=
+S3_BUCKET ?= conveyor
+S3_ACCESS_KEY ?=
+S3_SECRET_KEY ?=
+
+images: ## build the operator and step images with docker build (needs a running Docker engine)
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make images: no Docker engine reachable ('$(DOCKER) info' failed). Build the images on a machine with Docker; the tests do not need them." >&2; exit 1; }
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/operator/Dockerfile -t $(OPERATOR_IMAGE) .
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/step/Dockerfile -t $(STEP_IMAGE) .
+
+kind-up: images ## kind cluster + both images + the chart: make kind-up S3_ENDPOINT=http://... S3_ACCESS_KEY=... S3_SECRET_KEY=...
+	@test -n "$(S3_ENDPOINT)" || { echo "make kind-up: set S3_ENDPOINT to an S3 endpoint reachable from pods (and S3_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY)" >&2; exit 1; }
+	@test -n "$(S3_ACCESS_KEY)" -a -n "$(S3_SECRET_KEY)" || { echo "make kind-up: set S3_ACCESS_KEY and S3_SECRET_KEY" >&2; exit 1; }
+	@command -v $(KIND) >/dev/null || { echo "make kind-up: '$(KIND)' not found (install kind, or set KIND=/path/to/kind)" >&2; exit 1; }
+	@command -v $(HELM) >/dev/null || { echo "make kind-up: '$(HELM)' not found (install helm 3, or set HELM=/path/to/helm)" >&2; exit 1; }
+	$(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml
+	$(KIND) load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(STEP_IMAGE)
+	$(HELM) upgrade --install conveyor charts/conveyor --kube-context kind-$(KIND_CLUSTER) \
+	  --namespace $(RELEASE_NAMESPACE) --create-namespace --wait --timeout 5m \
+	  --set image.repository=$(IMAGE_REPO)/conveyor-operator --set image.tag=$(IMAGE_TAG) \
+	  --set steps.image=$(STEP_IMAGE) \
+	  --set artifacts.endpoint=$(S3_ENDPOINT) --set artifacts.bucket=$(S3_BUCKET) \
+	  --set artifacts.credentials.create=true \
+	  --set-string artifacts.credentials.accessKey=$(S3_ACCESS_KEY) --set-string artifacts.credentials.secretKey=$(S3_SECRET_KEY)
+	$(KUBECTL) --context kind-$(KIND_CLUSTER) -n $(RUN_NAMESPACE) create secret generic conveyor-artifacts \
+	  --from-literal=accessKey=$(S3_ACCESS_KEY) --from-literal=secretKey=$(S3_SECRET_KEY) \
+	  --dry-run=client -o yaml | $(KUBECTL) --context kind-$(KIND_CLUSTER) apply -f -
+
+kind-down: ## delete the kind cluster
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
 
 clean:
 	rm -rf .conveyor .pytest_cache .mypy_cache .ruff_cache
