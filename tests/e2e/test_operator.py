@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +23,7 @@ import yaml
 from kubernetes import client as k8s_client
 
 from testenv.controlplane import ControlPlane
-from testenv.minio import S3Endpoint
+from testenv.minio import MinioServer, S3Endpoint
 from testenv.nodeagent import NodeAgentProcess
 from testenv.processes import ServerProcess, free_port, wait_until
 
@@ -322,3 +324,35 @@ def test_fan_out_and_fan_in_on_the_cluster(api: k8s_client.ApiClient, ns: str, o
                    j.metadata.labels["conveyor.dev/step"] == "square")
     assert items == ["0", "1", "2", "3", "4"]
     assert len(json.dumps(run)) < 20_000  # per-item detail is in the store, not the Run
+
+
+def test_minio_outage_mid_step_is_retried_to_success(
+    api: k8s_client.ApiClient, ns: str, operator: Operator, minio_server: MinioServer
+) -> None:
+    """Storage goes away while a step runs: its upload fails, it is retried with backoff, the Run succeeds."""
+    # Not under /tmp: step pods mount an emptyDir there, and the node agent maps it to a pod directory.
+    marker_dir = Path(tempfile.mkdtemp(prefix="conveyor-outage-", dir="/var/tmp"))
+    started_file = marker_dir / "started"
+    code = (
+        f"import sys, time, pathlib; pathlib.Path({str(started_file)!r}).touch(); time.sleep(3); "
+        "open(sys.argv[1], 'w').write('payload')"
+    )
+    step = _py_step("write", code, outputs=[{"name": "out"}], retries={"limit": 4, "backoff": {"initialSeconds": 3}})
+    step["container"]["args"] = ["{{ outputs.out }}"]
+    create(api, ns, "pipelines", _py_pipeline("outage", [step]))
+    create(api, ns, "runs", run_body("outage", "outage"))
+    wait_until(started_file.exists, timeout=60, what="the step to start")
+    minio_server.outage()
+    time.sleep(8)  # the step finishes its work while storage is down, so its upload fails
+    minio_server.recover()
+    run = wait_done(api, ns, "outage", operator, timeout=180)
+    shutil.rmtree(marker_dir)
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    write = steps(run)["write"]
+    assert write["attempts"] >= 2  # the first attempt could not store its output
+    s3 = minio_server.endpoint.client()
+    try:
+        key = write["outputs"][0]["uri"].split(f"s3://{minio_server.bucket}/", 1)[1]
+        assert s3.get_object(Bucket=minio_server.bucket, Key=key)["Body"].read() == b"payload"
+    finally:
+        s3.close()

@@ -99,7 +99,8 @@ class MinioServer:
             wait_until(lambda: http_ok(url), timeout=60, what="MinIO /minio/health/ready", process=self.process)
             s3 = self.endpoint.client()
             try:
-                s3.create_bucket(Bucket=self.bucket)
+                if self.bucket not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
+                    s3.create_bucket(Bucket=self.bucket)
             finally:
                 s3.close()
         except BaseException:
@@ -107,6 +108,15 @@ class MinioServer:
             raise
         self.startup_seconds = time.monotonic() - began
         return self
+
+    def outage(self) -> None:
+        """Stop the server but keep its data and port: storage going away mid-run, for fault tests."""
+        if self.process is not None:
+            self.process.stop()
+
+    def recover(self) -> None:
+        """Start again after `outage()`, same address, same data."""
+        self.start()
 
     def stop(self) -> None:
         """Kill MinIO's process group and delete its data."""

@@ -226,7 +226,10 @@ class RunReconciler:
                 ),
             ),
         )
-        plan = planner.plan(states, now, cache=self.cache, cancel=run.spec.cancel, run_started_at=started_at)
+        approvals = {a.step: a for a in run.spec.approvals}
+        plan = planner.plan(
+            states, now, cache=self.cache, cancel=run.spec.cancel, run_started_at=started_at, approvals=approvals
+        )
         states = dict(plan.states)
         self._apply(plan, body, resolved, states, now)
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from conveyor.api.pipeline import PipelineSpec, Step
-from conveyor.api.run import ArtifactRef, RunPhase, StepPhase
+from conveyor.api.run import ArtifactRef, Decision, RunPhase, StepApproval, StepPhase
 from conveyor.core.cachekey import cache_key
 from conveyor.core.dag import Dag
 from conveyor.core.retry import backoff_seconds, may_retry
@@ -355,6 +355,7 @@ class RunPlanner:
         external_digests: Mapping[str, str] | None = None,
         cancel: bool = False,
         run_started_at: datetime | None = None,
+        approvals: Mapping[str, StepApproval] | None = None,
     ) -> Plan:
         """Decide the next actions. `states` holds one entry per step and, for fanned-out steps, one per
         item under `unit_key(step, i)`; the returned Plan.states is the whole new picture."""
@@ -426,6 +427,19 @@ class RunPlanner:
                 if not go:
                     self._decide(progressed, actions, Skip(n, f"condition is false: {step.when}"), now)
                     continue
+            if step.approval is not None and step.approval.required and st.attempts == 0 and not budget.stop:
+                decision = (approvals or {}).get(n)
+                if decision is None:
+                    waiting = f"waiting for approval{': ' + step.approval.message if step.approval.message else ''}"
+                    progressed[n] = replace(st, phase=StepPhase.WAITING, message=waiting, next_attempt_at=None)
+                    continue
+                if decision.decision is Decision.REJECT:
+                    who = f" by {decision.by}" if decision.by else ""
+                    why = f": {decision.comment}" if decision.comment else ""
+                    self._decide(progressed, actions, FailStep(n, f"rejected{who}{why}"), now)
+                    continue
+                if st.phase is StepPhase.WAITING:
+                    progressed[n] = st = replace(st, phase=StepPhase.PENDING, message=None)
             try:
                 inputs = self._inputs(step, progressed, external, steps)
             except (ValueError, KeyError) as e:
@@ -573,6 +587,16 @@ class RunPlanner:
         active = any(p in (StepPhase.RUNNING, StepPhase.WAITING) for p in phases)
         failed = [n for n in order if states[n].phase is StepPhase.FAILED]
         if active:
+            awaiting = [n for n in order if states[n].phase is StepPhase.WAITING and states[n].next_attempt_at is None]
+            if awaiting and not any(s.phase is StepPhase.RUNNING for s in states.values()):
+                return Plan(
+                    actions,
+                    RunPhase.RUNNING,
+                    "WaitingForApproval",
+                    f"step {awaiting[0]!r} {states[awaiting[0]].message}",
+                    wake_at=wake_at,
+                    states=states,
+                )
             return Plan(actions, RunPhase.RUNNING, wake_at=wake_at, states=states)
         if failed:
             # Nothing running: whatever has not started never will (fail-fast, or blocked upstream).

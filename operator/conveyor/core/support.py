@@ -19,8 +19,8 @@ def unsupported_steps(spec: PipelineSpec, shell: str, path: str = "spec") -> lis
     issues = []
     for i, step in enumerate(spec.steps):
         sp = f"{path}.steps[{i}]"
-        if step.approval is not None and step.approval.required:
-            issues.append(_no(f"{sp}.approval", "approval", shell))
+        if step.approval is not None and step.approval.required and shell == LOCAL:
+            issues.append(_no(f"{sp}.approval", "approval (approve on a cluster: conveyor approve)", shell))
         for j, inp in enumerate(step.inputs):
             if inp.uri and inp.uri.startswith("s3://") and shell == LOCAL:
                 issues.append(_no(f"{sp}.inputs[{j}].uri", "an s3:// input", shell))

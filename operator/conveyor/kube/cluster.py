@@ -12,7 +12,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from conveyor.api.base import GROUP, VERSION
-from conveyor.manifests.names import LABEL_ATTEMPT, LABEL_RUN, LABEL_STEP, label_value
+from conveyor.manifests.names import LABEL_ATTEMPT, LABEL_ITEM, LABEL_RUN, LABEL_STEP, label_value
 
 log = logging.getLogger("conveyor.kube")
 
@@ -66,7 +66,8 @@ class Cluster:
         return items
 
     def run_jobs(self, namespace: str, run: str) -> dict[tuple[str, int], JobObservation]:
-        """Every Job of the Run, keyed by (step, attempt), with the termination message of finished ones."""
+        """Every Job of the Run, keyed by (state key, attempt) — the key is `step[i]` for a fan-out item —
+        with the termination message of finished ones."""
         selector = f"{LABEL_RUN}={label_value(run)}"
         jobs = self._list(self.batch.list_namespaced_job, namespace, selector)
         pods = self._list(self.core.list_namespaced_pod, namespace, selector)
@@ -84,6 +85,8 @@ class Cluster:
             step, attempt = labels.get(LABEL_STEP), labels.get(LABEL_ATTEMPT)
             if step is None or attempt is None:
                 continue
+            if LABEL_ITEM in labels:
+                step = f"{step}[{labels[LABEL_ITEM]}]"
             conditions = {c["type"]: c for c in job.get("status", {}).get("conditions", [])}
             complete = conditions.get("Complete", {}).get("status") == "True"
             failed = conditions.get("Failed", {}).get("status") == "True"
