@@ -1,0 +1,668 @@
+"""The Helm chart: lint, render, server-side dry-run on the real API server, schema rejections,
+least-privilege RBAC derived from the code, and the operator running as the chart's ServiceAccount.
+
+helm is the pinned build from hack/install-testenv.sh; its caches go to a temporary directory.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import json
+import re
+import secrets
+import shlex
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s_client
+
+from conveyor.api.base import GROUP
+from conveyor.controller.config import OperatorConfig, load_config
+from testenv.binaries import Binaries
+from testenv.controlplane import ControlPlane
+from testenv.minio import S3Endpoint
+from testenv.nodeagent import NodeAgentProcess
+from testenv.processes import ServerProcess, free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "conveyor"
+PACKAGE = ROOT / "operator" / "conveyor"
+OPERATOR_DOCKERFILE = ROOT / "images" / "operator" / "Dockerfile"
+
+Triple = tuple[str, str, str]  # (apiGroup, resource, verb)
+
+
+# ------------------------------------------------------------------ helm
+
+
+@dataclass(frozen=True)
+class Helm:
+    binary: Path
+    home: Path
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(self.home),
+            "HELM_CACHE_HOME": str(self.home / "cache"),
+            "HELM_CONFIG_HOME": str(self.home / "config"),
+            "HELM_DATA_HOME": str(self.home / "data"),
+        }
+        return subprocess.run(
+            [str(self.binary), *args], capture_output=True, text=True, env=env, timeout=120, check=False
+        )
+
+    def template_text(self, release: str, namespace: str, values: dict[str, Any] | None = None) -> str:
+        values_file = self.home / f"values-{secrets.token_hex(4)}.yaml"
+        values_file.write_text(yaml.safe_dump(values or {}))
+        done = self.run("template", release, str(CHART), "--namespace", namespace, "--values", str(values_file))
+        assert done.returncode == 0, f"helm template failed:\n{done.stderr}"
+        return done.stdout
+
+    def template(self, release: str, namespace: str, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return [d for d in yaml.safe_load_all(self.template_text(release, namespace, values)) if d]
+
+
+@pytest.fixture(scope="module")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    binaries = Binaries.locate()
+    return Helm(binaries.helm, tmp_path_factory.mktemp("helm"))
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["operator"]
+    return containers[0]
+
+
+# ------------------------------------------------------------------ lint and render
+
+
+def test_helm_lint_passes(helm: Helm, tmp_path: Path) -> None:
+    done = helm.run("lint", "--strict", str(CHART))
+    assert done.returncode == 0, done.stdout + done.stderr
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "watchNamespaces": ["team-a", "team-b"],
+                "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+                "artifacts": {
+                    "endpoint": "http://minio:9000",
+                    "credentials": {"create": True, "accessKey": "a", "secretKey": "b"},
+                },
+            }
+        )
+    )
+    done = helm.run("lint", "--strict", str(CHART), "--values", str(values))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_template_renders_the_expected_objects(helm: Helm) -> None:
+    docs = helm.template("conveyor", "conveyor-system")
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
+    assert kinds == [
+        ("ClusterRole", "conveyor"),
+        ("ClusterRole", "conveyor-scanning"),
+        ("ClusterRoleBinding", "conveyor"),
+        ("ClusterRoleBinding", "conveyor-scanning"),
+        ("Deployment", "conveyor"),
+        ("Service", "conveyor-metrics"),
+        ("ServiceAccount", "conveyor"),
+    ]
+    assert all(d["kind"] != "CustomResourceDefinition" for d in docs)  # they come from crds/, not templates
+    optional = helm.template(
+        "conveyor",
+        "conveyor-system",
+        {
+            "metrics": {"serviceMonitor": {"enabled": True}},
+            "artifacts": {"credentials": {"create": True, "accessKey": "ak", "secretKey": "sk"}},
+        },
+    )
+    monitor = one(optional, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["selector"]["matchLabels"] == one(optional, "Service")["spec"]["selector"]
+    secret = one(optional, "Secret", "conveyor-artifacts")
+    assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == {
+        "accessKey": "ak",
+        "secretKey": "sk",
+    }
+
+
+def test_chart_crds_are_the_generated_ones() -> None:
+    chart_crds = sorted(p.name for p in (CHART / "crds").iterdir())
+    assert chart_crds == sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
+    for name in chart_crds:
+        assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), name
+
+
+def test_deployment_is_restricted_and_probed(helm: Helm) -> None:
+    docs = helm.template("conveyor", "conveyor-system")
+    deployment = one(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two standalone operators at once
+    assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    c = container(docs)
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert c["args"] == ["--standalone"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert one(docs, "Service")["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+def literal_env(c: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in c["env"] if "value" in e}
+
+
+def test_deployment_sets_every_operator_setting(helm: Helm) -> None:
+    values = {
+        "watchNamespaces": ["team-a", "team-b"],
+        "operator": {"resyncSeconds": 2.5},
+        "steps": {
+            "image": "registry.example/step:1",
+            "command": ["python3", "-m", "conveyor.runtime"],
+            "serviceAccount": "steps",
+        },
+        "artifacts": {
+            "endpoint": "https://s3.example",
+            "bucket": "models",
+            "prefix": "team/",
+            "credentials": {"secretName": "s3-keys"},
+        },
+        "metrics": {"port": 9090},
+        "health": {"port": 9091},
+    }
+    c = container(helm.template("conveyor", "conveyor-system", values))
+    env = literal_env(c)
+    settings = {k: v for k, v in env.items() if k.startswith("CONVEYOR_")}
+    assert sorted(settings) == sorted(f"CONVEYOR_{name.upper()}" for name in OperatorConfig.model_fields)
+    # The operator's own parser accepts what the chart renders, and reads back what was set.
+    assert load_config(settings) == OperatorConfig(
+        s3_endpoint="https://s3.example",
+        s3_bucket="models",
+        s3_prefix="team/",
+        credentials_secret="s3-keys",
+        step_image="registry.example/step:1",
+        step_command=["python3", "-m", "conveyor.runtime"],
+        step_service_account="steps",
+        namespaces=["team-a", "team-b"],
+        resync_seconds=2.5,
+        metrics_port=9090,
+        health_port=9091,
+    )
+    from_secret = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
+    assert from_secret == {
+        "AWS_ACCESS_KEY_ID": {"name": "s3-keys", "key": "accessKey"},
+        "AWS_SECRET_ACCESS_KEY": {"name": "s3-keys", "key": "secretKey"},
+    }
+    assert {p["containerPort"] for p in c["ports"]} == {9090, 9091}
+
+
+def test_default_settings_load_and_match_the_operator_defaults(helm: Helm) -> None:
+    config = load_config(literal_env(container(helm.template("conveyor", "conveyor-system"))))
+    defaults = OperatorConfig()
+    assert config.model_copy(update={"step_image": defaults.step_image}) == defaults
+    assert config.step_image == "ghcr.io/conveyor-dev/conveyor-step:0.1.0"
+
+
+def test_no_credentials_secret_means_no_aws_variables(helm: Helm) -> None:
+    c = container(helm.template("conveyor", "ns", {"artifacts": {"credentials": {"secretName": ""}}}))
+    assert not [e for e in c["env"] if "valueFrom" in e]
+    assert load_config(literal_env(c)).credentials_secret is None
+
+
+# ------------------------------------------------------------------ schema
+
+BAD_VALUES: list[tuple[str, dict[str, Any], list[str]]] = [
+    ("replicas-string", {"replicas": "two"}, ["/replicas", "got string, want integer"]),
+    ("replicas-two", {"replicas": 2}, ["/replicas", "maximum"]),
+    ("unknown-top-level", {"replicaCount": 1}, ["additional properties 'replicaCount' not allowed"]),
+    ("unknown-nested", {"image": {"tagg": "x"}}, ["/image", "additional properties 'tagg' not allowed"]),
+    ("pull-policy", {"image": {"pullPolicy": "Sometimes"}}, ["/image/pullPolicy"]),
+    ("port-range", {"metrics": {"port": 70000}}, ["/metrics/port", "maximum"]),
+    ("bad-namespace", {"watchNamespaces": ["Team_A"]}, ["/watchNamespaces/0"]),
+    ("endpoint-scheme", {"artifacts": {"endpoint": "minio:9000"}}, ["/artifacts/endpoint"]),
+    (
+        "secret-without-keys",
+        {"artifacts": {"credentials": {"create": True}}},
+        ["/artifacts/credentials/accessKey", "minLength"],
+    ),
+    ("resync-zero", {"operator": {"resyncSeconds": 0}}, ["/operator/resyncSeconds"]),
+    ("empty-step-command", {"steps": {"command": []}}, ["/steps/command", "minItems"]),
+]
+
+
+@pytest.mark.parametrize(("values", "fragments"), [(v, f) for _, v, f in BAD_VALUES], ids=[i for i, _, _ in BAD_VALUES])
+def test_bad_values_are_rejected_by_the_schema(
+    helm: Helm, control_plane: ControlPlane, tmp_path: Path, values: dict[str, Any], fragments: list[str]
+) -> None:
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    installs = ["install", "conveyor", str(CHART), "--values", str(values_file), "--namespace", "default"]
+    for args in (
+        ["template", "conveyor", str(CHART), "--values", str(values_file)],
+        # install checks the schema before it sends anything (the dry run only guards against a pass)
+        [*installs, "--kubeconfig", str(control_plane.kubeconfig), "--dry-run=server"],
+    ):
+        done = helm.run(*args)
+        assert done.returncode != 0, f"helm {args[0]} accepted {values}"
+        assert "values don't meet the specifications of the schema" in done.stderr, done.stderr
+        for fragment in fragments:
+            assert fragment in done.stderr, f"{fragment!r} not in:\n{done.stderr}"
+
+
+def test_existing_service_account_must_be_named(helm: Helm, tmp_path: Path) -> None:
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump({"serviceAccount": {"create": False}}))
+    done = helm.run("template", "conveyor", str(CHART), "--values", str(values_file))
+    assert done.returncode != 0
+    assert "serviceAccount.name must name an existing ServiceAccount" in done.stderr
+
+
+# ------------------------------------------------------------------ RBAC derived from the code
+
+VERBS = {
+    "create": "create",
+    "delete": "delete",
+    "get": "get",
+    "read": "get",
+    "list": "list",
+    "patch": "patch",
+    "replace": "update",
+    "watch": "watch",
+}
+API_CLASSES = {"CoreV1Api": "", "BatchV1Api": "batch", "CustomObjectsApi": None}  # None: the group is an argument
+PLURALS = {
+    "job": "jobs",
+    "pod": "pods",
+    "event": "events",
+    "secret": "secrets",
+    "config_map": "configmaps",
+    "service": "services",
+    "deployment": "deployments",
+    "lease": "leases",
+}
+CLIENT_METHOD = re.compile(r"^(?P<verb>[a-z]+)_namespaced_(?P<kind>[a-z_]+?)(?P<status>_status)?$")
+KOPF_RESOURCE_HANDLERS = {"event", "create", "update", "delete", "resume", "field", "timer", "daemon", "index"}
+
+
+def _parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), str(path))
+
+
+def _string_args_at(func_name: str, index: int, param: str) -> set[str]:
+    """Every literal the package passes to `<x>.func_name(...)` at positional `index` (or keyword `param`)."""
+    found: set[str] = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(_parse(path)):
+            if not (
+                isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == func_name
+            ):
+                continue
+            arg = next((k.value for k in node.keywords if k.arg == param), None)
+            if arg is None and len(node.args) > index:
+                arg = node.args[index]
+            assert isinstance(arg, ast.Constant) and isinstance(arg.value, str), (
+                f"{path.relative_to(ROOT)}:{node.lineno}: {func_name}() gets a non-literal {param}; "
+                "extend this scan so the chart's RBAC can be checked against it"
+            )
+            found.add(arg.value)
+    assert found, f"nobody calls {func_name}()"
+    return found
+
+
+def client_permissions() -> set[Triple]:
+    """What conveyor.kube.cluster asks of the API server: every `self.<api>.<verb>_namespaced_<kind>` it uses.
+
+    For custom objects the plural is the fourth argument: a literal, or a parameter of the Cluster
+    method whose callers in the package pass literals.
+    """
+    tree = _parse(PACKAGE / "kube" / "cluster.py")
+    apis: dict[str, str] = {}  # attribute on self -> API class, from `self.batch = client.BatchV1Api(api)`
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Attribute)
+            and node.value.func.attr in API_CLASSES
+        ):
+            apis.update({t.attr: node.value.func.attr for t in node.targets if isinstance(t, ast.Attribute)})
+    assert set(apis.values()) == set(API_CLASSES), apis
+    out: set[Triple] = set()
+    for func in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+        params = [a.arg for a in func.args.args if a.arg != "self"]
+        calls = {id(c.func): c for c in ast.walk(func) if isinstance(c, ast.Call)}
+        for node in ast.walk(func):
+            if not (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Attribute)
+                and isinstance(node.value.value, ast.Name)
+                and node.value.value.id == "self"
+                and node.value.attr in apis
+            ):
+                continue
+            m = CLIENT_METHOD.match(node.attr)
+            assert m and m["verb"] in VERBS, f"cluster.py uses {node.attr}: teach this scan (and the chart) about it"
+            verb, suffix = VERBS[m["verb"]], "/status" if m["status"] else ""
+            group = API_CLASSES[apis[node.value.attr]]
+            if group is not None:
+                assert m["kind"] in PLURALS, f"unknown kind in {node.attr}"
+                out.add((group, PLURALS[m["kind"]] + suffix, verb))
+                continue
+            call = calls.get(id(node))
+            assert call is not None and len(call.args) >= 4, f"{func.name}: {node.attr} must be called with the plural"
+            group_arg, plural_arg = call.args[0], call.args[3]
+            assert isinstance(group_arg, ast.Name) and group_arg.id == "GROUP", (
+                f"{func.name}: a group other than {GROUP}"
+            )
+            if isinstance(plural_arg, ast.Constant):
+                plurals = {str(plural_arg.value)}
+            else:
+                assert isinstance(plural_arg, ast.Name) and plural_arg.id in params, f"{func.name}: untraceable plural"
+                plurals = _string_args_at(func.name, params.index(plural_arg.id), plural_arg.id)
+            out |= {(GROUP, plural + suffix, verb) for plural in plurals}
+    return out
+
+
+def kopf_permissions() -> set[Triple]:
+    """What kopf does for the handlers in conveyor.controller: list+watch every handled resource, and patch
+    those with timers, daemons or change handlers (their finalizer and kopf's annotations)."""
+    out: set[Triple] = set()
+    for path in (PACKAGE / "controller").glob("*.py"):
+        for node in ast.walk(_parse(path)):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for deco in node.decorator_list:
+                if not (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute)):
+                    continue
+                name = ast.unparse(deco.func)
+                if not name.startswith("kopf.") or name.rsplit(".", 1)[1] not in KOPF_RESOURCE_HANDLERS:
+                    continue
+                group_arg, plural_arg = deco.args[0], deco.args[2]
+                group = (
+                    GROUP
+                    if isinstance(group_arg, ast.Name) and group_arg.id == "GROUP"
+                    else ast.literal_eval(group_arg)
+                )
+                plural = ast.literal_eval(plural_arg)
+                verbs = {"list", "watch"} if name == "kopf.on.event" else {"list", "watch", "patch"}
+                out |= {(group, plural, v) for v in verbs}
+    return out
+
+
+def test_only_the_scanned_modules_talk_to_the_api_server() -> None:
+    """The scans above are complete only while kube/ alone imports the client and controller/ alone kopf."""
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(_parse(path)):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                where = path.relative_to(PACKAGE).parts[0]
+                assert top != "kubernetes" or where == "kube", f"{path}: imports {name}"
+                assert top != "kopf" or where == "controller", f"{path}: imports {name}"
+
+
+def rules_of(*roles: dict[str, Any]) -> set[Triple]:
+    out: set[Triple] = set()
+    for role in roles:
+        for rule in role["rules"]:
+            assert set(rule) == {"apiGroups", "resources", "verbs"}, rule  # no resourceNames or nonResourceURLs
+            out |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    return out
+
+
+@pytest.mark.parametrize("watch", [[], ["team-a", "team-b"]], ids=["cluster-wide", "namespaced"])
+def test_rbac_grants_exactly_what_the_code_uses(helm: Helm, watch: list[str]) -> None:
+    docs = helm.template("conveyor", "conveyor-system", {"watchNamespaces": watch})
+    roles = [d for d in docs if d["kind"] in ("ClusterRole", "Role")]
+    granted = rules_of(*roles)
+    assert not [t for t in granted if "*" in t], "wildcards in the chart's RBAC"
+
+    # kopf's scanning (kopf._core.reactor.observation): which CRDs exist, and which namespaces when
+    # the operator is not cluster-wide (settings.scanning).
+    framework = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
+    if watch:
+        framework |= {("", "namespaces", v) for v in ("list", "watch")}
+    expected = client_permissions() | kopf_permissions() | framework
+    assert granted == expected, f"missing: {sorted(expected - granted)}; not used: {sorted(granted - expected)}"
+
+    # As of this writing the scan yields this set (conveyor/kube/cluster.py, controller/main.py):
+    assert {t for t in expected if t[0] == GROUP} == {
+        (GROUP, "runs", v) for v in ("create", "delete", "get", "list", "patch", "watch")
+    } | {(GROUP, "pipelines", v) for v in ("get", "list", "patch", "watch")} | {
+        (GROUP, "runs/status", "patch"),
+        (GROUP, "pipelines/status", "patch"),
+    }
+    assert {t for t in expected if t[0] != GROUP} - framework == {
+        ("batch", "jobs", v) for v in ("create", "delete", "list", "watch")
+    } | {("", "pods", "list"), ("", "events", "create")}
+
+    sa = one(docs, "ServiceAccount")["metadata"]
+    bindings = [d for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding")]
+    for binding in bindings:
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["name"], "namespace": sa["namespace"]}]
+    scoped = sorted(
+        (b["kind"], b["metadata"].get("namespace", "")) for b in bindings if b["roleRef"]["name"] == "conveyor"
+    )
+    if watch:
+        assert scoped == [("RoleBinding", ns) for ns in sorted(watch)]
+    else:
+        assert scoped == [("ClusterRoleBinding", "")]
+
+
+# ------------------------------------------------------------------ against the API server
+
+
+def test_rendered_manifests_pass_a_server_side_dry_run(
+    helm: Helm, control_plane: ControlPlane, install_crds: list[str], namespace: str, tmp_path: Path
+) -> None:
+    # Enforce the restricted Pod Security level, so the dry-run also reports any violation.
+    control_plane.kubectl(
+        "label",
+        "namespace",
+        namespace,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/warn=restricted",
+    )
+    variants: list[dict[str, Any]] = [
+        {},
+        {
+            "watchNamespaces": [namespace],
+            "artifacts": {
+                "endpoint": "http://minio:9000",
+                "prefix": "p/",
+                "credentials": {"create": True, "accessKey": "a", "secretKey": "b"},
+            },
+        },
+        {"metrics": {"enabled": False}, "artifacts": {"credentials": {"secretName": ""}}, "replicas": 0},
+    ]
+    for i, values in enumerate(variants):
+        text = helm.template_text(f"dry{i}", namespace, values)
+        manifest = tmp_path / f"rendered-{i}.yaml"
+        manifest.write_text(text)
+        done = control_plane.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(manifest), check=False)
+        assert done.returncode == 0, f"variant {values}:\n{done.stderr}"
+        assert "Warning" not in done.stderr, done.stderr
+        applied = [line for line in done.stdout.splitlines() if line.endswith("(server dry run)")]
+        assert len(applied) == len([d for d in yaml.safe_load_all(text) if d]), done.stdout
+
+
+# ------------------------------------------------------------------ the operator as the chart's ServiceAccount
+
+
+def operator_entrypoint() -> list[str]:
+    """The operator image's ENTRYPOINT, with this interpreter for `python`."""
+    line = next(x for x in OPERATOR_DOCKERFILE.read_text().splitlines() if x.startswith("ENTRYPOINT"))
+    argv: list[str] = json.loads(line.removeprefix("ENTRYPOINT"))
+    assert argv[0] == "python"
+    return [sys.executable, *argv[1:]]
+
+
+def token_kubeconfig(cp: ControlPlane, path: Path, token: str) -> Path:
+    assert cp.ca is not None
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": cp.server_url, "certificate-authority": str(cp.ca.cert)}}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa"}}],
+        "current-context": "c",
+    }
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture
+def installed_chart(
+    helm: Helm, control_plane: ControlPlane, install_crds: list[str], namespace: str, minio: S3Endpoint, tmp_path: Path
+) -> Iterator[list[dict[str, Any]]]:
+    """The chart applied for real into `namespace`, watching only it; its cluster-scoped objects removed after."""
+    release = f"cv{secrets.token_hex(3)}"
+    values = {
+        "watchNamespaces": [namespace],
+        "operator": {"resyncSeconds": 2},
+        "artifacts": {
+            "endpoint": minio.endpoint,
+            "bucket": minio.bucket,
+            "region": minio.region,
+            "credentials": {"create": True, "accessKey": minio.access_key, "secretKey": minio.secret_key},
+        },
+    }
+    manifest = tmp_path / "release.yaml"
+    manifest.write_text(helm.template_text(release, namespace, values))
+    control_plane.kubectl("apply", "-n", namespace, "-f", str(manifest))
+    try:
+        yield [d for d in yaml.safe_load_all(manifest.read_text()) if d]
+    finally:
+        control_plane.kubectl(
+            "delete", "-n", namespace, "-f", str(manifest), "--ignore-not-found", "--wait=false", check=False
+        )
+
+
+def test_operator_runs_a_container_step_as_the_charts_service_account(
+    control_plane: ControlPlane,
+    installed_chart: list[dict[str, Any]],
+    namespace: str,
+    node_agent: NodeAgentProcess,
+    api: k8s_client.ApiClient,
+    tmp_path: Path,
+) -> None:
+    docs = installed_chart
+    sa = one(docs, "ServiceAccount")["metadata"]["name"]
+    token = control_plane.kubectl("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
+    kubeconfig = token_kubeconfig(control_plane, tmp_path / "operator.kubeconfig", token)
+
+    # The operator's environment is the Deployment's: literal values, and Secret keys resolved here.
+    c = container(docs)
+    secret_data = {
+        (d["metadata"]["name"], k): base64.b64decode(v).decode()
+        for d in docs
+        if d["kind"] == "Secret"
+        for k, v in d["data"].items()
+    }
+    env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(kubeconfig)}
+    for var in c["env"]:
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        env[var["name"]] = secret_data[(ref["name"], ref["key"])] if ref else var["value"]
+    health, metrics_port = free_port(), free_port()
+    env.update(
+        {
+            # What differs on this machine: no image (the node agent runs this interpreter), shared host ports.
+            "CONVEYOR_STEP_COMMAND": json.dumps([sys.executable, "-m", "conveyor.runtime"]),
+            "CONVEYOR_HEALTH_PORT": str(health),
+            "CONVEYOR_METRICS_PORT": str(metrics_port),
+            "HOME": str(tmp_path),
+            "TMPDIR": str(tmp_path),
+        }
+    )
+    assert env["CONVEYOR_NAMESPACES"] == json.dumps([namespace]).replace(" ", "")
+    log_path = control_plane.log_dir / f"operator-chart-{namespace}.log"
+    operator = ServerProcess("operator (chart ServiceAccount)", [*operator_entrypoint(), *c["args"]], log_path, env=env)
+    operator.start()
+    try:
+
+        def healthy() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=5) as resp:
+                return bool(resp.status == 200)
+
+        wait_until(healthy, timeout=60, what="the operator's /healthz", process=operator, interval=0.5)
+
+        run = {
+            "apiVersion": f"{GROUP}/v1alpha1",
+            "kind": "Run",
+            "metadata": {"name": "hello"},
+            "spec": {
+                "pipelineSpec": {
+                    "steps": [
+                        {
+                            "name": "hello",
+                            "container": {
+                                "image": "local",
+                                "command": [sys.executable, "-c", "print('hello from a step')"],
+                            },
+                        }
+                    ]
+                }
+            },
+        }
+        custom = k8s_client.CustomObjectsApi(api)
+        custom.create_namespaced_custom_object(GROUP, "v1alpha1", namespace, "runs", run)
+
+        def finished() -> dict[str, Any] | None:
+            obj: Any = custom.get_namespaced_custom_object(GROUP, "v1alpha1", namespace, "runs", "hello")
+            phase = obj.get("status", {}).get("phase")
+            return dict(obj) if phase in ("Succeeded", "Failed", "Cancelled") else None
+
+        done: Any = wait_until(finished, timeout=120, what="Run hello to finish", process=operator, interval=0.5)
+        assert done["status"]["phase"] == "Succeeded", (
+            json.dumps(done["status"], indent=1) + "\n" + operator.log_tail(60)
+        )
+        assert [s["phase"] for s in done["status"]["steps"]] == ["Succeeded"]
+        # Every request the operator made was allowed: RBAC denials show up as 403 / Forbidden in its log.
+        log = log_path.read_text(errors="replace")
+        denied = [line for line in log.splitlines() if "403" in line or "forbidden" in line.lower()]
+        assert not denied, "\n".join(denied[:20])
+        # Events were posted under the ServiceAccount (events create).
+        events = k8s_client.CoreV1Api(api).list_namespaced_event(namespace, field_selector="involvedObject.name=hello")
+        assert {e.reason for e in events.items} >= {"Started"}, [e.reason for e in events.items]
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as resp:
+            assert b"conveyor_" in resp.read()
+    finally:
+        operator.stop(grace=10)
+    print(f"operator ran as system:serviceaccount:{namespace}:{sa}; log {shlex.quote(str(log_path))}")
