@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -356,3 +357,40 @@ def test_minio_outage_mid_step_is_retried_to_success(
         assert s3.get_object(Bucket=minio_server.bucket, Key=key)["Body"].read() == b"payload"
     finally:
         s3.close()
+
+
+def test_approval_pauses_the_run_until_a_person_decides(
+    api: k8s_client.ApiClient, ns: str, operator: Operator, control_plane: ControlPlane
+) -> None:
+    create(api, ns, "pipelines", _py_pipeline("review", [
+        _py_step("train", "print('trained')"),
+        _py_step("deploy", "print('deployed')", dependsOn=["train"],
+                 approval={"required": True, "message": "a data scientist reviews the metrics"}),
+    ]))
+    for name in ("approved", "rejected"):
+        create(api, ns, "runs", run_body(name, "review"))
+
+    def waiting(name: str) -> bool:
+        conds = get_run(api, ns, name).get("status", {}).get("conditions", [])
+        return any(c["type"] == "Succeeded" and c["reason"] == "WaitingForApproval" for c in conds)
+
+    for name in ("approved", "rejected"):
+        wait_until(lambda n=name: waiting(n), timeout=60, what=f"run {name} to wait for approval")  # type: ignore[misc]
+    assert jobs_of(api, ns, "approved") and all(
+        j.metadata.labels["conveyor.dev/step"] == "train" for j in jobs_of(api, ns, "approved")
+    )
+    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)}
+    ok = subprocess.run([sys.executable, "-m", "conveyor.cli.main", "approve", "approved", "deploy", "-n", ns,
+                         "--by", "ana"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert ok.returncode == 0, ok.stderr
+    no = subprocess.run([sys.executable, "-m", "conveyor.cli.main", "approve", "rejected", "deploy", "-n", ns,
+                         "--reject", "--comment", "AUC too low", "--by", "ana"],
+                        env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert no.returncode == 0, no.stderr
+    assert wait_done(api, ns, "approved", operator)["status"]["phase"] == "Succeeded"
+    rejected = wait_done(api, ns, "rejected", operator)
+    cond = next(c for c in rejected["status"]["conditions"] if c["type"] == "Succeeded")
+    assert rejected["status"]["phase"] == "Failed" and "rejected by ana: AUC too low" in cond["message"]
+    again = subprocess.run([sys.executable, "-m", "conveyor.cli.main", "approve", "approved", "deploy", "-n", ns],
+                           env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert again.returncode == 2 and "not waiting for approval" in again.stderr

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from conveyor.api.pipeline import PipelineSpec
-from conveyor.api.run import ArtifactRef, RunPhase, StepPhase
+from conveyor.api.pipeline import Approval, PipelineSpec
+from conveyor.api.run import ArtifactRef, Decision, RunPhase, StepApproval, StepPhase
 from conveyor.core.cachekey import cache_key
 from conveyor.core.planner import (
     CacheEntry,
@@ -404,3 +404,29 @@ def test_cancel_kills_running_items() -> None:
     plan = fan_planner(fan_spec()).plan(states, NOW, cache={}, cancel=True)
     kills = sorted(a.key for a in plan.actions if isinstance(a, Kill))
     assert kills in (["train", "train[0]", "train[1]"], ["train[0]", "train[1]"])
+
+
+def approval_spec() -> PipelineSpec:
+    s = spec()
+    s.steps[1].approval = Approval(required=True, message="check the metrics")
+    return s
+
+
+def test_approval_pauses_until_decided() -> None:
+    plan = planner(approval_spec()).plan({"a": ok(), "d": ok()}, NOW, cache={})
+    assert kinds(plan) == []
+    assert plan.states["b"].phase is StepPhase.WAITING and plan.states["b"].next_attempt_at is None
+    assert plan.phase is RunPhase.RUNNING and plan.reason == "WaitingForApproval"
+    assert "check the metrics" in plan.message
+    # planning again while waiting changes nothing
+    again = planner(approval_spec()).plan(plan.states, NOW, cache={})
+    assert kinds(again) == [] and again.reason == "WaitingForApproval"
+
+
+def test_approved_step_runs_and_rejected_step_fails() -> None:
+    waiting = planner(approval_spec()).plan({"a": ok(), "d": ok()}, NOW, cache={}).states
+    yes = {"b": StepApproval(step="b", decision=Decision.APPROVE, by="ana")}
+    assert kinds(planner(approval_spec()).plan(waiting, NOW, cache={}, approvals=yes)) == [("Launch", "b")]
+    no = {"b": StepApproval(step="b", decision=Decision.REJECT, by="ana", comment="AUC too low")}
+    plan = planner(approval_spec()).plan(waiting, NOW, cache={}, approvals=no)
+    assert plan.phase is RunPhase.FAILED and "rejected by ana: AUC too low" in plan.message

@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--check", action="store_true", help="exit 1 if the files differ from what would be written")
     crds.set_defaults(func=cmd_crds)
 
+    from conveyor.cli.cluster_commands import add_commands  # noqa: PLC0415
+
+    add_commands(sub)
+
     comps = sub.add_parser("components", help="list the built-in components")
     comps.add_argument("--json", action="store_true")
     comps.set_defaults(func=cmd_components)

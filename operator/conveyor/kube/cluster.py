@@ -189,3 +189,26 @@ class Cluster:
             self.core.create_namespaced_event(meta["namespace"], body)
         except ApiException as e:
             log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], e.reason)
+
+    def add_approval(self, namespace: str, run: str, approval: dict[str, Any]) -> dict[str, Any]:
+        """Append a decision to a Run's spec.approvals; optimistic concurrency (resourceVersion) so two
+        approvers never overwrite each other's decisions."""
+        for _ in range(5):
+            body = self.get_custom("runs", namespace, run)
+            if body is None:
+                raise LookupError(f"run {namespace}/{run} does not exist")
+            approvals = list(body.get("spec", {}).get("approvals", []))
+            if any(a.get("step") == approval["step"] for a in approvals):
+                raise ValueError(f"step {approval['step']!r} of run {run!r} has been decided already")
+            patch = {
+                "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+                "spec": {"approvals": [*approvals, approval]},
+            }
+            try:
+                updated: Any = self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, "runs", run, patch)
+            except ApiException as e:
+                if e.status == 409:
+                    continue  # someone else changed the Run meanwhile: read again
+                raise
+            return dict(updated)
+        raise RuntimeError(f"run {namespace}/{run} kept changing; try again")
