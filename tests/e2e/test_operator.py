@@ -394,3 +394,22 @@ def test_approval_pauses_the_run_until_a_person_decides(
     again = subprocess.run([sys.executable, "-m", "conveyor.cli.main", "approve", "approved", "deploy", "-n", ns],
                            env=env, capture_output=True, text=True, timeout=60, check=False)
     assert again.returncode == 2 and "not waiting for approval" in again.stderr
+
+
+def test_max_concurrent_runs_queues_runs_of_a_pipeline(api: k8s_client.ApiClient, ns: str, operator: Operator) -> None:
+    body = _py_pipeline("one-at-a-time", [_py_step("work", "import time; time.sleep(3)")])
+    body["spec"]["maxConcurrentRuns"] = 1
+    body["spec"]["steps"][0]["cache"] = {"enabled": False}
+    create(api, ns, "pipelines", body)
+    create(api, ns, "runs", run_body("first", "one-at-a-time"))
+    time.sleep(0.5)
+    create(api, ns, "runs", run_body("second", "one-at-a-time"))
+
+    def queued() -> bool:
+        conds = get_run(api, ns, "second").get("status", {}).get("conditions", [])
+        return any(c["reason"] == "WaitingForConcurrencyLimit" for c in conds)
+
+    wait_until(queued, timeout=60, what="the second run to queue")
+    first, second = wait_done(api, ns, "first", operator), wait_done(api, ns, "second", operator)
+    assert first["status"]["phase"] == second["status"]["phase"] == "Succeeded"
+    assert second["status"]["startedAt"] >= first["status"]["finishedAt"]  # never both at once

@@ -23,6 +23,7 @@ from conveyor.api.pipeline import Pipeline, PipelineSpec, RetryPolicy
 from conveyor.api.run import Run, RunPhase, RunStatus, StepPhase
 from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig
+from conveyor.core.concurrency import RunSlot, may_start
 from conveyor.core.planner import (
     Kill,
     Launch,
@@ -203,6 +204,14 @@ class RunReconciler:
         except SpecProblem as p:
             return self._spec_problem(body, old_status, p, now, generation)
 
+        limit = resolved.spec.max_concurrent_runs
+        if limit is not None and old_status.started_at is None and run.spec.pipeline_ref is not None:
+            allowed, running = self._concurrency(namespace, name, run.spec.pipeline_ref.name, limit)
+            if not allowed:
+                message = f"{running} of at most {limit} runs of pipeline {resolved.pipeline_name!r} are running"
+                problem = SpecProblem("WaitingForConcurrencyLimit", message, final=False)
+                return self._spec_problem(body, old_status, problem, now, generation)
+
         run_id = uid
         states = states_from_status(old_status.steps)
         old_units = self._load_units(run_id) if any(s.for_each for s in resolved.spec.steps) else {}
@@ -261,6 +270,22 @@ class RunReconciler:
         if plan.wake_at is not None:
             wait = min(wait, max(0.5, (plan.wake_at - self.clock()).total_seconds()))
         return wait
+
+    def _concurrency(self, namespace: str, name: str, pipeline: str, limit: int) -> tuple[bool, int]:
+        slots = []
+        for other in self.cluster.list_runs(namespace, ""):
+            if other.get("spec", {}).get("pipelineRef", {}).get("name") != pipeline:
+                continue
+            status = other.get("status", {})
+            slots.append(
+                RunSlot(
+                    name=other["metadata"]["name"],
+                    created=datetime.fromisoformat(other["metadata"]["creationTimestamp"].replace("Z", "+00:00")),
+                    started=bool(status.get("startedAt")),
+                    finished=status.get("phase") in ("Succeeded", "Failed", "Cancelled"),
+                )
+            )
+        return may_start(name, slots, limit)
 
     def _step_statuses(self, run: str, run_id: str, order: list[str], states: Mapping[str, StepState]) -> list[Any]:
         out = []

@@ -34,6 +34,6 @@ def unsupported(spec: PipelineSpec, shell: str, path: str = "spec") -> list[Issu
         issues.append(_no(f"{path}.schedule", "a schedule", shell))
     if spec.triggers:
         issues.append(_no(f"{path}.triggers", "triggers", shell))
-    if spec.max_concurrent_runs is not None:
-        issues.append(_no(f"{path}.maxConcurrentRuns", "maxConcurrentRuns", shell))
+    if spec.max_concurrent_runs is not None and shell == LOCAL:
+        issues.append(_no(f"{path}.maxConcurrentRuns", "maxConcurrentRuns (it limits Runs on a cluster)", shell))
     return issues + unsupported_steps(spec, shell, path)
