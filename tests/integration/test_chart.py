@@ -523,6 +523,22 @@ def test_rendered_manifests_pass_a_server_side_dry_run(
         assert len(applied) == len([d for d in yaml.safe_load_all(text) if d]), done.stdout
 
 
+def test_install_dry_run_prints_what_to_do_next(
+    helm: Helm, control_plane: ControlPlane, install_crds: list[str], namespace: str
+) -> None:
+    done = helm.run(
+        "install", "conveyor", str(CHART), "--namespace", namespace, "--kubeconfig", str(control_plane.kubeconfig),
+        "--dry-run=server", "--set", "artifacts.endpoint=http://minio:9000",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    notes = done.stdout.split("NOTES:", 1)[1]
+    assert f"kubectl -n {namespace} rollout status deployment/conveyor" in notes
+    assert f"kubectl -n {namespace} create secret generic conveyor-artifacts" in notes  # the chart did not create it
+    assert "kubectl -n <namespace> create secret generic conveyor-artifacts" in notes  # step pods need it per namespace
+    assert 'bucket "conveyor" at\n   http://minio:9000' in notes
+    assert "kopf peering for high availability is not wired yet" in notes
+
+
 # ------------------------------------------------------------------ the operator as the chart's ServiceAccount
 
 
