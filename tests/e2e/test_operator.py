@@ -413,3 +413,18 @@ def test_max_concurrent_runs_queues_runs_of_a_pipeline(api: k8s_client.ApiClient
     first, second = wait_done(api, ns, "first", operator), wait_done(api, ns, "second", operator)
     assert first["status"]["phase"] == second["status"]["phase"] == "Succeeded"
     assert second["status"]["startedAt"] >= first["status"]["finishedAt"]  # never both at once
+
+
+def test_model_deployments_are_answered_not_ignored(api: k8s_client.ApiClient, ns: str, operator: Operator) -> None:
+    create(api, ns, "modeldeployments", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelDeployment", "metadata": {"name": "md"},
+        "spec": {"model": {"pipeline": {"name": "breast-cancer"}}},
+    })
+
+    def ready_condition() -> dict[str, Any] | None:
+        obj: Any = k8s_client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, ns, "modeldeployments", "md")
+        return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == "Ready"), None)
+
+    cond = wait_until(ready_condition, timeout=30, what="a Ready condition")
+    assert cond["status"] == "False" and cond["reason"] == "NotSupportedYet"  # type: ignore[index]

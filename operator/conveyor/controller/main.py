@@ -16,6 +16,7 @@ import kopf
 from conveyor.api.base import GROUP, VERSION
 from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig, load_config
+from conveyor.controller.modeldeployments import reconcile_model_deployment
 from conveyor.controller.pipelines import PipelineReconciler
 from conveyor.controller.runs import RunReconciler
 from conveyor.kube.cluster import Cluster, load_kube_config
@@ -118,3 +119,9 @@ def pipeline_changed(type: str, namespace: str | None, name: str, **_: Any) -> N
 def pipeline_schedule(namespace: str | None, name: str, **_: Any) -> None:
     assert namespace is not None
     pipeline_reconciler().reconcile(namespace, name)
+
+
+@kopf.on.event(GROUP, VERSION, "modeldeployments")
+def model_deployment_changed(type: str, body: kopf.Body, **_: Any) -> None:
+    if type != "DELETED":
+        reconcile_model_deployment(reconciler().cluster, dict(body))
