@@ -64,72 +64,58 @@ class RunContext:
 # ---------------------------------------------------------------- actions
 
 
+class _Keyed:
+    """Actions name the state entry they act on: the step, or `step[i]` for one item of a fan-out."""
+
+    step: str
+    unit: str | None
+
+    @property
+    def key(self) -> str:
+        return self.unit or self.step
+
+
 @dataclass(frozen=True)
-class Launch:
+class Launch(_Keyed):
     step: str
     task: TaskSpec
     unit: str | None = None
 
-    @property
-    def key(self) -> str:
-        """The state entry this acts on: the step, or `step[i]` for one item of a fan-out."""
-        return self.unit or self.step
-
 
 @dataclass(frozen=True)
-class ReuseCached:
+class ReuseCached(_Keyed):
     step: str
     entry: CacheEntry
     unit: str | None = None
 
-    @property
-    def key(self) -> str:
-        return self.unit or self.step
-
 
 @dataclass(frozen=True)
-class Skip:
+class Skip(_Keyed):
     step: str
     reason: str
     unit: str | None = None
 
-    @property
-    def key(self) -> str:
-        return self.unit or self.step
-
 
 @dataclass(frozen=True)
-class Kill:
+class Kill(_Keyed):
     step: str
     reason: str
     unit: str | None = None
 
-    @property
-    def key(self) -> str:
-        return self.unit or self.step
-
 
 @dataclass(frozen=True)
-class FailStep:
+class FailStep(_Keyed):
     """A step that cannot even start (its template or condition cannot be resolved)."""
 
     step: str
     reason: str
     unit: str | None = None
 
-    @property
-    def key(self) -> str:
-        return self.unit or self.step
-
 
 @dataclass(frozen=True)
-class CancelStep:
+class CancelStep(_Keyed):
     step: str
     unit: str | None = None
-
-    @property
-    def key(self) -> str:
-        return self.unit or self.step
 
 
 Action = Launch | ReuseCached | Skip | Kill | FailStep | CancelStep
