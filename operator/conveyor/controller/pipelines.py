@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from conveyor.api.base import API_VERSION, Condition, ConditionStatus
 from conveyor.api.pipeline import Pipeline, PipelineStatus, Schedule
 from conveyor.api.run import RunPhase
+from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig
 from conveyor.core.schedule import CancelRun, CreateRun, DeleteRun, ScheduledRun, SchedulePlan, plan_schedule
 from conveyor.core.status import set_condition
@@ -142,8 +143,12 @@ class PipelineReconciler:
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Validate one Pipeline and act on its schedule; returns seconds until it wants another pass (None: never)."""
-        with self._lock(namespace, name):
-            return self._reconcile(namespace, name)
+        with self._lock(namespace, name), metrics.RECONCILE.labels("Pipeline").time():
+            try:
+                return self._reconcile(namespace, name)
+            except Exception:
+                metrics.RECONCILE_ERRORS.labels("Pipeline").inc()
+                raise
 
     def _reconcile(self, namespace: str, name: str) -> float | None:
         body = self.cluster.get_custom("pipelines", namespace, name)
@@ -184,8 +189,10 @@ class PipelineReconciler:
         return wake
 
     def _wake(self, plan: SchedulePlan) -> float | None:
-        if plan.blocked_by or plan.next_time is None:
-            return self.config.resync_seconds if plan.blocked_by else None
+        if plan.blocked_by:
+            return self.config.resync_seconds  # look again soon: the held-back time starts when the Run ends
+        if plan.next_time is None:
+            return None
         return max(0.5, (plan.next_time - self.clock()).total_seconds())
 
     # ------------------------------------------------------------------ apply
