@@ -22,7 +22,7 @@ testenv: ## build etcd, kube-*, kubectl, kwok, MinIO and helm into the cache (sk
 	hack/install-testenv.sh
 
 lint: install ## ruff and mypy (strict on the package)
-	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff check operator tests $(wildcard bench)
 	$(BIN)/mypy
 
 crds: install ## regenerate crds/ and charts/conveyor/crds/ from the API models
