@@ -314,7 +314,7 @@ PLURALS = {
     "deployment": "deployments",
     "lease": "leases",
 }
-CLIENT_METHOD = re.compile(r"^(?P<verb>[a-z]+)_namespaced_(?P<kind>[a-z_]+?)(?P<status>_status)?$")
+CLIENT_METHOD = re.compile(r"^(?P<verb>[a-z]+)_(?P<scope>namespaced|cluster)_(?P<kind>[a-z_]+?)(?P<status>_status)?$")
 KOPF_RESOURCE_HANDLERS = {"event", "create", "update", "delete", "resume", "field", "timer", "daemon", "index"}
 
 
@@ -378,6 +378,7 @@ def client_permissions() -> set[Triple]:
                 continue
             m = CLIENT_METHOD.match(node.attr)
             assert m and m["verb"] in VERBS, f"cluster.py uses {node.attr}: teach this scan (and the chart) about it"
+            assert m["scope"] == "namespaced" or apis[node.value.attr] == "CustomObjectsApi", node.attr
             verb, suffix = VERBS[m["verb"]], "/status" if m["status"] else ""
             group = API_CLASSES[apis[node.value.attr]]
             if group is not None:
@@ -385,17 +386,20 @@ def client_permissions() -> set[Triple]:
                 out.add((group, PLURALS[m["kind"]] + suffix, verb))
                 continue
             call = calls.get(id(node))
-            assert call is not None and len(call.args) >= 4, f"{func.name}: {node.attr} must be called with the plural"
-            group_arg, plural_arg = call.args[0], call.args[3]
-            assert isinstance(group_arg, ast.Name) and group_arg.id == "GROUP", (
-                f"{func.name}: a group other than {GROUP}"
-            )
+            plural_index = 3 if m["scope"] == "namespaced" else 2  # (group, version, [namespace,] plural, ...)
+            assert call is not None and len(call.args) > plural_index, f"{func.name}: {node.attr} without a plural"
+            group_arg, plural_arg = call.args[0], call.args[plural_index]
+            if isinstance(group_arg, ast.Constant):
+                custom_group = str(group_arg.value)
+            else:
+                assert isinstance(group_arg, ast.Name) and group_arg.id == "GROUP", f"{func.name}: untraceable group"
+                custom_group = GROUP
             if isinstance(plural_arg, ast.Constant):
                 plurals = {str(plural_arg.value)}
             else:
                 assert isinstance(plural_arg, ast.Name) and plural_arg.id in params, f"{func.name}: untraceable plural"
                 plurals = _string_args_at(func.name, params.index(plural_arg.id), plural_arg.id)
-            out |= {(GROUP, plural + suffix, verb) for plural in plurals}
+            out |= {(custom_group, plural + suffix, verb) for plural in plurals}
     return out
 
 
