@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import base64
 import json
+import os
 import re
 import secrets
 import shlex
@@ -622,7 +623,9 @@ def test_operator_runs_a_container_step_as_the_charts_service_account(
         if d["kind"] == "Secret"
         for k, v in d["data"].items()
     }
-    env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(kubeconfig)}
+    # This process's environment (PATH, PYTHONPATH) without any setting the chart should be giving.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVEYOR_", "AWS_", "KUBECONFIG"))}
+    env["KUBECONFIG"] = str(kubeconfig)
     for var in c["env"]:
         ref = var.get("valueFrom", {}).get("secretKeyRef")
         env[var["name"]] = secret_data[(ref["name"], ref["key"])] if ref else var["value"]
