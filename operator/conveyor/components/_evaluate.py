@@ -2,114 +2,135 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
-from sklearn import metrics as skm
-from sklearn.base import is_classifier
+from sklearn.inspection import permutation_importance
 
-from conveyor.components.atomic import json_safe, write_json
-from conveyor.components.base import ComponentError, Metrics
-from conveyor.components.datasets import read_dataset, require_columns, require_rows, split_label
+from conveyor.components._scoring import Scored, score_model, score_subset
+from conveyor.components.atomic import write_json
+from conveyor.components.base import Metrics
+from conveyor.components.datasets import read_dataset, require_columns
 from conveyor.components.evaluate import EvaluateConfig
 from conveyor.components.modelio import load_artifact
 
-Task = Literal["classification", "regression"]
 
+def _calibration(model: Any, scored: Scored, n_bins: int) -> dict[str, Any] | None:
+    """Reliability curve: per equal-width probability bin, rows, mean predicted probability, observed rate.
 
-def _classification(model: Any, x: pd.DataFrame, y: pd.Series) -> tuple[dict[str, float], dict[str, Any]]:
+    Binary models: the probability of the second class against its observed frequency. Multiclass:
+    "top-label", the probability of the predicted class against how often that prediction was right.
+    """
+    if "brier" not in scored.scores:
+        return None  # no probabilities, or a single class: the notes say why
     classes = list(model.classes_)
-    y_true = y.to_numpy()
-    y_pred = model.predict(x)
-    notes: list[str] = []
-    binary = len(classes) == 2
-    averaging: dict[str, Any] = {"average": "binary", "pos_label": classes[1]} if binary else {"average": "macro"}
-    scores: dict[str, float] = {
-        "accuracy": skm.accuracy_score(y_true, y_pred),
-        "balanced_accuracy": skm.balanced_accuracy_score(y_true, y_pred)
-        if len(np.unique(y_true)) > 1
-        else float("nan"),
-        "precision": skm.precision_score(y_true, y_pred, zero_division=0, **averaging),
-        "recall": skm.recall_score(y_true, y_pred, zero_division=0, **averaging),
-        "f1": skm.f1_score(y_true, y_pred, zero_division=0, **averaging),
-    }
-    values, counts = np.unique(y_true, return_counts=True)
-    scores["majority_class_accuracy"] = float(counts.max() / counts.sum())
-    unknown = sorted(set(values.tolist()) - set(json_safe(classes)))
-    if unknown:
-        notes.append(f"test labels never seen in training: {unknown!r}; roc_auc and log_loss skipped")
-    elif len(values) < 2:
-        notes.append("test set holds a single class; roc_auc and log_loss skipped")
-    elif hasattr(model, "predict_proba"):
-        proba = model.predict_proba(x)
-        if binary:
-            scores["roc_auc"] = skm.roc_auc_score(y_true == classes[1], proba[:, 1])
-        elif len(values) == len(classes):
-            scores["roc_auc"] = skm.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=classes)
-        else:
-            notes.append("test set lacks some classes; one-vs-rest roc_auc skipped")
-        scores["log_loss"] = skm.log_loss(y_true, proba, labels=classes)
-    elif binary and hasattr(model, "decision_function"):
-        scores["roc_auc"] = skm.roc_auc_score(y_true == classes[1], model.decision_function(x))
-        notes.append("model has no predict_proba; roc_auc from decision_function, log_loss skipped")
+    proba = model.predict_proba(scored.x)
+    y_true = scored.y.to_numpy()
+    if len(classes) == 2:
+        kind, confidence, hit = "positive-class", proba[:, 1], y_true == classes[1]
     else:
-        notes.append("model has no predict_proba; roc_auc and log_loss skipped")
-    report = {
-        "classes": classes,
-        "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=classes),
-        "per_class": skm.classification_report(y_true, y_pred, labels=classes, output_dict=True, zero_division=0),
-        "class_counts": dict(zip(values.tolist(), counts.tolist(), strict=True)),
-        "notes": notes,
-    }
-    return {k: float(v) for k, v in scores.items()}, report
+        kind = "top-label"
+        confidence = proba.max(axis=1)
+        hit = np.asarray(classes, dtype=object)[proba.argmax(axis=1)] == y_true
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    bins = []
+    for b in range(n_bins):
+        members = which == b
+        if members.any():
+            bins.append(
+                {
+                    "lower": float(edges[b]),
+                    "upper": float(edges[b + 1]),
+                    "count": int(members.sum()),
+                    "mean_predicted": float(confidence[members].mean()),
+                    "observed": float(hit[members].mean()),
+                }
+            )
+    errors = sum(c["count"] * abs(c["mean_predicted"] - c["observed"]) for c in bins) / len(y_true)
+    return {"kind": kind, "brier": scored.scores["brier"], "expected_calibration_error": errors, "bins": bins}
 
 
-def _regression(model: Any, x: pd.DataFrame, y: pd.Series) -> tuple[dict[str, float], dict[str, Any]]:
-    y_true = y.to_numpy(dtype=float)
-    y_pred = np.asarray(model.predict(x), dtype=float)
-    notes: list[str] = []
-    scores = {
-        "mae": skm.mean_absolute_error(y_true, y_pred),
-        "rmse": skm.root_mean_squared_error(y_true, y_pred),
-        "max_error": skm.max_error(y_true, y_pred),
-        "mean_label": float(y_true.mean()),
-        "mean_prediction": float(y_pred.mean()),
-    }
-    if len(y_true) >= 2:
-        scores["r2"] = skm.r2_score(y_true, y_pred)
+def _slices_of(column: pd.Series, bins: int) -> Iterator[tuple[str, str, np.ndarray]]:
+    """(kind, slice name, row mask) per distinct value, or per quantile bin of a many-valued numeric column."""
+    present = column.notna().to_numpy()
+    numeric = pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype)
+    if numeric and column.nunique(dropna=True) > bins:
+        cut = pd.qcut(column, q=bins, duplicates="drop")
+        for interval in cut.cat.categories:
+            yield "quantile", str(interval), (cut == interval).to_numpy()
+        if not present.all():
+            yield "missing", "missing", ~present
+        return
+    for value in sorted(column.dropna().unique().tolist(), key=lambda v: (str(type(v)), v)):
+        yield "value", str(value), (column == value).to_numpy()
+    if not present.all():
+        yield "missing", "missing", ~present
+
+
+def _slice_report(model: Any, scored: Scored, test: pd.DataFrame, config: EvaluateConfig) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    for feature in config.slices:
+        entries = []
+        for kind, name, mask in _slices_of(test[feature], config.slice_bins):
+            if not mask.any():
+                continue
+            scores, detail = score_subset(scored.task, model, scored.x[mask], scored.y[mask])
+            entries.append(
+                {"slice": name, "kind": kind, "n": int(mask.sum()), "metrics": scores, "notes": detail["notes"]}
+            )
+        report[feature] = entries
+    return report
+
+
+def _importance(model: Any, scored: Scored, config: EvaluateConfig) -> dict[str, Any]:
+    """Permutation importance of each model input: how much the score drops when the column is shuffled."""
+    if scored.task == "regression":
+        scoring = "r2"
+    elif len(model.classes_) == 2 and "roc_auc" in scored.scores:
+        scoring = "roc_auc"
     else:
-        notes.append("R² needs at least two rows; skipped")
-    return {k: float(v) for k, v in scores.items()}, {"notes": notes}
+        scoring = "accuracy"
+    result = permutation_importance(
+        model, scored.x, scored.y, scoring=scoring, n_repeats=config.importance_repeats, random_state=config.seed
+    )
+    ranked = sorted(
+        (
+            (str(c), float(m), float(s))
+            for c, m, s in zip(scored.x.columns, result.importances_mean, result.importances_std, strict=True)
+        ),
+        key=lambda f: (-f[1], f[0]),
+    )
+    features = [{"feature": name, "mean": mean, "std": std} for name, mean, std in ranked]
+    return {"scoring": scoring, "repeats": config.importance_repeats, "seed": config.seed, "features": features}
 
 
 def run(config: EvaluateConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> Metrics:
     """Score `model` on `test`; write `metrics` and `report`."""
     loaded = load_artifact(inputs["model"], kind="model")
     model, meta = loaded.obj, loaded.metadata
-    label = config.label or meta.label
-    if label is None:
-        raise ComponentError("label: not set and the model artifact records none")
     test = read_dataset(inputs["test"], "test")
-    require_rows(test, "test")
-    _, y = split_label(test, label, "test")
-    signature = [f.name for f in meta.inputs]
-    require_columns(test, signature, "test", "model inputs")
-    model_task: Task = meta.task or ("classification" if is_classifier(model) else "regression")
-    task: Task = model_task if config.task == "auto" else config.task
-    if task == "classification" and not hasattr(model, "classes_"):
-        raise ComponentError("task: 'classification' requested but the model is a regressor")
-    try:
-        if task == "classification":
-            scores, detail = _classification(model, test[signature], y)
-        else:
-            scores, detail = _regression(model, test[signature], y)
-    except (ValueError, TypeError) as exc:
-        raise ComponentError(f"evaluate could not score the model on 'test': {exc}") from exc
+    if config.slices:
+        require_columns(test, config.slices, "test", "slices")
+    scored = score_model(loaded, test, label=config.label, what="test", task=config.task)
+    scores = dict(scored.scores)
     scores["rows"] = float(len(test))
-    report = {"task": task, "label": label, "estimator": meta.estimator, "metrics": scores, **detail}
+    report: dict[str, Any] = {
+        "task": scored.task,
+        "label": scored.label,
+        "estimator": meta.estimator,
+        "metrics": scores,
+        **scored.detail,
+    }
+    if scored.task == "classification":
+        report["calibration"] = _calibration(model, scored, config.calibration_bins)
+    if config.slices:
+        report["slices"] = _slice_report(model, scored, test, config)
+    if config.importance:
+        report["importance"] = _importance(model, scored, config)
     write_json(scores, outputs["metrics"])
     write_json(report, outputs["report"])
     return {k: v for k, v in scores.items() if np.isfinite(v)}

@@ -7,7 +7,18 @@ could not be computed and why, instead of a silent gap).
 
 Classification: accuracy, balanced accuracy, precision, recall, F1 (binary: of the second
 class in `classes_`; multiclass: macro), ROC AUC (binary, or macro one-vs-rest), log loss,
-and the majority-class accuracy as a baseline. Regression: MAE, RMSE, R², max error.
+Brier score, and the majority-class accuracy as a baseline. Regression: MAE, RMSE, R², max error.
+
+The report also holds, for classifiers with probabilities, the reliability curve (`calibration`:
+per probability bin its row count, mean predicted probability and observed positive rate; of the
+second class for binary models, of the predicted class, "top-label", for multiclass ones); with
+`slices`, every metric per slice of the named columns (per distinct value, or per
+quantile bin for numeric columns with more than `slice_bins` values, each with its row count);
+with `importance: true`, the permutation importance of every model input (slow: the model
+predicts `importance_repeats` times per column).
+
+Plots (ROC, PR, confusion matrix, calibration as PNG) are not produced: matplotlib is not a
+dependency of Conveyor. The numbers behind the confusion matrix and calibration plots are in the report.
 
 This module is the contract, cheap to import; the work (pandas, numpy, scikit-learn) is in `_evaluate`.
 """
@@ -17,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+
+from pydantic import Field
 
 from conveyor.components.base import Component, ComponentConfig, Metrics
 
@@ -28,6 +41,18 @@ class EvaluateConfig(ComponentConfig):
     """Defaults to the label recorded in the model artifact."""
     task: Literal["auto", "classification", "regression"] = "auto"
     """`auto` takes the task recorded in the model (classifier or regressor)."""
+    slices: list[str] = []
+    """Columns of `test` to report every metric per slice of (they need not be model inputs)."""
+    slice_bins: int = Field(default=4, ge=2, le=100)
+    """A numeric slice column with more distinct values than this is cut into this many quantile bins."""
+    calibration_bins: int = Field(default=10, ge=2, le=100)
+    """Equal-width probability bins of the reliability curve."""
+    importance: bool = False
+    """Permutation feature importance of every model input (off by default: it re-predicts many times)."""
+    importance_repeats: int = Field(default=5, ge=1, le=100)
+    """Shuffles per column for the permutation importance."""
+    seed: int = 0
+    """Seed of the permutation importance shuffles."""
 
 
 def run(config: ComponentConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> Metrics:

@@ -20,6 +20,9 @@ _MODULES: dict[str, str] = {
     "preprocess": "conveyor.components.preprocess",
     "train": "conveyor.components.train",
     "evaluate": "conveyor.components.evaluate",
+    "select-best": "conveyor.components.select_best",
+    "gate": "conveyor.components.gate",
+    "batch-predict": "conveyor.components.batch_predict",
 }
 
 

@@ -11,7 +11,7 @@ import pytest
 from conveyor.components.base import Component, ComponentConfig
 from conveyor.components.registry import UnknownComponentError, component_names, get_component
 
-EXPECTED = ["evaluate", "ingest", "preprocess", "split", "train", "validate"]
+EXPECTED = ["batch-predict", "evaluate", "gate", "ingest", "preprocess", "select-best", "split", "train", "validate"]
 
 
 def test_component_names_lists_every_builtin() -> None:
@@ -67,5 +67,5 @@ def test_reading_every_contract_does_not_import_the_ml_stack() -> None:
         timeout=120,
     )
     loaded = json.loads(result.stdout)
-    assert {f"conveyor.components.{name}" for name in EXPECTED} <= set(loaded["contracts"])
+    assert {f"conveyor.components.{name.replace('-', '_')}" for name in EXPECTED} <= set(loaded["contracts"])
     assert loaded["ml_stack"] == []
