@@ -38,7 +38,17 @@ GROUP, VERSION = "conveyor.dev", "v1alpha1"
 class Operator:
     """`python -m conveyor.controller` as a separate process, restartable."""
 
-    def __init__(self, cp: ControlPlane, minio: S3Endpoint, log_dir: Path) -> None:
+    def __init__(
+        self,
+        cp: ControlPlane,
+        minio: S3Endpoint,
+        log_dir: Path,
+        *,
+        name: str = "operator",
+        args: tuple[str, ...] = ("--standalone",),
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.name, self.args = name, args
         self.env = {
             **os.environ,
             "KUBECONFIG": str(cp.kubeconfig),
@@ -51,6 +61,7 @@ class Operator:
             "CONVEYOR_RESYNC_SECONDS": "2",
             "CONVEYOR_METRICS_PORT": str(free_port()),
             "CONVEYOR_HEALTH_PORT": str(free_port()),
+            **(extra_env or {}),
         }
         self.log_dir = log_dir
         self.starts = 0
@@ -59,9 +70,9 @@ class Operator:
     def start(self) -> Operator:
         self.starts += 1
         self.process = ServerProcess(
-            "operator",
-            [sys.executable, "-m", "conveyor.controller", "--standalone"],
-            self.log_dir / "operator.log",
+            self.name,
+            [sys.executable, "-m", "conveyor.controller", *self.args],
+            self.log_dir / f"{self.name}.log",
             env=self.env,
         ).start()
         return self
@@ -81,7 +92,7 @@ class Operator:
             return str(resp.read().decode())
 
     def log(self) -> str:
-        return (self.log_dir / "operator.log").read_text(errors="replace")
+        return (self.log_dir / f"{self.name}.log").read_text(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -428,3 +439,48 @@ def test_model_deployments_are_answered_not_ignored(api: k8s_client.ApiClient, n
 
     cond = wait_until(ready_condition, timeout=30, what="a Ready condition")
     assert cond["status"] == "False" and cond["reason"] == "NotSupportedYet"  # type: ignore[index]
+
+
+def test_two_replicas_with_peering_one_active_then_fail_over(
+    api: k8s_client.ApiClient, ns: str, operator: Operator, control_plane: ControlPlane, minio: S3Endpoint
+) -> None:
+    """HA: two replicas peer through kopf; only the higher priority one acts, the other takes over when it dies,
+    and no step is executed twice."""
+    operator.stop()  # the standalone operator of the other tests would not take part in peering
+    peers = {"CONVEYOR_PEERING": "conveyor-ha-test", "CONVEYOR_PEERING_LIFETIME_SECONDS": "6"}
+    active = Operator(control_plane, minio, control_plane.log_dir, name="replica-a", args=(),
+                      extra_env={**peers, "CONVEYOR_PEERING_PRIORITY": "100"})
+    standby = Operator(control_plane, minio, control_plane.log_dir, name="replica-b", args=(),
+                       extra_env={**peers, "CONVEYOR_PEERING_PRIORITY": "50"})
+    try:
+        active.start()
+        time.sleep(2)
+        standby.start()
+        time.sleep(3)  # both have announced themselves in the peering object
+
+        def slow(name: str) -> str:
+            return f"import time; time.sleep(3); print('{name}')"
+
+        create(api, ns, "pipelines", _py_pipeline("ha", [
+            _py_step("one", slow("one")),
+            _py_step("two", slow("two"), dependsOn=["one"]),
+            _py_step("three", slow("three"), dependsOn=["two"]),
+        ]))
+        create(api, ns, "runs", run_body("ha", "ha"))
+
+        def step_running(name: str) -> bool:
+            run = get_run(api, ns, "ha")
+            return any(s["name"] == name and s["phase"] == "Running" for s in run.get("status", {}).get("steps", []))
+
+        wait_until(lambda: step_running("one"), timeout=60, what="step one to start")
+        assert "created Job" not in standby.log()  # the standby did nothing while the active one lived
+        active.kill()
+        run = wait_done(api, ns, "ha", standby, timeout=120)
+        assert run["status"]["phase"] == "Succeeded", run["status"]
+        assert "Resuming operations" in standby.log() and "created Job" in standby.log()  # it took over
+        per_step = sorted(j.metadata.labels["conveyor.dev/step"] for j in jobs_of(api, ns, "ha"))
+        assert per_step == ["one", "three", "two"]  # each step executed exactly once
+    finally:
+        active.stop()
+        standby.stop()
+        operator.start()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 import sys
+from typing import Any
 
 from conveyor.controller.config import ConfigError, load_config
 
@@ -29,11 +31,23 @@ def main(argv: list[str] | None = None) -> int:
     import conveyor.controller.main  # noqa: F401, PLC0415 - registers the handlers
 
     namespaces = args.namespace or config.namespaces
+    standalone = args.standalone or not config.peering
+    peering: dict[str, Any] = {}
+    if not standalone:
+        from conveyor.kube.cluster import Cluster, load_kube_config  # noqa: PLC0415
+
+        assert config.peering is not None
+        Cluster(load_kube_config()).ensure_peering(config.peering, namespaces)
+        # Distinct priorities: kopf pauses every replica when two share one.
+        priority = config.peering_priority if config.peering_priority is not None else secrets.randbelow(2**31)
+        peering = {"peering_name": config.peering, "priority": priority}
+        logging.getLogger("conveyor.operator").info("peering %s with priority %d", config.peering, priority)
     kopf.run(
-        standalone=args.standalone,
+        standalone=standalone,
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,
+        **peering,
     )
     return 0
 

@@ -43,6 +43,12 @@ class OperatorConfig(BaseModel):
     """Prometheus metrics port (0: off)."""
     health_port: Annotated[int, Field(ge=0, le=65535)] = 8081
     """Liveness endpoint /healthz (0: off)."""
+    peering: str | None = "conveyor"
+    """kopf peering object through which replicas agree which one is active (unset or --standalone: no HA)."""
+    peering_priority: Annotated[int, Field(ge=0, le=2**31)] | None = None
+    """This replica's priority; the highest live one works, the others stand by (default: random)."""
+    peering_lifetime_seconds: Annotated[int, Field(ge=5, le=3600)] = 15
+    """How long a silent replica counts as alive: the fail-over time after the active one dies."""
 
     @field_validator("step_command")
     @classmethod

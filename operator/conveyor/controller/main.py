@@ -46,6 +46,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 90
     settings.networking.request_timeout = 60
     settings.execution.max_workers = 8
+    settings.peering.lifetime = CONFIG.peering_lifetime_seconds
     cluster = Cluster(load_kube_config())
     store = S3Store(CONFIG.s3_bucket, CONFIG.s3_prefix, CONFIG.s3_endpoint)
     _reconciler = RunReconciler(cluster, store, CONFIG)

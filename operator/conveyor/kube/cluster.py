@@ -212,3 +212,26 @@ class Cluster:
                 raise
             return dict(updated)
         raise RuntimeError(f"run {namespace}/{run} kept changing; try again")
+
+    def ensure_peering(self, name: str, namespaces: list[str]) -> None:
+        """Create kopf's peering object(s) if missing: cluster-wide, or one per watched namespace."""
+        body = {"apiVersion": "kopf.dev/v1", "metadata": {"name": name}}
+        creates: list[Any] = []
+        if not namespaces:
+            creates.append(
+                lambda: self.custom.create_cluster_custom_object(
+                    "kopf.dev", "v1", "clusterkopfpeerings", {**body, "kind": "ClusterKopfPeering"}
+                )
+            )
+        for ns in namespaces:
+            creates.append(
+                lambda ns=ns: self.custom.create_namespaced_custom_object(
+                    "kopf.dev", "v1", ns, "kopfpeerings", {**body, "kind": "KopfPeering"}
+                )
+            )
+        for create in creates:
+            try:
+                create()
+            except ApiException as e:
+                if e.status != 409:
+                    raise
