@@ -117,3 +117,62 @@ def test_a_transformer_is_not_a_model(run_step: RunStep, tmp_path: Path) -> None
 def test_bad_config() -> None:
     with pytest.raises(ValidationError, match="tsk"):
         get_component("evaluate").config.model_validate({"tsk": "regression"})
+
+
+def test_calibration_slices_and_importance(
+    run_step: RunStep, tmp_path: Path, bc_models: dict[str, Path], breast_cancer_split: tuple[Path, Path]
+) -> None:
+    _, test = breast_cancer_split
+    frame = read_dataset(test)
+    frame["site"] = ["north" if i % 3 else "south" for i in range(len(frame))]  # a column the model never saw
+    write_dataset(frame, tmp_path / "test")
+    config = {"slices": ["mean radius", "site"], "importance": True, "importance_repeats": 2, "calibration_bins": 5}
+    metrics, _, report = _evaluate(run_step, tmp_path, bc_models["good"], tmp_path / "test", config)
+    calibration = report["calibration"]
+    assert calibration["kind"] == "positive-class" and calibration["brier"] == metrics["brier"] < 0.05
+    assert sum(b["count"] for b in calibration["bins"]) == 114 and len(calibration["bins"]) <= 5
+    assert all(0 <= b["lower"] <= b["mean_predicted"] <= b["upper"] <= 1 for b in calibration["bins"])
+    assert 0 <= calibration["expected_calibration_error"] < 0.1
+    radius = report["slices"]["mean radius"]
+    assert [s["kind"] for s in radius] == ["quantile"] * 4 and sum(s["n"] for s in radius) == 114
+    assert all(s["metrics"]["accuracy"] > 0.8 for s in radius)
+    site = {s["slice"]: s for s in report["slices"]["site"]}
+    assert set(site) == {"north", "south"} and site["south"]["n"] == 38 and site["north"]["kind"] == "value"
+    importance = report["importance"]
+    assert importance["scoring"] == "roc_auc" and len(importance["features"]) == 30
+    means = [f["mean"] for f in importance["features"]]
+    assert means == sorted(means, reverse=True) and means[0] > 0
+
+
+def test_slices_of_a_single_class_get_notes_and_missing_values_a_slice(
+    run_step: RunStep, tmp_path: Path, bc_models: dict[str, Path], breast_cancer_split: tuple[Path, Path]
+) -> None:
+    _, test = breast_cancer_split
+    frame = read_dataset(test)
+    frame["group"] = frame["target"].map({0: "a", 1: "b"}).where(frame.index % 10 != 0)
+    write_dataset(frame, tmp_path / "test")
+    _, _, report = _evaluate(run_step, tmp_path, bc_models["good"], tmp_path / "test", {"slices": ["group"]})
+    slices = {s["slice"]: s for s in report["slices"]["group"]}
+    assert set(slices) == {"a", "b", "missing"} and slices["missing"]["n"] == 12
+    assert "roc_auc" not in slices["a"]["metrics"] and "single class" in slices["a"]["notes"][0]
+
+
+def test_multiclass_calibration_is_top_label(run_step: RunStep, tmp_path: Path) -> None:
+    model, test = _model(run_step, tmp_path, "iris", "sklearn.linear_model.LogisticRegression", {})
+    _, _, report = _evaluate(run_step, tmp_path, model, test, {"importance": True, "importance_repeats": 2})
+    assert report["calibration"]["kind"] == "top-label" and report["importance"]["scoring"] == "accuracy"
+
+
+def test_regression_slices_and_importance(run_step: RunStep, tmp_path: Path) -> None:
+    model, test = _model(run_step, tmp_path, "diabetes", "sklearn.linear_model.Ridge", {})
+    _, _, report = _evaluate(run_step, tmp_path, model, test, {"slices": ["sex"], "importance": True})
+    assert "calibration" not in report and report["importance"]["scoring"] == "r2"
+    assert len(report["slices"]["sex"]) == 2 and all("rmse" in s["metrics"] for s in report["slices"]["sex"])
+
+
+def test_unknown_slice_column_is_named(
+    run_step: RunStep, tmp_path: Path, bc_models: dict[str, Path], breast_cancer_split: tuple[Path, Path]
+) -> None:
+    _, test = breast_cancer_split
+    with pytest.raises(ComponentError, match="slices: column 'region' is not in input 'test'"):
+        _evaluate(run_step, tmp_path, bc_models["good"], test, {"slices": ["region"]})

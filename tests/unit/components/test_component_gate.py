@@ -116,7 +116,9 @@ def test_a_metric_that_cannot_be_computed_is_never_blessed(
         run_step, tmp_path, bc_models, tmp_path / "ones", "good", {"thresholds": ROC, "on_reject": "record"}
     )
     assert metrics["blessed"] == 0.0
-    assert "roc_auc: the candidate's value could not be computed; the data holds a single class" in verdict["reasons"][0]
+    assert (
+        "roc_auc: the candidate's value could not be computed; the data holds a single class" in verdict["reasons"][0]
+    )
 
 
 @pytest.mark.parametrize(
@@ -158,5 +160,7 @@ def test_bad_inputs_name_what_is_wrong(
     models = {**bc_models, "narrow": tmp_path / "narrow"}
     fit_model(tmp_path / "narrow-train", None, models["narrow"], "sklearn.tree.DecisionTreeClassifier")
     write_dataset(read_dataset(test).drop(columns=["worst area"]), tmp_path / "no-worst-area")
-    with pytest.raises(ComponentError, match="baseline: model inputs: column 'worst area' is not in input 'evaluation'"):
+    with pytest.raises(
+        ComponentError, match="baseline: model inputs: column 'worst area' is not in input 'evaluation'"
+    ):
         _gate(run_step, tmp_path, models, tmp_path / "no-worst-area", "narrow", {}, baseline="good")
