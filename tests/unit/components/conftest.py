@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from conveyor.components.base import Metrics
+from conveyor.components.datasets import read_dataset, write_dataset
 from conveyor.components.registry import get_component
 
 RunStep = Callable[[str, Mapping[str, Any], Mapping[str, Path], Mapping[str, Path]], Metrics]
@@ -67,8 +68,6 @@ def bc_models(tmp_path_factory: pytest.TempPathFactory, breast_cancer_split: tup
     good: logistic regression (test ROC AUC ≈ 0.99); stump: a depth-1 tree (weaker, still useful);
     dummy: always the prior (ROC AUC 0.5); shuffled: a forest fitted on permuted labels (chance level).
     """
-    from conveyor.components.datasets import read_dataset, write_dataset  # noqa: PLC0415
-
     directory = tmp_path_factory.mktemp("bc-models")
     train, _ = breast_cancer_split
     transformer = directory / "transformer"

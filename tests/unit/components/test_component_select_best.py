@@ -152,6 +152,6 @@ def test_bad_inputs_name_what_is_wrong(
     ):
         _select(run_step, tmp_path, tree_trials, tmp_path / "narrow", {"metric": "roc_auc"})
     write_dataset(frame[frame["target"] == 0], tmp_path / "zeros")
-    with pytest.raises(ComponentError, match="metric: 'roc_auc' could not be computed for trial 0.*single class"):
+    with pytest.raises(ComponentError, match=r"metric: 'roc_auc' could not be computed for trial 0.*single class"):
         _select(run_step, tmp_path, tree_trials, tmp_path / "zeros", {"metric": "roc_auc"})
     assert not (tmp_path / "best").exists()
