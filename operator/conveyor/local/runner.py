@@ -41,8 +41,9 @@ from conveyor.core.planner import (
     finished,
     step_of,
 )
-from conveyor.core.status import item_statuses, step_statuses, units_of
-from conveyor.core.task import StoreConfig, TaskResult
+from conveyor.core.record import LOG_LIMIT_BYTES, log_document, record_document, run_record
+from conveyor.core.status import item_statuses, units_of
+from conveyor.core.task import StoreConfig, TaskResult, TaskSpec
 from conveyor.storage.cache import StoreCache
 from conveyor.storage.digest import sha256_file
 from conveyor.storage.local import LocalStore
@@ -136,6 +137,7 @@ class LocalRunner:
         log_path = self.run_dir / "logs" / f"{key}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = log_path.open("ab")
+        offset = log.tell()
         log.write(f"--- attempt {task.attempt} at {_now().isoformat()}\n".encode())
         log.flush()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -172,9 +174,24 @@ class LocalRunner:
                 result = TaskResult(ok=False, message=f"the step process exited with code {code} without a result")
             if not result.ok and not result_file.exists():  # the runtime itself died: show its log
                 result = result.model_copy(update={"message": _with_log_tail(result.message, log_path)})
+            self._archive_log(task, log_path, offset)
             self._events.put((key, result))
 
         threading.Thread(target=wait, name=f"wait-{key}", daemon=True).start()
+
+    def _archive_log(self, task: TaskSpec, log_path: Path, offset: int) -> None:
+        """Store this attempt's part of the step's log under the same name a cluster step uses, so one CLI reads
+        both (the runtime stored what it printed; this copy also has whatever it could not, like a crash)."""
+        try:
+            with log_path.open("rb") as f:
+                f.seek(offset)
+                data = f.read()
+            if len(data) > LOG_LIMIT_BYTES:
+                dropped = len(data) - LOG_LIMIT_BYTES
+                data = f"[... {dropped} earlier bytes dropped ...]\n".encode() + data[-LOG_LIMIT_BYTES:]
+            self.store.put_text(log_document(self.run_id, task.key, task.attempt), data.decode(errors="replace"))
+        except OSError:
+            pass  # the log stays on disk; the archive is a copy
 
     def _kill(self, key: str, reason: str) -> None:
         attempt = self._attempts.get(key)
@@ -276,42 +293,43 @@ class LocalRunner:
             self.on_update(self)
 
     def _write_record(self, plan: Plan, started_at: datetime, seconds: float, external: Mapping[str, str]) -> Path:
-        record = {
-            "apiVersion": "conveyor.dev/v1alpha1",
-            "kind": "RunRecord",
-            "runId": self.run_id,
-            "pipeline": self.pipeline_name,
-            "phase": plan.phase.value,
-            "reason": plan.reason,
-            "message": plan.message,
-            "startedAt": started_at.isoformat(),
-            "finishedAt": _now().isoformat(),
-            "seconds": round(seconds, 3),
-            "parameters": self.params,
-            "externalInputs": dict(external),
-            "environment": {
+        record = run_record(
+            run_id=self.run_id,
+            run_name=self.run_id,
+            namespace="local",
+            pipeline=self.pipeline_name,
+            spec=self.spec,
+            parameters=self.params,
+            code_version=__version__,
+            states=self.states,
+            phase=plan.phase,
+            reason=plan.reason,
+            message=plan.message,
+            started_at=started_at,
+            finished_at=_now(),
+            external_digests=external,
+            environment={
                 "conveyor": __version__,
                 "python": platform.python_version(),
                 "scikit-learn": _version_of("scikit-learn"),
                 "platform": platform.platform(),
             },
-            "steps": [
-                {**s.to_wire(), "log": str(self.logs[s.name]) if s.name in self.logs else None}
-                for s in step_statuses(self.order, self.states)
-            ],
-            "items": {
-                name: [
-                    {**u, "log": str(self.logs[str(u["key"])]) if u["key"] in self.logs else None}
-                    for u in item_statuses(self.states, name)
-                ]
-                for name in self.order
-                if units_of(self.states, name)
-            },
+        )
+        record["seconds"] = round(seconds, 3)
+        for step in record["steps"]:
+            step["log"] = str(self.logs[step["name"]]) if step["name"] in self.logs else None
+        record["items"] = {
+            name: [
+                {**u, "log": str(self.logs[str(u["key"])]) if u["key"] in self.logs else None}
+                for u in item_statuses(self.states, name)
+            ]
+            for name in self.order
+            if units_of(self.states, name)
         }
         path = self.run_dir / "record.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=2, default=str))
-        self.store.put_document(f"runs/{self.run_id}/record.json", record)
+        self.store.put_document(record_document(self.run_id), record)
         return path
 
 

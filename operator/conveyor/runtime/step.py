@@ -7,21 +7,26 @@ are uploaded only after the step succeeded, and a missing output fails the step 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections import deque
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
 from conveyor.api.run import ArtifactRef
+from conveyor.core.record import LOG_LIMIT_BYTES, log_document
 from conveyor.core.task import TaskInput, TaskResult, TaskSpec, result_document
 from conveyor.core.templates import TemplateError, render
 from conveyor.storage.digest import sha256_file
@@ -52,6 +57,113 @@ def with_tail(message: str) -> str:
         return message
     tail = "\n".join(line[:200] for line in TAIL)[-TAIL_CHARS:]
     return f"{message[:1500]}\n--- last log lines:\n{tail}"
+
+
+class LogArchive:
+    """The last `limit` bytes of everything the step printed, kept to be stored once it ends (the pod's own
+    log goes away with the pod). Memory stays bounded however much a step prints."""
+
+    def __init__(self, limit: int = LOG_LIMIT_BYTES) -> None:
+        self.limit = limit
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        with self._lock:
+            self._chunks.append(data)
+            self._size += len(data)
+            while self._chunks and self._size - len(self._chunks[0]) >= self.limit:
+                first = self._chunks.popleft()
+                self._size -= len(first)
+                self.dropped += len(first)
+
+    def text(self) -> str:
+        with self._lock:
+            data = b"".join(self._chunks)
+            dropped = self.dropped
+        if len(data) > self.limit:
+            dropped += len(data) - self.limit
+            data = data[-self.limit :]
+        if not dropped:
+            return data.decode(errors="replace")
+        head = f"[... {dropped} earlier bytes dropped: the archive keeps the last {self.limit} ...]\n"
+        return head + data.decode(errors="replace")
+
+
+class _TeeBytes(io.RawIOBase):
+    def __init__(self, original: Any, archive: LogArchive) -> None:
+        self.original, self.archive = original, archive
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        raw = bytes(data)
+        self.archive.write(raw)
+        self.original.write(raw)
+        return len(raw)
+
+    def flush(self) -> None:
+        self.original.flush()
+
+
+class _Tee(io.TextIOBase):
+    """A text stream writing both to the original stream and into the archive (`.buffer` for bytes)."""
+
+    def __init__(self, original: TextIO, archive: LogArchive) -> None:
+        self.original, self.archive = original, archive
+        self.buffer = _TeeBytes(original.buffer, archive)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.original.write(text)
+        self.archive.write(text.encode(errors="replace"))
+        return len(text)
+
+    def flush(self) -> None:
+        self.original.flush()
+
+    def isatty(self) -> bool:
+        return self.original.isatty()
+
+    def fileno(self) -> int:
+        return self.original.fileno()
+
+
+def archive_output() -> tuple[LogArchive, Any]:
+    """Tee sys.stdout and sys.stderr into a LogArchive; returns it and a function restoring the streams."""
+    archive = LogArchive()
+    saved = sys.stdout, sys.stderr
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.stdout = _Tee(saved[0], archive)
+    sys.stderr = _Tee(saved[1], archive)
+
+    def restore() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = saved
+
+    return archive, restore
+
+
+def store_log(store: ArtifactStore, task: TaskSpec, archive: LogArchive) -> None:
+    """Store the attempt's log; failing to is worth a warning, never a failed step."""
+    try:
+        store.put_text(log_document(task.run_id, task.key, task.attempt), archive.text())
+    except Exception as e:
+        log.warning("could not store the log of step %s: %s", task.key, e)
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    print(f"conveyor-step: terminated by signal {signum}", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)  # unwinds through `finally`, so the log is stored even when killed
 
 
 def _fetch_external(inp: TaskInput, dest: Path) -> None:
@@ -147,10 +259,15 @@ def _run_command(task: TaskSpec, workdir: Path, inputs: dict[str, Path], outputs
     except FileNotFoundError:
         raise StepFailed(f"command not found: {argv[0]!r}") from None
     assert proc.stdout is not None
-    for raw in proc.stdout:  # tee: the pod log gets everything, the failure message the tail
-        sys.stdout.buffer.write(raw)
-        sys.stdout.flush()
-        TAIL.append(raw.decode(errors="replace").rstrip("\n"))
+    try:
+        for raw in proc.stdout:  # tee: the pod log and the archive get everything, the failure message the tail
+            sys.stdout.buffer.write(raw)
+            sys.stdout.flush()
+            TAIL.append(raw.decode(errors="replace").rstrip("\n"))
+    except BaseException:  # terminated: do not leave the command running behind us
+        proc.kill()
+        proc.wait()
+        raise
     code = proc.wait()
     if code != 0:
         raise StepFailed(f"command exited with code {code}")
@@ -214,15 +331,24 @@ def write_result(result: TaskResult, result_file: Path | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`python -m conveyor.runtime TASK.json [--result FILE] [--workdir DIR]`, or the task in $CONVEYOR_TASK."""
     import argparse  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
-
-    from conveyor.storage.factory import open_store  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="conveyor-step", description=main.__doc__)
     parser.add_argument("task", nargs="?", help="task JSON file (default: $CONVEYOR_TASK holds the JSON)")
     parser.add_argument("--result", type=Path, help="write the TaskResult JSON here")
     parser.add_argument("--workdir", type=Path, help="scratch directory (default: a temporary one)")
     args = parser.parse_args(argv)
+    archive, restore = archive_output()
+    try:
+        return _main(args, parser, archive)
+    finally:
+        restore()
+
+
+def _main(args: Any, parser: Any, archive: LogArchive) -> int:
+    import tempfile  # noqa: PLC0415
+
+    from conveyor.storage.factory import open_store  # noqa: PLC0415
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
     tail_handler = _TailHandler(logging.WARNING)
     tail_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -237,15 +363,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"conveyor-step: invalid task: {e}", file=sys.stderr)
         return 2
     store = open_store(task.store)
-    if args.workdir:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        result = execute(task, store, args.workdir)
-    else:
-        with tempfile.TemporaryDirectory(prefix=f"conveyor-{task.step}-") as tmp:
-            result = execute(task, store, Path(tmp))
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
-        store.put_document(result_document(task.run_id, task.key, task.attempt), result.model_dump(mode="json"))
-    except Exception as e:
-        log.warning("could not store the result record: %s", e)
-    write_result(result, args.result)
+        if args.workdir:
+            args.workdir.mkdir(parents=True, exist_ok=True)
+            result = execute(task, store, args.workdir)
+        else:
+            with tempfile.TemporaryDirectory(prefix=f"conveyor-{task.step}-") as tmp:
+                result = execute(task, store, Path(tmp))
+        try:
+            store.put_document(result_document(task.run_id, task.key, task.attempt), result.model_dump(mode="json"))
+        except Exception as e:
+            log.warning("could not store the result record: %s", e)
+        write_result(result, args.result)
+    finally:
+        store_log(store, task, archive)
     return 0 if result.ok else 1
