@@ -158,7 +158,9 @@ def test_deployment_is_restricted_and_probed(helm: Helm) -> None:
     deployment = one(docs, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two standalone operators at once
+    assert "strategy" not in deployment["spec"]  # peering: a rolling update's new pod stands by until it leads
+    standalone = one(helm.template("conveyor", "conveyor-system", {"peering": {"name": ""}}), "Deployment")
+    assert standalone["spec"]["strategy"] == {"type": "Recreate"}  # never two standalone operators at once
     assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
     assert pod["securityContext"] == {
         "runAsNonRoot": True,
@@ -173,7 +175,7 @@ def test_deployment_is_restricted_and_probed(helm: Helm) -> None:
         "runAsNonRoot": True,
         "capabilities": {"drop": ["ALL"]},
     }
-    assert c["args"] == ["--standalone"]
+    assert "args" not in c  # the operator decides standalone or peering from CONVEYOR_PEERING
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
@@ -204,11 +206,16 @@ def test_deployment_sets_every_operator_setting(helm: Helm) -> None:
         },
         "metrics": {"port": 9090},
         "health": {"port": 9091},
+        "peering": {"name": "team-peer", "lifetimeSeconds": 30},
     }
     c = container(helm.template("conveyor", "conveyor-system", values))
     env = literal_env(c)
     settings = {k: v for k, v in env.items() if k.startswith("CONVEYOR_")}
-    assert sorted(settings) == sorted(f"CONVEYOR_{name.upper()}" for name in OperatorConfig.model_fields)
+    # A Deployment's replicas share one environment, so the per-replica priority stays unset (each draws its own).
+    per_replica = {"peering_priority"}
+    assert sorted(settings) == sorted(
+        f"CONVEYOR_{n.upper()}" for n in OperatorConfig.model_fields if n not in per_replica
+    )
     # The operator's own parser accepts what the chart renders, and reads back what was set.
     assert load_config(settings) == OperatorConfig(
         s3_endpoint="https://s3.example",
@@ -222,6 +229,8 @@ def test_deployment_sets_every_operator_setting(helm: Helm) -> None:
         resync_seconds=2.5,
         metrics_port=9090,
         health_port=9091,
+        peering="team-peer",
+        peering_lifetime_seconds=30,
     )
     from_secret = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
     assert from_secret == {
@@ -248,7 +257,9 @@ def test_no_credentials_secret_means_no_aws_variables(helm: Helm) -> None:
 
 BAD_VALUES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("replicas-string", {"replicas": "two"}, ["/replicas", "got string, want integer"]),
-    ("replicas-two", {"replicas": 2}, ["/replicas", "maximum"]),
+    ("replicas-without-peering", {"replicas": 2, "peering": {"name": ""}}, ["/replicas", "maximum"]),
+    ("replicas-negative", {"replicas": -1}, ["/replicas", "minimum"]),
+    ("peering-lifetime", {"peering": {"lifetimeSeconds": 1}}, ["/peering/lifetimeSeconds", "minimum"]),
     ("unknown-top-level", {"replicaCount": 1}, ["additional properties 'replicaCount' not allowed"]),
     ("unknown-nested", {"image": {"tagg": "x"}}, ["/image", "additional properties 'tagg' not allowed"]),
     ("pull-policy", {"image": {"pullPolicy": "Sometimes"}}, ["/image/pullPolicy"]),
@@ -455,9 +466,10 @@ def rules_of(*roles: dict[str, Any]) -> set[Triple]:
     return out
 
 
+@pytest.mark.parametrize("peering", ["conveyor", ""], ids=["peering", "standalone"])
 @pytest.mark.parametrize("watch", [[], ["team-a", "team-b"]], ids=["cluster-wide", "namespaced"])
-def test_rbac_grants_exactly_what_the_code_uses(helm: Helm, watch: list[str]) -> None:
-    docs = helm.template("conveyor", "conveyor-system", {"watchNamespaces": watch})
+def test_rbac_grants_exactly_what_the_code_uses(helm: Helm, watch: list[str], peering: str) -> None:
+    docs = helm.template("conveyor", "conveyor-system", {"watchNamespaces": watch, "peering": {"name": peering}})
     roles = [d for d in docs if d["kind"] in ("ClusterRole", "Role")]
     granted = rules_of(*roles)
     assert not [t for t in granted if "*" in t], "wildcards in the chart's RBAC"
@@ -467,7 +479,12 @@ def test_rbac_grants_exactly_what_the_code_uses(helm: Helm, watch: list[str]) ->
     framework = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
     if watch:
         framework |= {("", "namespaces", v) for v in ("list", "watch")}
-    expected = client_permissions() | kopf_permissions() | framework
+    # kopf peering (kopf._core.engines.peering): watched and patched; the operator creates it
+    # (Cluster.ensure_peering): a ClusterKopfPeering cluster-wide, else a KopfPeering per namespace.
+    peerings = {"kopfpeerings" if watch else "clusterkopfpeerings"} if peering else set()
+    framework |= {("kopf.dev", p, v) for p in peerings for v in ("list", "patch", "watch")}
+    client = {t for t in client_permissions() if t[0] != "kopf.dev" or t[1] in peerings}
+    expected = client | kopf_permissions() | framework
     assert granted == expected, f"missing: {sorted(expected - granted)}; not used: {sorted(granted - expected)}"
 
     # As of this writing the scan yields this set (conveyor/kube/cluster.py, controller/main.py):
@@ -480,7 +497,7 @@ def test_rbac_grants_exactly_what_the_code_uses(helm: Helm, watch: list[str]) ->
         (GROUP, "modeldeployments", "watch"),
         (GROUP, "modeldeployments/status", "patch"),
     }
-    assert {t for t in expected if t[0] != GROUP} - framework == {
+    assert {t for t in expected if t[0] not in (GROUP, "kopf.dev")} - framework == {
         ("batch", "jobs", v) for v in ("create", "delete", "list", "watch")
     } | {("", "pods", "list"), ("", "events", "create")}
 
@@ -522,6 +539,8 @@ def test_rendered_manifests_pass_a_server_side_dry_run(
             },
         },
         {"metrics": {"enabled": False}, "artifacts": {"credentials": {"secretName": ""}}, "replicas": 0},
+        {"replicas": 3, "peering": {"lifetimeSeconds": 30}},
+        {"peering": {"name": ""}, "operator": {"verbose": True}},
     ]
     for i, values in enumerate(variants):
         text = helm.template_text(f"dry{i}", namespace, values)
@@ -547,7 +566,7 @@ def test_install_dry_run_prints_what_to_do_next(
     assert f"kubectl -n {namespace} create secret generic conveyor-artifacts" in notes  # the chart did not create it
     assert "kubectl -n <namespace> create secret generic conveyor-artifacts" in notes  # step pods need it per namespace
     assert 'bucket "conveyor" at\n   http://minio:9000' in notes
-    assert "kopf peering for high availability is not wired yet" in notes
+    assert 'peer through kopf peering "conveyor"' in notes
 
 
 # ------------------------------------------------------------------ the operator as the chart's ServiceAccount
@@ -642,7 +661,9 @@ def test_operator_runs_a_container_step_as_the_charts_service_account(
     )
     assert env["CONVEYOR_NAMESPACES"] == json.dumps([namespace]).replace(" ", "")
     log_path = control_plane.log_dir / f"operator-chart-{namespace}.log"
-    operator = ServerProcess("operator (chart ServiceAccount)", [*operator_entrypoint(), *c["args"]], log_path, env=env)
+    operator = ServerProcess(
+        "operator (chart ServiceAccount)", [*operator_entrypoint(), *c.get("args", [])], log_path, env=env
+    )
     operator.start()
     try:
 
@@ -687,6 +708,9 @@ def test_operator_runs_a_container_step_as_the_charts_service_account(
         log = log_path.read_text(errors="replace")
         denied = [line for line in log.splitlines() if "403" in line or "forbidden" in line.lower()]
         assert not denied, "\n".join(denied[:20])
+        # It ran with peering (the chart's default), through the KopfPeering it created in the watched namespace.
+        peerings: Any = custom.list_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings")
+        assert [p["metadata"]["name"] for p in peerings["items"]] == ["conveyor"]
         # Events were posted under the ServiceAccount (events create).
         events = k8s_client.CoreV1Api(api).list_namespaced_event(namespace, field_selector="involvedObject.name=hello")
         assert {e.reason for e in events.items} >= {"Started"}, [e.reason for e in events.items]
