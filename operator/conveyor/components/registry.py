@@ -23,6 +23,7 @@ _MODULES: dict[str, str] = {
     "select-best": "conveyor.components.select_best",
     "gate": "conveyor.components.gate",
     "batch-predict": "conveyor.components.batch_predict",
+    "export": "conveyor.components.export",
 }
 
 

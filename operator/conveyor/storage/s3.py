@@ -143,3 +143,55 @@ class S3Store:
                 return None
             raise
         return bytes(body).decode()
+
+
+def download_object(uri: str, dest: Path, endpoint: str | None = None, max_bytes: int | None = None) -> int:
+    """Download `s3://bucket/key` (any object, not a content-addressed artifact) to `dest`; return its size.
+
+    For reading external data (the `ingest` component). The size is checked against `max_bytes` before
+    any byte is transferred; the file appears at `dest` only when complete. A missing object is
+    ArtifactMissing, an unreachable or refusing endpoint StoreUnavailable, an object over the limit a
+    ValueError; no message names credentials.
+    """
+    scheme, _, rest = uri.partition("://")
+    bucket, _, key = rest.partition("/")
+    if scheme != "s3" or not bucket or not key:
+        raise ValueError(f"not an S3 object URI (s3://bucket/key): {uri!r}")
+    # A session of its own: credentials are read from the environment now, not from boto3's default
+    # session, which keeps whatever it resolved first for the life of the process.
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        config=Config(
+            retries={"max_attempts": 5, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+            s3={"addressing_style": "path"},
+        ),
+    )
+    store = S3Store(bucket, client=client)
+    try:
+        try:
+            size = int(store.client.head_object(Bucket=bucket, Key=key)["ContentLength"])
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in _NOT_FOUND:
+                raise ArtifactMissing(f"no object at {uri}") from None
+            raise
+        if max_bytes is not None and size > max_bytes:
+            raise ValueError(f"{uri} is {size} bytes, over the limit of {max_bytes} bytes")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", delete=False) as tmp:
+            tmp_path = Path(tmp.name)
+        try:
+            store.client.download_file(bucket, key, str(tmp_path))
+            tmp_path.replace(dest)
+        finally:
+            tmp_path.unlink(missing_ok=True)
+    except BotoCoreError as e:
+        raise StoreUnavailable(f"s3://{bucket} unreachable: {type(e).__name__}: {e}") from None
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "?")
+        raise StoreUnavailable(f"s3://{bucket} answered {code} for {uri}") from None
+    finally:
+        store.client.close()
+    return size

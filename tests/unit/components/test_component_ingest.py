@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 from conveyor.components.base import ComponentError, Metrics
 from conveyor.components.datasets import read_dataset
 from conveyor.components.registry import get_component
+from conveyor.storage.digest import sha256_file
 
 RunStep = Callable[..., Metrics]
 
@@ -82,8 +84,8 @@ def test_fetched_input_without_suffix_is_sniffed(run_step: RunStep, tmp_path: Pa
 @pytest.mark.parametrize(
     ("source", "content", "message"),
     [
-        ("s3://bucket/data.csv", None, r"scheme 's3://' is not supported yet"),
-        ("https://example.org/data.csv", None, r"scheme 'https://' is not supported yet"),
+        ("http://example.org/data.csv", None, r"plain http:// is allowed only for loopback hosts, not 'example.org'"),
+        ("http://10.0.0.1/data.csv", None, r"plain http:// is allowed only for loopback hosts"),
         ("sklearn://titanic", None, r"unknown scikit-learn dataset 'titanic'.*breast_cancer"),
         ("data.csv", None, r"source: 'data.csv' is not a URI"),
         ("file://{dir}/absent.csv", None, r"source: no file at"),
@@ -110,3 +112,72 @@ def test_source_and_data_are_exclusive(run_step: RunStep, tmp_path: Path) -> Non
 def test_config_typo_names_the_key() -> None:
     with pytest.raises(ValidationError, match="sorce"):
         get_component("ingest").config.model_validate({"sorce": "sklearn://iris"})
+
+
+def test_report_records_source_digest_rows_and_schema(run_step: RunStep, tmp_path: Path) -> None:
+    source = tmp_path / "data.csv"
+    FRAME.to_csv(source, index=False)
+    out, report_path = tmp_path / "dataset.parquet", tmp_path / "report.json"
+    run_step("ingest", {"source": f"file://{source}"}, {}, {"dataset": out, "report": report_path})
+    report = json.loads(report_path.read_text())
+    assert report["format"] == "conveyor.ingest-report/v1"
+    assert report["source"] == {
+        "uri": f"file://{source}",
+        "sha256": sha256_file(source),
+        "bytes": source.stat().st_size,
+    }
+    assert (report["rows"], report["columns"]) == (3, 3)
+    assert [(c["name"], c["dtype"], c["arrow_type"], c["missing"]) for c in report["schema"]] == [
+        ("x", "float64", "double", 1),
+        ("colour", str(FRAME["colour"].dtype), "large_string", 0),
+        ("n", "int64", "int64", 0),
+    ]
+    again = tmp_path / "again.json"
+    run_step("ingest", {"source": f"file://{source}"}, {}, {"dataset": tmp_path / "b.parquet", "report": again})
+    assert again.read_bytes() == report_path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"source": "ftp://host/data.csv"}, r"scheme 'ftp://' is not supported"),
+        ({"source": "https://user:secret@host/data.csv"}, r"holds credentials"),
+        ({"sql": {"url": "postgresql://reader:secret@db/sales", "table": "t"}}, r"holds a password"),
+        ({"sql": {"url": "postgresql://reader@db/sales"}}, r"exactly one of 'query' or 'table'"),
+        ({"sql": {"url": "postgresql://reader@db/sales", "table": "t", "query": "select 1"}}, r"exactly one"),
+        ({"sql": {"url": "not a url", "table": "t"}}, r"not an SQLAlchemy URL"),
+        ({"source": "sklearn://iris", "sql": {"url": "sqlite://", "table": "t"}}, r"'source' or 'sql', not both"),
+        ({"source": "sklearn://iris", "max_bytes": 0}, r"max_bytes"),
+    ],
+)
+def test_config_rejections_name_the_problem(config: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        get_component("ingest").config.model_validate(config)
+
+
+def test_sql_from_sqlite(run_step: RunStep, tmp_path: Path) -> None:
+    """The SQL path end to end on an in-process database; PostgreSQL is tested in tests/integration."""
+    import sqlite3
+
+    db = tmp_path / "db.sqlite"
+    with sqlite3.connect(db) as connection:
+        connection.execute("create table t (id integer, score real, name text)")
+        connection.executemany("insert into t values (?, ?, ?)", [(2, 0.5, "b"), (1, None, "a")])
+    connection.close()
+    out = tmp_path / "dataset.parquet"
+    sql = {"url": f"sqlite:///{db}", "query": "select * from t order by id"}
+    assert run_step("ingest", {"sql": sql}, {}, {"dataset": out}) == {"rows": 2, "columns": 3}
+    frame = read_dataset(out)
+    assert frame["id"].tolist() == [1, 2]
+    assert frame["name"].tolist() == ["a", "b"]
+    run_step("ingest", {"sql": {"url": f"sqlite:///{db}", "table": "t"}}, {}, {"dataset": out})
+    assert sorted(read_dataset(out)["id"].tolist()) == [1, 2]
+    with pytest.raises(
+        ComponentError, match=r"sql: reading from sqlite:///.* failed: OperationalError: no such table: nope"
+    ):
+        run_step("ingest", {"sql": {"url": f"sqlite:///{db}", "query": "select * from nope"}}, {}, {"dataset": out})
+    with pytest.raises(ComponentError, match=r"sql.table: .*nope"):
+        run_step("ingest", {"sql": {"url": f"sqlite:///{db}", "table": "nope"}}, {}, {"dataset": out})
+    with pytest.raises(ComponentError, match=r"sql.password_env: the environment variable 'CONVEYOR_TEST_UNSET_PW'"):
+        sql = {"url": f"sqlite:///{db}", "table": "t", "password_env": "CONVEYOR_TEST_UNSET_PW"}
+        run_step("ingest", {"sql": sql}, {}, {"dataset": out})

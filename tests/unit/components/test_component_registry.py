@@ -11,7 +11,18 @@ import pytest
 from conveyor.components.base import Component, ComponentConfig
 from conveyor.components.registry import UnknownComponentError, component_names, get_component
 
-EXPECTED = ["batch-predict", "evaluate", "gate", "ingest", "preprocess", "select-best", "split", "train", "validate"]
+EXPECTED = [
+    "batch-predict",
+    "evaluate",
+    "export",
+    "gate",
+    "ingest",
+    "preprocess",
+    "select-best",
+    "split",
+    "train",
+    "validate",
+]
 
 
 def test_component_names_lists_every_builtin() -> None:
