@@ -55,7 +55,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def _unfinished(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") not in ("Succeeded", "Failed", "Cancelled")
+    """Not finished, or finished without its record stored yet (the store was down when it finished)."""
+    done = status.get("phase") in ("Succeeded", "Failed", "Cancelled")
+    return not done or (bool(status.get("startedAt")) and not status.get("recordUri"))
 
 
 @kopf.on.event(GROUP, VERSION, "runs")

@@ -36,6 +36,7 @@ from conveyor.core.planner import (
     finished,
     step_of,
 )
+from conveyor.core.record import record_document, run_record
 from conveyor.core.status import (
     progress,
     set_condition,
@@ -195,6 +196,8 @@ class RunReconciler:
         run = Run.model_validate(body)
         old_status = run.status or RunStatus()
         if old_status.phase in DONE:
+            if old_status.record_uri is None and old_status.started_at is not None:
+                return self._record_again(body, run, old_status)
             return None
         now = self.clock()
         generation = body["metadata"].get("generation")
@@ -262,14 +265,70 @@ class RunReconciler:
                 ),
             }
         )
+        record_uri = self._write_record(body, resolved, status, states) if plan.done else None
+        if record_uri is not None:
+            status = status.model_copy(update={"record_uri": record_uri})
         self._write_status(body, old_status, status)
         self._events(body, old_status, plan, finished_now)
         if plan.done:
-            return None
+            return None if record_uri is not None else self.config.resync_seconds
         wait = self.config.resync_seconds
         if plan.wake_at is not None:
             wait = min(wait, max(0.5, (plan.wake_at - self.clock()).total_seconds()))
         return wait
+
+    # ------------------------------------------------------------------ the run record
+
+    def _write_record(
+        self, body: dict[str, Any], resolved: Resolved, status: RunStatus, states: Mapping[str, StepState]
+    ) -> str | None:
+        """Store the finished Run's record; None when the store failed (the next pass tries again)."""
+        meta = body["metadata"]
+        succeeded = next((c for c in status.conditions if c.type == "Succeeded"), None)
+        record = run_record(
+            run_id=meta["uid"],
+            run_name=meta["name"],
+            namespace=meta["namespace"],
+            pipeline=resolved.pipeline_name,
+            spec=resolved.spec,
+            parameters=resolved.params,
+            code_version=__version__,
+            states=states,
+            phase=status.phase,
+            reason=succeeded.reason if succeeded else "",
+            message=succeeded.message if succeeded else "",
+            started_at=status.started_at,
+            finished_at=status.finished_at,
+            step_image=self.config.step_image,
+        )
+        try:
+            uri = self.store.put_document(record_document(meta["uid"]), record)
+        except (StoreUnavailable, OSError) as e:
+            log.warning("could not store the record of run %s/%s, will retry: %s", meta["namespace"], meta["name"], e)
+            return None
+        log.info("stored the record of run %s/%s at %s", meta["namespace"], meta["name"], uri)
+        return uri
+
+    def _record_again(self, body: dict[str, Any], run: Run, status: RunStatus) -> float | None:
+        """A finished Run whose record could not be stored when it finished: store it from its final status."""
+        meta = body["metadata"]
+        try:
+            resolved = self._resolve(run, meta["namespace"])
+        except SpecProblem as p:
+            log.warning("cannot record run %s/%s: %s", meta["namespace"], meta["name"], p.message)
+            return None
+        states = states_from_status(status.steps)
+        if any(s.for_each for s in resolved.spec.steps):
+            try:
+                states.update(self._load_units(meta["uid"]))
+            except StoreUnavailable as e:
+                log.warning("could not read the items of run %s/%s, will retry: %s", meta["namespace"], meta["name"], e)
+                return self.config.resync_seconds
+        uri = self._write_record(body, resolved, status, states)
+        if uri is None:
+            return self.config.resync_seconds
+        self.cluster.patch_status("runs", meta["namespace"], meta["name"], {"recordUri": uri})
+        return None
 
     def _concurrency(self, namespace: str, name: str, pipeline: str, limit: int) -> tuple[bool, int]:
         slots = []
