@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub)
 
+    from conveyor.cli.records import add_commands as add_record_commands  # noqa: PLC0415
+
+    add_record_commands(sub)
+
     comps = sub.add_parser("components", help="list the built-in components")
     comps.add_argument("--json", action="store_true")
     comps.set_defaults(func=cmd_components)

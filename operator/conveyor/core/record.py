@@ -94,7 +94,7 @@ def _seconds(state: StepState) -> float | None:
     return round((state.finished_at - state.started_at).total_seconds(), 3)
 
 
-def _log_documents(run_id: str, states: Mapping[str, StepState], name: str) -> list[str]:
+def log_documents(run_id: str, states: Mapping[str, StepState], name: str) -> list[str]:
     """Every attempt's archived log of a step (or of each of its items, in item order)."""
     keyed = units_of(states, name) or [(name, states.get(name, StepState()))]
     return [log_document(run_id, key, n) for key, s in keyed for n in range(1, s.attempts + 1)]
@@ -136,7 +136,7 @@ def run_record(
                 "image": step.container.image if step.container is not None else step_image,
                 "component": step.uses,
                 "seconds": _seconds(state),
-                "logs": _log_documents(run_id, states, status.name),
+                "logs": log_documents(run_id, states, status.name),
             }
         )
         if step.for_each is not None:

@@ -110,6 +110,12 @@ class Cluster:
         items: list[dict[str, Any]] = json.loads(resp.data)["items"]
         return items
 
+    def list_custom(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        """Every object of a Conveyor kind in a namespace, as plain JSON (for `conveyor get`)."""
+        resp: Any = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, _preload_content=False)
+        items: list[dict[str, Any]] = json.loads(resp.data)["items"]
+        return items
+
     # ---------------------------------------------------------- writing
 
     def create_job(self, job: dict[str, Any]) -> bool:
