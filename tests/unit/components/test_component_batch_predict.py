@@ -25,7 +25,7 @@ def _predict(run_step: RunStep, tmp_path: Path, model: Path, dataset: Path, conf
     )
 
 
-@pytest.mark.parametrize(("chunk_rows", "chunks"), [(100, 6), (569, 1), (100_000, 1), (1, 569)])
+@pytest.mark.parametrize(("chunk_rows", "chunks"), [(100, 6), (64, 9), (569, 1), (100_000, 1)])
 def test_classifier_predictions_match_one_call_chunk_by_chunk(
     run_step: RunStep,
     tmp_path: Path,
