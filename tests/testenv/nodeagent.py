@@ -604,7 +604,16 @@ class PodRunner(threading.Thread):
         for mount_path, local in self._mounts(c):
             pattern = r"(?<![\w.-])" + re.escape(mount_path) + r"(?=/|$|[^\w.-])"
             dest = str(local)
-            text = re.sub(pattern, lambda _m: dest, text)  # noqa: B023 (used at once, inside the loop)
+
+            def rewrite(m: re.Match[str], dest: str = dest) -> str:
+                # A longer path below the mount that exists on this machine (the test's own Python,
+                # when the checkout lives under /tmp) is a host path, not a file in the empty volume.
+                rest = re.match(r"/[^\s'\"]+", m.string[m.end() :])
+                if rest and Path(m.group(0) + rest.group(0)).exists():
+                    return m.group(0)
+                return dest
+
+            text = re.sub(pattern, rewrite, text)
         return text
 
     def _prepare_volumes(self, c: Container) -> None:
