@@ -18,8 +18,9 @@ install: $(STAMP) ## the package and its development tools, in .venv
 example: install ## run the breast-cancer example on the local runner and print its metrics
 	$(BIN)/conveyor run examples/breast-cancer/pipeline.yaml
 
-testenv: ## build etcd, kube-*, kubectl, kwok, MinIO and helm into the cache (skips what is built)
+testenv: ## build etcd, kube-*, kubectl, kwok, MinIO and helm into the cache; PostgreSQL from packages (skips what exists)
 	hack/install-testenv.sh
+	hack/install-postgres.sh
 
 lint: install ## ruff and mypy (strict on the package)
 	$(BIN)/ruff check operator tests $(wildcard bench)
