@@ -430,3 +430,18 @@ def test_approved_step_runs_and_rejected_step_fails() -> None:
     no = {"b": StepApproval(step="b", decision=Decision.REJECT, by="ana", comment="AUC too low")}
     plan = planner(approval_spec()).plan(waiting, NOW, cache={}, approvals=no)
     assert plan.phase is RunPhase.FAILED and "rejected by ana: AUC too low" in plan.message
+
+
+@pytest.mark.parametrize(
+    ("source", "hit"),
+    [("sklearn://iris", True), ("https://example.org/data.csv", False), ("s3://bucket/data.parquet", False)],
+)
+def test_steps_reading_the_outside_world_are_never_cache_hits(source: str, hit: bool) -> None:
+    """The same URL can serve new data under the same key; the output digest protects what follows."""
+    s = PipelineSpec.model_validate({"steps": [{"name": "ingest", "uses": "ingest", "with": {"source": source}}]})
+    p = planner(s)
+    (launch,) = p.plan({}, NOW, cache={}).actions
+    assert isinstance(launch, Launch)
+    entry = CacheEntry(launch.task.cache_key, (ArtifactRef(name="dataset", uri="u", digest=D),), {})
+    plan = p.plan({}, NOW, cache={launch.task.cache_key: entry})
+    assert kinds(plan) == ([("ReuseCached", "ingest")] if hit else [("Launch", "ingest")])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -41,3 +42,7 @@ class Component:
     optional_inputs: frozenset[str] = field(default_factory=frozenset)
     outputs: frozenset[str] = field(default_factory=frozenset)
     description: str = ""
+    reads_outside_world: Callable[[Mapping[str, Any]], bool] = field(default=lambda _config: False)
+    """Whether a step with this (resolved) configuration reads data that its inputs do not pin down (a URL,
+    a bucket, a database): such a step is never served from the cache, since the same key could name changed
+    content. Its outputs are content-addressed, so unchanged data still gives cache hits downstream."""

@@ -139,6 +139,10 @@ COMPONENT = Component(
     run=run,
     optional_inputs=frozenset({"data"}),
     outputs=frozenset({"dataset", "report"}),
+    # Only the datasets scikit-learn ships are pinned by the configuration; a URL, bucket or query is not.
+    reads_outside_world=lambda config: (
+        config.get("sql") is not None or not str(config.get("source") or "sklearn://").startswith("sklearn://")
+    ),
     description=(
         "Load a dataset (scikit-learn sample data, a local, S3 or HTTPS CSV/Parquet/JSON-lines file, or an SQL "
         "query) as Parquet, with a report of its rows and schema."

@@ -257,6 +257,18 @@ class _Budget:
 # ---------------------------------------------------------------- the planner
 
 
+def _reads_outside_world(step: Step, template: Mapping[str, Any]) -> bool:
+    """A component step whose configuration names data outside its inputs (a URL, a query) is never a cache hit."""
+    if step.uses is None:
+        return False
+    from conveyor.components.registry import UnknownComponentError, get_component  # noqa: PLC0415
+
+    try:
+        return get_component(step.uses).reads_outside_world(template.get("with", {}))
+    except UnknownComponentError:
+        return False
+
+
 def _evaluate_when(expression: str, params: Mapping[str, Any], states: Mapping[str, StepState]) -> bool:
     import cel  # noqa: PLC0415 - only needed for steps with conditions
 
@@ -511,7 +523,7 @@ class RunPlanner:
             item=item,
             code_version=self.context.code_version,
         )
-        if step.cache.enabled and st.attempts == 0 and ck in cache:
+        if step.cache.enabled and st.attempts == 0 and not _reads_outside_world(step, template) and ck in cache:
             self._decide(progressed, actions, ReuseCached(name, cache[ck], key), now)
             return
         if budget.slots <= 0:
