@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 import test_operator
 from kubernetes import client as k8s_client
-from test_operator import Operator, create, run_body, wait_done
+from test_operator import Operator, create, get_run, run_body, wait_done
 
 from testenv.controlplane import ControlPlane
-from testenv.minio import S3Endpoint
+from testenv.minio import MinioServer, S3Endpoint
 from testenv.processes import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -127,3 +130,50 @@ def test_record_in_the_store_and_logs_after_the_pods_are_gone(
     assert "≠" in rows["rows"] and "≠" in rows["measure.bytes"] and "7" in rows["measure.bytes"]
     missing = cli(control_plane, minio, "lineage", "nope", "-n", ns)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_record_written_once_the_store_is_back(
+    api: k8s_client.ApiClient, ns: str, operator: Operator, minio_server: MinioServer
+) -> None:
+    """The store is down when a Run finishes: its final status is kept without recordUri, and the record is
+    stored (and recordUri set) on a later pass once the store is back."""
+    # Not under /tmp: step pods mount an emptyDir there, and the node agent maps it to a pod directory.
+    marker_dir = Path(tempfile.mkdtemp(prefix="conveyor-record-", dir="/var/tmp"))
+    started = marker_dir / "started"
+    step = py_step("wait", f"import time, pathlib; pathlib.Path({str(started)!r}).touch(); time.sleep(4)")
+    step["cache"] = {"enabled": False}  # a cache entry would need the store before the Run could finish
+    create(
+        api,
+        ns,
+        "pipelines",
+        {
+            "apiVersion": "conveyor.dev/v1alpha1",
+            "kind": "Pipeline",
+            "metadata": {"name": "late-record"},
+            "spec": {"steps": [step]},
+        },
+    )
+    create(api, ns, "runs", run_body("late", "late-record"))
+    wait_until(started.exists, timeout=60, what="the step to start")
+    minio_server.outage()
+    try:
+        run = wait_done(api, ns, "late", operator, timeout=180)
+        assert run["status"]["phase"] == "Succeeded", run["status"]
+        assert "recordUri" not in run["status"]
+        assert "could not store the record of run" in operator.log()
+    finally:
+        minio_server.recover()
+        shutil.rmtree(marker_dir)
+
+    def record_uri() -> str | None:
+        return get_run(api, ns, "late")["status"].get("recordUri")  # type: ignore[no-any-return]
+
+    uri = wait_until(record_uri, timeout=90, what="the record to be stored after the outage")
+    assert uri == f"s3://{minio_server.bucket}/docs/runs/{run['metadata']['uid']}/record.json"
+    s3 = minio_server.endpoint.client()
+    try:
+        record = json.loads(s3.get_object(Bucket=minio_server.bucket, Key=str(uri).split("/", 3)[3])["Body"].read())
+    finally:
+        s3.close()
+    assert record["phase"] == "Succeeded" and record["finishedAt"] is not None
+    assert record["steps"][0]["attempts"] == 1
