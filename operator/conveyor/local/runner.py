@@ -201,7 +201,9 @@ class LocalRunner:
             attempt.kill_reason = reason
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(attempt.process.pid, signal.SIGTERM)
-            threading.Timer(10, self._kill_hard, args=(attempt,)).start()
+            hard = threading.Timer(10, self._kill_hard, args=(attempt,))
+            hard.daemon = True  # never keeps `conveyor run` alive after the run has finished
+            hard.start()
 
     @staticmethod
     def _kill_hard(attempt: _Attempt) -> None:
