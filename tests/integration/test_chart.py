@@ -553,6 +553,42 @@ def test_rendered_manifests_pass_a_server_side_dry_run(
         assert len(applied) == len([d for d in yaml.safe_load_all(text) if d]), done.stdout
 
 
+def test_dashboard_configmap_renders_and_passes_a_server_side_dry_run(
+    helm: Helm, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    assert all(d["kind"] != "ConfigMap" for d in helm.template("conveyor", namespace))  # off by default
+    # The dashboard filters on the Run namespace the series carry: the ServiceMonitor keeps that label
+    # instead of Prometheus renaming it exported_namespace in favour of the target's namespace.
+    monitor = one(
+        helm.template("conveyor", namespace, {"metrics": {"serviceMonitor": {"enabled": True}}}), "ServiceMonitor"
+    )
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
+    variants: list[dict[str, Any]] = [
+        {"dashboards": {"enabled": True}},
+        {
+            "dashboards": {
+                "enabled": True,
+                "label": "example.com/dashboard",
+                "labelValue": "conveyor",
+                "annotations": {"grafana_folder": "Conveyor"},
+            }
+        },
+    ]
+    for i, values in enumerate(variants):
+        text = helm.template_text(f"dash{i}", namespace, values)
+        configmap = one([d for d in yaml.safe_load_all(text) if d], "ConfigMap")
+        label = values["dashboards"].get("label", "grafana_dashboard")
+        assert configmap["metadata"]["labels"][label] == values["dashboards"].get("labelValue", "1")
+        assert configmap["metadata"].get("annotations") == values["dashboards"].get("annotations")
+        # The very file in the chart's dashboards/, byte for byte (the JSON is not templated).
+        assert configmap["data"]["conveyor.json"] == (CHART / "dashboards" / "conveyor.json").read_text().rstrip("\n")
+        manifest = tmp_path / f"dashboards-{i}.yaml"
+        manifest.write_text(text)
+        done = control_plane.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(manifest), check=False)
+        assert done.returncode == 0, f"variant {values}:\n{done.stderr}"
+        assert f"configmap/dash{i}-conveyor-dashboards created (server dry run)" in done.stdout, done.stdout
+
+
 def test_install_dry_run_prints_what_to_do_next(
     helm: Helm, control_plane: ControlPlane, install_crds: list[str], namespace: str
 ) -> None:
