@@ -1,8 +1,10 @@
-"""The work of the `evaluate` component (the contract is `conveyor.components.evaluate`): load, predict, score."""
+"""The work of the `evaluate` component (the contract is `conveyor.components.evaluate`): load, predict, score, plot."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import base64
+import html
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +12,9 @@ import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 from sklearn.inspection import permutation_importance
 
+from conveyor.components import _plots
 from conveyor.components._scoring import Scored, score_model, score_subset
-from conveyor.components.atomic import write_json
+from conveyor.components.atomic import atomic_output, write_json
 from conveyor.components.base import Metrics
 from conveyor.components.datasets import read_dataset, require_columns
 from conveyor.components.evaluate import EvaluateConfig
@@ -108,8 +111,88 @@ def _importance(model: Any, scored: Scored, config: EvaluateConfig) -> dict[str,
     return {"scoring": scoring, "repeats": config.importance_repeats, "seed": config.seed, "features": features}
 
 
+def _plots_of(model: Any, scored: Scored, report: Mapping[str, Any]) -> tuple[list[_plots.Plot], list[str]]:
+    if scored.task == "classification":
+        confusion = np.asarray(report["confusion_matrix"])
+        return _plots.render(
+            _plots.classification_plots, model, scored.x, scored.y.to_numpy(), confusion, report["calibration"]
+        )
+    y_pred = np.asarray(model.predict(scored.x), dtype=float)
+    return _plots.render(_plots.regression_plots, scored.y.to_numpy(dtype=float), y_pred), []
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5rem; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25rem 0.75rem; text-align: left; }}
+td.number {{ text-align: right; font-variant-numeric: tabular-nums; }}
+figure {{ margin: 0 0 2rem 0; }}
+img {{ max-width: 100%; }}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+{sections}
+</body>
+</html>
+"""
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f'<td class="number">{value:.6g}</td>'
+        if isinstance(value, int):
+            return f'<td class="number">{value}</td>'
+        return f"<td>{html.escape(str(value))}</td>"
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "\n".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
+    return f"<table>\n<tr>{head}</tr>\n{body}\n</table>"
+
+
+def render_html(report: Mapping[str, Any], plots: Sequence[_plots.Plot], notes: Sequence[str]) -> str:
+    """One self-contained page: what was evaluated, the metrics, per-class scores, notes and the plots inline."""
+    about = [
+        ("task", report["task"]),
+        ("label", report["label"]),
+        ("estimator", report["estimator"] or "unknown"),
+        ("rows", int(report["metrics"]["rows"])),
+    ]
+    metrics = [(k, v) for k, v in sorted(report["metrics"].items()) if k != "rows"]
+    sections = [_table(["", ""], about), "<h2>Metrics</h2>", _table(["metric", "value"], metrics)]
+    per_class = report.get("per_class")
+    if per_class:
+        rows = [
+            (name, s["precision"], s["recall"], s["f1-score"], int(s["support"]))
+            for name, s in per_class.items()
+            if isinstance(s, dict)
+        ]
+        sections += ["<h2>Per class</h2>", _table(["class", "precision", "recall", "F1", "support"], rows)]
+    all_notes = [*report.get("notes", []), *notes]
+    if all_notes:
+        items = "\n".join(f"<li>{html.escape(n)}</li>" for n in all_notes)
+        sections += ["<h2>Notes</h2>", f"<ul>\n{items}\n</ul>"]
+    if plots:
+        sections.append("<h2>Plots</h2>")
+    for plot in plots:
+        data = base64.b64encode(plot.png).decode("ascii")
+        caption = html.escape(plot.title)
+        sections.append(
+            f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
+            f"<figcaption>{caption}</figcaption></figure>"
+        )
+    title = html.escape(f"Evaluation of {report['estimator'] or 'the model'} on {report['label']!r}")
+    return _PAGE.format(title=title, sections="\n".join(sections))
+
+
 def run(config: EvaluateConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> Metrics:
-    """Score `model` on `test`; write `metrics` and `report`."""
+    """Score `model` on `test`; write `metrics`, `report`, `plots` and `report_html`."""
     loaded = load_artifact(inputs["model"], kind="model")
     model, meta = loaded.obj, loaded.metadata
     test = read_dataset(inputs["test"], "test")
@@ -131,6 +214,11 @@ def run(config: EvaluateConfig, inputs: Mapping[str, Path], outputs: Mapping[str
         report["slices"] = _slice_report(model, scored, test, config)
     if config.importance:
         report["importance"] = _importance(model, scored, config)
+    plots, plot_notes = _plots_of(model, scored, report)
     write_json(scores, outputs["metrics"])
     write_json(report, outputs["report"])
+    _plots.write_plots_zip(plots, plot_notes, outputs["plots"])
+    page = render_html(report, plots, plot_notes)
+    with atomic_output(outputs["report_html"]) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return {k: v for k, v in scores.items() if np.isfinite(v)}

@@ -17,10 +17,17 @@ quantile bin for numeric columns with more than `slice_bins` values, each with i
 with `importance: true`, the permutation importance of every model input (slow: the model
 predicts `importance_repeats` times per column).
 
-Plots (ROC, PR, confusion matrix, calibration as PNG) are not produced: matplotlib is not a
-dependency of Conveyor. The numbers behind the confusion matrix and calibration plots are in the report.
+`plots` is a zip of PNG figures (matplotlib, Agg canvas, fixed size and dpi, no version text, fixed
+zip timestamps and sorted entries, so the same numbers give the same digest) with an `index.json`
+naming each figure and noting any that was skipped and why. Classification: ROC and precision-recall
+curves (of the second class for binary models, one-vs-rest per class, at most 10, for multiclass),
+the confusion matrix, and the reliability curve of the report's calibration bins. Regression:
+predicted against actual values, and residuals against predictions. `report_html` is one
+self-contained page (no scripts, no external files) with the metrics, per-class scores, notes and
+the same figures inlined.
 
-This module is the contract, cheap to import; the work (pandas, numpy, scikit-learn) is in `_evaluate`.
+This module is the contract, cheap to import; the work (pandas, numpy, scikit-learn, matplotlib) is
+in `_evaluate` and `_plots`.
 """
 
 from __future__ import annotations
@@ -56,7 +63,7 @@ class EvaluateConfig(ComponentConfig):
 
 
 def run(config: ComponentConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> Metrics:
-    """Score `model` on `test`; write `metrics` and `report`."""
+    """Score `model` on `test`; write `metrics`, `report`, `plots` and `report_html`."""
     from conveyor.components import _evaluate  # noqa: PLC0415  # the ML stack loads when a step runs, not on import
 
     assert isinstance(config, EvaluateConfig)
@@ -68,6 +75,6 @@ COMPONENT = Component(
     config=EvaluateConfig,
     run=run,
     required_inputs=frozenset({"model", "test"}),
-    outputs=frozenset({"metrics", "report"}),
-    description="Score a model artifact on a test set (classification or regression metrics).",
+    outputs=frozenset({"metrics", "report", "plots", "report_html"}),
+    description="Score a model artifact on a test set (classification or regression metrics, plots, an HTML report).",
 )

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
+import subprocess
+import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +44,12 @@ def _model(
 def _evaluate(
     run_step: RunStep, tmp_path: Path, model: Path, test: Path, config: dict[str, Any]
 ) -> tuple[Metrics, Any, Any]:
-    outputs = {"metrics": tmp_path / "metrics.json", "report": tmp_path / "report.json"}
+    outputs = {
+        "metrics": tmp_path / "metrics.json",
+        "report": tmp_path / "report.json",
+        "plots": tmp_path / "plots.zip",
+        "report_html": tmp_path / "report.html",
+    }
     metrics = run_step("evaluate", config, {"model": model, "test": test}, outputs)
     return metrics, json.loads(outputs["metrics"].read_text()), json.loads(outputs["report"].read_text())
 
@@ -176,3 +187,132 @@ def test_unknown_slice_column_is_named(
     _, test = breast_cancer_split
     with pytest.raises(ComponentError, match="slices: column 'region' is not in input 'test'"):
         _evaluate(run_step, tmp_path, bc_models["good"], test, {"slices": ["region"]})
+
+
+# --- plots and the HTML page ---------------------------------------------------------------------
+
+
+def _plots(tmp_path: Path) -> tuple[dict[str, bytes], dict[str, Any]]:
+    with zipfile.ZipFile(tmp_path / "plots.zip") as archive:
+        entries = {info.filename: archive.read(info) for info in archive.infolist()}
+        assert [i.date_time for i in archive.infolist()] == [(1980, 1, 1, 0, 0, 0)] * len(entries)
+    assert list(entries) == sorted(entries)
+    return entries, json.loads(entries.pop("index.json"))
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and png[12:16] == b"IHDR"
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+@pytest.mark.parametrize(
+    ("dataset", "estimator", "expected"),
+    [
+        (
+            "breast_cancer",
+            "sklearn.linear_model.LogisticRegression",
+            ["calibration_curve.png", "confusion_matrix.png", "precision_recall_curve.png", "roc_curve.png"],
+        ),
+        (
+            "iris",
+            "sklearn.linear_model.LogisticRegression",
+            ["calibration_curve.png", "confusion_matrix.png", "precision_recall_curve.png", "roc_curve.png"],
+        ),
+        (
+            "breast_cancer",
+            "sklearn.svm.LinearSVC",
+            ["confusion_matrix.png", "precision_recall_curve.png", "roc_curve.png"],
+        ),
+        ("diabetes", "sklearn.linear_model.Ridge", ["predicted_vs_actual.png", "residuals.png"]),
+    ],
+)
+def test_plots_per_task(run_step: RunStep, tmp_path: Path, dataset: str, estimator: str, expected: list[str]) -> None:
+    model, test = _model(run_step, tmp_path, dataset, estimator, {})
+    _evaluate(run_step, tmp_path, model, test, {})
+    pngs, index = _plots(tmp_path)
+    assert sorted(pngs) == expected == sorted(p["file"] for p in index["plots"])
+    for png in pngs.values():
+        assert _png_size(png) == (640, 480)
+        assert b"Software" not in png and b"tIME" not in png  # nothing that names a version or a time
+    if estimator.endswith("LinearSVC"):  # no probabilities: ROC from the decision function, no calibration
+        assert any("calibration" in n for n in index["notes"])
+    else:
+        assert index["notes"] == []
+
+
+def test_single_class_test_set_gets_a_plot_note(run_step: RunStep, tmp_path: Path) -> None:
+    model, test = _model(run_step, tmp_path, "breast_cancer", "sklearn.linear_model.LogisticRegression", {})
+    frame = read_dataset(test)
+    write_dataset(frame[frame["target"] == 1], tmp_path / "ones")
+    _evaluate(run_step, tmp_path, model, tmp_path / "ones", {})
+    pngs, index = _plots(tmp_path)
+    assert sorted(pngs) == ["confusion_matrix.png"]
+    assert any("single class" in n for n in index["notes"])
+
+
+_EVALUATE_IN_A_FRESH_PROCESS = """
+import sys
+from pathlib import Path
+from conveyor.components.registry import get_component
+component = get_component("evaluate")
+inputs = {"model": Path(sys.argv[1]), "test": Path(sys.argv[2])}
+out = Path(sys.argv[3])
+names = ("metrics", "report", "plots", "report_html")
+component.run(component.config.model_validate({}), inputs, {n: out / n for n in names})
+"""
+
+
+def test_plots_and_page_are_byte_identical_across_processes(
+    tmp_path: Path, bc_models: dict[str, Path], breast_cancer_split: tuple[Path, Path]
+) -> None:
+    _, test = breast_cancer_split
+    digests = []
+    for run in ("first", "second"):
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _EVALUATE_IN_A_FRESH_PROCESS,
+                str(bc_models["good"]),
+                str(test),
+                str(tmp_path / run),
+            ],
+            check=True,
+            timeout=300,
+        )
+        files = ("plots", "report_html", "report")
+        digests.append({f: hashlib.sha256((tmp_path / run / f).read_bytes()).hexdigest() for f in files})
+    assert digests[0] == digests[1]
+
+
+def test_html_report_is_self_contained_with_metrics_and_plots(
+    run_step: RunStep, tmp_path: Path, bc_models: dict[str, Path], breast_cancer_split: tuple[Path, Path]
+) -> None:
+    _, test = breast_cancer_split
+    metrics, _, _ = _evaluate(run_step, tmp_path, bc_models["good"], test, {})
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page
+    assert re.search(r"<td>roc_auc</td><td class=\"number\">0\.99\d*</td>", page)
+    assert f"{metrics['accuracy']:.6g}" in page
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    pngs, _ = _plots(tmp_path)
+    assert sorted(base64.b64decode(i) for i in images) == sorted(pngs.values())
+    assert not re.search(r'(src|href)="(?!data:)', page)  # nothing fetched from elsewhere
+
+
+def test_html_escapes_what_it_shows(run_step: RunStep, tmp_path: Path) -> None:
+    run_step("ingest", {"source": "sklearn://iris"}, {}, {"dataset": tmp_path / "ds"})
+    frame = read_dataset(tmp_path / "ds")
+    frame["kind"] = frame["target"].map({0: "<b>setosa</b>", 1: "versicolor & co", 2: "virginica"})
+    write_dataset(frame.drop(columns=["target"]), tmp_path / "ds2")
+    run_step("preprocess", {"label": "kind"}, {"train": tmp_path / "ds2"}, {"transformer": tmp_path / "tf"})
+    run_step(
+        "train",
+        {"label": "kind", "estimator": "sklearn.linear_model.LogisticRegression"},
+        {"train": tmp_path / "ds2", "transformer": tmp_path / "tf"},
+        {"model": tmp_path / "model"},
+    )
+    _evaluate(run_step, tmp_path, tmp_path / "model", tmp_path / "ds2", {})
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<b>setosa</b>" not in page and "&lt;b&gt;setosa&lt;/b&gt;" in page
+    assert "versicolor &amp; co" in page

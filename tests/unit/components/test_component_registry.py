@@ -51,7 +51,7 @@ def test_unknown_component_names_the_known_ones() -> None:
 
 
 # What `get_component` and reading a contract must not import: the validator and the operator use both.
-ML_STACK = ("sklearn", "scipy", "pandas", "numpy", "pyarrow", "skops")
+ML_STACK = ("sklearn", "scipy", "pandas", "numpy", "pyarrow", "skops", "matplotlib")
 
 # Run in a fresh interpreter: only there is "what did these imports load" observable.
 _READ_EVERY_CONTRACT = """
