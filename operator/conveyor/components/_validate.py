@@ -1,30 +1,53 @@
-"""The work of the `validate` component: schema inference, checks and drift tests over pandas frames.
+"""The work of the `validate` component: one streaming pass per dataset into a profile, then checks on profiles.
 
-What each check means, and the configuration, are documented with the contract in `conveyor.components.validate`.
+What each check means, and the configuration, are documented with the contract in
+`conveyor.components.validate`. Memory is bounded by the chunk size and the sample size, not by the
+row count: a dataset is read in Arrow record batches and folded into a `DatasetProfile` (exact
+counts, ranges and bounded category counts per column, a fixed-size sample per numeric column, and
+8 bytes of row hash per row for duplicates); every check then reads the profiles, never the rows.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from scipy import stats
 
 from conveyor.components.atomic import json_safe, write_json
 from conveyor.components.base import ComponentError, Metrics
-from conveyor.components.datasets import read_dataset, require_columns, require_rows
+from conveyor.components.datasets import require_columns
 from conveyor.components.validate import ValidateConfig
 
 SCHEMA_FORMAT = "conveyor.schema/v1"
 ColumnType = Literal["integer", "float", "boolean", "string", "datetime", "other"]
 _PSI_EPSILON = 1e-4
 _MAX_LISTED = 10
+DISTINCT_SKETCH_SIZE = 4096
+"""Distinct counts are exact up to this many values, then a k-minimum-values estimate (about 1.6 % error)."""
+_SAMPLE_SALT = 0x9E3779B97F4A7C15  # spreads the seed over 64 bits before the row numbers are hashed
+_NULLABLE_PANDAS = {
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(),
+    pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+}
+"""Row hashing converts integers and booleans to pandas' nullable types, so a value hashes the same in a
+batch with missing values (where plain pandas would make the column float or object) as in one without."""
 
 
 @dataclass
@@ -43,25 +66,22 @@ class Findings:
         return self.columns.setdefault(column, {})
 
 
-# --- schema -------------------------------------------------------------------------------
+# --- reading ------------------------------------------------------------------------------------
 
 
-def column_type(series: pd.Series) -> ColumnType:
-    """The logical type of a column, independent of pandas' storage details."""
-    dtype = series.dtype
-    if pd.api.types.is_bool_dtype(dtype):
+def column_type(arrow_type: pa.DataType) -> ColumnType:
+    """The logical type of a column, from its Arrow type (the file's, so the same in every batch)."""
+    if pa.types.is_dictionary(arrow_type):
+        return column_type(arrow_type.value_type)
+    if pa.types.is_boolean(arrow_type):
         return "boolean"
-    if pd.api.types.is_integer_dtype(dtype):
+    if pa.types.is_integer(arrow_type):
         return "integer"
-    if pd.api.types.is_float_dtype(dtype):
+    if pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
         return "float"
-    if pd.api.types.is_datetime64_any_dtype(dtype):
+    if pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type):
         return "datetime"
-    if (
-        pd.api.types.is_string_dtype(dtype)
-        or isinstance(dtype, pd.CategoricalDtype)
-        or pd.api.types.is_object_dtype(dtype)
-    ):
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_string_view(arrow_type):
         return "string"
     return "other"
 
@@ -70,26 +90,255 @@ def _is_numeric(kind: str) -> bool:
     return kind in ("integer", "float")
 
 
-def infer_schema(frame: pd.DataFrame, label: str | None, max_domain_size: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Source:
+    """A dataset to profile: its Arrow schema, its row count, and its record batches on demand."""
+
+    what: str
+    schema: pa.Schema
+    rows: int
+    batches: Callable[[], Iterator[pa.RecordBatch]]
+
+    @classmethod
+    def parquet(cls, path: Path, what: str, chunk_rows: int) -> Source:
+        """A Parquet file streamed in batches of `chunk_rows`; unreadable files are errors naming the input."""
+        if not path.is_file():
+            raise ComponentError(f"input {what!r}: no file at {path.name!r}")
+        try:
+            file = pq.ParquetFile(path)
+            schema, rows = file.schema_arrow, file.metadata.num_rows
+        except (pa.ArrowException, OSError) as exc:
+            raise ComponentError(f"input {what!r} is not a readable Parquet dataset: {exc}") from exc
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                yield from file.iter_batches(batch_size=chunk_rows)
+            except (pa.ArrowException, OSError) as exc:
+                raise ComponentError(f"input {what!r} is not a readable Parquet dataset: {exc}") from exc
+
+        return cls(what, schema, rows, batches)
+
+    @classmethod
+    def frame(cls, frame: pd.DataFrame, what: str, chunk_rows: int) -> Source:
+        """An in-memory frame, through the same Arrow conversion `write_dataset` uses."""
+        table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+        return cls(what, table.schema, table.num_rows, lambda: iter(table.to_batches(max_chunksize=chunk_rows)))
+
+    def require(self, columns: list[str], field: str) -> None:
+        require_columns(self.schema.empty_table().to_pandas(), columns, self.what, field)
+
+
+def _row_keys(offset: int, n: int, seed: int) -> np.ndarray:
+    """A pseudo-random 64-bit key per row number: the sample keeps the rows with the smallest keys.
+
+    Keys depend on the row's position and the seed only, so the sample is the same whatever the chunk
+    size, and uniform (pandas' integer hash is the splitmix64 finaliser, a bijection: no ties).
+    """
+    rows = np.arange(offset, offset + n, dtype=np.uint64) ^ np.uint64((seed * _SAMPLE_SALT) % 2**64)
+    keys: np.ndarray = pd.util.hash_array(rows)
+    return keys
+
+
+def _category(value: Any) -> str:
+    """How a value is named in category counts: integral floats as integers, so 1 and 1.0 are one class."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+# --- profiles -------------------------------------------------------------------------------------
+
+
+@dataclass
+class ColumnProfile:
+    """Everything the checks need to know about one column, folded batch by batch in bounded memory."""
+
+    name: str
+    kind: ColumnType
+    category_cap: int
+    sample_size: int
+    rows: int = 0
+    missing: int = 0
+    minimum: Any = None
+    maximum: Any = None
+    integral: bool = True
+    """Every present value is a whole number (always so for integer columns)."""
+    counts: dict[str, int] | None = field(default_factory=dict)
+    """Exact count per category, or None once there are more than `category_cap` categories."""
+    smallest_hashes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
+    sample_values: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.float64))
+    sample_keys: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
+    out_of_range: int = 0
+    unseen: int = 0
+    unseen_examples: list[str] = field(default_factory=list)
+
+    @property
+    def present(self) -> int:
+        return self.rows - self.missing
+
+    @property
+    def distinct(self) -> tuple[int, bool]:
+        """(distinct present values, whether that is an estimate)."""
+        if self.counts is not None:
+            return len(self.counts), False
+        k = len(self.smallest_hashes)
+        if k < DISTINCT_SKETCH_SIZE:
+            return k, False
+        kth = float(self.smallest_hashes[-1]) / 2.0**64  # k-minimum values: k-th smallest of uniform hashes
+        return round((k - 1) / kth), True
+
+    def add(self, array: pa.Array, keys: np.ndarray, spec: Mapping[str, Any] | None) -> None:
+        """Fold one batch of this column in; with a baseline `spec`, count range and domain violations too."""
+        if pa.types.is_dictionary(array.type):
+            array = array.dictionary_decode()
+        self.rows += len(array)
+        if _is_numeric(self.kind):
+            self._add_numeric(array, keys, spec)
+        elif self.kind != "other":
+            self._add_categorical(array, spec)
+        else:
+            self.missing += array.null_count
+
+    def _add_numeric(self, array: pa.Array, keys: np.ndarray, spec: Mapping[str, Any] | None) -> None:
+        present_mask = np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        values = np.asarray(pc.drop_null(array).to_numpy(zero_copy_only=False))
+        if self.kind == "float":
+            values = values.astype(np.float64, copy=False)
+            number = ~np.isnan(values)
+            if not number.all():  # NaN counts as missing, as in pandas
+                present_mask[np.flatnonzero(present_mask)[~number]] = False
+                values = values[number]
+        self.missing += len(array) - len(values)
+        if len(values) == 0:
+            return
+        low, high = values.min().item(), values.max().item()
+        self.minimum = low if self.minimum is None else min(self.minimum, low)
+        self.maximum = high if self.maximum is None else max(self.maximum, high)
+        if self.kind == "float" and self.integral:
+            self.integral = bool(np.all(np.mod(values, 1) == 0))
+        if spec is not None and spec.get("min") is not None and spec.get("max") is not None:
+            self.out_of_range += int(np.count_nonzero((values < spec["min"]) | (values > spec["max"])))
+        uniques, counts = np.unique(values, return_counts=True)
+        self._add_hashes(pd.util.hash_array(uniques))
+        if self.counts is not None:
+            if len(uniques) > self.category_cap:
+                self.counts = None
+            else:
+                self._add_counts([_category(v) for v in uniques.tolist()], counts.tolist())
+        self._add_sample(values.astype(np.float64, copy=False), keys[present_mask])
+
+    def _add_categorical(self, array: pa.Array, spec: Mapping[str, Any] | None) -> None:
+        self.missing += array.null_count
+        present = pc.drop_null(array)
+        if len(present) == 0:
+            return
+        value_counts = pc.value_counts(present)
+        names = [_category(v) for v in value_counts.field("values").to_pylist()]
+        counts = value_counts.field("counts").to_pylist()
+        self._add_hashes(pd.util.hash_array(np.asarray(names, dtype=object)))
+        if spec is not None and spec.get("categories") is not None:
+            known = {str(v) for v in spec["categories"]}
+            unseen = [(n, c) for n, c in zip(names, counts, strict=True) if n not in known]
+            self.unseen += sum(c for _, c in unseen)
+            self.unseen_examples = sorted({*self.unseen_examples, *(n for n, _ in unseen)})[:_MAX_LISTED]
+        if self.counts is not None:
+            self._add_counts(names, counts)
+
+    def _add_counts(self, names: list[str], counts: list[int]) -> None:
+        assert self.counts is not None
+        for name, count in zip(names, counts, strict=True):
+            self.counts[name] = self.counts.get(name, 0) + count
+        if len(self.counts) > self.category_cap:
+            self.counts = None
+
+    def _add_hashes(self, hashes: np.ndarray) -> None:
+        if len(self.smallest_hashes) == DISTINCT_SKETCH_SIZE:
+            hashes = hashes[hashes < self.smallest_hashes[-1]]
+        if len(hashes):
+            self.smallest_hashes = np.union1d(self.smallest_hashes, hashes)[:DISTINCT_SKETCH_SIZE]
+
+    def _add_sample(self, values: np.ndarray, keys: np.ndarray) -> None:
+        """Bottom-k sampling: keep the values of the `sample_size` rows with the smallest keys (uniform)."""
+        if len(self.sample_keys) == self.sample_size:
+            below = keys < self.sample_keys.max()
+            values, keys = values[below], keys[below]
+        all_keys = np.concatenate([self.sample_keys, keys])
+        all_values = np.concatenate([self.sample_values, values])
+        if len(all_keys) > self.sample_size:
+            keep = np.argpartition(all_keys, self.sample_size - 1)[: self.sample_size]
+            all_keys, all_values = all_keys[keep], all_values[keep]
+        self.sample_keys, self.sample_values = all_keys, all_values
+
+    @property
+    def sampled(self) -> bool:
+        """Whether drift tests see a sample of this column's values rather than all of them."""
+        return len(self.sample_values) < self.present
+
+
+@dataclass
+class DatasetProfile:
+    """A dataset folded into per-column profiles plus one 64-bit hash per row (for duplicates)."""
+
+    rows: int
+    columns: dict[str, ColumnProfile]
+    duplicate_rows: int
+
+
+def profile(source: Source, config: ValidateConfig, baseline: Mapping[str, Any] | None = None) -> DatasetProfile:
+    """One pass over `source`; with a `baseline` schema, range and domain violations are counted on the way."""
+    cap = max(config.max_domain_size, config.max_label_classes, config.discrete_max_unique)
+    columns = {
+        f.name: ColumnProfile(f.name, column_type(f.type), category_cap=cap, sample_size=config.drift_sample_size)
+        for f in source.schema
+    }
+    specs = {c["name"]: c for c in baseline["columns"]} if baseline is not None else {}
+    hashable = [f.name for f in source.schema if column_type(f.type) != "other"]
+    row_hashes: list[np.ndarray] = []
+    offset = 0
+    for batch in source.batches():
+        keys = _row_keys(offset, batch.num_rows, config.seed)
+        for name, array in zip(batch.schema.names, batch.columns, strict=True):
+            columns[name].add(array, keys, specs.get(name))
+        if hashable:
+            frame = batch.select(hashable).to_pandas(types_mapper=_NULLABLE_PANDAS.get)
+            row_hashes.append(pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64))
+        offset += batch.num_rows
+    hashes = np.sort(np.concatenate(row_hashes)) if row_hashes else np.empty(0, dtype=np.uint64)
+    duplicates = int(np.count_nonzero(hashes[1:] == hashes[:-1]))
+    return DatasetProfile(rows=offset, columns=columns, duplicate_rows=duplicates)
+
+
+# --- schema -------------------------------------------------------------------------------------
+
+
+def _profile_of(data: pd.DataFrame | DatasetProfile, config: ValidateConfig, what: str) -> DatasetProfile:
+    if isinstance(data, DatasetProfile):
+        return data
+    return profile(Source.frame(data, what, config.chunk_rows), config)
+
+
+def infer_schema(data: pd.DataFrame | DatasetProfile, label: str | None, max_domain_size: int) -> dict[str, Any]:
     """Describe each column: type, missing rate, numeric range, and the category domain when small."""
+    found = _profile_of(data, ValidateConfig(label=label, max_domain_size=max_domain_size), "dataset")
     columns = []
-    for name in frame.columns:
-        series = frame[name]
-        kind = column_type(series)
-        present = series.dropna()
+    for column in found.columns.values():
+        unique, estimated = column.distinct
         entry: dict[str, Any] = {
-            "name": name,
-            "type": kind,
-            "missing_rate": float(series.isna().mean()) if len(series) else 0.0,
-            "unique": int(present.nunique()),
+            "name": column.name,
+            "type": column.kind,
+            "missing_rate": column.missing / column.rows if column.rows else 0.0,
+            "unique": unique,
         }
-        if _is_numeric(kind) and len(present):
-            entry["min"], entry["max"] = present.min(), present.max()
-        if kind in ("string", "boolean") and entry["unique"] <= max_domain_size:
-            entry["categories"] = sorted(json_safe(present.unique().tolist()), key=str)
+        if estimated:
+            entry["unique_estimated"] = True
+        if _is_numeric(column.kind) and column.present:
+            entry["min"], entry["max"] = column.minimum, column.maximum
+        if column.kind in ("string", "boolean") and column.counts is not None and unique <= max_domain_size:
+            names = sorted(column.counts, key=str)
+            entry["categories"] = [n == "True" for n in names] if column.kind == "boolean" else names
         columns.append(entry)
     schema: dict[str, Any] = json_safe(
-        {"format": SCHEMA_FORMAT, "rows": len(frame), "label": label, "columns": columns}
+        {"format": SCHEMA_FORMAT, "rows": found.rows, "label": label, "columns": columns}
     )
     return schema
 
@@ -107,60 +356,53 @@ def _read_schema(path: Path) -> dict[str, Any]:
 # --- checks against the baseline schema ---------------------------------------------------------
 
 
-def _types_compatible(expected: str, series: pd.Series, actual: str) -> bool:
-    if expected == actual or (expected == "float" and actual == "integer"):
+def _types_compatible(expected: str, column: ColumnProfile) -> bool:
+    """Whether a column of `column.kind` can hold data of the `expected` type (no values contradict none)."""
+    actual = column.kind
+    if expected == actual or (expected == "float" and actual == "integer") or column.present == 0:
         return True
-    if expected == "integer" and actual == "float":
-        present = series.dropna().to_numpy(dtype=float)
-        return bool(np.all(np.mod(present, 1) == 0))
-    return False
+    return expected == "integer" and actual == "float" and column.integral
 
 
-def check_schema(frame: pd.DataFrame, schema: dict[str, Any], config: ValidateConfig, found: Findings) -> None:
+def check_schema(data: DatasetProfile, schema: dict[str, Any], config: ValidateConfig, found: Findings) -> None:
     """Columns, types, ranges, domains and missing rates against the baseline schema."""
     expected = {c["name"]: c for c in schema["columns"]}
     for name in expected:
-        if name not in frame.columns:
+        if name not in data.columns:
             found.anomaly("missing_column", name, f"column {name!r} is in the schema but not in the data", None, None)
-    for name in frame.columns:
+    for name, column in data.columns.items():
         if name not in expected:
             found.anomaly("new_column", name, f"column {name!r} is not in the schema", None, None)
             continue
-        spec, series = expected[name], frame[name]
+        spec = expected[name]
         scores = found.scores(name)
-        actual = column_type(series)
-        scores["type"] = actual
-        if not _types_compatible(spec["type"], series, actual):
+        if not _types_compatible(spec["type"], column):
             found.anomaly(
                 "type_mismatch",
                 name,
-                f"column {name!r} has type {actual}, the schema says {spec['type']}",
-                actual,
+                f"column {name!r} has type {column.kind}, the schema says {spec['type']}",
+                column.kind,
                 spec["type"],
             )
             continue
-        _check_missing(name, series, spec, config, found)
-        present = series.dropna()
-        if len(series) == 0:
+        _check_missing(column, spec, config, found)
+        if column.rows == 0:
             continue
-        if _is_numeric(actual) and spec.get("min") is not None and spec.get("max") is not None:
-            outside = int(((present < spec["min"]) | (present > spec["max"])).sum())
-            rate = outside / len(series)
-            scores.update(out_of_range_count=outside, out_of_range_rate=rate)
+        if _is_numeric(column.kind) and spec.get("min") is not None and spec.get("max") is not None:
+            rate = column.out_of_range / column.rows
+            scores.update(out_of_range_count=column.out_of_range, out_of_range_rate=rate)
             if rate > config.max_out_of_range_rate:
                 found.anomaly(
                     "out_of_range",
                     name,
-                    f"{outside} values of {name!r} ({rate:.1%}) lie outside [{spec['min']}, {spec['max']}]",
+                    f"{column.out_of_range} values of {name!r} ({rate:.1%}) lie outside [{spec['min']}, {spec['max']}]",
                     rate,
                     config.max_out_of_range_rate,
                 )
-        if spec.get("categories") is not None:
-            known = {str(v) for v in spec["categories"]}
-            unseen_mask = ~present.astype(str).isin(known)
-            rate = int(unseen_mask.sum()) / len(series)
-            unseen = sorted({str(v) for v in present[unseen_mask].unique().tolist()})
-            scores.update(unseen_categories=unseen[:_MAX_LISTED], unseen_category_rate=rate)
+        if spec.get("categories") is not None and not _is_numeric(column.kind):
+            rate = column.unseen / column.rows
+            unseen = column.unseen_examples
+            scores.update(unseen_categories=unseen, unseen_category_rate=rate)
             if rate > config.max_unseen_category_rate:
                 found.anomaly(
                     "unseen_categories",
@@ -171,15 +413,15 @@ def check_schema(frame: pd.DataFrame, schema: dict[str, Any], config: ValidateCo
                 )
 
 
-def _check_missing(name: str, series: pd.Series, spec: dict[str, Any], config: ValidateConfig, found: Findings) -> None:
-    rate = float(series.isna().mean()) if len(series) else 0.0
+def _check_missing(column: ColumnProfile, spec: dict[str, Any], config: ValidateConfig, found: Findings) -> None:
+    rate = column.missing / column.rows if column.rows else 0.0
     baseline = float(spec.get("missing_rate", 0.0))
-    found.scores(name).update(missing_rate=rate, baseline_missing_rate=baseline)
+    found.scores(column.name).update(missing_rate=rate, baseline_missing_rate=baseline)
     if rate - baseline > config.max_missing_rate_increase:
         found.anomaly(
             "missing_rate_increase",
-            name,
-            f"missing rate of {name!r} rose from {baseline:.1%} to {rate:.1%}",
+            column.name,
+            f"missing rate of {column.name!r} rose from {baseline:.1%} to {rate:.1%}",
             rate - baseline,
             config.max_missing_rate_increase,
         )
@@ -200,13 +442,12 @@ def population_stability_index(reference: np.ndarray, current: np.ndarray) -> fl
     return float(np.sum((cur - ref) * np.log(cur / ref)))
 
 
-def _category_counts(reference: pd.Series, current: pd.Series) -> tuple[list[str], np.ndarray, np.ndarray]:
-    ref, cur = reference.astype(str).value_counts(), current.astype(str).value_counts()
-    categories = sorted(set(ref.index) | set(cur.index))
+def _category_counts(reference: dict[str, int], current: dict[str, int]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    categories = sorted(set(reference) | set(current))
     return (
         categories,
-        ref.reindex(categories, fill_value=0).to_numpy(dtype=float),
-        cur.reindex(categories, fill_value=0).to_numpy(dtype=float),
+        np.array([reference.get(c, 0) for c in categories], dtype=float),
+        np.array([current.get(c, 0) for c in categories], dtype=float),
     )
 
 
@@ -216,15 +457,21 @@ def _chi_squared_p(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
     return float(stats.chi2_contingency(np.vstack([ref_counts, cur_counts])).pvalue)
 
 
-def drift_test(reference: pd.Series, current: pd.Series, alpha: float, config: ValidateConfig) -> dict[str, Any] | None:
+def drift_test(
+    reference: ColumnProfile, current: ColumnProfile, alpha: float, config: ValidateConfig
+) -> dict[str, Any] | None:
     """Test one column for drift; None when the column is not testable (empty, or id-like)."""
-    ref, cur = reference.dropna(), current.dropna()
-    if len(ref) == 0 or len(cur) == 0:
+    if reference.present == 0 or current.present == 0:
         return None
-    kind = column_type(reference)
-    distinct = len(set(ref.unique().tolist()) | set(cur.unique().tolist()))
-    if _is_numeric(kind) and _is_numeric(column_type(current)) and distinct > config.discrete_max_unique:
-        result = stats.ks_2samp(ref.to_numpy(dtype=float), cur.to_numpy(dtype=float))
+    both_counted = reference.counts is not None and current.counts is not None
+    distinct = len(set(reference.counts or {}) | set(current.counts or {})) if both_counted else None
+    if (
+        _is_numeric(reference.kind)
+        and _is_numeric(current.kind)
+        and (distinct is None or distinct > config.discrete_max_unique)
+    ):
+        ref, cur = reference.sample_values, current.sample_values
+        result = stats.ks_2samp(ref, cur)
         statistic, p_value = float(result.statistic), float(result.pvalue)
         return {
             "test": "ks",
@@ -235,11 +482,13 @@ def drift_test(reference: pd.Series, current: pd.Series, alpha: float, config: V
             "min_statistic": config.drift_min_statistic,
             "reference_rows": len(ref),
             "current_rows": len(cur),
+            "sampled": reference.sampled or current.sampled,
             "drifted": p_value < alpha and statistic >= config.drift_min_statistic,
         }
-    if distinct > config.max_domain_size:
+    if distinct is None or distinct > config.max_domain_size:
         return None
-    _, ref_counts, cur_counts = _category_counts(ref, cur)
+    assert reference.counts is not None and current.counts is not None
+    _, ref_counts, cur_counts = _category_counts(reference.counts, current.counts)
     psi = population_stability_index(ref_counts, cur_counts)
     p_value = _chi_squared_p(ref_counts, cur_counts)
     return {
@@ -248,27 +497,26 @@ def drift_test(reference: pd.Series, current: pd.Series, alpha: float, config: V
         "p_value": p_value,
         "alpha": alpha,
         "min_statistic": config.psi_threshold,
-        "reference_rows": len(ref),
-        "current_rows": len(cur),
+        "reference_rows": reference.present,
+        "current_rows": current.present,
+        "sampled": False,
         "drifted": p_value < alpha and psi >= config.psi_threshold,
     }
 
 
-def _is_class_label(series: pd.Series, max_classes: int) -> bool:
-    kind = column_type(series)
-    if kind in ("string", "boolean"):
-        return True
-    if not _is_numeric(kind):
+def _is_class_label(column: ColumnProfile, max_classes: int) -> bool:
+    if column.counts is None:
         return False
-    present = series.dropna().to_numpy(dtype=float)
-    return bool(np.all(np.mod(present, 1) == 0)) and len(np.unique(present)) <= max_classes
+    if column.kind in ("string", "boolean"):
+        return True
+    return _is_numeric(column.kind) and column.integral and len(column.counts) <= max_classes
 
 
 def check_label_shift(
-    reference: pd.Series, current: pd.Series, config: ValidateConfig, found: Findings
+    reference: ColumnProfile, current: ColumnProfile, config: ValidateConfig, found: Findings
 ) -> dict[str, Any]:
     """Class balance (classification) or target distribution (regression) against the reference."""
-    name = str(current.name)
+    name = current.name
     if not (
         _is_class_label(reference, config.max_label_classes) and _is_class_label(current, config.max_label_classes)
     ):
@@ -282,7 +530,8 @@ def check_label_shift(
                 config.drift_min_statistic,
             )
         return {"kind": "regression", **result}
-    classes, ref_counts, cur_counts = _category_counts(reference.dropna(), current.dropna())
+    assert reference.counts is not None and current.counts is not None
+    classes, ref_counts, cur_counts = _category_counts(reference.counts, current.counts)
     ref_share, cur_share = ref_counts / ref_counts.sum(), cur_counts / cur_counts.sum()
     change = np.abs(cur_share - ref_share)
     p_value = _chi_squared_p(ref_counts, cur_counts)
@@ -308,18 +557,15 @@ def check_label_shift(
 
 
 def check_drift(
-    frame: pd.DataFrame, reference: pd.DataFrame, label: str | None, config: ValidateConfig, found: Findings
+    data: DatasetProfile, reference: DatasetProfile, label: str | None, config: ValidateConfig, found: Findings
 ) -> dict[str, Any]:
     """Per-feature drift tests and the dataset-level verdict."""
-    candidates = [c for c in frame.columns if c in reference.columns and c != label]
+    pairs = [(reference.columns[c], data.columns[c]) for c in data.columns if c in reference.columns and c != label]
     compatible = [
-        c
-        for c in candidates
-        if _types_compatible(column_type(reference[c]), frame[c], column_type(frame[c]))
-        or _types_compatible(column_type(frame[c]), reference[c], column_type(reference[c]))
+        (ref, cur) for ref, cur in pairs if _types_compatible(ref.kind, cur) or _types_compatible(cur.kind, ref)
     ]
     alpha = config.drift_p_value / max(1, len(compatible))
-    results = {c: drift_test(reference[c], frame[c], alpha, config) for c in compatible}
+    results = {cur.name: drift_test(ref, cur, alpha, config) for ref, cur in compatible}
     tested = {c: r for c, r in results.items() if r is not None}
     drifted = sorted(c for c, r in tested.items() if r["drifted"])
     for column, result in results.items():
@@ -349,11 +595,76 @@ def check_drift(
         "drifted_share": share,
         "drift_share_threshold": config.drift_share,
         "per_test_alpha": alpha,
+        "sample_size": config.drift_sample_size,
         "dataset_drift": dataset_drift,
     }
 
 
 # --- the component -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The report, and the profile of the validated dataset (whose schema becomes the next baseline)."""
+
+    report: dict[str, Any]
+    profile: DatasetProfile
+
+
+def validate_sources(
+    source: Source, config: ValidateConfig, schema: dict[str, Any] | None, reference: Source | None
+) -> Validation:
+    """Profile the reference (if any), then the dataset against the baseline, then run every check."""
+    baseline = "schema" if schema is not None else "reference" if reference is not None else "none"
+    reference_profile = profile(reference, config) if reference is not None else None
+    if schema is None and reference_profile is not None:
+        schema = infer_schema(reference_profile, config.label, config.max_domain_size)
+    data = profile(source, config, schema)
+    found = Findings()
+    for name, column in data.columns.items():
+        found.scores(name).update(type=column.kind, missing_rate=column.missing / column.rows if column.rows else 0.0)
+    if schema is not None:
+        check_schema(data, schema, config, found)
+    duplicate_rate = data.duplicate_rows / data.rows if data.rows else 0.0
+    if duplicate_rate > config.max_duplicate_rate:
+        found.anomaly(
+            "duplicate_rows",
+            None,
+            f"{data.duplicate_rows} duplicate rows ({duplicate_rate:.1%})",
+            duplicate_rate,
+            config.max_duplicate_rate,
+        )
+    label_report: dict[str, Any] | None = None
+    if config.label is not None and config.label in data.columns:
+        missing = data.columns[config.label].missing
+        if missing:
+            found.anomaly(
+                "label_missing", config.label, f"label {config.label!r} is missing in {missing} rows", missing, 0
+            )
+        if reference_profile is not None and config.label in reference_profile.columns:
+            label_report = check_label_shift(
+                reference_profile.columns[config.label], data.columns[config.label], config, found
+            )
+    drift = check_drift(data, reference_profile, config.label, config, found) if reference_profile is not None else None
+    report: dict[str, Any] = json_safe(
+        {
+            "passed": not found.anomalies,
+            "on_failure": config.on_failure,
+            "baseline": baseline,
+            "rows": data.rows,
+            "columns": found.columns,
+            "anomalies": found.anomalies,
+            "dataset": {
+                "duplicate_rows": data.duplicate_rows,
+                "duplicate_rate": duplicate_rate,
+                "duplicates_by": "64-bit row hashes",
+                "drift": drift,
+            },
+            "label": label_report,
+            "thresholds": config.model_dump(mode="json"),
+        }
+    )
+    return Validation(report, data)
 
 
 def validate(
@@ -362,67 +673,26 @@ def validate(
     schema: dict[str, Any] | None,
     reference: pd.DataFrame | None,
 ) -> dict[str, Any]:
-    """Run every check and return the full report (pure: no files)."""
-    found = Findings()
-    baseline = "schema" if schema is not None else "reference" if reference is not None else "none"
-    if schema is None and reference is not None:
-        schema = infer_schema(reference, config.label, config.max_domain_size)
-    for name in frame.columns:
-        found.scores(name).update(type=column_type(frame[name]), missing_rate=float(frame[name].isna().mean()))
-    if schema is not None:
-        check_schema(frame, schema, config, found)
-    duplicates = int(frame.duplicated().sum())
-    duplicate_rate = duplicates / len(frame)
-    if duplicate_rate > config.max_duplicate_rate:
-        found.anomaly(
-            "duplicate_rows",
-            None,
-            f"{duplicates} duplicate rows ({duplicate_rate:.1%})",
-            duplicate_rate,
-            config.max_duplicate_rate,
-        )
-    label_report: dict[str, Any] | None = None
-    if config.label is not None:
-        missing = int(frame[config.label].isna().sum())
-        if missing:
-            found.anomaly(
-                "label_missing",
-                config.label,
-                f"label {config.label!r} is missing in {missing} rows",
-                missing,
-                0,
-            )
-        if reference is not None and config.label in reference.columns:
-            label_report = check_label_shift(reference[config.label], frame[config.label], config, found)
-    drift = check_drift(frame, reference, config.label, config, found) if reference is not None else None
-    report: dict[str, Any] = json_safe(
-        {
-            "passed": not found.anomalies,
-            "on_failure": config.on_failure,
-            "baseline": baseline,
-            "rows": len(frame),
-            "columns": found.columns,
-            "anomalies": found.anomalies,
-            "dataset": {"duplicate_rows": duplicates, "duplicate_rate": duplicate_rate, "drift": drift},
-            "label": label_report,
-            "thresholds": config.model_dump(mode="json"),
-        }
-    )
-    return report
+    """Validate in-memory frames (pure: no files), through the same streaming code as the component."""
+    current = Source.frame(frame, "dataset", config.chunk_rows)
+    baseline = Source.frame(reference, "reference", config.chunk_rows) if reference is not None else None
+    return validate_sources(current, config, schema, baseline).report
 
 
 def run(config: ValidateConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> Metrics:
     """Validate `dataset`; write `schema` and `report`, then fail if asked to and anything was found."""
-    frame = read_dataset(inputs["dataset"])
-    require_rows(frame, "dataset")
+    source = Source.parquet(inputs["dataset"], "dataset", config.chunk_rows)
+    if source.rows == 0:
+        raise ComponentError("input 'dataset' is empty (0 rows)")
     if config.label is not None:
-        require_columns(frame, [config.label], "dataset", "label")
+        source.require([config.label], "label")
     schema = _read_schema(inputs["schema"]) if "schema" in inputs else None
-    reference = read_dataset(inputs["reference"], "reference") if "reference" in inputs else None
-    if reference is not None:
-        require_rows(reference, "reference")
-    report = validate(frame, config, schema, reference)
-    write_json(infer_schema(frame, config.label, config.max_domain_size), outputs["schema"])
+    reference = Source.parquet(inputs["reference"], "reference", config.chunk_rows) if "reference" in inputs else None
+    if reference is not None and reference.rows == 0:
+        raise ComponentError("input 'reference' is empty (0 rows)")
+    validation = validate_sources(source, config, schema, reference)
+    report = validation.report
+    write_json(infer_schema(validation.profile, config.label, config.max_domain_size), outputs["schema"])
     write_json(report, outputs["report"])
     anomalies = report["anomalies"]
     drift = report["dataset"]["drift"] or {}
@@ -435,6 +705,6 @@ def run(config: ValidateConfig, inputs: Mapping[str, Path], outputs: Mapping[str
         "drifted_features": float(len(drift.get("drifted_features", []))),
         "drifted_share": float(drift.get("drifted_share", 0.0)),
         "duplicate_rows": float(report["dataset"]["duplicate_rows"]),
-        "rows": float(len(frame)),
+        "rows": float(report["rows"]),
         "passed": 1.0 if report["passed"] else 0.0,
     }

@@ -325,3 +325,85 @@ def test_bad_input(
 def test_bad_config(config: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         get_component("validate").config.model_validate(config)
+
+
+# --- streaming: chunks, samples, sketches --------------------------------------------------------
+
+
+def _mixed_frame(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "count": pd.array(rng.integers(0, 50, n), dtype="Int64"),
+            "plan": rng.choice(["free", "pro", "team"], n),
+            "flag": rng.random(n) < 0.3,
+            "label": rng.integers(0, 2, n),
+        }
+    )
+    frame.loc[rng.random(n) < 0.05, "x"] = np.nan
+    frame.loc[:9, "count"] = pd.NA  # missing values in the first chunk only: plain pandas would make it float there
+    frame.loc[n - 10 :, ["x", "count", "plan", "flag", "label"]] = frame.loc[
+        :9, ["x", "count", "plan", "flag", "label"]
+    ].to_numpy()
+    return frame
+
+
+def test_chunked_reading_gives_the_same_report_as_one_chunk() -> None:
+    reference, current = _mixed_frame(3000, seed=1), _mixed_frame(2000, seed=2)
+    whole = validate(current, ValidateConfig(label="label"), None, reference)
+    chunked = validate(current, ValidateConfig(label="label", chunk_rows=37), None, reference)
+    assert chunked == {**whole, "thresholds": chunked["thresholds"]}
+    # The last 10 rows repeat the first 10, across chunks (and rows without `x` repeat by chance): as pandas counts.
+    assert whole["dataset"]["duplicate_rows"] == int(current.duplicated().sum()) >= 10
+    assert whole["columns"]["count"]["type"] == "integer"
+
+
+def test_the_component_streams_a_parquet_file_like_the_in_memory_path(run_step: RunStep, tmp_path: Path) -> None:
+    reference, current = _mixed_frame(3000, seed=1), _mixed_frame(2000, seed=2)
+    write_dataset(reference, tmp_path / "reference")
+    write_dataset(current, tmp_path / "current")
+    config = {"label": "label", "on_failure": "warn", "chunk_rows": 250}
+    inputs = {"dataset": tmp_path / "current", "reference": tmp_path / "reference"}
+    run_step("validate", config, inputs, _paths(tmp_path))
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert written == json.loads(json.dumps(validate(current, ValidateConfig(**config), None, reference)))
+    schema = json.loads((tmp_path / "schema.json").read_text())
+    assert {c["name"]: c["type"] for c in schema["columns"]} == {
+        "x": "float", "count": "integer", "plan": "string", "flag": "boolean", "label": "integer",
+    }  # fmt: skip
+    assert {c["name"]: c.get("categories") for c in schema["columns"]}["flag"] == [False, True]
+
+
+def test_ks_on_a_sample_beyond_the_sample_size() -> None:
+    rng = np.random.default_rng(3)
+    reference = pd.DataFrame({"x": rng.normal(size=20_000), "y": rng.normal(size=20_000)})
+    current = pd.DataFrame({"x": rng.normal(size=30_000), "y": rng.normal(0.5, 1, size=30_000)})
+    config = ValidateConfig(drift_sample_size=1_000, chunk_rows=4_096)
+    report = validate(current, config, None, reference)
+    x, y = report["columns"]["x"]["drift"], report["columns"]["y"]["drift"]
+    assert x["sampled"] is True and x["reference_rows"] == x["current_rows"] == 1_000
+    assert x["drifted"] is False and y["drifted"] is True and y["statistic"] > 0.15
+    assert report["dataset"]["drift"]["sample_size"] == 1_000
+    # The sample depends on the seed and the rows, not on how the file is chunked.
+    again = validate(current, config.model_copy(update={"chunk_rows": 999}), None, reference)
+    assert again["columns"] == report["columns"]
+    other_seed = validate(current, config.model_copy(update={"seed": 1}), None, reference)
+    assert other_seed["columns"]["x"]["drift"]["statistic"] != x["statistic"]
+
+
+def test_small_data_is_tested_whole() -> None:
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"x": rng.normal(size=5_000)})
+    drift = validate(frame, ValidateConfig(drift_sample_size=5_000), None, frame)["columns"]["x"]["drift"]
+    assert drift["sampled"] is False and drift["reference_rows"] == 5_000 and drift["statistic"] == 0
+
+
+def test_distinct_counts_are_exact_then_estimated() -> None:
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"few": rng.integers(0, 3_000, 50_000), "many": np.arange(50_000) * 1.5})
+    columns = {c["name"]: c for c in infer_schema(frame, None, max_domain_size=100)["columns"]}
+    assert columns["few"]["unique"] == frame["few"].nunique() and "unique_estimated" not in columns["few"]
+    assert columns["many"]["unique_estimated"] is True
+    assert columns["many"]["unique"] == pytest.approx(50_000, rel=0.05)
+    assert "categories" not in columns["few"]
