@@ -92,7 +92,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_crds(args: argparse.Namespace) -> int:
-    """Write (or --check) the CRDs into --out and, in the repository layout, into the Helm chart's crds/ too.
+    """Write (or --check) the CRDs into --out and, in the repository layout, into the Helm chart's and the
+    kustomize base's crds/ too.
 
     The chart sits beside --out (`charts/conveyor/crds/` next to `crds/`); Helm installs the CRDs
     from that directory, so both copies come from one generator run and cannot drift apart.
@@ -104,6 +105,9 @@ def cmd_crds(args: argparse.Namespace) -> int:
     chart = args.out.parent / "charts" / "conveyor"
     if (chart / "Chart.yaml").exists():
         out_dirs.append(chart / "crds")
+    kustomize = args.out.parent / "deploy" / "kustomize" / "base"
+    if (kustomize / "kustomization.yaml").exists():
+        out_dirs.append(kustomize / "crds")  # kustomize loads nothing from outside its directory
     if args.check:
         failed = False
         for out in out_dirs:

@@ -9,7 +9,6 @@ recognises a Run that exists for the due time, so a crash in between costs nothi
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -21,10 +20,11 @@ from conveyor.api.pipeline import Pipeline, PipelineStatus, Schedule
 from conveyor.api.run import RunPhase
 from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig
+from conveyor.controller.locks import ObjectLocks
 from conveyor.core.schedule import CancelRun, CreateRun, DeleteRun, ScheduledRun, SchedulePlan, plan_schedule
 from conveyor.core.status import set_condition
 from conveyor.core.support import OPERATOR, unsupported
-from conveyor.core.validation import Issue, issues_from_pydantic, validate_pipeline
+from conveyor.core.validation import Issue, issues_from_pydantic, issues_text, validate_pipeline
 from conveyor.kube.cluster import Cluster
 from conveyor.manifests.job import owner_reference
 from conveyor.manifests.names import LABEL_MANAGED, MANAGER, label_value
@@ -90,10 +90,6 @@ def observed_run(body: dict[str, Any]) -> ScheduledRun:
     return ScheduledRun(meta["name"], phase, created_at, scheduled_at, cancel)
 
 
-def _issues_text(issues: list[Issue]) -> str:
-    return "; ".join(str(i) for i in sorted(set(issues)))
-
-
 class PipelineReconciler:
     """One pass over one Pipeline. Thread-safe per Pipeline (the event handler and the timer may overlap)."""
 
@@ -106,16 +102,10 @@ class PipelineReconciler:
         self.cluster = cluster
         self.config = config
         self.clock = clock
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-
-    def _lock(self, namespace: str, name: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault((namespace, name), threading.Lock())
+        self._locks = ObjectLocks()
 
     def forget(self, namespace: str, name: str) -> None:
-        with self._locks_guard:
-            self._locks.pop((namespace, name), None)
+        self._locks.forget(namespace, name)
 
     # ------------------------------------------------------------------ gather
 
@@ -143,7 +133,7 @@ class PipelineReconciler:
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Validate one Pipeline and act on its schedule; returns seconds until it wants another pass (None: never)."""
-        with self._lock(namespace, name), metrics.RECONCILE.labels("Pipeline").time():
+        with self._locks.of(namespace, name), metrics.RECONCILE.labels("Pipeline").time():
             try:
                 return self._reconcile(namespace, name)
             except Exception:
@@ -166,7 +156,7 @@ class PipelineReconciler:
             type="Ready",
             status=ConditionStatus.FALSE if issues else ConditionStatus.TRUE,
             reason="InvalidSpec" if issues else "Valid",
-            message=_issues_text(issues) if issues else "the spec is valid; Runs can start",
+            message=issues_text(issues) if issues else "the spec is valid; Runs can start",
             last_transition_time=now,
             observed_generation=generation,
         )

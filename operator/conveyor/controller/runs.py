@@ -9,7 +9,6 @@ Job's deterministic name makes the repeated create a no-op.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from conveyor.api.pipeline import Pipeline, PipelineSpec, RetryPolicy
 from conveyor.api.run import Run, RunPhase, RunStatus, StepPhase
 from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig
+from conveyor.controller.locks import ObjectLocks
 from conveyor.core.concurrency import RunSlot, may_start
 from conveyor.core.planner import (
     Kill,
@@ -48,7 +48,7 @@ from conveyor.core.status import (
 )
 from conveyor.core.support import OPERATOR, unsupported_steps
 from conveyor.core.task import StoreConfig, TaskResult, result_document, units_document
-from conveyor.core.validation import Issue, issues_from_pydantic, resolve_parameters, validate_pipeline
+from conveyor.core.validation import issues_from_pydantic, issues_text, resolve_parameters, validate_pipeline
 from conveyor.kube.cluster import Cluster, JobObservation
 from conveyor.manifests.job import step_job
 from conveyor.manifests.names import job_name
@@ -75,10 +75,6 @@ class SpecProblem(Exception):
         self.reason, self.message, self.final = reason, message, final
 
 
-def _issues_text(issues: list[Issue]) -> str:
-    return "; ".join(str(i) for i in sorted(set(issues)))
-
-
 class RunReconciler:
     """One pass over one Run. Thread-safe per Run; different Runs reconcile concurrently."""
 
@@ -94,16 +90,10 @@ class RunReconciler:
         self.cache = StoreCache(store)
         self.config = config
         self.clock = clock
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-
-    def _lock(self, namespace: str, name: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault((namespace, name), threading.Lock())
+        self._locks = ObjectLocks()
 
     def forget(self, namespace: str, name: str) -> None:
-        with self._locks_guard:
-            self._locks.pop((namespace, name), None)
+        self._locks.forget(namespace, name)
 
     # ------------------------------------------------------------------ gather
 
@@ -119,13 +109,13 @@ class RunReconciler:
             try:
                 spec = Pipeline.model_validate(body).spec
             except ValidationError as e:
-                raise SpecProblem("InvalidPipeline", _issues_text(issues_from_pydantic(e)), final=True) from None
+                raise SpecProblem("InvalidPipeline", issues_text(issues_from_pydantic(e)), final=True) from None
         issues = validate_pipeline(spec, path) + unsupported_steps(spec, OPERATOR, path)
         recorded_params = run.status.parameters if run.status and run.status.parameters else None
         params, param_issues = resolve_parameters(spec, recorded_params or run.spec.parameters, "spec.parameters")
         issues += param_issues
         if issues:
-            raise SpecProblem("InvalidSpec", _issues_text(issues), final=True)
+            raise SpecProblem("InvalidSpec", issues_text(issues), final=True)
         return Resolved(spec, pipeline_name, params)
 
     def _observe(
@@ -182,7 +172,7 @@ class RunReconciler:
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Bring one Run one step closer to done; returns seconds until it wants another pass (None: finished)."""
-        with self._lock(namespace, name), metrics.RECONCILE.labels("Run").time():
+        with self._locks.of(namespace, name), metrics.RECONCILE.labels("Run").time():
             try:
                 return self._reconcile(namespace, name)
             except Exception:

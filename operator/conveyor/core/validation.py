@@ -47,6 +47,11 @@ class InvalidSpec(ValueError):
         super().__init__("\n".join(prefix + str(i) for i in self.issues))
 
 
+def issues_text(issues: Iterable[Issue]) -> str:
+    """Issues on one line (for a condition message), sorted and without repeats."""
+    return "; ".join(str(i) for i in sorted(set(issues)))
+
+
 def _loc_to_path(loc: tuple[int | str, ...]) -> str:
     path = ""
     for part in loc:
