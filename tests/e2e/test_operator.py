@@ -174,7 +174,9 @@ def test_example_runs_on_the_cluster_then_hits_the_cache(
     # one Job per step, each really run by a pod
     jobs = jobs_of(api, ns, "first")
     assert sorted(j.metadata.labels["conveyor.dev/step"] for j in jobs) == sorted(by_step)
-    assert all(j.status.succeeded == 1 for j in jobs)
+    # the operator acts on the pods; the Job controller marks the Jobs done up to a second later
+    wait_until(lambda: all(j.status.succeeded == 1 for j in jobs_of(api, ns, "first")), timeout=30,
+               what="every Job to be marked succeeded")
     # every recorded artifact is in MinIO with the recorded digest
     s3 = minio.client()
     try:
@@ -191,7 +193,7 @@ def test_example_runs_on_the_cluster_then_hits_the_cache(
     create(api, ns, "runs", run_body("second", example["metadata"]["name"]))
     second = wait_done(api, ns, "second", operator)
     assert second["status"]["phase"] == "Succeeded"
-    assert all(s["cacheHit"] and s["attempts"] == 0 for s in second["status"]["steps"])
+    assert all(s["cacheHit"] and s["attempts"] == 0 for s in second["status"]["steps"]), second["status"]["steps"]
     assert jobs_of(api, ns, "second") == []  # a hit never schedules a pod
 
     create(api, ns, "runs", run_body("third", example["metadata"]["name"], scaling="minmax"))

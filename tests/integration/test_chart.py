@@ -499,7 +499,7 @@ def test_rbac_grants_exactly_what_the_code_uses(helm: Helm, watch: list[str], pe
     }
     assert {t for t in expected if t[0] not in (GROUP, "kopf.dev")} - framework == {
         ("batch", "jobs", v) for v in ("create", "delete", "list", "watch")
-    } | {("", "pods", "list"), ("", "events", "create")}
+    } | {("", "pods", "list"), ("", "pods", "watch"), ("", "events", "create")}
 
     sa = one(docs, "ServiceAccount")["metadata"]
     bindings = [d for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding")]

@@ -22,7 +22,7 @@ from conveyor.api.pipeline import Pipeline, PipelineSpec, RetryPolicy
 from conveyor.api.run import Run, RunPhase, RunStatus, StepPhase
 from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig
-from conveyor.controller.locks import ObjectLocks
+from conveyor.controller.locks import Coalescer
 from conveyor.core.concurrency import RunSlot, may_start
 from conveyor.core.planner import (
     Kill,
@@ -90,10 +90,10 @@ class RunReconciler:
         self.cache = StoreCache(store)
         self.config = config
         self.clock = clock
-        self._locks = ObjectLocks()
+        self._passes = Coalescer()
 
     def forget(self, namespace: str, name: str) -> None:
-        self._locks.forget(namespace, name)
+        self._passes.forget(namespace, name)
 
     # ------------------------------------------------------------------ gather
 
@@ -142,12 +142,22 @@ class RunReconciler:
                 continue
             else:
                 result = self._result_of(run_id, key, state.attempts, obs)
-            new = finished(state, step, result, now)
+            new = finished(state, step, result, self._finish_time(state, result, obs, now))
             states[key] = new
             done.append((key, new))
             if new.phase is StepPhase.SUCCEEDED and new.cache_key and step.cache.enabled:
                 self.cache.record(new.cache_key, run_id, key, new.outputs, new.metrics)
         return done
+
+    @staticmethod
+    def _finish_time(
+        state: StepState, result: TaskResult, obs: JobObservation | None, now: datetime
+    ) -> datetime:
+        """When the step ended: its own report, else its pod's (1 s resolution), else now; never before it started."""
+        at = result.finished_at or (obs.finished_at if obs else None) or now
+        if state.started_at is not None and at < state.started_at:
+            at = state.started_at
+        return min(at, now)
 
     def _result_of(self, run_id: str, step: str, attempt: int, obs: JobObservation) -> TaskResult:
         """The runtime's report: the termination message, else its copy in the store, else the Job's reason."""
@@ -172,7 +182,10 @@ class RunReconciler:
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Bring one Run one step closer to done; returns seconds until it wants another pass (None: finished)."""
-        with self._locks.of(namespace, name), metrics.RECONCILE.labels("Run").time():
+        return self._passes.run(namespace, name, lambda: self._timed_pass(namespace, name))
+
+    def _timed_pass(self, namespace: str, name: str) -> float | None:
+        with metrics.RECONCILE.labels("Run").time():
             try:
                 return self._reconcile(namespace, name)
             except Exception:

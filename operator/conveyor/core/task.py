@@ -6,6 +6,7 @@ Job's environment. Credentials are never part of it; the runtime reads them from
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
@@ -74,6 +75,8 @@ class TaskResult(_Model):
     outputs: list[ArtifactRef] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
     message: str | None = None
+    finished_at: datetime | None = None
+    """When the step's work ended, by the step's clock (sub-second, unlike a pod's finishedAt)."""
 
 
 def result_document(run_id: str, step: str, attempt: int) -> str:

@@ -37,6 +37,8 @@ class JobObservation:
     succeeded: bool
     termination_message: str | None
     reason: str | None
+    finished_at: datetime | None = None
+    """When the step's container stopped (1-second resolution), not when we noticed."""
 
 
 class Cluster:
@@ -71,14 +73,23 @@ class Cluster:
         selector = f"{LABEL_RUN}={label_value(run)}"
         jobs = self._list(self.batch.list_namespaced_job, namespace, selector)
         pods = self._list(self.core.list_namespaced_pod, namespace, selector)
-        messages: dict[str, tuple[str | None, str | None]] = {}
+        # A step is over when its pod's container has terminated: the Job controller only marks the Job
+        # Complete about a second later (its sync batch period), and every step would wait for that.
+        ended: dict[str, tuple[bool, str | None, str | None, datetime | None]] = {}
         for pod in pods:
             labels = pod["metadata"].get("labels", {})
             job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+            phase = pod.get("status", {}).get("phase")
             for cs in pod.get("status", {}).get("containerStatuses", []):
                 term = cs.get("state", {}).get("terminated")
-                if term is not None and job:
-                    messages[job] = (term.get("message"), term.get("reason"))
+                if term is not None and job and phase in ("Succeeded", "Failed"):
+                    at = term.get("finishedAt")
+                    ended[job] = (
+                        phase == "Succeeded",
+                        term.get("message"),
+                        term.get("reason"),
+                        datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None,
+                    )
         out = {}
         for job in jobs:
             labels = job["metadata"].get("labels", {})
@@ -90,15 +101,17 @@ class Cluster:
             conditions = {c["type"]: c for c in job.get("status", {}).get("conditions", [])}
             complete = conditions.get("Complete", {}).get("status") == "True"
             failed = conditions.get("Failed", {}).get("status") == "True"
-            message, term_reason = messages.get(job["metadata"]["name"], (None, None))
+            pod_ok, message, term_reason, finished_at = ended.get(job["metadata"]["name"], (False, None, None, None))
+            pod_done = job["metadata"]["name"] in ended
             out[(step, int(attempt))] = JobObservation(
                 step=step,
                 attempt=int(attempt),
                 name=job["metadata"]["name"],
-                finished=complete or failed,
-                succeeded=complete,
+                finished=complete or failed or pod_done,
+                succeeded=complete or (pod_done and pod_ok and not failed),
                 termination_message=message,
                 reason=conditions.get("Failed", {}).get("reason") or term_reason,
+                finished_at=finished_at,
             )
         return out
 

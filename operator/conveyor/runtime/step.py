@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.request
 from collections import deque
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -322,6 +323,8 @@ def termination_log_path() -> Path | None:
 
 
 def write_result(result: TaskResult, result_file: Path | None) -> None:
+    if result.finished_at is None:
+        result = result.model_copy(update={"finished_at": datetime.now(UTC)})
     data = result.model_dump_json(exclude_none=True)
     for path in (result_file, termination_log_path()):
         if path is not None:
