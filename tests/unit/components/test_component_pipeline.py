@@ -60,7 +60,7 @@ def test_breast_cancer_end_to_end(run_step: RunStep, tmp_path: Path, estimator: 
         "evaluate",
         {"label": "target"},
         {"model": d / "model", "test": d / "test"},
-        {"metrics": d / "m", "report": d / "r"},
+        {"metrics": d / "m", "report": d / "r", "plots": d / "plots", "report_html": d / "page"},
     )
     assert metrics["roc_auc"] >= 0.97
     assert metrics["accuracy"] >= 0.9
