@@ -20,7 +20,8 @@ def _open(path: Path) -> pq.ParquetFile:
     if not path.is_file():
         raise ComponentError(f"input 'dataset': no file at {path.name!r}")
     try:
-        return pq.ParquetFile(path)
+        # pre_buffer=False: pyarrow otherwise keeps every row group it has read, so memory grows with rows.
+        return pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     except (pa.ArrowException, OSError) as exc:
         raise ComponentError(f"input 'dataset' is not a readable Parquet dataset: {exc}") from exc
 
