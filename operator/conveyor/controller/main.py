@@ -61,9 +61,7 @@ def _unfinished(status: kopf.Status, **_: Any) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, "runs")
-def run_changed(
-    type: str, namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any
-) -> None:
+def run_changed(type: str, namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any) -> None:
     assert namespace is not None
     if type == "DELETED":
         reconciler().forget(namespace, name)
@@ -76,16 +74,26 @@ def run_changed(
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
-def pod_changed(namespace: str | None, labels: kopf.Labels, status: kopf.Status, **_: Any) -> None:
+def pod_changed(
+    type: str, namespace: str | None, labels: kopf.Labels, meta: kopf.Meta, status: kopf.Status, **_: Any
+) -> None:
     """A step pod that stopped: plan at once rather than when the Job controller marks its Job done (~1 s later)."""
     assert namespace is not None
-    if status.get("phase") in ("Succeeded", "Failed"):
+    stopped = status.get("phase") in ("Succeeded", "Failed")
+    if type == "MODIFIED" and stopped and not meta.get("deletionTimestamp"):
         reconciler().reconcile(namespace, labels[LABEL_RUN])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN: kopf.PRESENT})
-def job_changed(namespace: str | None, meta: kopf.Meta, **_: Any) -> None:
+def job_changed(type: str, namespace: str | None, meta: kopf.Meta, status: kopf.Status, **_: Any) -> None:
+    """Only a Job reaching its end matters (its creation is ours, its progress is its pod's); a Job that
+    disappears while running is noticed by the resync timer."""
     assert namespace is not None
+    ended = any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+    if type == "DELETED" or not ended:
+        return
     for owner in meta.get("ownerReferences", []):
         if owner.get("kind") == "Run":
             reconciler().reconcile(namespace, owner["name"])
