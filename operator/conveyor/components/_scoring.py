@@ -62,10 +62,13 @@ def classification_scores(model: Any, x: pd.DataFrame, y: pd.Series) -> tuple[di
         proba = model.predict_proba(x)
         if binary:
             scores["roc_auc"] = skm.roc_auc_score(y_true == classes[1], proba[:, 1])
+            scores["pr_auc"] = skm.average_precision_score(y_true == classes[1], proba[:, 1])
             scores["brier"] = skm.brier_score_loss(y_true == classes[1], proba[:, 1])
         else:
             if len(values) == len(classes):
                 scores["roc_auc"] = skm.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=classes)
+                onehot = np.asarray([[label == c for c in classes] for label in y_true])
+                scores["pr_auc"] = skm.average_precision_score(onehot, proba, average="macro")
             else:
                 notes.append("the data lacks some classes; one-vs-rest roc_auc skipped")
             scores["brier"] = skm.brier_score_loss(y_true, proba, labels=classes)

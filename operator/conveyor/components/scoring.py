@@ -19,6 +19,7 @@ CLASSIFICATION_METRICS: dict[str, Direction] = {
     "recall": "maximize",
     "f1": "maximize",
     "roc_auc": "maximize",
+    "pr_auc": "maximize",
     "log_loss": "minimize",
     "brier": "minimize",
 }

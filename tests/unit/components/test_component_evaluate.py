@@ -58,7 +58,7 @@ def test_multiclass_classification(run_step: RunStep, tmp_path: Path) -> None:
     model, test = _model(run_step, tmp_path, "iris", "sklearn.linear_model.LogisticRegression", {})
     metrics, written, report = _evaluate(run_step, tmp_path, model, test, {})
     assert set(metrics) == {
-        "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier",
+        "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier",
         "majority_class_accuracy", "rows",
     }  # fmt: skip
     assert written == metrics
