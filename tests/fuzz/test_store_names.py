@@ -7,6 +7,7 @@ doubled slashes, backslashes, `~`, NUL, unicode look-alikes of dot and slash) an
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,8 @@ def test_a_document_name_is_refused_or_stays_inside_the_local_store(tmp_path: Pa
     except ValueError:
         FIGURES["document names refused"] += 1
         return
-    store = LocalStore(tmp_path / "store")
+    home = Path(tempfile.mkdtemp(dir=tmp_path))  # a fresh store per example: no earlier document in the way
+    store = LocalStore(home / "store")
     docs = store.root / "docs"
     if "\x00" in name:  # accepted by the check; the operating system refuses it before any file is touched
         FIGURES["accepted names with NUL, refused by the file system"] += 1
@@ -75,14 +77,14 @@ def test_a_document_name_is_refused_or_stays_inside_the_local_store(tmp_path: Pa
     assert _inside(target, docs), f"{name!r} resolves to {target}, outside {docs}"
     try:
         uri = store.put_text(name, "payload")
-    except OSError:  # a name whose parent is an earlier example's document, or too long a segment
+    except OSError:  # e.g. a segment longer than the file system allows
         FIGURES["accepted names the file system refused"] += 1
         return
     FIGURES["accepted names written"] += 1
     written = Path(uri.removeprefix("file://"))
     assert _inside(Path(os.path.realpath(written)), docs)
     assert store.get_text(name) == "payload"
-    for p in (tmp_path / "store").rglob("*"):
+    for p in home.rglob("*"):
         assert _inside(p.resolve(), store.root), p
 
 
