@@ -134,11 +134,6 @@ def test_path_resolution_itself() -> None:
     assert unresolved(doc, "(document)", "x") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issues_from_pydantic keeps pydantic's '[key]' loc marker: a bad parameter name in a Run is reported "
-    "at 'spec.parameters.with-dash.[key]' (and an empty name at 'spec.parameters..[key]'), not at the key itself",
-)
 def test_a_wrong_mapping_key_is_named_by_its_path() -> None:
     doc = {
         "apiVersion": "conveyor.dev/v1alpha1",

@@ -107,12 +107,6 @@ def _names_the_denial(text: str) -> bool:
     return ("forbidden" in lowered or "permission" in lowered or "not allowed" in lowered) and "job" in lowered
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the 403 Forbidden ApiException from KubeCluster.create_job escapes the Run handler; kopf logs once "
-    "\"Handler 'run_changed' failed with an exception and will ignore it: (403)\" and does not retry it within 45 s "
-    "(2 s resync): the Run is left with no status at all (no phase, no condition) and no Event; the process stays up",
-)
 def test_a_forbidden_job_create_is_reported_on_the_run_and_the_operator_keeps_running(
     api: k8s_client.ApiClient, ns: str, no_job_create_operator: Operator
 ) -> None:

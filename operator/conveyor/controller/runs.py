@@ -49,7 +49,7 @@ from conveyor.core.status import (
 from conveyor.core.support import OPERATOR, unsupported_steps
 from conveyor.core.task import StoreConfig, TaskResult, result_document, units_document
 from conveyor.core.validation import issues_from_pydantic, issues_text, resolve_parameters, validate_pipeline
-from conveyor.kube.cluster import Cluster, JobObservation
+from conveyor.kube.cluster import Cluster, ClusterRefused, JobObservation
 from conveyor.manifests.job import step_job
 from conveyor.manifests.names import job_name
 from conveyor.storage.cache import StoreCache
@@ -150,9 +150,7 @@ class RunReconciler:
         return done
 
     @staticmethod
-    def _finish_time(
-        state: StepState, result: TaskResult, obs: JobObservation | None, now: datetime
-    ) -> datetime:
+    def _finish_time(state: StepState, result: TaskResult, obs: JobObservation | None, now: datetime) -> datetime:
         """When the step ended: its own report, else its pod's (1 s resolution), else now; never before it started."""
         at = result.finished_at or (obs.finished_at if obs else None) or now
         if state.started_at is not None and at < state.started_at:
@@ -245,8 +243,9 @@ class RunReconciler:
         plan = planner.plan(
             states, now, cache=self.cache, cancel=run.spec.cancel, run_started_at=started_at, approvals=approvals
         )
+        before = dict(states)
         states = dict(plan.states)
-        self._apply(plan, body, resolved, states, now)
+        refused = self._apply(plan, body, resolved, states, before, now)
 
         order = [s.name for s in resolved.spec.steps]
         units = {k: v for k, v in states.items() if k not in order}
@@ -264,10 +263,14 @@ class RunReconciler:
                 "steps": self._step_statuses(name, run_id, order, states),
                 "conditions": set_condition(
                     old_status.conditions,
-                    succeeded_condition(plan.phase, plan.reason or "Running", plan.message, now, generation),
+                    succeeded_condition(plan.phase, plan.reason or "Running", plan.message, now, generation)
+                    if not refused
+                    else succeeded_condition(RunPhase.RUNNING, "JobCreateRefused", "; ".join(refused), now, generation),
                 ),
             }
         )
+        if refused and refused != [self._condition_message(old_status)]:
+            self.cluster.event(body, "Run", "Warning", "JobCreateRefused", "; ".join(refused))
         record_uri = self._write_record(body, resolved, status, states) if plan.done else None
         if record_uri is not None:
             status = status.model_copy(update={"record_uri": record_uri})
@@ -370,9 +373,21 @@ class RunReconciler:
     def _save_units(self, run_id: str, units: Mapping[str, StepState]) -> None:
         self.store.put_document(units_document(run_id), {"units": {k: state_to_wire(v) for k, v in units.items()}})
 
+    @staticmethod
+    def _condition_message(status: RunStatus) -> str | None:
+        return next((c.message for c in status.conditions if c.type == "Succeeded"), None)
+
     def _apply(
-        self, plan: Plan, body: dict[str, Any], resolved: Resolved, states: dict[str, StepState], now: datetime
-    ) -> None:
+        self,
+        plan: Plan,
+        body: dict[str, Any],
+        resolved: Resolved,
+        states: dict[str, StepState],
+        before: Mapping[str, StepState],
+        now: datetime,
+    ) -> list[str]:
+        """Carry out the plan; returns what the API server refused (those steps stay unlaunched, to retry)."""
+        refused: list[str] = []
         meta = body["metadata"]
         steps = {s.name: s for s in resolved.spec.steps}
         for action in plan.actions:
@@ -392,7 +407,13 @@ class RunReconciler:
                     timeout_seconds=step.timeout_seconds,
                     service_account=self.config.step_service_account,
                 )
-                created = self.cluster.create_job(job)
+                try:
+                    created = self.cluster.create_job(job)
+                except ClusterRefused as e:
+                    log.warning("%s/%s step %s: %s", meta["namespace"], meta["name"], action.key, e)
+                    refused.append(str(e))
+                    states[action.key] = before.get(action.key, StepState())
+                    continue
                 log.info(
                     "%s Job %s for %s/%s step %s",
                     "created" if created else "found existing",
@@ -409,6 +430,7 @@ class RunReconciler:
                 # A killed attempt counts as failed; a cancelled run is not retried (the planner cancels it).
                 no_retry = step.model_copy(update={"retries": RetryPolicy(limit=0)})
                 states[action.key] = finished(state, no_retry, TaskResult(ok=False, message=action.reason), now)
+        return refused
 
     def _observe_overhead(
         self, namespace: str, step: Any, states: Mapping[str, StepState], now: datetime, body: dict[str, Any]

@@ -366,7 +366,9 @@ class RunPlanner:
             progressed.setdefault(n, StepState())
         actions: list[Action] = []
         wake: list[datetime] = []
-        running = [k for k, st in progressed.items() if st.phase is StepPhase.RUNNING]
+        # A fanned-out step's own entry only summarises its items: it holds no process and takes no slot.
+        fanned = {n for n in order if steps[n].for_each is not None}
+        running = [k for k, st in progressed.items() if st.phase is StepPhase.RUNNING and k not in fanned]
 
         timed_out = (
             self.spec.timeout_seconds is not None
@@ -374,11 +376,10 @@ class RunPlanner:
             and now >= run_started_at + timedelta(seconds=self.spec.timeout_seconds)
         )
         if cancel or timed_out:
-            for key, st in progressed.items():
-                if st.phase is StepPhase.RUNNING:
-                    actions.append(Kill(step_of(key), "run cancelled" if cancel else "run timed out", key))
+            for key in running:
+                actions.append(Kill(step_of(key), "run cancelled" if cancel else "run timed out", key))
             for key, st in list(progressed.items()):
-                if st.phase not in TERMINAL and st.phase is not StepPhase.RUNNING:
+                if st.phase not in TERMINAL and key not in running:
                     actions.append(CancelStep(step_of(key), key))
                     progressed[key] = recorded(st, CancelStep(step_of(key), key), now)
             if running:
@@ -506,6 +507,10 @@ class RunPlanner:
         """One execution unit (a step, or one item of a fanned-out step): cache hit, launch, or wait."""
         st = progressed[key]
         if st.phase in TERMINAL or st.phase is StepPhase.RUNNING:
+            return
+        if budget.stop and st.phase is StepPhase.WAITING:
+            # fail-fast: a retry that will never be allowed to start is cancelled, so the run can end
+            self._decide(progressed, actions, CancelStep(name, key if key != name else None), now)
             return
         if st.phase is StepPhase.WAITING and st.next_attempt_at and now < st.next_attempt_at:
             wake.append(st.next_attempt_at)

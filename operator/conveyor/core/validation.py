@@ -57,7 +57,7 @@ def _loc_to_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif str(part).startswith(("function-", "json-or-python")) or part in ("list", "dict"):
+        elif str(part).startswith(("function-", "json-or-python")) or part in ("list", "dict", "[key]"):
             continue  # pydantic's internal union/validator markers, not fields
         else:
             path += f".{part}" if path else str(part)

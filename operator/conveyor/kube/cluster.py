@@ -41,6 +41,18 @@ class JobObservation:
     """When the step's container stopped (1-second resolution), not when we noticed."""
 
 
+class ClusterRefused(Exception):
+    """The API server refused a request for good (forbidden, invalid, over quota): retrying alone will not help."""
+
+
+def _api_message(e: ApiException) -> str:
+    try:
+        body = json.loads(e.body or "{}")
+    except ValueError:
+        body = {}
+    return f"{e.status} {e.reason}: {body.get('message', '')}".strip().rstrip(":")
+
+
 class Cluster:
     """Typed operations on the objects Conveyor reads and writes."""
 
@@ -132,12 +144,15 @@ class Cluster:
     # ---------------------------------------------------------- writing
 
     def create_job(self, job: dict[str, Any]) -> bool:
-        """Create the Job; False when it already exists (a repeated create is a no-op)."""
+        """Create the Job; False when it already exists (a repeated create is a no-op). A refusal (no
+        permission, a quota, admission) raises ClusterRefused with the API server's own words."""
         try:
             self.batch.create_namespaced_job(job["metadata"]["namespace"], job)  # type: ignore[arg-type]
         except ApiException as e:
             if e.status == 409:
                 return False
+            if e.status is not None and 400 <= e.status < 500:
+                raise ClusterRefused(f"creating Job {job['metadata']['name']} was refused: {_api_message(e)}") from None
             raise
         return True
 
