@@ -80,12 +80,14 @@ def test_every_step_pod_is_admitted_at_the_restricted_level(
     create(api, ns, "runs", _inline_run("container", [_py("hello", "print('hello from a restricted pod')")]))
     # The breast-cancer example's first two steps: built-in components, an artifact passed between pods.
     example = [
-        {"name": "ingest", "uses": "ingest", "with": {"source": "sklearn://breast_cancer"}},
+        # no cache: earlier tests in the session ran the same steps, and a hit would create no pod to admit
+        {"name": "ingest", "uses": "ingest", "with": {"source": "sklearn://breast_cancer"}, "cache": {"enabled": False}},
         {
             "name": "validate",
             "uses": "validate",
             "with": {"label": "target"},
             "inputs": [{"name": "dataset", "step": "ingest", "output": "dataset"}],
+            "cache": {"enabled": False},
         },
     ]
     create(api, ns, "runs", _inline_run("example", example))
