@@ -13,6 +13,7 @@ import pandas as pd  # type: ignore[import-untyped]
 from sklearn.inspection import permutation_importance
 
 from conveyor.components import _plots
+from conveyor.components._html import page, table
 from conveyor.components._scoring import Scored, score_model, score_subset
 from conveyor.components.atomic import atomic_output, write_json
 from conveyor.components.base import Metrics
@@ -121,41 +122,6 @@ def _plots_of(model: Any, scored: Scored, report: Mapping[str, Any]) -> tuple[li
     return _plots.render(_plots.regression_plots, scored.y.to_numpy(dtype=float), y_pred), []
 
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #222; }}
-table {{ border-collapse: collapse; margin-bottom: 1.5rem; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25rem 0.75rem; text-align: left; }}
-td.number {{ text-align: right; font-variant-numeric: tabular-nums; }}
-figure {{ margin: 0 0 2rem 0; }}
-img {{ max-width: 100%; }}
-</style>
-</head>
-<body>
-<h1>{title}</h1>
-{sections}
-</body>
-</html>
-"""
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return f'<td class="number">{value:.6g}</td>'
-        if isinstance(value, int):
-            return f'<td class="number">{value}</td>'
-        return f"<td>{html.escape(str(value))}</td>"
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "\n".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
-    return f"<table>\n<tr>{head}</tr>\n{body}\n</table>"
-
-
 def render_html(report: Mapping[str, Any], plots: Sequence[_plots.Plot], notes: Sequence[str]) -> str:
     """One self-contained page: what was evaluated, the metrics, per-class scores, notes and the plots inline."""
     about = [
@@ -165,7 +131,7 @@ def render_html(report: Mapping[str, Any], plots: Sequence[_plots.Plot], notes: 
         ("rows", int(report["metrics"]["rows"])),
     ]
     metrics = [(k, v) for k, v in sorted(report["metrics"].items()) if k != "rows"]
-    sections = [_table(["", ""], about), "<h2>Metrics</h2>", _table(["metric", "value"], metrics)]
+    sections = [table(["", ""], about), "<h2>Metrics</h2>", table(["metric", "value"], metrics)]
     per_class = report.get("per_class")
     if per_class:
         rows = [
@@ -173,7 +139,7 @@ def render_html(report: Mapping[str, Any], plots: Sequence[_plots.Plot], notes: 
             for name, s in per_class.items()
             if isinstance(s, dict)
         ]
-        sections += ["<h2>Per class</h2>", _table(["class", "precision", "recall", "F1", "support"], rows)]
+        sections += ["<h2>Per class</h2>", table(["class", "precision", "recall", "F1", "support"], rows)]
     all_notes = [*report.get("notes", []), *notes]
     if all_notes:
         items = "\n".join(f"<li>{html.escape(n)}</li>" for n in all_notes)
@@ -187,8 +153,8 @@ def render_html(report: Mapping[str, Any], plots: Sequence[_plots.Plot], notes: 
             f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
             f"<figcaption>{caption}</figcaption></figure>"
         )
-    title = html.escape(f"Evaluation of {report['estimator'] or 'the model'} on {report['label']!r}")
-    return _PAGE.format(title=title, sections="\n".join(sections))
+    title = f"Evaluation of {report['estimator'] or 'the model'} on {report['label']!r}"
+    return page(title, "\n".join(sections))
 
 
 def run(config: EvaluateConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> Metrics:

@@ -23,7 +23,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scipy import stats
 
-from conveyor.components.atomic import json_safe, write_json
+from conveyor.components._html import page, table
+from conveyor.components.atomic import atomic_output, json_safe, write_json
 from conveyor.components.base import ComponentError, Metrics
 from conveyor.components.datasets import require_columns
 from conveyor.components.validate import ValidateConfig
@@ -684,6 +685,49 @@ def validate(
     return validate_sources(current, config, schema, baseline).report
 
 
+def render_html(report: Mapping[str, Any]) -> str:
+    """One page for people: the verdict, every anomaly, and every column's scores (not only the failing ones)."""
+    drift = report["dataset"]["drift"] or {}
+    verdict = "passed" if report["passed"] else f"{len(report['anomalies'])} anomalies"
+    about = [
+        ("verdict", verdict),
+        ("rows", int(report["rows"])),
+        ("duplicate rows", int(report["dataset"]["duplicate_rows"])),
+        ("dataset drift", "yes" if drift.get("dataset_drift") else ("no" if drift else "no reference")),
+        ("drifted share", float(drift.get("drifted_share", 0.0))),
+    ]
+    sections = [table(["", ""], about)]
+    if report["anomalies"]:
+        rows = [(a.get("column") or "(dataset)", a.get("check", ""), a["message"]) for a in report["anomalies"]]
+        sections += ["<h2>Anomalies</h2>", table(["column", "check", "message"], rows)]
+    columns = []
+    for name, col in sorted(report["columns"].items()):
+        test = col.get("drift") or {}
+        columns.append(
+            (
+                name,
+                col.get("type", ""),
+                float(col.get("missing_rate", 0.0)),
+                float(col.get("out_of_range_rate", 0.0)),
+                test.get("test", ""),
+                float(test["statistic"]) if "statistic" in test else "",
+                float(test["p_value"]) if "p_value" in test else "",
+                "yes" if test.get("drifted") else "",
+            )
+        )
+    header = ["column", "type", "missing rate", "out of range", "drift test", "statistic", "p-value", "drifted"]
+    sections += ["<h2>Columns</h2>", table(header, columns)]
+    label = report.get("label")
+    if label:
+        shares = sorted(set(label.get("current_shares", {})) | set(label.get("reference_shares", {})))
+        rows = [
+            (k, label.get("reference_shares", {}).get(k, ""), label.get("current_shares", {}).get(k, ""))
+            for k in shares
+        ]
+        sections += ["<h2>Label balance</h2>", table(["class", "reference share", "current share"], rows)]
+    return page("Data validation report", "\n".join(sections))
+
+
 def run(config: ValidateConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> Metrics:
     """Validate `dataset`; write `schema` and `report`, then fail if asked to and anything was found."""
     source = Source.parquet(inputs["dataset"], "dataset", config.chunk_rows)
@@ -699,6 +743,9 @@ def run(config: ValidateConfig, inputs: Mapping[str, Path], outputs: Mapping[str
     report = validation.report
     write_json(infer_schema(validation.profile, config.label, config.max_domain_size), outputs["schema"])
     write_json(report, outputs["report"])
+    if "report_html" in outputs:
+        with atomic_output(outputs["report_html"]) as tmp:
+            tmp.write_text(render_html(report), encoding="utf-8")
     anomalies = report["anomalies"]
     drift = report["dataset"]["drift"] or {}
     if anomalies and config.on_failure == "fail":

@@ -115,6 +115,8 @@ COMPONENT = Component(
     run=run,
     required_inputs=frozenset({"dataset"}),
     optional_inputs=frozenset({"schema", "reference"}),
-    outputs=frozenset({"schema", "report"}),
-    description="Check a dataset against a schema and a reference: types, ranges, domains, labels, drift.",
+    outputs=frozenset({"schema", "report", "report_html"}),
+    description=(
+        "Check a dataset against a schema and a reference: types, ranges, domains, labels, drift; JSON and HTML report."
+    ),
 )

@@ -407,3 +407,28 @@ def test_distinct_counts_are_exact_then_estimated() -> None:
     assert columns["many"]["unique_estimated"] is True
     assert columns["many"]["unique"] == pytest.approx(50_000, rel=0.05)
     assert "categories" not in columns["few"]
+
+
+def test_html_report_shows_the_verdict_every_anomaly_and_every_column(tmp_path: Path) -> None:
+    """The page people read: drifted features are named with their scores, every column has a row."""
+    from conveyor.components._validate import render_html
+    from conveyor.components.registry import get_component
+
+    ingest, validate = get_component("ingest"), get_component("validate")
+    ingest.run(ingest.config.model_validate({"source": "sklearn://breast_cancer"}), {}, {"dataset": tmp_path / "ref"})
+    frame = pd.read_parquet(tmp_path / "ref")
+    shifted = frame.copy()
+    for column in ["mean radius", "mean texture", "mean perimeter"]:
+        shifted[column] = shifted[column] + 2 * shifted[column].std()
+    shifted.to_parquet(tmp_path / "cur")
+    outputs = {"schema": tmp_path / "schema", "report": tmp_path / "report", "report_html": tmp_path / "page.html"}
+    config = validate.config.model_validate({"label": "target", "on_failure": "warn"})
+    validate.run(config, {"dataset": tmp_path / "cur", "reference": tmp_path / "ref"}, outputs)
+    page = outputs["report_html"].read_text()
+    report = json.loads(outputs["report"].read_text())
+    assert page == render_html(report)  # the file is exactly the rendering of the JSON report
+    assert "3 anomalies" in page and "<h2>Anomalies</h2>" in page
+    for column in ["mean radius", "mean texture", "mean perimeter"]:
+        assert f"&#x27;{column}&#x27; drifted" in page  # escaped, named in the anomaly table
+    assert page.count("<tr>") >= 1 + len(report["columns"])  # a row per column, drifted or not
+    assert "<script" not in page
