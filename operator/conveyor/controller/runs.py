@@ -34,7 +34,6 @@ from conveyor.core.planner import (
     Skip,
     StepState,
     finished,
-    step_of,
 )
 from conveyor.core.record import record_document, run_record
 from conveyor.core.status import (
@@ -47,7 +46,7 @@ from conveyor.core.status import (
     succeeded_condition,
 )
 from conveyor.core.support import OPERATOR, unsupported_steps
-from conveyor.core.task import StoreConfig, TaskResult, result_document, units_document
+from conveyor.core.task import StoreConfig, TaskResult, result_document, step_of, units_document
 from conveyor.core.validation import issues_from_pydantic, issues_text, resolve_parameters, validate_pipeline
 from conveyor.kube.cluster import Cluster, ClusterRefused, JobObservation
 from conveyor.manifests.job import step_job

@@ -20,7 +20,7 @@ from conveyor.api.run import ArtifactRef, Decision, RunPhase, StepApproval, Step
 from conveyor.core.cachekey import cache_key
 from conveyor.core.dag import Dag
 from conveyor.core.retry import backoff_seconds, may_retry
-from conveyor.core.task import CollectionItem, StoreConfig, TaskInput, TaskResult, TaskSpec
+from conveyor.core.task import CollectionItem, StoreConfig, TaskInput, TaskResult, TaskSpec, step_of, unit_key
 from conveyor.core.templates import render_text, render_value
 
 TERMINAL = frozenset({StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED, StepPhase.CANCELLED})
@@ -209,13 +209,11 @@ def recorded(state: StepState, action: Action, now: datetime) -> StepState:
 # ---------------------------------------------------------------- fan-out
 
 
-def unit_key(step: str, index: int) -> str:
-    return f"{step}[{index}]"
-
-
-def step_of(key: str) -> str:
-    """The step a state key belongs to (`train[3]` → `train`)."""
-    return key.split("[", 1)[0]
+def units_of(states: Mapping[str, StepState], step: str) -> list[tuple[str, StepState]]:
+    """The items of a fanned-out step present in `states`, in item order, as (state key, state)."""
+    prefix = f"{step}["
+    keyed = [(int(k[len(prefix) : -1]), k, v) for k, v in states.items() if k.startswith(prefix)]
+    return [(k, v) for _, k, v in sorted(keyed)]
 
 
 def fan_items(step: Step, params: Mapping[str, Any]) -> list[Any]:
@@ -415,7 +413,7 @@ class RunPlanner:
                 continue  # never runs; cancelled when the run finishes
             if not all(progressed[u].phase in (StepPhase.SUCCEEDED, StepPhase.SKIPPED) for u in ups):
                 continue
-            if step.when is not None and st.phase is StepPhase.PENDING and not self._units(progressed, n):
+            if step.when is not None and st.phase is StepPhase.PENDING and not units_of(progressed, n):
                 if budget.stop:
                     continue
                 try:
@@ -458,7 +456,7 @@ class RunPlanner:
                 unit = progressed.setdefault(key, StepState())
                 self._check_timeout(key, step, unit, now, actions, wake)
                 if cap is not None and unit.phase in (StepPhase.PENDING, StepPhase.WAITING):
-                    in_flight = sum(1 for _, u in self._units(progressed, n) if u.phase is StepPhase.RUNNING)
+                    in_flight = sum(1 for _, u in units_of(progressed, n) if u.phase is StepPhase.RUNNING)
                     if in_flight >= cap:
                         continue
                 self._plan_unit(key, n, step, i, item, inputs, progressed, cache, now, actions, wake, budget)
@@ -467,11 +465,6 @@ class RunPlanner:
         return self._summarize(order, progressed, tuple(actions), wake)
 
     # ---------------------------------------------------------------- pieces of a pass
-
-    @staticmethod
-    def _units(states: Mapping[str, StepState], step: str) -> list[tuple[int, StepState]]:
-        prefix = f"{step}["
-        return sorted((int(k[len(prefix) : -1]), v) for k, v in states.items() if k.startswith(prefix))
 
     @staticmethod
     def _decide(progressed: dict[str, StepState], actions: list[Action], action: Action, now: datetime) -> None:

@@ -19,8 +19,8 @@ from typing import Any
 from conveyor.api.pipeline import PipelineSpec, Step
 from conveyor.api.run import RunPhase
 from conveyor.core.dag import Dag
-from conveyor.core.planner import StepState
-from conveyor.core.status import step_statuses, units_of
+from conveyor.core.planner import StepState, units_of
+from conveyor.core.status import step_statuses
 from conveyor.core.templates import TemplateError, references, strings_in
 
 RECORD_KIND = "RunRecord"

@@ -9,7 +9,7 @@ from typing import Any
 
 from conveyor.api.base import Condition, ConditionStatus
 from conveyor.api.run import ArtifactRef, FanOutStatus, RunPhase, StepPhase, StepStatus
-from conveyor.core.planner import TERMINAL, StepState
+from conveyor.core.planner import TERMINAL, StepState, units_of
 
 
 def set_condition(conditions: Sequence[Condition], new: Condition) -> list[Condition]:
@@ -49,13 +49,6 @@ def progress(states: Mapping[str, StepState], order: Sequence[str]) -> str:
     """Steps finished / total, for `kubectl get` (fan-out items count once, with their step)."""
     done = sum(1 for n in order if n in states and states[n].phase in TERMINAL)
     return f"{done}/{len(order)}"
-
-
-def units_of(states: Mapping[str, StepState], step: str) -> list[tuple[str, StepState]]:
-    """The fan-out items of a step, in item order, as (state key, state)."""
-    prefix = f"{step}["
-    keyed = [(int(k[len(prefix) : -1]), k, v) for k, v in states.items() if k.startswith(prefix)]
-    return [(k, v) for _, k, v in sorted(keyed)]
 
 
 def fan_out_status(states: Mapping[str, StepState], step: str, record_uri: str | None = None) -> FanOutStatus | None:

@@ -14,6 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from conveyor.api.run import ArtifactRef
 
 
+def unit_key(step: str, index: int) -> str:
+    """The state key of one item of a fanned-out step."""
+    return f"{step}[{index}]"
+
+
+def step_of(key: str) -> str:
+    """The step a state key belongs to (`train[3]` → `train`)."""
+    return key.split("[", 1)[0]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -65,7 +75,7 @@ class TaskSpec(_Model):
     @property
     def key(self) -> str:
         """The planner's state key: the step, or `step[i]` for one item of a fan-out."""
-        return self.step if self.item_index is None else f"{self.step}[{self.item_index}]"
+        return self.step if self.item_index is None else unit_key(self.step, self.item_index)
 
 
 class TaskResult(_Model):

@@ -12,6 +12,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from conveyor.api.base import GROUP, VERSION
+from conveyor.core.task import unit_key
 from conveyor.manifests.names import LABEL_ATTEMPT, LABEL_ITEM, LABEL_RUN, LABEL_STEP, label_value
 
 log = logging.getLogger("conveyor.kube")
@@ -109,7 +110,7 @@ class Cluster:
             if step is None or attempt is None:
                 continue
             if LABEL_ITEM in labels:
-                step = f"{step}[{labels[LABEL_ITEM]}]"
+                step = unit_key(step, int(labels[LABEL_ITEM]))
             conditions = {c["type"]: c for c in job.get("status", {}).get("conditions", [])}
             complete = conditions.get("Complete", {}).get("status") == "True"
             failed = conditions.get("Failed", {}).get("status") == "True"

@@ -39,11 +39,11 @@ from conveyor.core.planner import (
     RunPlanner,
     StepState,
     finished,
-    step_of,
+    units_of,
 )
 from conveyor.core.record import LOG_LIMIT_BYTES, log_document, record_document, run_record
-from conveyor.core.status import item_statuses, units_of
-from conveyor.core.task import StoreConfig, TaskResult, TaskSpec
+from conveyor.core.status import item_statuses
+from conveyor.core.task import StoreConfig, TaskResult, TaskSpec, step_of
 from conveyor.storage.cache import StoreCache
 from conveyor.storage.digest import sha256_file
 from conveyor.storage.local import LocalStore

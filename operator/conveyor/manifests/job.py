@@ -71,8 +71,7 @@ def step_job(
     service_account: str | None = None,
 ) -> dict[str, Any]:
     """The Job for `task`. Retries are the operator's (backoffLimit 0), so every attempt is its own Job."""
-    key = task.step if task.item_index is None else f"{task.step}[{task.item_index}]"
-    name = job_name(run_name, key, task.attempt)
+    name = job_name(run_name, task.key, task.attempt)
     labels = {
         LABEL_RUN: label_value(run_name),
         LABEL_STEP: label_value(task.step),
