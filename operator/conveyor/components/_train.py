@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 from sklearn.base import BaseEstimator, is_classifier, is_regressor
 from sklearn.pipeline import Pipeline
@@ -17,8 +19,13 @@ from conveyor.components.atomic import json_safe
 from conveyor.components.base import ComponentError, Metrics
 from conveyor.components.datasets import read_dataset, require_columns, require_rows, split_label
 from conveyor.components.modelio import (
+    PROFILE_QUANTILES,
+    PROFILE_TOP_CATEGORIES,
     ArtifactMetadata,
+    CategoryCount,
+    FeatureProfile,
     FeatureSpec,
+    Scalar,
     load_artifact,
     save_artifact,
 )
@@ -83,10 +90,12 @@ def run(config: TrainConfig, inputs: Mapping[str, Path], outputs: Mapping[str, P
     require_columns(frame, [config.label], "train", "label")
     transformer: Any = None
     signature: list[str] = []
+    text_columns: list[str] = []
     if "transformer" in inputs:
         loaded = load_artifact(inputs["transformer"], kind="transformer")
         transformer = loaded.obj
         signature = [f.name for f in loaded.metadata.inputs]
+        text_columns = transformer_text_columns(loaded.metadata.params)
     features = _features(frame, config, transformer, signature)
     y = frame[config.label]
     with warnings.catch_warnings(record=True) as caught:
@@ -114,6 +123,7 @@ def run(config: TrainConfig, inputs: Mapping[str, Path], outputs: Mapping[str, P
         outputs=["prediction"],
         params=_describe_params(estimator),
         fit_warnings=fit_warnings,
+        profile=profile_features(features, text_columns),
     )
     save_artifact(pipeline, outputs["model"], metadata)
     return {
@@ -134,3 +144,78 @@ def _describe_params(estimator: Any) -> dict[str, Any]:
             plain = repr(value)
         described[name] = plain
     return described
+
+
+def transformer_text_columns(params: Mapping[str, Any]) -> list[str]:
+    """The columns a `preprocess` transformer vectorizes as free text (from its recorded config)."""
+    columns = params.get("text_columns", [])
+    return [str(c) for c in columns] if isinstance(columns, list) else []
+
+
+def profile_features(features: pd.DataFrame, text_columns: Collection[str] = ()) -> list[FeatureProfile]:
+    """The training data's profile (see `modelio.FeatureProfile`), one entry per column of `features`.
+
+    Routed like `preprocess` routes columns: numeric dtypes but booleans are numeric, the
+    transformer's text columns are text, everything else is categorical.
+    """
+    profiles = []
+    for column in features.columns:
+        series = features[column]
+        dtype = series.dtype
+        if column in text_columns:
+            profiles.append(_categorical_profile(str(column), series, "text"))
+        elif pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+            profiles.append(_numeric_profile(str(column), series))
+        else:
+            profiles.append(_categorical_profile(str(column), series, "categorical"))
+    return profiles
+
+
+def _stable(value: float) -> float | None:
+    """`value` rounded to 12 significant digits (None if not finite): the same digits on any machine."""
+    return float(f"{value:.12g}") if math.isfinite(value) else None
+
+
+def _numeric_profile(name: str, series: pd.Series) -> FeatureProfile:
+    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    present = values[np.isfinite(values)]
+    count, missing = len(present), len(values) - len(present)
+    if count == 0:
+        return FeatureProfile(name=name, kind="numeric", count=0, missing=missing)
+    cuts = np.quantile(present, [p for _, p in PROFILE_QUANTILES])
+    return FeatureProfile(
+        name=name,
+        kind="numeric",
+        count=count,
+        missing=missing,
+        mean=_stable(float(np.mean(present))),
+        std=_stable(float(np.std(present))),
+        min=_stable(float(present.min())),
+        max=_stable(float(present.max())),
+        quantiles={key: float(f"{cut:.12g}") for (key, _), cut in zip(PROFILE_QUANTILES, cuts.tolist(), strict=True)},
+    )
+
+
+def _category(value: Any) -> Scalar:
+    plain = json_safe(value)
+    return plain if isinstance(plain, str | int | float | bool) else str(plain)
+
+
+def _categorical_profile(name: str, series: pd.Series, kind: Literal["categorical", "text"]) -> FeatureProfile:
+    present = series.dropna()
+    counts = present.value_counts(sort=False)
+    ranked = sorted(
+        ((_category(value), int(n)) for value, n in counts.items() if n > 0),
+        key=lambda item: (-item[1], str(item[0]), type(item[0]).__name__),
+    )
+    return FeatureProfile(
+        name=name,
+        kind=kind,
+        count=len(present),
+        missing=len(series) - len(present),
+        distinct=len(ranked),
+        top=[
+            CategoryCount(value=value, count=n, frequency=float(f"{n / len(present):.12g}"))
+            for value, n in ranked[:PROFILE_TOP_CATEGORIES]
+        ],
+    )

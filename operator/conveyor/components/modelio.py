@@ -4,7 +4,8 @@ Artifact format (`conveyor.model/v1`): one uncompressed zip file holding exactly
 written in this order with a fixed timestamp:
 
 - `meta.json`: an `ArtifactMetadata` document (kind, estimator path, task, label, class
-  labels, input signature, library versions, and the reviewed list of trusted types);
+  labels, input signature, for models the training data's profile per input feature, library
+  versions, and the reviewed list of trusted types);
 - `model.skops`: the object persisted with `skops.io` (never pickle).
 
 One file keeps one digest per model, so the store, the run status and the server agree on
@@ -109,6 +110,71 @@ class FeatureSpec(BaseModel):
     dtype: str
 
 
+PROFILE_QUANTILES: tuple[tuple[str, float], ...] = (
+    ("p01", 0.01),
+    ("p05", 0.05),
+    ("p10", 0.10),
+    ("p25", 0.25),
+    ("p50", 0.50),
+    ("p75", 0.75),
+    ("p90", 0.90),
+    ("p95", 0.95),
+    ("p99", 0.99),
+)
+"""The quantiles a numeric `FeatureProfile` records, by key and probability: consecutive ones bound
+bins of known training mass (1 %, 4 %, 5 %, 15 %, 25 %, ...), which is what a binned drift score
+(PSI and the like) compares live traffic against."""
+PROFILE_TOP_CATEGORIES = 50
+"""At most this many categories are listed per categorical or text feature (the most frequent)."""
+
+
+class CategoryCount(BaseModel):
+    """One category of a categorical or text feature and how often the training data held it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    value: Scalar
+    """The value as the training data held it (a string, number or boolean)."""
+    count: int
+    frequency: float
+    """`count` over the feature's present (non-missing) values."""
+
+
+class FeatureProfile(BaseModel):
+    """A summary of one input feature of the training data, taken before preprocessing.
+
+    It is the reference live inputs are compared with to detect drift. `count` is the number of
+    present values and `missing` the number of missing ones (None, NaN, and for numeric features
+    also ±inf, which no model can use), so `count + missing` is the number of training rows.
+
+    A `numeric` feature (any numeric dtype but boolean) records `mean`, `std` (the population
+    standard deviation, ddof=0, as numpy computes it and as a streaming server can update it),
+    `min`, `max` and the `PROFILE_QUANTILES` (numpy's default linear interpolation). A `categorical`
+    feature (strings, categories, booleans) or a `text` feature (a column the transformer vectorizes
+    with TF-IDF) records its number of `distinct` values and the `top` most frequent ones, at most
+    `PROFILE_TOP_CATEGORIES`, most frequent first, ties in the order of the values' text. Floats are
+    rounded to 12 significant digits, so that a last-bit difference in a sum does not change the
+    artifact's bytes; statistics a feature with no present value cannot have are None (empty `top`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    kind: Literal["numeric", "categorical", "text"]
+    count: int
+    missing: int
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    quantiles: dict[str, float] = {}
+    """Numeric features: the value at each of `PROFILE_QUANTILES`, keyed `p01` ... `p99`."""
+    distinct: int | None = None
+    """Categorical and text features: the number of distinct present values."""
+    top: list[CategoryCount] = []
+    """Categorical and text features: the most frequent values."""
+
+
 class ArtifactMetadata(BaseModel):
     """What a server or a later step needs to know about an artifact without unpickling anything."""
 
@@ -128,6 +194,9 @@ class ArtifactMetadata(BaseModel):
     params: dict[str, Any] = {}
     fit_warnings: list[str] = []
     """Warnings raised while fitting (e.g. non-convergence), kept with the model they describe."""
+    profile: list[FeatureProfile] | None = None
+    """Models: the training data's profile, one entry per feature of `inputs`, in the same order (the
+    reference for drift monitoring). None for transformers and for models saved before it existed."""
     sklearn_version: str = ""
     skops_version: str = ""
     numpy_version: str = ""

@@ -23,6 +23,8 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from conveyor.components.base import ComponentError
 from conveyor.components.modelio import (
     ArtifactMetadata,
+    CategoryCount,
+    FeatureProfile,
     FeatureSpec,
     UntrustedTypeError,
     canonical_skops,
@@ -77,6 +79,52 @@ def test_round_trip_keeps_predictions_and_records_metadata(tmp_path: Path) -> No
     assert read_metadata(path).classes == [0, 1, 2]
     with zipfile.ZipFile(path) as archive:
         assert archive.namelist() == ["meta.json", "model.skops"]
+
+
+def test_an_artifact_written_before_profiles_existed_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "old.zip"
+    model = _fitted()
+    written = save_artifact(model, path, _metadata())
+    meta = json.loads(written.model_dump_json())
+    del meta["profile"]  # what a writer from before the field wrote
+    with zipfile.ZipFile(path) as archive:
+        model_bytes = archive.read("model.skops")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("meta.json", json.dumps(meta))
+        archive.writestr("model.skops", model_bytes)
+    loaded = load_artifact(path, kind="model")
+    assert loaded.metadata.profile is None
+    assert loaded.metadata == written
+    np.testing.assert_array_equal(loaded.obj.predict(load_iris().data), model.predict(load_iris().data))
+
+
+def test_a_profile_round_trips_through_the_metadata(tmp_path: Path) -> None:
+    profile = [
+        FeatureProfile(
+            name="f0",
+            kind="numeric",
+            count=3,
+            missing=1,
+            mean=0.5,
+            std=0.25,
+            min=0.0,
+            max=1.0,
+            quantiles={"p01": 0.0, "p50": 0.5, "p99": 1.0},
+        ),
+        FeatureProfile(
+            name="f1",
+            kind="categorical",
+            count=4,
+            missing=0,
+            distinct=2,
+            top=[CategoryCount(value="a", count=3, frequency=0.75), CategoryCount(value=True, count=1, frequency=0.25)],
+        ),
+    ]
+    path = tmp_path / "model.zip"
+    written = save_artifact(_fitted(), path, _metadata().model_copy(update={"profile": profile}))
+    read = read_metadata(path)
+    assert read == written and read.profile == profile
+    assert read.profile is not None and read.profile[1].top[1].value is True  # a boolean stays a boolean
 
 
 def test_wrong_kind_is_refused(tmp_path: Path) -> None:
