@@ -1,0 +1,1 @@
+"""Artifact lifecycle: which stored artifacts are still referenced, and the garbage collection of the rest."""
