@@ -7,6 +7,7 @@ import json
 import math
 import warnings
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,8 +66,30 @@ def build_estimator(path: str, params: Mapping[str, Any], seed: int) -> Any:
     return estimator
 
 
-def _features(frame: pd.DataFrame, config: TrainConfig, transformer: Any, signature: list[str]) -> pd.DataFrame:
-    features, _ = split_label(frame, config.label, "train")
+@dataclass(frozen=True)
+class TrainingData:
+    """The `train` input, read and checked, and the fitted transformer (if any) its features go through."""
+
+    features: pd.DataFrame
+    """The model's raw inputs, in the order of its input signature."""
+    y: pd.Series
+    transformer: Any
+    text_columns: list[str]
+    """The columns the transformer vectorizes as free text (profiled as text)."""
+
+    def model_input(self) -> Any:
+        """What the estimator is fitted on: the features through the transformer, if there is one."""
+        return self.features if self.transformer is None else self.transformer.transform(self.features)
+
+    def pipeline(self, estimator: Any) -> Pipeline:
+        """The servable model: the transformer exactly as `preprocess` fitted it, then the fitted estimator."""
+        if self.transformer is None:
+            return Pipeline([("model", estimator)])
+        return Pipeline([("preprocess", self.transformer), ("model", estimator)])
+
+
+def _features(frame: pd.DataFrame, label: str, transformer: Any, signature: list[str]) -> pd.DataFrame:
+    features, _ = split_label(frame, label, "train")
     if transformer is None:
         non_numeric = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c].dtype)]
         if non_numeric:
@@ -74,20 +97,17 @@ def _features(frame: pd.DataFrame, config: TrainConfig, transformer: Any, signat
                 f"column {non_numeric[0]!r} is not numeric; add a preprocess step and pass its 'transformer'"
             )
         return features
-    if config.label in signature:
-        raise ComponentError(
-            f"label: column {config.label!r} is an input of the transformer; set label in preprocess too"
-        )
+    if label in signature:
+        raise ComponentError(f"label: column {label!r} is an input of the transformer; set label in preprocess too")
     require_columns(frame, signature, "train", "transformer inputs")
     return frame[signature]
 
 
-def run(config: TrainConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> Metrics:
-    """Fit the estimator on `train` (through the fitted transformer) and save the pipeline to `model`."""
-    estimator = build_estimator(config.estimator, config.params, config.seed)
+def read_training_data(inputs: Mapping[str, Path], label: str) -> TrainingData:
+    """Read `train` and the optional `transformer`, rejecting empty data and a missing or leaking label."""
     frame = read_dataset(inputs["train"], "train")
     require_rows(frame, "train")
-    require_columns(frame, [config.label], "train", "label")
+    require_columns(frame, [label], "train", "label")
     transformer: Any = None
     signature: list[str] = []
     text_columns: list[str] = []
@@ -96,39 +116,54 @@ def run(config: TrainConfig, inputs: Mapping[str, Path], outputs: Mapping[str, P
         transformer = loaded.obj
         signature = [f.name for f in loaded.metadata.inputs]
         text_columns = transformer_text_columns(loaded.metadata.params)
-    features = _features(frame, config, transformer, signature)
-    y = frame[config.label]
-    with warnings.catch_warnings(record=True) as caught:
-        # Convergence and similar warnings are facts about this fit: recorded in the model's
-        # metadata and counted in the metrics rather than printed and lost.
-        warnings.simplefilter("always")
-        try:
-            if transformer is None:
-                pipeline = Pipeline([("model", estimator)]).fit(features, y)
-            else:
-                estimator.fit(transformer.transform(features), y)
-                pipeline = Pipeline([("preprocess", transformer), ("model", estimator)])
-        except (ValueError, TypeError) as exc:
-            raise ComponentError(f"estimator {config.estimator!r} failed to fit: {exc}") from exc
-    fit_warnings = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+    features = _features(frame, label, transformer, signature)
+    return TrainingData(features=features, y=frame[label], transformer=transformer, text_columns=text_columns)
+
+
+def recorded_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    """Warnings caught while fitting, once each, sorted: kept in the model's metadata rather than printed and lost."""
+    return sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+
+
+def save_model(
+    estimator: Any, data: TrainingData, estimator_path: str, label: str, fit_warnings: list[str], out: Path
+) -> None:
+    """Save the fitted estimator behind the transformer as the servable model artifact, with its metadata."""
     task: Literal["classification", "regression"] = "classification" if is_classifier(estimator) else "regression"
     classes = json_safe(list(estimator.classes_)) if task == "classification" else None
+    features = data.features
     metadata = ArtifactMetadata(
         kind="model",
-        estimator=config.estimator,
+        estimator=estimator_path,
         task=task,
-        label=config.label,
+        label=label,
         classes=classes,
         inputs=[FeatureSpec(name=c, dtype=str(features[c].dtype)) for c in features.columns],
         outputs=["prediction"],
         params=_describe_params(estimator),
         fit_warnings=fit_warnings,
-        profile=profile_features(features, text_columns),
+        profile=profile_features(features, data.text_columns),
     )
-    save_artifact(pipeline, outputs["model"], metadata)
+    save_artifact(data.pipeline(estimator), out, metadata)
+
+
+def run(config: TrainConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> Metrics:
+    """Fit the estimator on `train` (through the fitted transformer) and save the pipeline to `model`."""
+    estimator = build_estimator(config.estimator, config.params, config.seed)
+    data = read_training_data(inputs, config.label)
+    with warnings.catch_warnings(record=True) as caught:
+        # Convergence and similar warnings are facts about this fit: recorded in the model's
+        # metadata and counted in the metrics rather than printed and lost.
+        warnings.simplefilter("always")
+        try:
+            estimator.fit(data.model_input(), data.y)
+        except (ValueError, TypeError) as exc:
+            raise ComponentError(f"estimator {config.estimator!r} failed to fit: {exc}") from exc
+    fit_warnings = recorded_warnings(caught)
+    save_model(estimator, data, config.estimator, config.label, fit_warnings, outputs["model"])
     return {
-        "train_rows": float(len(frame)),
-        "input_features": float(features.shape[1]),
+        "train_rows": float(len(data.features)),
+        "input_features": float(data.features.shape[1]),
         "fit_warnings": float(len(fit_warnings)),
     }
 
