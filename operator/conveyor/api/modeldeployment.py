@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -85,6 +86,17 @@ class Rollout(ApiModel):
     """Canary traffic steps."""
     analysis: CanaryAnalysis = Field(default_factory=CanaryAnalysis)
     """Rollback criteria."""
+    progress_deadline_seconds: Annotated[int, Field(ge=10, le=86400)] = 600
+    """A new version whose pods are not all ready by then is rolled back."""
+
+
+class PodsMetric(ApiModel):
+    """A per-pod metric from the custom metrics API and the average value to hold it at."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    """Metric name as the adapter exposes it, e.g. conveyor_server_requests_per_second."""
+    target_average_value: Quantity
+    """Average per pod to aim for, e.g. "100"."""
 
 
 @cel("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas")
@@ -97,6 +109,8 @@ class Autoscaling(ApiModel):
     """Most replicas."""
     target_cpu_utilization: Annotated[int, Field(ge=1, le=100)] = 70
     """Average CPU percent to aim for."""
+    custom_metric: PodsMetric | None = None
+    """Also scale on a per-pod metric served by a custom-metrics adapter (e.g. requests per second)."""
 
 
 class ServerSpec(ApiModel):
@@ -117,7 +131,7 @@ class DriftMonitor(ApiModel):
 
     threshold: Annotated[float, Field(gt=0)] = 0.2
     """Drift score above which the model counts as drifting."""
-    window_seconds: Annotated[int, Field(ge=60)] = 900
+    window_seconds: Annotated[int, Field(ge=10, le=604800)] = 900
     """How long drift must persist before it is reported."""
 
 
@@ -138,6 +152,10 @@ class Monitoring(ApiModel):
     drift: DriftMonitor | None = None
     min_accuracy: Annotated[float, Field(ge=0, le=1)] | None = None
     """Retrain when live accuracy from fed-back labels drops below this."""
+    min_labels: Annotated[int, Field(ge=1, le=1000000)] = 50
+    """Fed-back labels needed before live accuracy is judged."""
+    prediction_sample_rate: Annotated[float, Field(ge=0, le=1)] = 0.1
+    """Share of requests whose predictions are logged to the artifact store for joining with labels."""
     retrain: RetrainTrigger | None = None
 
 
@@ -161,6 +179,19 @@ class ServedModel(ApiModel):
     """Where the artifact is."""
     digest: Digest
     """sha256 of the artifact."""
+    version: str | None = None
+    """Short name of the version (the first 12 hex digits of the digest), as in the server's metrics."""
+
+
+class RejectedModel(ApiModel):
+    """A model version that failed to roll out; it is not tried again until the spec changes."""
+
+    uri: str
+    digest: Digest
+    reason: Annotated[str, Field(max_length=64)]
+    """ModelRejected (the server refused it), ProgressDeadlineExceeded or CanaryFailed."""
+    message: Annotated[str, Field(max_length=4096)] = ""
+    at: datetime | None = None
 
 
 class TrafficShare(ApiModel):
@@ -172,23 +203,92 @@ class TrafficShare(ApiModel):
     """Percent of traffic."""
 
 
+class CanaryStatus(ApiModel):
+    """A canary in progress."""
+
+    model: ServedModel
+    step: int = 0
+    """Index of the current step in spec.rollout.steps."""
+    step_started_at: datetime | None = None
+    promoting: bool = False
+    """All steps passed: the stable Deployment is being moved to the canary's model."""
+    requests: int = 0
+    """Requests the canary answered so far."""
+    error_rate: float | None = None
+    latency_p99_seconds: float | None = None
+
+
+class FeatureDrift(ApiModel):
+    """How far one input feature moved from its training profile."""
+
+    name: str
+    score: float
+    """|live mean - training mean| / training standard deviation."""
+
+
+class DriftStatus(ApiModel):
+    """Live inputs against the training data's profile."""
+
+    score: float
+    """Share of monitored features that drifted (0..1)."""
+    rows: int = 0
+    """Rows in the window the score was computed on."""
+    above_since: datetime | None = None
+    """When the score first exceeded the threshold (unset while below)."""
+    features: list[FeatureDrift] = Field(default_factory=list, max_length=10)
+    """The most shifted features."""
+    at: datetime | None = None
+
+
+class LiveAccuracy(ApiModel):
+    """Predictions joined with fed-back labels, per model version."""
+
+    version: str
+    labels: int = 0
+    """Labels joined with a logged prediction."""
+    accuracy: float | None = None
+    """Share correct (classification)."""
+    mean_absolute_error: float | None = None
+    """Mean absolute error (regression)."""
+
+
+class RetrainingStatus(ApiModel):
+    """The last retraining Run this deployment started."""
+
+    run: str
+    reason: Annotated[str, Field(max_length=64)]
+    """Drift or AccuracyDropped."""
+    message: Annotated[str, Field(max_length=4096)] = ""
+    at: datetime
+
+
 class ModelDeploymentStatus(ApiModel):
     """What is serving now."""
 
     observed_generation: int | None = None
     """The generation last acted on."""
     conditions: list[Condition] = Field(default_factory=list)
-    """Ready, Progressing, Degraded."""
+    """Ready, Progressing, Degraded, Drifting."""
     current: ServedModel | None = None
     """The model serving now."""
     previous: ServedModel | None = None
     """The one before (the rollback target)."""
+    rejected: RejectedModel | None = None
+    """The last version that failed to roll out."""
+    canary: CanaryStatus | None = None
+    """The canary in progress, if any."""
     ready_replicas: int = 0
     """Replicas whose model is loaded and ready."""
     traffic: list[TrafficShare] = Field(default_factory=list)
     """How requests are split between model versions."""
+    drift: DriftStatus | None = None
+    """Latest drift measurement."""
     drift_score: float | None = None
-    """Latest drift score of live inputs against the training profile."""
+    """Latest drift score, for kubectl get."""
+    live_accuracy: list[LiveAccuracy] = Field(default_factory=list, max_length=20)
+    """Live accuracy per model version."""
+    retraining: RetrainingStatus | None = None
+    """The last retraining Run started."""
     model_digest: str | None = None
     """Short digest of the current model, for kubectl get."""
 

@@ -33,6 +33,10 @@ class OperatorConfig(BaseModel):
     """Image that runs built-in components."""
     step_command: list[str] = Field(default_factory=lambda: ["python", "-m", "conveyor.runtime"])
     """Entrypoint of the step runtime inside step images (JSON list)."""
+    server_image: str = "ghcr.io/conveyor-dev/conveyor-server:0.1.0"
+    """Default model-server image of ModelDeployments (spec.server.image overrides it)."""
+    server_command: list[str] = Field(default_factory=lambda: ["python", "-m", "conveyor.serving"])
+    """Entrypoint of the model server inside server images (JSON list)."""
     step_service_account: str | None = None
     """ServiceAccount for step pods (none: the namespace default, with no token mounted)."""
     namespaces: list[str] = Field(default_factory=list)
@@ -50,7 +54,7 @@ class OperatorConfig(BaseModel):
     peering_lifetime_seconds: Annotated[int, Field(ge=5, le=3600)] = 15
     """How long a silent replica counts as alive: the fail-over time after the active one dies."""
 
-    @field_validator("step_command")
+    @field_validator("step_command", "server_command")
     @classmethod
     def _non_empty(cls, v: list[str]) -> list[str]:
         if not v:

@@ -16,11 +16,12 @@ import kopf
 from conveyor.api.base import GROUP, VERSION
 from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig, load_config
-from conveyor.controller.modeldeployments import reconcile_model_deployment
+from conveyor.controller.modeldeployments import ModelDeploymentReconciler
 from conveyor.controller.pipelines import PipelineReconciler
 from conveyor.controller.runs import RunReconciler
 from conveyor.kube.cluster import Cluster, load_kube_config
-from conveyor.manifests.names import LABEL_RUN
+from conveyor.kube.workloads import Workloads
+from conveyor.manifests.names import LABEL_MODEL_DEPLOYMENT, LABEL_RUN
 from conveyor.storage.s3 import S3Store
 
 log = logging.getLogger("conveyor.operator")
@@ -145,7 +146,47 @@ def pipeline_schedule(namespace: str | None, name: str, **_: Any) -> None:
     pipeline_reconciler().reconcile(namespace, name)
 
 
+# ---------------------------------------------------------------- model deployments
+# An event on a ModelDeployment whose spec changed (or that is new), a change in one of its
+# Deployments, and a timer (canary pauses and analysis, drift and accuracy windows, a Pipeline's
+# newly blessed model) each trigger one pass; the pass itself decides everything.
+
+_serving: ModelDeploymentReconciler | None = None
+
+
+@kopf.on.startup()
+def configure_serving(**_: Any) -> None:
+    global _serving  # noqa: PLW0603 - clients are built once per process; no deployment state lives here
+    api = load_kube_config()
+    _serving = ModelDeploymentReconciler(Cluster(api), Workloads(api), CONFIG)
+
+
+def serving_reconciler() -> ModelDeploymentReconciler:
+    if _serving is None:
+        raise kopf.TemporaryError("the operator is still starting", delay=1)
+    return _serving
+
+
 @kopf.on.event(GROUP, VERSION, "modeldeployments")
-def model_deployment_changed(type: str, body: kopf.Body, **_: Any) -> None:
+def model_deployment_changed(
+    type: str, namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any
+) -> None:
+    assert namespace is not None
+    if type == "DELETED":
+        serving_reconciler().forget(namespace, name)
+        return
+    if status.get("observedGeneration") != meta.get("generation"):
+        serving_reconciler().reconcile(namespace, name)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={LABEL_MODEL_DEPLOYMENT: kopf.PRESENT})
+def server_deployment_changed(type: str, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+    assert namespace is not None
     if type != "DELETED":
-        reconcile_model_deployment(reconciler().cluster, dict(body))
+        serving_reconciler().reconcile(namespace, labels[LABEL_MODEL_DEPLOYMENT])
+
+
+@kopf.timer(GROUP, VERSION, "modeldeployments", interval=CONFIG.resync_seconds)
+def model_deployment_resync(namespace: str | None, name: str, **_: Any) -> None:
+    assert namespace is not None
+    serving_reconciler().reconcile(namespace, name)

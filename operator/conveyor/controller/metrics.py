@@ -6,7 +6,11 @@ many Runs pass through; per-run detail belongs in Run status and the record, not
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from conveyor.api.modeldeployment import ModelDeploymentStatus
 
 RUNS = Counter("conveyor_runs_total", "Runs that reached a final phase, by result.", ["namespace", "result"])
 STEPS = Counter(
@@ -37,6 +41,54 @@ RECONCILE = Histogram(
 )
 RECONCILE_ERRORS = Counter("conveyor_reconcile_errors_total", "Reconcile passes that raised.", ["kind"])
 ACTIVE_STEPS = Gauge("conveyor_steps_running", "Step Jobs created and not yet observed finished.", ["namespace"])
+
+# Per ModelDeployment (bounded by the number of deployments, not by traffic).
+MODEL_READY_REPLICAS = Gauge(
+    "conveyor_model_ready_replicas", "Model server replicas ready, all versions.", ["namespace", "deployment"]
+)
+MODEL_DRIFT = Gauge(
+    "conveyor_model_drift_score",
+    "Share of monitored input features that drifted from the training profile in the last window.",
+    ["namespace", "deployment"],
+)
+MODEL_LIVE_ACCURACY = Gauge(
+    "conveyor_model_live_accuracy",
+    "Accuracy of sampled predictions against fed-back labels, per model version.",
+    ["namespace", "deployment", "version"],
+)
+MODEL_INFO = Gauge(
+    "conveyor_model_info", "1 for the model version serving now.", ["namespace", "deployment", "version"]
+)
+_model_series: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+
+
+def observe_model_deployment(namespace: str, name: str, status: ModelDeploymentStatus) -> None:
+    """Export a ModelDeployment's status as gauges, dropping series of versions no longer reported."""
+    MODEL_READY_REPLICAS.labels(namespace, name).set(status.ready_replicas)
+    if status.drift is not None:
+        MODEL_DRIFT.labels(namespace, name).set(status.drift.score)
+    series: set[tuple[str, ...]] = set()
+    for acc in status.live_accuracy:
+        if acc.accuracy is not None:
+            MODEL_LIVE_ACCURACY.labels(namespace, name, acc.version).set(acc.accuracy)
+            series.add(("acc", acc.version))
+    if status.current is not None:
+        version = status.current.digest.removeprefix("sha256:")[:12]
+        MODEL_INFO.labels(namespace, name, version).set(1)
+        series.add(("info", version))
+    for kind, version in _model_series.get((namespace, name), set()) - series:
+        gauge = MODEL_LIVE_ACCURACY if kind == "acc" else MODEL_INFO
+        gauge.remove(namespace, name, version)
+    _model_series[(namespace, name)] = series
+
+
+def forget_model_deployment(namespace: str, name: str) -> None:
+    """Remove every series of a deleted ModelDeployment."""
+    for kind, version in _model_series.pop((namespace, name), set()):
+        (MODEL_LIVE_ACCURACY if kind == "acc" else MODEL_INFO).remove(namespace, name, version)
+    for gauge in (MODEL_READY_REPLICAS, MODEL_DRIFT):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, name)
 
 
 def serve(port: int) -> None:

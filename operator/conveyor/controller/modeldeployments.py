@@ -1,47 +1,500 @@
-"""ModelDeployments, as far as the operator carries them out today: validated and answered honestly.
+"""The ModelDeployment shell: observe, ask the core what to do, apply, report.
 
-Serving (Deployment, Service, autoscaling, rollouts, drift) is not built yet. Rather than ignore the
-objects, the operator validates each one and sets Ready=False with reason NotSupportedYet, so
-`kubectl get md` and `kubectl wait` tell the truth.
+One pass: resolve the model the source names (core.modelsource), observe the serving Deployments
+and ask their pods for metrics and refusals (controller.scrape), plan the rollout
+(core.rollout.plan_rollout), apply the owned objects (kube.workloads), then watch the current
+model (core.monitoring: drift from the servers' input counters, live accuracy from sampled
+predictions joined with fed-back labels) and start a retraining Run when the core says so.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from conveyor.api.base import Condition, ConditionStatus
-from conveyor.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
+from conveyor.api.base import GROUP, VERSION, Condition, ConditionStatus
+from conveyor.api.modeldeployment import (
+    LiveAccuracy,
+    ModelDeployment,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    RetrainingStatus,
+    ServedModel,
+)
+from conveyor.api.pipeline import Pipeline, PipelineSpec
+from conveyor.api.run import Run
+from conveyor.components.modelio import ArtifactMetadata, read_metadata
+from conveyor.controller import metrics
+from conveyor.controller.config import OperatorConfig
+from conveyor.controller.locks import Coalescer
+from conveyor.controller.pipelines import LABEL_PIPELINE
+from conveyor.controller.scrape import (
+    ServerSamples,
+    feature_totals,
+    fetch_metrics,
+    readiness_error,
+    version_stats,
+    window_delta,
+)
+from conveyor.core import modelsource, monitoring
+from conveyor.core.monitoring import FeatureReference, FeatureWindow
+from conveyor.core.rollout import (
+    DeploymentView,
+    ServingObservation,
+    ServingPlan,
+    VersionStats,
+    plan_rollout,
+    version_of,
+)
 from conveyor.core.status import set_condition
 from conveyor.core.validation import issues_from_pydantic
-from conveyor.kube.cluster import Cluster
+from conveyor.kube.cluster import Cluster, ClusterRefused
+from conveyor.kube.workloads import Workloads
+from conveyor.manifests import serving
+from conveyor.manifests.names import (
+    ANNOTATION_MODEL_DIGEST,
+    LABEL_MODEL_DEPLOYMENT,
+    LABEL_MODEL_VERSION,
+    LABEL_TRACK,
+    label_value,
+)
+from conveyor.storage.s3 import S3Store, download_object
+from conveyor.storage.store import StoreUnavailable
+
+log = logging.getLogger("conveyor.serving")
+
+LABEL_TRIGGER = "conveyor.dev/trigger"
+FINISHED = ("Succeeded", "Failed", "Cancelled")
+MONITORING_RETENTION_OBJECTS = 2000
 
 
-def reconcile_model_deployment(cluster: Cluster, body: dict[str, Any]) -> None:
-    meta = body["metadata"]
-    now = datetime.now(UTC)
-    generation = meta.get("generation")
-    old = ModelDeploymentStatus.model_validate(body.get("status") or {})
-    try:
-        ModelDeployment.model_validate(body)
-    except ValidationError as e:
-        reason, message = "InvalidSpec", "; ".join(str(i) for i in issues_from_pydantic(e))
-    else:
-        reason, message = "NotSupportedYet", "serving models is not supported yet by the operator"
-    condition = Condition(
-        type="Ready",
-        status=ConditionStatus.FALSE,
-        reason=reason,
-        message=message,
-        last_transition_time=now,
-        observed_generation=generation,
-    )
-    new = old.model_copy(
-        update={"observed_generation": generation, "conditions": set_condition(old.conditions, condition)}
-    )
-    if new.to_wire() != old.to_wire():
-        cluster.patch_status("modeldeployments", meta["namespace"], meta["name"], new.to_wire())
-        if old.observed_generation != generation:
-            cluster.event(body, "ModelDeployment", "Warning", reason, message)
+@dataclass
+class _Watch:
+    """In-memory monitoring state of one ModelDeployment (rebuilt after a restart, nothing lost but one window)."""
+
+    counters: dict[str, dict[str, FeatureWindow]] = field(default_factory=dict)
+    """pod uid → cumulative per-feature sums last seen."""
+    window: dict[str, FeatureWindow] = field(default_factory=dict)
+    version: str | None = None
+    predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    labels: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+class ModelDeploymentReconciler:
+    def __init__(self, cluster: Cluster, workloads: Workloads, config: OperatorConfig) -> None:
+        self.cluster = cluster
+        self.workloads = workloads
+        self.config = config
+        self._coalescer = Coalescer()
+        self._watch: dict[tuple[str, str], _Watch] = {}
+        self._metadata: dict[str, ArtifactMetadata] = {}
+        self._guard = threading.Lock()
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._guard:
+            self._watch.pop((namespace, name), None)
+        metrics.forget_model_deployment(namespace, name)
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        self._coalescer.run(namespace, name, lambda: self._pass(namespace, name))
+
+    # ------------------------------------------------------------------ one pass
+
+    def _pass(self, namespace: str, name: str) -> None:
+        body = self.cluster.get_custom("modeldeployments", namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        now = datetime.now(UTC)
+        generation = body["metadata"].get("generation")
+        old = ModelDeploymentStatus.model_validate(body.get("status") or {})
+        try:
+            md = ModelDeployment.model_validate(body)
+        except ValidationError as e:
+            message = "; ".join(str(i) for i in issues_from_pydantic(e))
+            self._report_invalid(body, old, message, now, generation)
+            return
+        spec = md.spec
+        desired, unresolved = self._resolve(namespace, spec, old)
+        observed, pods = self._observe(namespace, name, spec)
+        plan = plan_rollout(spec, old, desired, observed, now, generation, unresolved)
+        status = plan.status
+        try:
+            self._apply(body, spec, plan)
+        except ClusterRefused as e:
+            status.conditions = set_condition(
+                status.conditions,
+                Condition(
+                    type="Ready",
+                    status=ConditionStatus.FALSE,
+                    reason="Refused",
+                    message=str(e),
+                    last_transition_time=now,
+                    observed_generation=generation,
+                ),
+            )
+        if spec.monitoring is not None and status.current is not None:
+            self._monitor(body, spec, status, pods, now)
+        metrics.observe_model_deployment(namespace, name, status)
+        self._write(body, old, status, plan, now)
+
+    def _report_invalid(
+        self, body: dict[str, Any], old: ModelDeploymentStatus, message: str, now: datetime, gen: int | None
+    ) -> None:
+        cond = Condition(
+            type="Ready",
+            status=ConditionStatus.FALSE,
+            reason="InvalidSpec",
+            message=message,
+            last_transition_time=now,
+            observed_generation=gen,
+        )
+        new = old.model_copy(update={"observed_generation": gen, "conditions": set_condition(old.conditions, cond)})
+        if new.to_wire() != old.to_wire():
+            meta = body["metadata"]
+            self.cluster.patch_status("modeldeployments", meta["namespace"], meta["name"], new.to_wire())
+            if old.observed_generation != gen:
+                self.cluster.event(body, "ModelDeployment", "Warning", "InvalidSpec", message)
+
+    def _write(
+        self,
+        body: dict[str, Any],
+        old: ModelDeploymentStatus,
+        status: ModelDeploymentStatus,
+        plan: ServingPlan,
+        now: datetime,
+    ) -> None:
+        meta = body["metadata"]
+        if status.to_wire() != old.to_wire():
+            patch = merge_patch(old.to_wire(), status.to_wire())
+            self.cluster.patch_status("modeldeployments", meta["namespace"], meta["name"], patch)
+        for event in plan.events:
+            self.cluster.event(body, "ModelDeployment", event.type, event.reason, event.message)
+
+    # ------------------------------------------------------------------ source
+
+    def _pipeline_spec(self, namespace: str, name: str) -> PipelineSpec:
+        body = self.cluster.get_custom("pipelines", namespace, name)
+        if body is None:
+            raise modelsource.Unresolved(f"pipeline {name!r} does not exist")
+        try:
+            return Pipeline.model_validate(body).spec
+        except ValidationError as e:
+            raise modelsource.Unresolved(f"pipeline {name!r} is invalid: {e.error_count()} problem(s)") from None
+
+    def _resolve(
+        self, namespace: str, spec: ModelDeploymentSpec, status: ModelDeploymentStatus
+    ) -> tuple[ServedModel | None, str]:
+        source = spec.model
+        try:
+            if source.uri is not None:
+                assert source.digest is not None
+                return ServedModel(uri=source.uri, digest=source.digest, version=version_of(source.digest)), ""
+            if source.run is not None:
+                run = self.cluster.get_custom("runs", namespace, source.run.name)
+                if run is None:
+                    raise modelsource.Unresolved(f"run {source.run.name!r} does not exist")
+                parsed = Run.model_validate(run)
+                pipeline_spec = parsed.spec.pipeline_spec
+                if pipeline_spec is None and parsed.spec.pipeline_ref is not None:
+                    pipeline_spec = self._pipeline_spec(namespace, parsed.spec.pipeline_ref.name)
+                return modelsource.run_output(run, source.run, pipeline_spec), ""
+            assert source.pipeline is not None
+            if not source.pipeline.follow and status.current is not None:
+                return status.current, ""
+            pipeline_spec = self._pipeline_spec(namespace, source.pipeline.name)
+            runs = [
+                r
+                for r in self.cluster.list_custom("runs", namespace)
+                if (r.get("status") or {}).get("pipeline") == source.pipeline.name
+            ]
+            return modelsource.latest_blessed(source.pipeline.name, pipeline_spec, runs), ""
+        except modelsource.Unresolved as e:
+            return None, str(e)
+
+    # ------------------------------------------------------------------ observe
+
+    def _observe(
+        self, namespace: str, name: str, spec: ModelDeploymentSpec
+    ) -> tuple[ServingObservation, dict[str, ServerSamples]]:
+        pods = [
+            p
+            for p in self.workloads.pods(namespace, f"{LABEL_MODEL_DEPLOYMENT}={label_value(name)}")
+            if not p["metadata"].get("deletionTimestamp")
+        ]
+        port = spec.server.port
+        samples: dict[str, ServerSamples] = {}
+        for pod in pods:
+            ip = pod.get("status", {}).get("podIP")
+            if ip and pod.get("status", {}).get("phase") == "Running":
+                got = fetch_metrics(ip, port)
+                if got is not None:
+                    samples[pod["metadata"]["uid"]] = got
+        views = {track: self._view(namespace, name, track, pods, port) for track in (serving.STABLE, serving.CANARY)}
+        canary = views[serving.CANARY]
+        stats = (
+            version_stats(list(samples.values()), version_of(canary.model_digest))
+            if canary is not None and canary.model_digest
+            else VersionStats()
+        )
+        return ServingObservation(views[serving.STABLE], canary, stats), samples
+
+    def _view(
+        self, namespace: str, md: str, track: str, pods: list[dict[str, Any]], port: int
+    ) -> DeploymentView | None:
+        dep = self.workloads.get("apps/v1", "Deployment", namespace, serving.deployment_name(md, track))
+        if dep is None:
+            return None
+        template = dep["spec"]["template"]
+        digest = template["metadata"].get("annotations", {}).get(ANNOTATION_MODEL_DIGEST)
+        st = dep.get("status", {})
+        conditions = {c["type"]: c for c in st.get("conditions", [])}
+        progressing = conditions.get("Progressing", {})
+        rejection = None
+        if digest:
+            for pod in pods:
+                labels = pod["metadata"].get("labels", {})
+                if labels.get(LABEL_TRACK) != track or labels.get(LABEL_MODEL_VERSION) != version_of(digest):
+                    continue
+                ready = any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in pod.get("status", {}).get("conditions", [])
+                )
+                ip = pod.get("status", {}).get("podIP")
+                if not ready and ip:
+                    rejection = readiness_error(ip, port, md)
+                    if rejection:
+                        break
+        return DeploymentView(
+            model_digest=digest,
+            replicas=int(dep["spec"].get("replicas", 1)),
+            ready=int(st.get("readyReplicas", 0)),
+            updated=int(st.get("updatedReplicas", 0)),
+            total=int(st.get("replicas", 0)),
+            generation_observed=int(st.get("observedGeneration", 0)) >= int(dep["metadata"].get("generation", 0)),
+            deadline_exceeded=progressing.get("status") == "False"
+            and progressing.get("reason") == "ProgressDeadlineExceeded",
+            rejection=rejection,
+        )
+
+    # ------------------------------------------------------------------ apply
+
+    def _apply(self, body: dict[str, Any], spec: ModelDeploymentSpec, plan: ServingPlan) -> None:
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        if plan.stable_model is None:
+            return
+        common = serving.ServerSettings(
+            image=self.config.server_image,
+            command=self.config.server_command,
+            credentials_secret=self.config.credentials_secret,
+            s3_endpoint=self.config.s3_endpoint,
+            monitoring=serving.monitoring_uri(self.config.s3_bucket, self._prefix(), ns, name),
+        )
+        stable = serving.server_deployment(
+            body, spec, plan.stable_model, common, track=serving.STABLE, replicas=spec.autoscaling.min_replicas
+        )
+        self.workloads.apply(stable, keep=("replicas",))
+        if plan.canary_model is not None:
+            canary = serving.server_deployment(
+                body, spec, plan.canary_model, common, track=serving.CANARY, replicas=plan.canary_replicas
+            )
+            self.workloads.apply(canary)
+        else:
+            self.workloads.delete("apps/v1", "Deployment", ns, serving.deployment_name(name, serving.CANARY))
+        self.workloads.apply(serving.service(body, spec))
+        self.workloads.apply(serving.autoscaler(body, spec))
+        if spec.pod_disruption_budget:
+            self.workloads.apply(serving.disruption_budget(body))
+        else:
+            self.workloads.delete("policy/v1", "PodDisruptionBudget", ns, name)
+        if self.workloads.has_group("monitoring.coreos.com/v1"):
+            self.workloads.apply(serving.service_monitor(body))
+
+    def _prefix(self) -> str:
+        p = self.config.s3_prefix.strip("/")
+        return f"{p}/" if p else ""
+
+    # ------------------------------------------------------------------ monitoring
+
+    def _model_metadata(self, model: ServedModel) -> ArtifactMetadata | None:
+        cached = self._metadata.get(model.digest)
+        if cached is not None:
+            return cached
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "model"
+                download_object(model.uri, path, self.config.s3_endpoint, max_bytes=2 * 1024**3)
+                meta = read_metadata(path)
+        except Exception as e:
+            log.warning("could not read the metadata of model %s: %s", version_of(model.digest), e)
+            return None
+        self._metadata[model.digest] = meta
+        return meta
+
+    def _monitor(
+        self,
+        body: dict[str, Any],
+        spec: ModelDeploymentSpec,
+        status: ModelDeploymentStatus,
+        samples: dict[str, ServerSamples],
+        now: datetime,
+    ) -> None:
+        assert spec.monitoring is not None and status.current is not None
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        with self._guard:
+            watch = self._watch.setdefault((ns, name), _Watch())
+        version = version_of(status.current.digest)
+        if watch.version != version:
+            watch.counters, watch.window, watch.version = {}, {}, version
+        model_meta = self._model_metadata(status.current)
+        if spec.monitoring.drift is not None and model_meta is not None:
+            reference = reference_profile(model_meta)
+            for uid, pod in samples.items():
+                totals = feature_totals(pod, version)
+                for f, w in window_delta(totals, watch.counters.get(uid)).items():
+                    watch.window.setdefault(f, FeatureWindow()).add(w)
+                watch.counters[uid] = totals
+            for uid in set(watch.counters) - set(samples):
+                del watch.counters[uid]
+            measured = monitoring.drift_score(reference, watch.window) if reference else None
+            if measured is not None:
+                threshold = spec.monitoring.drift.threshold
+                status.drift = monitoring.next_drift(status.drift, measured, threshold, now)
+                status.drift_score = status.drift.score
+                watch.window = {}
+            drifting = monitoring.drifting(status.drift, spec.monitoring.drift.window_seconds, now)
+            above = status.drift is not None and status.drift.above_since is not None
+            reason = "Drifting" if drifting else "ShiftDetected" if above else "WithinThreshold"
+            message = (
+                f"drift score {status.drift.score:.2f} (threshold {threshold:.2f}) over {status.drift.rows} rows"
+                if status.drift is not None and (threshold := spec.monitoring.drift.threshold) is not None
+                else "not enough traffic measured yet"
+            )
+            was = next((c for c in status.conditions if c.type == "Drifting"), None)
+            status.conditions = set_condition(
+                status.conditions,
+                Condition(
+                    type="Drifting",
+                    status=ConditionStatus.TRUE if drifting else ConditionStatus.FALSE,
+                    reason=reason,
+                    message=message,
+                    last_transition_time=now,
+                    observed_generation=meta.get("generation"),
+                ),
+            )
+            if drifting and (was is None or was.status != ConditionStatus.TRUE):
+                self.cluster.event(body, "ModelDeployment", "Warning", "Drifting", message)
+        accuracy: LiveAccuracy | None = None
+        if spec.monitoring.min_accuracy is not None or spec.monitoring.retrain is not None:
+            status.live_accuracy = self._live_accuracy(ns, name, watch, model_meta)
+            accuracy = next((a for a in status.live_accuracy if a.version == version), None)
+        self._maybe_retrain(body, spec, status, accuracy, now)
+
+    def _live_accuracy(
+        self, ns: str, name: str, watch: _Watch, model_meta: ArtifactMetadata | None
+    ) -> list[LiveAccuracy]:
+        store = S3Store(self.config.s3_bucket, f"{self._prefix()}monitoring/{ns}/{name}", self.config.s3_endpoint)
+        try:
+            for kind, cache in (("predictions/", watch.predictions), ("feedback/", watch.labels)):
+                keys = store.list_keys(kind)[-MONITORING_RETENTION_OBJECTS:]
+                for key in keys:
+                    if key in cache:
+                        continue
+                    raw = store.get_raw(key)
+                    cache[key] = [json.loads(line) for line in (raw or b"").decode().splitlines() if line.strip()]
+                for gone in set(cache) - set(keys):
+                    del cache[gone]
+        except StoreUnavailable as e:
+            log.warning("monitoring log of %s/%s unavailable: %s", ns, name, e)
+        predictions = [p for lines in watch.predictions.values() for p in lines]
+        labels = [lb for lines in watch.labels.values() for lb in lines]
+        task = model_meta.task if model_meta is not None else None
+        return monitoring.live_accuracy(predictions, labels, task)[-20:]
+
+    def _maybe_retrain(
+        self,
+        body: dict[str, Any],
+        spec: ModelDeploymentSpec,
+        status: ModelDeploymentStatus,
+        accuracy: LiveAccuracy | None,
+        now: datetime,
+    ) -> None:
+        assert spec.monitoring is not None
+        trigger = spec.monitoring.retrain
+        if trigger is None:
+            return
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        last = status.retraining
+        finished = True
+        if last is not None:
+            run = self.cluster.get_custom("runs", ns, last.run)
+            finished = run is None or (run.get("status") or {}).get("phase") in FINISHED
+        decision = monitoring.retrain_decision(spec.monitoring, status.drift, accuracy, last, finished, now)
+        if decision is None:
+            return
+        # Never two at once, even across an operator restart between creating a Run and recording it.
+        selector = f"{LABEL_MODEL_DEPLOYMENT}={label_value(name)},{LABEL_TRIGGER}"
+        for run in self.cluster.list_runs(ns, selector):
+            if (run.get("status") or {}).get("phase") not in FINISHED:
+                status.retraining = RetrainingStatus(
+                    run=run["metadata"]["name"],
+                    reason=run["metadata"]["labels"].get(LABEL_TRIGGER, decision.reason),
+                    message=decision.message,
+                    at=_parse_time(run["metadata"].get("creationTimestamp")) or now,
+                )
+                return
+        run_body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Run",
+            "metadata": {
+                "generateName": f"{trigger.pipeline[:40]}-retrain-",
+                "namespace": ns,
+                "labels": {
+                    LABEL_PIPELINE: label_value(trigger.pipeline),
+                    LABEL_MODEL_DEPLOYMENT: label_value(name),
+                    LABEL_TRIGGER: decision.reason,
+                },
+            },
+            "spec": {"pipelineRef": {"name": trigger.pipeline}, "parameters": trigger.parameters},
+        }
+        created = self.cluster.create_generated(run_body)
+        status.retraining = RetrainingStatus(run=created, reason=decision.reason, message=decision.message, at=now)
+        self.cluster.event(
+            body,
+            "ModelDeployment",
+            "Normal",
+            "RetrainingStarted",
+            f"started run {created} of pipeline {trigger.pipeline}: {decision.message}",
+        )
+
+
+def reference_profile(meta: ArtifactMetadata) -> dict[str, FeatureReference]:
+    """Mean and std of each numeric training feature, from the profile saved with the model."""
+    return {
+        p.name: FeatureReference(p.mean, p.std)
+        for p in meta.profile or []
+        if p.kind == "numeric" and p.mean is not None and p.std is not None
+    }
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`: removed keys become null."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch = {k: merge_patch(old.get(k), v) for k, v in new.items() if old.get(k) != v}
+    patch.update({k: None for k in old if k not in new})
+    return patch

@@ -174,6 +174,17 @@ class Cluster:
             raise
         return True
 
+    def create_generated(self, obj: dict[str, Any], plural: str = "runs") -> str:
+        """Create an object named by generateName; returns the name the API server gave it."""
+        ns = obj["metadata"]["namespace"]
+        try:
+            created: Any = self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, plural, obj)
+        except ApiException as e:
+            if e.status is not None and 400 <= e.status < 500:
+                raise ClusterRefused(f"creating a {obj.get('kind', plural)} was refused: {_api_message(e)}") from None
+            raise
+        return str(created["metadata"]["name"])
+
     def patch_run_spec(self, namespace: str, name: str, spec: dict[str, Any]) -> bool:
         """Merge `spec` into the Run's spec; False when the Run is gone."""
         try:

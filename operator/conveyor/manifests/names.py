@@ -10,6 +10,11 @@ LABEL_STEP = "conveyor.dev/step"
 LABEL_ATTEMPT = "conveyor.dev/attempt"
 LABEL_ITEM = "conveyor.dev/item"
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
+LABEL_MODEL_DEPLOYMENT = "conveyor.dev/model-deployment"
+LABEL_TRACK = "conveyor.dev/track"
+LABEL_MODEL_VERSION = "conveyor.dev/model-version"
+ANNOTATION_MODEL_DIGEST = "conveyor.dev/model-digest"
+ANNOTATION_MODEL_URI = "conveyor.dev/model-uri"
 MANAGER = "conveyor"
 
 

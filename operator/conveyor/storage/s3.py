@@ -144,6 +144,28 @@ class S3Store:
             raise
         return bytes(body).decode()
 
+    @_unavailable_on_error
+    def list_keys(self, under: str) -> list[str]:
+        """Keys below `under` (relative to this store's prefix, and returned relative to it), sorted.
+
+        For logs other programs append as separate objects (the model servers' prediction samples)."""
+        keys: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(under)):
+            keys += [obj["Key"][len(self.prefix) :] for obj in page.get("Contents", []) if "Key" in obj]
+        return sorted(keys)
+
+    @_unavailable_on_error
+    def get_raw(self, key: str) -> bytes | None:
+        """An object's bytes by key relative to this store's prefix (None when absent)."""
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(check_document_name(key)))["Body"].read()
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in _NOT_FOUND:
+                return None
+            raise
+        return bytes(body)
+
 
 def download_object(uri: str, dest: Path, endpoint: str | None = None, max_bytes: int | None = None) -> int:
     """Download `s3://bucket/key` (any object, not a content-addressed artifact) to `dest`; return its size.
