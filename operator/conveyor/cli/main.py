@@ -66,6 +66,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     issues += param_issues + unsupported(spec, LOCAL)
     if issues:
         raise InvalidSpec(issues, str(args.file))
+    from conveyor.lifecycle.specs import store_spec  # noqa: PLC0415
+    from conveyor.storage.local import LocalStore  # noqa: PLC0415
+
+    store_spec(LocalStore(args.state_dir.resolve() / "store"), spec, str(name))  # for `conveyor rerun`
     console = Console(stderr=False)
     outcome = run_with_progress(
         spec,
@@ -171,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     from conveyor.cli.records import add_commands as add_record_commands  # noqa: PLC0415
 
     add_record_commands(sub)
+
+    from conveyor.cli.lifecycle_commands import add_commands as add_lifecycle_commands  # noqa: PLC0415
+    from conveyor.cli.report import add_commands as add_report_commands  # noqa: PLC0415
+
+    add_lifecycle_commands(sub)
+    add_report_commands(sub)
 
     comps = sub.add_parser("components", help="list the built-in components")
     comps.add_argument("--json", action="store_true")

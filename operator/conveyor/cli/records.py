@@ -58,6 +58,26 @@ def _no_record(run: str, phase: str) -> InvalidSpec:
     )
 
 
+def _corrupt_record(run: str, why: str) -> InvalidSpec:
+    return InvalidSpec([Issue("record", f"the record of run {run!r} is corrupt ({why}); nothing was read from it")])
+
+
+def checked_record(run: str, read: Any) -> dict[str, Any] | None:
+    """`read()` (a record or None), refusing one that is not JSON or not shaped like a record."""
+    try:
+        record = read()
+    except ValueError as e:
+        raise _corrupt_record(run, f"not JSON: {e}") from None
+    if record is None:
+        return None
+    if not isinstance(record, dict) or record.get("kind") != "RunRecord" or not isinstance(record.get("steps"), list):
+        raise _corrupt_record(run, "not a RunRecord with steps")
+    for s in record["steps"]:
+        if not isinstance(s, dict) or "name" not in s or not all("digest" in o for o in s.get("outputs", [])):
+            raise _corrupt_record(run, "a step entry without a name or an output without a digest")
+    return record
+
+
 def _time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
@@ -98,17 +118,20 @@ class LocalRuns:
     def _record_or_none(self, run_id: str) -> dict[str, Any] | None:
         from conveyor.core.record import record_document  # noqa: PLC0415
 
-        doc = self.store.get_document(record_document(run_id))
+        doc = checked_record(run_id, lambda: self.store.get_document(record_document(run_id)))
         if doc is not None:
             return doc
         path = self.state_dir / "runs" / run_id / "record.json"
-        loaded: dict[str, Any] | None = json.loads(path.read_text()) if path.exists() else None
-        return loaded
+        return checked_record(run_id, lambda: json.loads(path.read_text()) if path.exists() else None)
 
     def runs(self) -> list[RunSummary]:
         out = []
         for d in self._dirs():
-            record = self._record_or_none(d.name)
+            try:
+                record = self._record_or_none(d.name)
+            except InvalidSpec:
+                out.append(RunSummary(d.name, "", "(corrupt record)", "", None))
+                continue
             created = datetime.fromtimestamp(d.stat().st_ctime, UTC)
             if record is None:
                 out.append(RunSummary(d.name, "", "Running", "", created))
@@ -176,7 +199,9 @@ class ClusterRuns:
     def _record_of(self, body: dict[str, Any]) -> dict[str, Any] | None:
         from conveyor.core.record import record_document  # noqa: PLC0415
 
-        return self.store.get_document(record_document(body["metadata"]["uid"]))
+        return checked_record(
+            body["metadata"]["name"], lambda: self.store.get_document(record_document(body["metadata"]["uid"]))
+        )
 
     def record(self, run: str) -> dict[str, Any]:
         body = self._run(run)
@@ -404,10 +429,67 @@ def lineage_text(view: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _model_digest(source: LocalRuns | ClusterRuns, target: str) -> str | None:
+    """A model named by digest (or a unique prefix of one), or a ModelDeployment's (`md/NAME`) serving one."""
+    kind, sep, name = target.partition("/")
+    if sep and kind in ("md", "modeldeployment", "modeldeployments") and isinstance(source, ClusterRuns):
+        body = source.cluster.get_custom("modeldeployments", source.namespace, name)
+        if body is None:
+            raise InvalidSpec([Issue("model", f"modeldeployment {name!r} does not exist in {source.namespace}")])
+        status, model = body.get("status") or {}, (body.get("spec") or {}).get("model") or {}
+        digest = (status.get("current") or {}).get("digest") or model.get("digest")
+        if not digest:
+            raise InvalidSpec([Issue("model", f"modeldeployment {name!r} serves no model yet and names no digest")])
+        return str(digest)
+    return target if target.startswith("sha256:") else None
+
+
+def _run_of_model(source: LocalRuns | ClusterRuns, digest: str) -> tuple[str, dict[str, Any], str]:
+    """(run, record, step.output) of the run that made an artifact, newest run first."""
+    for summary in reversed(source.runs()):
+        try:
+            record = source.record(summary.name)
+        except InvalidSpec:
+            continue
+        for s in record["steps"]:
+            for o in s.get("outputs", []):
+                if o["digest"].startswith(digest) and len(digest) > len("sha256:") + 6:
+                    return summary.name, record, f"{s['name']}.{o['name']}"
+    raise InvalidSpec([Issue("model", f"no recorded run made an artifact {digest}")])
+
+
 def cmd_lineage(args: argparse.Namespace) -> int:
-    view = lineage(_source(args).record(args.run))
-    print(json.dumps(view, indent=2) if args.json else lineage_text(view))
-    return EXIT_OK
+    from conveyor.lifecycle.integrity import check_record, store_checker  # noqa: PLC0415
+
+    source = _source(args)
+    digest = _model_digest(source, args.run)
+    if digest is not None:
+        run, record, made = _run_of_model(source, digest)
+        header = f"model {digest} was made by run {run}, step output {made}"
+    else:
+        record, header = source.record(args.run), ""
+    view = lineage(record)
+    problems = check_record(record, store_checker(source.store, content=args.verify))
+    if args.json:
+        view["problems"] = [
+            {"digest": p.digest, "what": p.what, "source": p.source, "dependents": list(p.downstream)} for p in problems
+        ]
+        print(json.dumps(view, indent=2))
+    else:
+        print("\n".join(x for x in (header, lineage_text(view)) if x))
+        for p in problems:
+            print(f"bad input: {p.text()}")
+    if args.graph is not None:
+        from conveyor.cli.graph import lineage_graph, write_graph  # noqa: PLC0415
+
+        try:
+            write_graph(
+                lineage_graph(view, {p.digest: p.what for p in problems}), args.graph, f"lineage of {view['run']}"
+            )
+        except ValueError as e:
+            raise InvalidSpec([Issue("--graph", str(e))]) from None
+        print(f"wrote {args.graph}", file=sys.stderr)
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 # ------------------------------------------------------------------ compare
@@ -518,8 +600,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     logs.set_defaults(func=_store_errors_exit_1(cmd_logs))
 
     lin = sub.add_parser("lineage", help="what each step of a run read, wrote and used")
-    lin.add_argument("run")
+    lin.add_argument("run", help="a run, a model digest (sha256:...), or md/NAME (the model a ModelDeployment serves)")
     lin.add_argument("--json", action="store_true")
+    lin.add_argument("--graph", type=Path, help="also draw the lineage into this .svg or .png file")
+    lin.add_argument("--verify", action="store_true", help="re-hash every artifact, not only check it exists")
     _where(lin)
     lin.set_defaults(func=_store_errors_exit_1(cmd_lineage))
 

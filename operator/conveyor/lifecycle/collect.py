@@ -134,9 +134,7 @@ def cluster_inputs(
 
 
 def cluster_gatherer(cluster: Any, store: ArtifactStore) -> Callable[[], GcInputs]:
-    return lambda: cluster_inputs(
-        store, list_everywhere(cluster, "runs"), list_everywhere(cluster, "modeldeployments")
-    )
+    return lambda: cluster_inputs(store, list_everywhere(cluster, "runs"), list_everywhere(cluster, "modeldeployments"))
 
 
 # ------------------------------------------------------------------ one pass
