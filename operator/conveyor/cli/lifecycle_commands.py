@@ -248,10 +248,11 @@ def print_gc(result: Any, now: datetime) -> None:
     for name in plan.drop_cache_entries:
         print(f"{'would drop' if result.dry_run else 'dropped'} cache entry {name}")
     for p in plan.pending:
-        print(
-            f"{'would mark' if p.digest in plan.mark else 'marked'} {p.digest}: unreferenced since "
-            f"{_fmt_time(p.marked_at)}, {'would be' if result.dry_run else 'to be'} deleted after {_fmt_time(p.due)}"
-        )
+        if p.digest in plan.mark:
+            what = f"{'would mark' if result.dry_run else 'marked'} {p.digest}: unreferenced from now"
+        else:
+            what = f"marked {p.digest}: unreferenced since {_fmt_time(p.marked_at)}"
+        print(f"{what}, {'would be' if result.dry_run else 'to be'} deleted after {_fmt_time(p.due)}")
     for digest in sorted(result.spared):
         print(f"kept {digest}: referenced again while collecting")
     print(
