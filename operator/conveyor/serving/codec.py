@@ -267,9 +267,7 @@ def parse_infer_request(body: bytes, header_length: int | None = None) -> InferR
     """Decode an inference request (JSON, or JSON header plus binary tensors when `header_length` is set)."""
     if header_length is not None:
         if header_length < 0 or header_length > len(body):
-            raise BadRequest(
-                f"Inference-Header-Content-Length {header_length} is outside the body ({len(body)} bytes)"
-            )
+            raise BadRequest(f"Inference-Header-Content-Length {header_length} is outside the body ({len(body)} bytes)")
         doc = loads_object(body[:header_length], "inference request header")
         binary = memoryview(body)[header_length:]
     else:

@@ -29,6 +29,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from conveyor.serving.codec import Rows, Signature
 
@@ -150,6 +151,12 @@ class BatchStats(Collector):
             cumulative = np.cumsum(value_buckets).tolist()
             bounds = [*(_float_label(b) for b in VALUE_BUCKETS), "+Inf"]
             histogram.add_metric(base, list(zip(bounds, cumulative, strict=True)), value_sum)
+            # prometheus_client leaves out _count and _sum when a bucket bound is negative (an
+            # OpenMetrics rule); the Prometheus text format has no such rule and rate(_sum)/rate(_count)
+            # is the mean prediction the operator watches, so they are added here.
+            series = dict(zip(("model", "version"), base, strict=True))
+            histogram.samples.append(Sample("conveyor_server_prediction_value_count", series, cumulative[-1]))
+            histogram.samples.append(Sample("conveyor_server_prediction_value_sum", series, value_sum))
             yield histogram
 
 
