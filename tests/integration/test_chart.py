@@ -324,6 +324,8 @@ PLURALS = {
     "config_map": "configmaps",
     "service": "services",
     "deployment": "deployments",
+    "horizontal_pod_autoscaler": "horizontalpodautoscalers",
+    "pod_disruption_budget": "poddisruptionbudgets",
     "lease": "leases",
 }
 CLIENT_METHOD = re.compile(r"^(?P<verb>[a-z]+)_(?P<scope>namespaced|cluster)_(?P<kind>[a-z_]+?)(?P<status>_status)?$")
@@ -415,6 +417,32 @@ def client_permissions() -> set[Triple]:
     return out
 
 
+def workload_permissions() -> set[Triple]:
+    """kube/workloads.py applies (get, create, patch) every kind in its tables, and deletes the kinds
+    the controllers pass to `Workloads.delete` as literals."""
+    from conveyor.kube import workloads  # noqa: PLC0415
+
+    kinds: dict[tuple[str, str], tuple[str, str]] = {}
+    for (api_version, kind), (_, suffix) in workloads._KINDS.items():
+        group = "" if "/" not in api_version else api_version.split("/")[0]
+        kinds[(api_version, kind)] = (group, PLURALS[suffix.removeprefix("namespaced_")])
+    for (api_version, kind), (group, _, plural) in workloads._CUSTOM.items():
+        kinds[(api_version, kind)] = (group, plural)
+    out = {(g, p, v) for g, p in kinds.values() for v in ("get", "create", "patch")}
+    for path in (PACKAGE / "controller").glob("*.py"):
+        for node in ast.walk(_parse(path)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "delete"
+                and ast.unparse(node.func.value) == "self.workloads"
+            ):
+                api_version, kind = (ast.literal_eval(a) for a in node.args[:2])
+                out.add((*kinds[(api_version, kind)], "delete"))
+    out.add(("", "pods", "list"))  # Workloads.pods
+    return out
+
+
 def kopf_permissions() -> set[Triple]:
     """What kopf does for the handlers in conveyor.controller: list+watch every handled resource, and patch
     those with timers, daemons or change handlers (their finalizer and kopf's annotations)."""
@@ -484,7 +512,7 @@ def test_rbac_grants_exactly_what_the_code_uses(helm: Helm, watch: list[str], pe
     peerings = {"kopfpeerings" if watch else "clusterkopfpeerings"} if peering else set()
     framework |= {("kopf.dev", p, v) for p in peerings for v in ("list", "patch", "watch")}
     client = {t for t in client_permissions() if t[0] != "kopf.dev" or t[1] in peerings}
-    expected = client | kopf_permissions() | framework
+    expected = client | workload_permissions() | kopf_permissions() | framework
     assert granted == expected, f"missing: {sorted(expected - granted)}; not used: {sorted(granted - expected)}"
 
     # As of this writing the scan yields this set (conveyor/kube/cluster.py, controller/main.py):
@@ -493,13 +521,21 @@ def test_rbac_grants_exactly_what_the_code_uses(helm: Helm, watch: list[str], pe
     } | {(GROUP, "pipelines", v) for v in ("get", "list", "patch", "watch")} | {
         (GROUP, "runs/status", "patch"),
         (GROUP, "pipelines/status", "patch"),
+        (GROUP, "modeldeployments", "get"),
+        (GROUP, "modeldeployments", "patch"),
         (GROUP, "modeldeployments", "list"),
         (GROUP, "modeldeployments", "watch"),
         (GROUP, "modeldeployments/status", "patch"),
     }
     assert {t for t in expected if t[0] not in (GROUP, "kopf.dev")} - framework == {
         ("batch", "jobs", v) for v in ("create", "delete", "list", "watch")
-    } | {("", "pods", "list"), ("", "pods", "watch"), ("", "events", "create")}
+    } | {("", "pods", "list"), ("", "pods", "watch"), ("", "events", "create")} | {
+        ("apps", "deployments", v) for v in ("create", "delete", "get", "list", "patch", "watch")
+    } | {("", "services", v) for v in ("create", "get", "patch")} | {
+        ("autoscaling", "horizontalpodautoscalers", v) for v in ("create", "get", "patch")
+    } | {("policy", "poddisruptionbudgets", v) for v in ("create", "delete", "get", "patch")} | {
+        ("monitoring.coreos.com", "servicemonitors", v) for v in ("create", "get", "patch")
+    }
 
     sa = one(docs, "ServiceAccount")["metadata"]
     bindings = [d for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding")]

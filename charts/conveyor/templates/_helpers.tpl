@@ -46,3 +46,7 @@ app.kubernetes.io/part-of: conveyor
 {{- define "conveyor.stepImage" -}}
 {{- default (printf "ghcr.io/conveyor-dev/conveyor-step:%s" .Chart.AppVersion) .Values.steps.image }}
 {{- end }}
+
+{{- define "conveyor.serverImage" -}}
+{{- default (printf "ghcr.io/conveyor-dev/conveyor-server:%s" .Chart.AppVersion) .Values.servers.image }}
+{{- end }}

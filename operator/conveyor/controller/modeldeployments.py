@@ -471,7 +471,7 @@ class ModelDeploymentReconciler:
             },
             "spec": {"pipelineRef": {"name": trigger.pipeline}, "parameters": trigger.parameters},
         }
-        created = self.cluster.create_generated(run_body)
+        created = self.cluster.create_generated_run(run_body)
         status.retraining = RetrainingStatus(run=created, reason=decision.reason, message=decision.message, at=now)
         self.cluster.event(
             body,

@@ -174,14 +174,14 @@ class Cluster:
             raise
         return True
 
-    def create_generated(self, obj: dict[str, Any], plural: str = "runs") -> str:
-        """Create an object named by generateName; returns the name the API server gave it."""
-        ns = obj["metadata"]["namespace"]
+    def create_generated_run(self, run: dict[str, Any]) -> str:
+        """Create a Run named by generateName; returns the name the API server gave it."""
+        ns = run["metadata"]["namespace"]
         try:
-            created: Any = self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, plural, obj)
+            created: Any = self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "runs", run)
         except ApiException as e:
             if e.status is not None and 400 <= e.status < 500:
-                raise ClusterRefused(f"creating a {obj.get('kind', plural)} was refused: {_api_message(e)}") from None
+                raise ClusterRefused(f"creating a Run was refused: {_api_message(e)}") from None
             raise
         return str(created["metadata"]["name"])
 
