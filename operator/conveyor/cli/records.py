@@ -445,17 +445,24 @@ def _model_digest(source: LocalRuns | ClusterRuns, target: str) -> str | None:
 
 
 def _run_of_model(source: LocalRuns | ClusterRuns, digest: str) -> tuple[str, dict[str, Any], str]:
-    """(run, record, step.output) of the run that made an artifact, newest run first."""
-    for summary in reversed(source.runs()):
+    """(run, record, step.output) of the first run that computed an artifact (one that reused it from the
+    cache only if none did)."""
+    if len(digest) < len("sha256:") + 6:
+        raise InvalidSpec([Issue("model", f"{digest!r}: give at least 6 hex digits of the digest")])
+    found: list[tuple[bool, str, dict[str, Any], str]] = []
+    for summary in source.runs():
         try:
             record = source.record(summary.name)
         except InvalidSpec:
             continue
         for s in record["steps"]:
             for o in s.get("outputs", []):
-                if o["digest"].startswith(digest) and len(digest) > len("sha256:") + 6:
-                    return summary.name, record, f"{s['name']}.{o['name']}"
-    raise InvalidSpec([Issue("model", f"no recorded run made an artifact {digest}")])
+                if o["digest"].startswith(digest):
+                    found.append((bool(s.get("cacheHit")), summary.name, record, f"{s['name']}.{o['name']}"))
+    if not found:
+        raise InvalidSpec([Issue("model", f"no recorded run made an artifact {digest}")])
+    _, run, record, made = min(found, key=lambda f: f[0])  # stable: the oldest computing run
+    return run, record, made
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
