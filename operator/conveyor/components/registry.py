@@ -19,6 +19,7 @@ _MODULES: dict[str, str] = {
     "split": "conveyor.components.split",
     "preprocess": "conveyor.components.preprocess",
     "train": "conveyor.components.train",
+    "tune": "conveyor.components.tune",
     "evaluate": "conveyor.components.evaluate",
     "select-best": "conveyor.components.select_best",
     "gate": "conveyor.components.gate",

@@ -21,6 +21,7 @@ EXPECTED = [
     "select-best",
     "split",
     "train",
+    "tune",
     "validate",
 ]
 
