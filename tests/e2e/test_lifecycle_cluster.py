@@ -43,7 +43,9 @@ ns = test_operator.ns
 SEED = 20261122
 
 
-def cli(control_plane: ControlPlane, minio: S3Endpoint, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    control_plane: ControlPlane, minio: S3Endpoint, *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "KUBECONFIG": str(control_plane.kubeconfig),
@@ -119,10 +121,17 @@ def test_rerun_reproduces_then_gc_keeps_only_what_is_used(
     assert model_row.split()[2:] == [model["digest"], model["digest"], "="]
 
     # the first run's model is served; lineage of the deployment names the dataset, parameters and run
-    create(api, ns, "modeldeployments", {
-        "apiVersion": "conveyor.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "lc-md"},
-        "spec": {"model": {"uri": model["uri"], "digest": model["digest"]}},
-    })
+    create(
+        api,
+        ns,
+        "modeldeployments",
+        {
+            "apiVersion": "conveyor.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "lc-md"},
+            "spec": {"model": {"uri": model["uri"], "digest": model["digest"]}},
+        },
+    )
     lineage = cli(control_plane, minio, "lineage", "md/lc-md", "-n", ns, "--graph", "lineage.svg", cwd=tmp_path)
     assert lineage.returncode == 0, lineage.stderr
     assert f"model {model['digest']} was made by run lc-a, step output train.model" in lineage.stdout

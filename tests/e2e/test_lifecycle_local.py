@@ -206,8 +206,10 @@ def test_gc_removes_unshared_artifacts_after_the_grace_period(copy_of: Runs) -> 
     assert not any(blob(work, old[k]).exists() for k in unshared)
     assert all(blob(work, d).exists() for d in kept.values())  # the live run's, shared or not
     assert json.loads(marks.read_text())["marks"] == {}
-    assert cli("gc", "--local", "--grace", "1s", cwd=work).stdout.splitlines()[-1].startswith(
-        f"{len(set(kept.values()))} referenced, 0 waiting"
+    assert (
+        cli("gc", "--local", "--grace", "1s", cwd=work)
+        .stdout.splitlines()[-1]
+        .startswith(f"{len(set(kept.values()))} referenced, 0 waiting")
     )
 
     # the cache never hands out a deleted artifact: the first parameters again recompute train and evaluate

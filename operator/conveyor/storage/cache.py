@@ -84,6 +84,7 @@ class StoreCache(Mapping[str, CacheEntry]):
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):
             return False
+        self._local.last = None
         try:
             self._local.last = (key, self._lookup(key))
         except KeyError:

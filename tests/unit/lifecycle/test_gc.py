@@ -56,7 +56,9 @@ CASES = [
         pending={A},
     ),
     Case("marked, grace over: deleted, mark goes with it", stored={A}, marks={A: T0 - GRACE}, delete={A}),
-    Case("a new reference clears the mark", stored={A}, refs={A: ("deployment d (current)",)}, marks={A: T0}, unmark={A}),
+    Case(
+        "a new reference clears the mark", stored={A}, refs={A: ("deployment d (current)",)}, marks={A: T0}, unmark={A}
+    ),
     Case("a mark for a blob already gone is cleared", stored=set(), marks={A: T0 - GRACE}, unmark={A}),
     Case("grace zero deletes on first sight", stored={A}, grace=timedelta(0), delete={A}),
     Case(
