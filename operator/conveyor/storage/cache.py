@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ VERIFY_MAX_BYTES = 64 * 1024 * 1024
 """Artifacts up to this size are re-hashed before their first reuse by a process; larger ones are only
 checked for existence (every consumer verifies the digest when it downloads them anyway)."""
 _VERIFIED_MEMORY = 4096
+_REUSE_SECONDS = 1.0
 
 
 def cache_document(key: str) -> str:
@@ -75,9 +77,10 @@ class StoreCache(Mapping[str, CacheEntry]):
         return CacheEntry(key=key, outputs=outputs, metrics=doc.get("metrics", {}))
 
     def __getitem__(self, key: str) -> CacheEntry:
-        last: tuple[str, CacheEntry] | None = getattr(self._local, "last", None)
+        last: tuple[str, CacheEntry, float] | None = getattr(self._local, "last", None)
         self._local.last = None
-        if last is not None and last[0] == key:  # the planner asks `key in cache`, then `cache[key]`
+        # the planner asks `key in cache`, then at once `cache[key]`: answer the second from the first
+        if last is not None and last[0] == key and time.monotonic() - last[2] < _REUSE_SECONDS:
             return last[1]
         return self._lookup(key)
 
@@ -86,7 +89,7 @@ class StoreCache(Mapping[str, CacheEntry]):
             return False
         self._local.last = None
         try:
-            self._local.last = (key, self._lookup(key))
+            self._local.last = (key, self._lookup(key), time.monotonic())
         except KeyError:
             return False
         return True
