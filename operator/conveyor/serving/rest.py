@@ -89,13 +89,13 @@ class RestApp:
         started = time.perf_counter()
         path: str = scope["path"]
         counted = path.startswith("/v2/models/") or path == "/predict"
-        timed = False
+        timed = path == "/predict" or path.endswith("/infer")
         body = b""
         if counted:
             self.metrics.inflight.inc()
         try:
             try:
-                timed, response, body = await self._dispatch(scope, receive, path)
+                response, body = await self._dispatch(scope, receive, path)
             except ServingError as exc:
                 response = Response(exc.status, error_body(exc.message))
             except Exception as exc:
@@ -152,22 +152,22 @@ class RestApp:
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _dispatch(self, scope: Scope, receive: Receive, path: str) -> tuple[bool, Response, bytes]:
-        """(whether the request is timed, the response, the body read for logging)."""
+    async def _dispatch(self, scope: Scope, receive: Receive, path: str) -> tuple[Response, bytes]:
+        """The response and the body read (for logging)."""
         method: str = scope["method"]
         dp = self.dataplane
         if path == "/v2/health/live":
-            return False, _json(dp.live()), b""
+            return _json(dp.live()), b""
         if path == "/v2/health/ready":
-            return False, _json(dp.ready()), b""
+            return _json(dp.ready()), b""
         if path in ("/v2", "/v2/"):
-            return False, _json(dp.server_metadata()), b""
+            return _json(dp.server_metadata()), b""
         if path == "/metrics":
-            return False, Response(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST.encode()), b""
+            return Response(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST.encode()), b""
         if path == "/predict":
             _require(method, "POST")
             body = await self._read_body(scope, receive)
-            return True, _json(await dp.predict(body)), body
+            return _json(await dp.predict(body)), body
         parts = path.split("/")
         # ["", "v2", "models", name, ...]
         if len(parts) < 4 or parts[1] != "v2" or parts[2] != "models" or not parts[3]:
@@ -183,10 +183,10 @@ class RestApp:
             raise ModelNotFound(f"no route {path!r}")
         if action == "":
             _require(method, "GET")
-            return False, _json(dp.model_metadata(name, version)), b""
+            return _json(dp.model_metadata(name, version)), b""
         if action == "ready":
             _require(method, "GET")
-            return False, _json(dp.model_ready(name, version)), b""
+            return _json(dp.model_ready(name, version)), b""
         if action == "infer":
             _require(method, "POST")
             body = await self._read_body(scope, receive)
@@ -199,12 +199,12 @@ class RestApp:
                     raise BadRequest("Inference-Header-Content-Length must be an integer") from None
             result, binary_length = await dp.infer(name, version, body, header_length)
             if binary_length is None:
-                return True, Response(200, result), body
-            return True, Response(200, result, _BINARY, [(_HEADER_LENGTH, str(binary_length).encode())]), body
+                return Response(200, result), body
+            return Response(200, result, _BINARY, [(_HEADER_LENGTH, str(binary_length).encode())]), body
         if action == "feedback":
             _require(method, "POST")
             body = await self._read_body(scope, receive)
-            return False, _json(dp.feedback(name, version, body), status=202), body
+            return _json(dp.feedback(name, version, body), status=202), body
         raise ModelNotFound(f"no route {path!r}")
 
 
