@@ -155,6 +155,26 @@ class ControlPlane:
         else:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
+    def restart_apiserver(self, down_seconds: float = 0.0) -> float:
+        """Stop kube-apiserver (SIGTERM, SIGKILL after a grace), keep etcd and its data, start it again on the
+        same port with the same flags and wait for /readyz. For fault tests: every client sees the API go away
+        and come back. Returns how long the API was unreachable, in seconds."""
+        index, old = next((i, p) for i, p in enumerate(self.processes) if p.name == "kube-apiserver")
+        began = time.monotonic()
+        old.stop(grace=5)
+        if down_seconds:
+            time.sleep(down_seconds)
+        new = ServerProcess(old.name, old.argv, old.log_path, env=old.env, cwd=old.cwd).start()
+        self.processes[index] = new
+        wait_until(
+            lambda: self._https_get(f"{self.server_url}/readyz"),
+            timeout=120,
+            what="kube-apiserver /readyz after a restart",
+            process=new,
+            interval=0.25,
+        )
+        return time.monotonic() - began
+
     # -- clients -----------------------------------------------------------------------------
 
     def api_client(self) -> k8s_client.ApiClient:

@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client import ApiException
@@ -172,6 +173,21 @@ class Container:
     def termination_log(self) -> Path:
         """Local stand-in for terminationMessagePath."""
         return self.work_dir / f"{self.name}.termination-log"
+
+    @property
+    def starts_path(self) -> Path:
+        """One line per process this container started (pid and time): what fault tests count."""
+        return self.work_dir / f"{self.name}.starts"
+
+    @property
+    def pid_path(self) -> Path:
+        """The process group id of the container's current process (``NodeAgentProcess.kill_container``)."""
+        return self.work_dir / f"{self.name}.pid"
+
+    @property
+    def kill_reason_path(self) -> Path:
+        """Written by a fault test before it kills the process: the terminated reason to report (OOMKilled)."""
+        return self.work_dir / f"{self.name}.kill-reason"
 
     def running(self) -> bool:
         """The process exists and has not exited."""
@@ -335,6 +351,7 @@ class PodRunner(threading.Thread):
     def _finish_after_deletion(self) -> None:
         """A terminal pod keeps nothing running; wait for its deletion and complete it."""
         while not self._stopping():
+            self._push_status()  # a no-op once the final status is in; retried while the API server is away
             self.delete_requested.wait(1.0)
         if self.delete_requested.is_set() and not self.stop_requested.is_set():
             self._delete_object()
@@ -362,11 +379,19 @@ class PodRunner(threading.Thread):
         body = k8s_client.V1DeleteOptions(
             grace_period_seconds=0, preconditions=k8s_client.V1Preconditions(uid=self.uid)
         )
-        try:
-            self.agent.core.delete_namespaced_pod(self.pod_name, self.namespace, body=body)
-        except ApiException as exc:
-            if exc.status not in (404, 409):
-                raise
+        for wait in (0.5, 1, 2, 4, 8, 15, 30, 0):
+            try:
+                self.agent.core.delete_namespaced_pod(self.pod_name, self.namespace, body=body)
+            except ApiException as exc:
+                if exc.status not in (404, 409):
+                    raise
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                if not wait:
+                    raise
+                log.warning("pod %s/%s: delete failed, will retry: %s", self.namespace, self.pod_name, exc)
+                time.sleep(wait)
+                continue
+            return
 
     # -- containers -----------------------------------------------------------------------
 
@@ -460,6 +485,9 @@ class PodRunner(threading.Thread):
             self._fail_start(c, f"cannot start {argv[0]!r}: {exc}")
             return
         c.started_at = now_iso()
+        with c.starts_path.open("a") as starts:
+            starts.write(f"{c.popen.pid} {c.started_at}\n")
+        c.pid_path.write_text(str(c.popen.pid))
         c.state = {"running": {"startedAt": c.started_at}}
         c.kill_reason = None
         now = time.monotonic()
@@ -503,9 +531,10 @@ class PodRunner(threading.Thread):
         policy = c.spec.get("terminationMessagePolicy", "File")
         if not message and policy == "FallbackToLogsOnError" and code != 0:
             message = self._log_tail(c)
+        injected = c.kill_reason_path.read_text().strip() if code != 0 and c.kill_reason_path.exists() else None
         terminated: Json = {
             "exitCode": code,
-            "reason": c.kill_reason or ("Completed" if code == 0 else "Error"),
+            "reason": injected or c.kill_reason or ("Completed" if code == 0 else "Error"),
             "startedAt": c.started_at,
             "finishedAt": now_iso(),
             "containerID": f"conveyor-test://{self.uid}/{c.name}/{c.restart_count}",
@@ -835,6 +864,10 @@ class PodRunner(threading.Thread):
                 return
             # Not fatal: the next tick pushes again.
             log.warning("pod %s/%s: status patch failed: %s %s", self.namespace, self.pod_name, exc.status, exc.body)
+            return
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            # The API server is away (restarting): a kubelet keeps the status and pushes it when it is back.
+            log.warning("pod %s/%s: status patch failed, will retry: %s", self.namespace, self.pod_name, exc)
             return
         self._last_pushed = encoded
 
@@ -1172,6 +1205,39 @@ class NodeAgentProcess:
     def stop(self) -> None:
         """SIGTERM lets the agent kill pod processes and remove namespaces; SIGKILL after 30 s."""
         self.process.stop(grace=30)
+
+    def container_starts(self, namespace: str) -> dict[tuple[str, str], int]:
+        """How many processes each container of each pod in ``namespace`` started: (pod, container) → count.
+
+        Counted from the agent's own per-pod records, so it includes processes the API never heard of."""
+        counts: dict[tuple[str, str], int] = {}
+        for d in self.pods_dir.glob(f"{namespace}_*"):
+            pod = d.name[len(namespace) + 1 :].rsplit("_", 1)[0]
+            for starts in d.glob("*.starts"):
+                key = (pod, starts.name.removesuffix(".starts"))
+                counts[key] = counts.get(key, 0) + len(starts.read_text().splitlines())
+        return counts
+
+    def kill_container(
+        self, namespace: str, pod: str, container: str, sig: signal.Signals = signal.SIGKILL, reason: str | None = None
+    ) -> bool:
+        """Send ``sig`` to the running process (group) of a pod's container, as the kernel's OOM killer or a crash
+        would. The agent then reports the container terminated (exit 128+sig, ``reason`` if given, e.g.
+        ``OOMKilled``) and, with restartPolicy Never, the pod Failed. False if no such process is running."""
+        for d in sorted(self.pods_dir.glob(f"{namespace}_{pod}_*")):
+            pid_path = d / f"{container}.pid"
+            if not pid_path.exists():
+                continue
+            pid = int(pid_path.read_text())
+            if reason is not None:
+                (d / f"{container}.kill-reason").write_text(reason)
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                (d / f"{container}.kill-reason").unlink(missing_ok=True)
+                continue
+            return True
+        return False
 
     def container_log(self, namespace: str, pod: str, container: str) -> str:
         """stdout+stderr of a container, found by pod name (the kubelet's `kubectl logs` stand-in)."""
