@@ -44,7 +44,6 @@ class MicroBatcher(Generic[T, R]):
         self._size_of = size_of
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
-        self._owns_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._queue: deque[tuple[T, asyncio.Future[R]]] = deque()
         self._busy = False
@@ -120,6 +119,5 @@ class MicroBatcher(Generic[T, R]):
             self._start(loop)
 
     def close(self) -> None:
-        """Stop the worker thread after the batch it is running (if the executor is ours)."""
-        if self._owns_executor:
-            self._executor.shutdown(wait=True)
+        """Stop the worker thread after the batch it is running."""
+        self._executor.shutdown(wait=True)

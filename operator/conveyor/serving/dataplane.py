@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,7 @@ class DataPlane:
         monitoring: MonitoringBuffer | None = None,
         max_batch_size: int = 64,
         max_queue: int = 1024,
+        executor: Executor | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -71,7 +73,11 @@ class DataPlane:
         self.failure: str | None = LOADING
         self.draining = False
         self.batcher: MicroBatcher[Work, Prediction] = MicroBatcher(
-            self._run_batch, lambda work: work.rows.count, max_batch_size=max_batch_size, max_queue=max_queue
+            self._run_batch,
+            lambda work: work.rows.count,
+            max_batch_size=max_batch_size,
+            max_queue=max_queue,
+            executor=executor,
         )
 
     # -- state ---------------------------------------------------------------------------------

@@ -183,6 +183,20 @@ class ServedModel:
         }
 
 
+def prepare_model_thread(threads: int = 1) -> None:
+    """Run once on the model's worker thread: native thread pools capped, parameter checks off.
+
+    With two cores the event loop needs one; BLAS or OpenMP spreading a small batch over both only
+    adds contention. Parameter validation re-checks constructor arguments on every call, which the
+    fit already did (`skip_parameter_validation` is thread-local, hence set on this thread).
+    """
+    import sklearn  # noqa: PLC0415
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    threadpool_limits(limits=threads)
+    sklearn.set_config(skip_parameter_validation=True)
+
+
 def concat_rows(parts: Sequence[Rows]) -> Rows:
     """Rows of several requests as one batch, in order."""
     if len(parts) == 1:

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -30,7 +31,7 @@ from typing import Any
 
 from conveyor.serving.dataplane import DataPlane
 from conveyor.serving.metrics import ServerMetrics
-from conveyor.serving.model import ModelLoadError, ModelSource, ServedModel
+from conveyor.serving.model import ModelLoadError, ModelSource, ServedModel, prepare_model_thread
 from conveyor.serving.monitoring import MonitoringBuffer, open_sink
 from conveyor.serving.rest import RestApp
 from conveyor.storage.digest import hex_of
@@ -57,6 +58,7 @@ class ServerConfig:
     max_body_bytes: int = 64 << 20
     drain_seconds: float = 5.0
     log_requests: bool = False
+    model_threads: int = 1
 
 
 def _rate(text: str) -> float:
@@ -99,6 +101,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=_positive, default=1024, help="requests waiting for the model; 503 beyond")
     p.add_argument("--max-request-bytes", type=_positive, default=64 << 20, help="413 beyond")
     p.add_argument("--drain-seconds", type=_seconds, default=5.0)
+    p.add_argument("--model-threads", type=_positive, default=1, help="BLAS/OpenMP threads of the model call")
     p.add_argument("--log-requests", action="store_true", help="log every request, with its body")
     return p
 
@@ -135,6 +138,7 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         max_body_bytes=args.max_request_bytes,
         drain_seconds=args.drain_seconds,
         log_requests=args.log_requests,
+        model_threads=args.model_threads,
     )
 
 
@@ -271,6 +275,12 @@ async def serve(config: ServerConfig) -> int:
         monitoring=monitoring,
         max_batch_size=config.max_batch_size,
         max_queue=config.max_queue,
+        executor=ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="model",
+            initializer=prepare_model_thread,
+            initargs=(config.model_threads,),
+        ),
     )
     app = RestApp(dataplane, max_body_bytes=config.max_body_bytes, log_requests=config.log_requests)
     server = _uvicorn_server(config, app, dataplane)
