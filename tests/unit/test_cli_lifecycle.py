@@ -141,3 +141,16 @@ def test_gantt_bars_for_steps_that_ran() -> None:
     assert set(bars) == {"ingest", "train"} and bars["train"] > bars["ingest"]  # 3 s against 2 s
     texts = [t.text for t in root.iter(f"{SVG}text")]
     assert "cache hit (no pod ran)" in texts and "5.0 s" in texts
+
+
+def test_gc_refuses_a_malformed_grace_and_collects_an_empty_store(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conveyor.cli.main import main
+
+    assert main(["gc", "--local", "--state-dir", str(tmp_path), "--grace", "5x"]) == 2
+    assert "--grace: not a duration: '5x'" in capsys.readouterr().err
+    assert main(["gc", "--local", "--state-dir", str(tmp_path), "--dry-run"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "0 referenced, 0 waiting for the grace period, 0 would delete, 0 cache entries would be dropped"
+    )
