@@ -172,8 +172,8 @@ PIPELINE = PipelineSpec.model_validate(
                 "name": "gate",
                 "uses": "gate",
                 "inputs": [
-                    {"name": "model", "step": "train", "output": "model"},
-                    {"name": "test", "step": "train", "output": "model"},
+                    {"name": "candidate", "step": "train", "output": "model"},
+                    {"name": "evaluation", "step": "train", "output": "model"},
                 ],
                 "with": {"label": "y", "thresholds": {"accuracy": 0.5}},
             },

@@ -192,6 +192,12 @@ def test_canary_refused_model_rolls_back() -> None:
     assert plan.status.rejected is not None and plan.status.rejected.reason == "ModelRejected"
 
 
+def test_a_canary_is_not_judged_before_it_serves() -> None:
+    observed = ServingObservation(view(A), view(B, replicas=1, ready=0, updated=1, total=1), VersionStats(50, 50))
+    plan = plan_rollout(spec(**CANARY), canary_status(), B, observed, NOW, 2)
+    assert plan.canary_model == B and plan.status.rejected is None
+
+
 def test_latency_over_the_limit_rolls_back() -> None:
     s = spec(**{**CANARY, "rollout": {**CANARY["rollout"], "analysis": {"maxLatencyP99Seconds": 0.1}}})
     observed = ServingObservation(view(A), view(B, replicas=1, ready=1), VersionStats(100, 0, 0.5))

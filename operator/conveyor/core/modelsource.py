@@ -1,7 +1,7 @@
 """Which model a ModelDeployment's source names right now, from Run objects as plain data.
 
 A model is only ever served after its gate blessed it: a Run output that a gate step judged is
-served only when that gate blessed it, and "the latest blessed model of Pipeline X" is the model
+served only when that gate blessed it, and "the latest blessed model of Pipeline X" is the candidate
 input of the gate step of the newest Succeeded Run of X whose gate blessed it. A Pipeline
 without a gate has no blessed model.
 """
@@ -16,6 +16,7 @@ from conveyor.api.pipeline import PipelineSpec
 from conveyor.core.rollout import version_of
 
 GATE = "gate"
+GATE_INPUT = "candidate"
 
 
 class Unresolved(Exception):
@@ -34,11 +35,11 @@ def _output(step: Mapping[str, Any], output: str) -> ServedModel | None:
 
 
 def _gates_of(spec: PipelineSpec, step: str, output: str) -> list[str]:
-    """Gate steps whose `model` input is this output."""
+    """Gate steps whose candidate is this output."""
     return [
         s.name
         for s in spec.steps
-        if s.uses == GATE and any(i.name == "model" and i.step == step and i.output == output for i in s.inputs)
+        if s.uses == GATE and any(i.name == GATE_INPUT and i.step == step and i.output == output for i in s.inputs)
     ]
 
 
@@ -79,7 +80,7 @@ def latest_blessed(pipeline: str, spec: PipelineSpec, runs: Iterable[Mapping[str
     for run in finished:
         steps = _steps(run)
         for gate in gates:
-            model_input = next((i for i in gate.inputs if i.name == "model" and i.step), None)
+            model_input = next((i for i in gate.inputs if i.name == GATE_INPUT and i.step), None)
             if model_input is None or not _blessed(steps.get(gate.name)):
                 continue
             producer = steps.get(model_input.step or "")

@@ -285,15 +285,16 @@ def _canary(
     step = steps[min(state.step, len(steps) - 1)]
     size = canary_replicas(stable.replicas if stable else spec.autoscaling.min_replicas, step.weight)
     failure = _failure(canary) if canary is not None and canary.model_digest == target.digest else None
-    if failure is None:
+    ready = canary is not None and canary.model_digest == target.digest and canary.ready > 0
+    if failure is None and ready:
+        # Judged only once it serves: before that it has answered no traffic worth judging.
         verdict = _judge(spec, stats)
         failure = ("CanaryFailed", verdict) if verdict else None
     if failure is not None:
         reject(target, *failure)
         st.canary = None
         return current, None, 0
-    ready = canary is not None and canary.model_digest == target.digest and canary.rolled_out
-    if not ready:
+    if not (ready and canary is not None and canary.rolled_out):
         return current, target, size
     if state.step_started_at is None:
         state.step_started_at = now

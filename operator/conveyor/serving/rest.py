@@ -2,9 +2,10 @@
 
 Routes are matched by splitting the path once; request bodies are read with a size limit
 (413 past it); `ServingError`s become their status with the protocol's `{"error": ...}` body, and
-anything unexpected becomes a logged 500 that names only the exception type. Requests under
-`/v2/models` and `/predict` are counted by status; inference is timed. While draining, responses
-carry `Connection: close` so clients move to other endpoints.
+anything unexpected becomes a logged 500 that names only the exception type. Inference requests
+(`.../infer` and `/predict`) are counted by status and timed; health, readiness and metadata calls
+are not counted, so probes never dilute or fake the error rate a canary is judged on. While
+draining, responses carry `Connection: close` so clients move to other endpoints.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class RestApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         path: str = scope["path"]
-        counted = path.startswith("/v2/models/") or path == "/predict"
+        counted = path == "/predict" or (path.startswith("/v2/models/") and path.endswith("/infer"))
         timed = path == "/predict" or path.endswith("/infer")
         body = b""
         if counted:

@@ -254,11 +254,12 @@ def test_metrics_count_requests_rows_features_and_classes(clf: ServedModel) -> N
     body = infer_body(rows)
     body["inputs"][1]["data"] = [2.0, None]
     assert call(app, "POST", "/v2/models/clf/infer", orjson.dumps(body)).status == 200
-    assert call(app, "GET", "/v2/models/nope").status == 404
+    assert call(app, "POST", "/v2/models/nope/infer", orjson.dumps(body)).status == 404
+    assert call(app, "GET", "/v2/models/clf/ready").status == 200  # probes are not requests
     text = call(app, "GET", "/metrics").body.decode()
     assert _sample(text, "conveyor_server_requests_total", model="clf", version="v1", code="200") == 1
     assert _sample(text, "conveyor_server_requests_total", model="clf", version="v1", code="404") == 1
-    assert _sample(text, "conveyor_server_request_duration_seconds_count", model="clf", version="v1") == 1
+    assert _sample(text, "conveyor_server_request_duration_seconds_count", model="clf", version="v1") == 2
     assert _sample(text, "conveyor_server_inflight_requests", model="clf") == 0
     assert _sample(text, "conveyor_server_input_rows_total", model="clf", version="v1") == 2
     assert _sample(text, "conveyor_server_input_feature_sum", feature="a") == 4.0
