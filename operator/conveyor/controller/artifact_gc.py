@@ -19,8 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from conveyor.kube.cluster import Cluster
-from conveyor.lifecycle.collect import GcResult, cluster_inputs, collect_garbage, list_everywhere
-from conveyor.lifecycle.gc import GcInputs
+from conveyor.lifecycle.collect import GcResult, cluster_gatherer, collect_garbage
 from conveyor.storage.store import ArtifactStore, StoreUnavailable
 
 log = logging.getLogger("conveyor.operator.gc")
@@ -34,24 +33,13 @@ def _setting(config: Any, name: str, default: float) -> float:
     return default if value is None else float(value)
 
 
-def _objects(cluster: Cluster, plural: str, namespaces: list[str]) -> list[dict[str, Any]]:
-    if not namespaces:
-        return list_everywhere(cluster, plural)
-    return [body for ns in namespaces for body in cluster.list_custom(plural, ns)]
-
-
 def collect(cluster: Cluster, store: ArtifactStore, config: Any, now: datetime, *, dry_run: bool = False) -> GcResult:
     """One garbage-collection pass over the operator's store; raises StoreUnavailable or the API client's
     error when the world cannot be read completely (nothing is deleted then)."""
     namespaces = list(getattr(config, "namespaces", None) or [])
     grace = timedelta(seconds=_setting(config, "artifact_gc_grace_seconds", DEFAULT_GRACE_SECONDS))
 
-    def gather() -> GcInputs:
-        return cluster_inputs(
-            store, _objects(cluster, "runs", namespaces), _objects(cluster, "modeldeployments", namespaces)
-        )
-
-    result = collect_garbage(store, gather, now=now, grace=grace, dry_run=dry_run)
+    result = collect_garbage(store, cluster_gatherer(cluster, store, namespaces), now=now, grace=grace, dry_run=dry_run)
     plan = result.plan
     log.info(
         "collected artifacts: %d referenced, %d newly marked, %d waiting, %d deleted, %d cache entries dropped",

@@ -85,11 +85,25 @@ def local_inputs(state_dir: Path, store: ArtifactStore) -> GcInputs:
     )
 
 
-def list_everywhere(cluster: Any, plural: str) -> list[dict[str, Any]]:
-    """Every object of a Conveyor kind in every namespace, as plain JSON.
+def runs_and_deployments(
+    cluster: Any, namespaces: Iterable[str] = ()
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every Run and ModelDeployment, as plain JSON: in `namespaces`, or (none given) in the whole cluster.
 
-    A collector must see every Run that might use the bucket, so it lists cluster-wide.
+    A collector must see every Run that might use the bucket, so by default it lists cluster-wide (the
+    same list permission kopf's cluster-wide watches need). Plurals are literals, for the chart's RBAC scan.
     """
+    namespaces = list(namespaces)
+    if namespaces:
+        runs = [b for ns in namespaces for b in cluster.list_custom("runs", ns)]
+        deployments = [b for ns in namespaces for b in cluster.list_custom("modeldeployments", ns)]
+        return runs, deployments
+    return _everywhere(cluster, "runs"), _everywhere(cluster, "modeldeployments")
+
+
+def _everywhere(cluster: Any, plural: str) -> list[dict[str, Any]]:
+    # kube/cluster.py has no cluster-wide list yet; this is the one API call made outside kube/, until a
+    # Cluster.list_all(plural) there replaces it
     import json  # noqa: PLC0415
 
     resp = cluster.custom.list_cluster_custom_object(GROUP, VERSION, plural, _preload_content=False)
@@ -133,8 +147,8 @@ def cluster_inputs(
     )
 
 
-def cluster_gatherer(cluster: Any, store: ArtifactStore) -> Callable[[], GcInputs]:
-    return lambda: cluster_inputs(store, list_everywhere(cluster, "runs"), list_everywhere(cluster, "modeldeployments"))
+def cluster_gatherer(cluster: Any, store: ArtifactStore, namespaces: Iterable[str] = ()) -> Callable[[], GcInputs]:
+    return lambda: cluster_inputs(store, *runs_and_deployments(cluster, namespaces))
 
 
 # ------------------------------------------------------------------ one pass
