@@ -36,12 +36,15 @@ default accuracy for a classifier and R² for a regressor. Candidates whose fit 
 and are recorded as fit warnings; the step fails only if every candidate fails.
 
 Output `trials` (JSON): the search settings, every candidate of every round (round, resource
-budget, params, mean and standard deviation of the cross-validated score, rank), the candidates
-and budget of each round, and the winner. Metrics: `best_score`, `candidates`, `rounds`,
-`candidates_round_<i>` per round (0-based), `train_rows`, `input_features`, `fit_warnings`.
-With the same data, configuration and `seed` (used for the estimator's `random_state`, the
-cross-validation folds, the sampled candidates and the halving subsamples) the artifact has the
-same digest.
+budget, params, mean and standard deviation of the cross-validated score in the metric's own sign,
+whether it was promoted to the next round), the candidates and budget of each round, the winner,
+and the warnings the search raised (failed fits, undefined scores). Metrics: `best_score`,
+`candidates`, `rounds`, `candidates_round_<i>` per round (0-based), `train_rows`,
+`input_features`, `fit_warnings` (the winner's refit, also in the model's metadata as in `train`)
+and `search_warnings`. With the same data, configuration and `seed` (used for the estimator's
+`random_state`, the cross-validation folds, the sampled candidates and the halving subsamples)
+the model has the same digest, whatever `n_jobs` (warnings raised inside worker processes do not
+reach the `trials` record, so with `n_jobs` > 1 its warning list can be shorter).
 
 This module is the contract, cheap to import; the work (pandas, scikit-learn, skops) is in `_tune`.
 """
