@@ -420,7 +420,7 @@ def client_permissions() -> set[Triple]:
 def workload_permissions() -> set[Triple]:
     """kube/workloads.py applies (get, create, patch) every kind in its tables, and deletes the kinds
     the controllers pass to `Workloads.delete` as literals."""
-    from conveyor.kube import workloads  # noqa: PLC0415
+    from conveyor.kube import workloads
 
     kinds: dict[tuple[str, str], tuple[str, str]] = {}
     for (api_version, kind), (_, suffix) in workloads._KINDS.items():

@@ -150,6 +150,7 @@ class Monitoring(ApiModel):
     """Drift, live accuracy and retraining."""
 
     drift: DriftMonitor | None = None
+    """Watch input drift against the training profile."""
     min_accuracy: Annotated[float, Field(ge=0, le=1)] | None = None
     """Retrain when live accuracy from fed-back labels drops below this."""
     min_labels: Annotated[int, Field(ge=1, le=1000000)] = 50
@@ -157,6 +158,7 @@ class Monitoring(ApiModel):
     prediction_sample_rate: Annotated[float, Field(ge=0, le=1)] = 0.1
     """Share of requests whose predictions are logged to the artifact store for joining with labels."""
     retrain: RetrainTrigger | None = None
+    """Start a Run of this Pipeline when drift or accuracy says so."""
 
 
 class ModelDeploymentSpec(ApiModel):
@@ -187,11 +189,15 @@ class RejectedModel(ApiModel):
     """A model version that failed to roll out; it is not tried again until the spec changes."""
 
     uri: str
+    """Where the artifact is."""
     digest: Digest
+    """sha256 of the artifact."""
     reason: Annotated[str, Field(max_length=64)]
     """ModelRejected (the server refused it), ProgressDeadlineExceeded or CanaryFailed."""
     message: Annotated[str, Field(max_length=4096)] = ""
+    """What went wrong, in the server's or the analysis' words."""
     at: datetime | None = None
+    """When it was rolled back."""
 
 
 class TrafficShare(ApiModel):
@@ -207,21 +213,26 @@ class CanaryStatus(ApiModel):
     """A canary in progress."""
 
     model: ServedModel
+    """The model on trial."""
     step: int = 0
     """Index of the current step in spec.rollout.steps."""
     step_started_at: datetime | None = None
+    """When the current step's pause began (its pods all ready)."""
     promoting: bool = False
     """All steps passed: the stable Deployment is being moved to the canary's model."""
     requests: int = 0
     """Requests the canary answered so far."""
     error_rate: float | None = None
+    """Share of its answers that were not 2xx."""
     latency_p99_seconds: float | None = None
+    """p99 of its inference latency (histogram bucket bound)."""
 
 
 class FeatureDrift(ApiModel):
     """How far one input feature moved from its training profile."""
 
     name: str
+    """The input feature."""
     score: float
     """|live mean - training mean| / training standard deviation."""
 
@@ -238,12 +249,14 @@ class DriftStatus(ApiModel):
     features: list[FeatureDrift] = Field(default_factory=list, max_length=10)
     """The most shifted features."""
     at: datetime | None = None
+    """When it was measured."""
 
 
 class LiveAccuracy(ApiModel):
     """Predictions joined with fed-back labels, per model version."""
 
     version: str
+    """The model version (12 hex digits of its digest)."""
     labels: int = 0
     """Labels joined with a logged prediction."""
     accuracy: float | None = None
@@ -256,10 +269,13 @@ class RetrainingStatus(ApiModel):
     """The last retraining Run this deployment started."""
 
     run: str
+    """The Run's name."""
     reason: Annotated[str, Field(max_length=64)]
     """Drift or AccuracyDropped."""
     message: Annotated[str, Field(max_length=4096)] = ""
+    """What was measured."""
     at: datetime
+    """When it was started."""
 
 
 class ModelDeploymentStatus(ApiModel):

@@ -43,6 +43,10 @@ class OperatorConfig(BaseModel):
     """Namespaces to watch (JSON list, or comma-separated); empty: all namespaces."""
     resync_seconds: Annotated[float, Field(gt=0)] = 10.0
     """How often every unfinished Run is re-planned even without events (retries, timeouts, missed events)."""
+    artifact_gc_interval_seconds: Annotated[float, Field(ge=0)] = 3600.0
+    """How often artifacts nothing references are collected (0: never; `conveyor gc` still works by hand)."""
+    artifact_gc_grace_seconds: Annotated[float, Field(ge=0)] = 86400.0
+    """How long an artifact stays unreferenced (marked in the store) before it is deleted."""
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 8080
     """Prometheus metrics port (0: off)."""
     health_port: Annotated[int, Field(ge=0, le=65535)] = 8081

@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from conveyor.api.base import GROUP, VERSION
-from conveyor.controller import metrics
+from conveyor.controller import artifact_gc, metrics
 from conveyor.controller.config import OperatorConfig, load_config
 from conveyor.controller.modeldeployments import ModelDeploymentReconciler
 from conveyor.controller.pipelines import PipelineReconciler
@@ -51,6 +51,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     cluster = Cluster(load_kube_config())
     store = S3Store(CONFIG.s3_bucket, CONFIG.s3_prefix, CONFIG.s3_endpoint)
     _reconciler = RunReconciler(cluster, store, CONFIG)
+    artifact_gc.start(cluster, store, CONFIG)
     metrics.serve(CONFIG.metrics_port)
     log.info("started: bucket %s, step image %s", CONFIG.s3_bucket, CONFIG.step_image)
 

@@ -142,6 +142,12 @@ class Cluster:
         items: list[dict[str, Any]] = json.loads(resp.data)["items"]
         return items
 
+    def list_all(self, plural: str) -> list[dict[str, Any]]:
+        """Every object of a Conveyor kind in every namespace, as plain JSON."""
+        resp: Any = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, _preload_content=False)
+        items: list[dict[str, Any]] = json.loads(resp.data)["items"]
+        return items
+
     # ---------------------------------------------------------- writing
 
     def create_job(self, job: dict[str, Any]) -> bool:

@@ -98,17 +98,7 @@ def runs_and_deployments(
         runs = [b for ns in namespaces for b in cluster.list_custom("runs", ns)]
         deployments = [b for ns in namespaces for b in cluster.list_custom("modeldeployments", ns)]
         return runs, deployments
-    return _everywhere(cluster, "runs"), _everywhere(cluster, "modeldeployments")
-
-
-def _everywhere(cluster: Any, plural: str) -> list[dict[str, Any]]:
-    # kube/cluster.py has no cluster-wide list yet; this is the one API call made outside kube/, until a
-    # Cluster.list_all(plural) there replaces it
-    import json  # noqa: PLC0415
-
-    resp = cluster.custom.list_cluster_custom_object(GROUP, VERSION, plural, _preload_content=False)
-    items: list[dict[str, Any]] = json.loads(resp.data)["items"]
-    return items
+    return cluster.list_all("runs"), cluster.list_all("modeldeployments")
 
 
 def cluster_inputs(
