@@ -22,6 +22,7 @@ import numpy as np
 from conveyor.components.base import ComponentError
 from conveyor.components.modelio import ArtifactMetadata, load_artifact
 from conveyor.serving.codec import OUTPUT_PREDICT, OUTPUT_PROBA, Rows, Signature, datatype_of
+from conveyor.serving.fastpath import FastModel, compile_fast_path
 from conveyor.storage.digest import hex_of, sha256_file
 from conveyor.storage.store import ArtifactMissing, StoreUnavailable
 
@@ -123,9 +124,21 @@ class ServedModel:
         self.task = metadata.task or ("classification" if hasattr(obj, "classes_") else "regression")
         self.classes: list[Any] = list(metadata.classes or [])
         self.has_proba = self.task == "classification" and hasattr(obj, "predict_proba")
+        self.fast: FastModel | None = None
+        self.fast_path = "not tried"
+
+    def enable_fast_path(self) -> str:
+        """Serve all-numeric batches through the numpy fast path if it is proven equal (see `fastpath`)."""
+        if not self.signature.all_numeric:
+            self.fast_path = "not compiled: non-numeric features"
+        else:
+            self.fast, self.fast_path = compile_fast_path(self.pipeline, self.signature.names)
+        return self.fast_path
 
     @classmethod
-    def load(cls, name: str, version: str, source: ModelSource, work_dir: Path) -> ServedModel:
+    def load(
+        cls, name: str, version: str, source: ModelSource, work_dir: Path, *, fast_path: bool = True
+    ) -> ServedModel:
         path = fetch_artifact(source, work_dir)
         try:
             loaded = load_artifact(path, kind="model")
@@ -138,6 +151,8 @@ class ServedModel:
         model = cls(name, version, source.digest, loaded.obj, loaded.metadata)
         if not model.signature.names:
             raise ModelLoadError("the model artifact declares no inputs")
+        if fast_path:
+            model.enable_fast_path()
         return model
 
     def frame(self, rows: Rows) -> Any:
@@ -148,6 +163,8 @@ class ServedModel:
         return self._pd.DataFrame(dict(zip(names, rows.columns, strict=True)), copy=False)
 
     def predict(self, rows: Rows, proba: bool) -> Prediction:
+        if self.fast is not None and rows.matrix is not None:
+            return Prediction(*self.fast.predict(rows.matrix, proba))
         frame = self.frame(rows)
         predicted = np.asarray(self.pipeline.predict(frame))
         probabilities = np.asarray(self.pipeline.predict_proba(frame), dtype=np.float64) if proba else None
@@ -179,6 +196,7 @@ class ServedModel:
                 "label": self.metadata.label,
                 "estimator": self.metadata.estimator,
                 "digest": self.digest,
+                "fast_path": self.fast is not None,
             },
         }
 

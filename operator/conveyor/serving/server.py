@@ -59,6 +59,7 @@ class ServerConfig:
     drain_seconds: float = 5.0
     log_requests: bool = False
     model_threads: int = 1
+    fast_path: bool = True
 
 
 def _rate(text: str) -> float:
@@ -102,6 +103,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-request-bytes", type=_positive, default=64 << 20, help="413 beyond")
     p.add_argument("--drain-seconds", type=_seconds, default=5.0)
     p.add_argument("--model-threads", type=_positive, default=1, help="BLAS/OpenMP threads of the model call")
+    p.add_argument(
+        "--no-fast-path",
+        dest="fast_path",
+        action="store_false",
+        help="always call the full pipeline (the numpy fast path is used only when proven identical at load)",
+    )
     p.add_argument("--log-requests", action="store_true", help="log every request, with its body")
     return p
 
@@ -139,6 +146,7 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         drain_seconds=args.drain_seconds,
         log_requests=args.log_requests,
         model_threads=args.model_threads,
+        fast_path=args.fast_path,
     )
 
 
@@ -188,7 +196,7 @@ def load_model(config: ServerConfig, dataplane: DataPlane, work_dir: Path) -> No
     began = time.monotonic()
     fields = {"model": config.model_name, "version": config.model_version, "digest": config.model_digest}
     try:
-        model = ServedModel.load(config.model_name, config.model_version, source, work_dir)
+        model = ServedModel.load(config.model_name, config.model_version, source, work_dir, fast_path=config.fast_path)
     except ModelLoadError as exc:
         dataplane.model_failed(str(exc))
         log.error("model load failed; the server will not become ready", extra={**fields, "reason": str(exc)})
@@ -205,6 +213,7 @@ def load_model(config: ServerConfig, dataplane: DataPlane, work_dir: Path) -> No
             **fields,
             "task": model.task,
             "inputs": len(model.signature.names),
+            "fast_path": model.fast_path,
             "seconds": round(time.monotonic() - began, 3),
         },
     )
