@@ -693,12 +693,40 @@ def installed_chart(
         )
 
 
-def test_operator_runs_a_container_step_as_the_charts_service_account(
+def stored_model(minio: S3Endpoint, tmp: Path) -> tuple[str, str]:
+    """A small servable model artifact (logistic regression on breast_cancer) in MinIO: (uri, digest)."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline as SkPipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from conveyor.components.modelio import ArtifactMetadata, FeatureSpec, class_path, save_artifact
+    from conveyor.storage.s3 import S3Store
+
+    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    model = SkPipeline([("scale", StandardScaler()), ("model", LogisticRegression(max_iter=1000))]).fit(x, y)
+    meta = ArtifactMetadata(
+        kind="model",
+        estimator=class_path(model.steps[-1][1]),
+        task="classification",
+        label="target",
+        classes=[0, 1],
+        inputs=[FeatureSpec(name=str(c), dtype="float64") for c in x.columns],
+    )
+    save_artifact(model, tmp / "model", meta)
+    store = S3Store(minio.bucket, "", client=minio.client())
+    stored = store.put_file(tmp / "model")
+    store.client.close()
+    return stored.uri, stored.digest
+
+
+def test_operator_runs_a_step_and_serves_a_model_as_the_charts_service_account(
     control_plane: ControlPlane,
     installed_chart: list[dict[str, Any]],
     namespace: str,
     node_agent: NodeAgentProcess,
     api: k8s_client.ApiClient,
+    minio: S3Endpoint,
     tmp_path: Path,
 ) -> None:
     docs = installed_chart
@@ -725,6 +753,7 @@ def test_operator_runs_a_container_step_as_the_charts_service_account(
         {
             # What differs on this machine: no image (the node agent runs this interpreter), shared host ports.
             "CONVEYOR_STEP_COMMAND": json.dumps([sys.executable, "-m", "conveyor.runtime"]),
+            "CONVEYOR_SERVER_COMMAND": json.dumps([sys.executable, "-m", "conveyor.serving"]),
             "CONVEYOR_HEALTH_PORT": str(health),
             "CONVEYOR_METRICS_PORT": str(metrics_port),
             "HOME": str(tmp_path),
@@ -776,6 +805,26 @@ def test_operator_runs_a_container_step_as_the_charts_service_account(
             json.dumps(done["status"], indent=1) + "\n" + operator.log_tail(60)
         )
         assert [s["phase"] for s in done["status"]["steps"]] == ["Succeeded"]
+
+        # A ModelDeployment: Deployment, Service, HPA and PDB created, the model served and Ready.
+        uri, digest = stored_model(minio, tmp_path)
+        md = {
+            "apiVersion": f"{GROUP}/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "served"},
+            "spec": {"model": {"uri": uri, "digest": digest}, "autoscaling": {"minReplicas": 1, "maxReplicas": 2}},
+        }
+        custom.create_namespaced_custom_object(GROUP, "v1alpha1", namespace, "modeldeployments", md)
+
+        def serving() -> dict[str, Any] | None:
+            obj: Any = custom.get_namespaced_custom_object(GROUP, "v1alpha1", namespace, "modeldeployments", "served")
+            ready = [c for c in obj.get("status", {}).get("conditions", []) if c["type"] == "Ready"]
+            return dict(obj) if ready and ready[0]["status"] == "True" else None
+
+        served: Any = wait_until(serving, timeout=180, what="the model to serve", process=operator, interval=0.5)
+        assert served["status"]["current"]["digest"] == digest
+        assert k8s_client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler("served", namespace)
+        assert k8s_client.PolicyV1Api(api).read_namespaced_pod_disruption_budget("served", namespace)
         # Every request the operator made was allowed: RBAC denials show up as 403 / Forbidden in its log.
         log = log_path.read_text(errors="replace")
         denied = [line for line in log.splitlines() if "403" in line or "forbidden" in line.lower()]
