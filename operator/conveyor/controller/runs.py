@@ -185,9 +185,31 @@ class RunReconciler:
         with metrics.RECONCILE.labels("Run").time():
             try:
                 return self._reconcile(namespace, name)
+            except StoreUnavailable as e:
+                # A wait, not a failure: raised to kopf it would put the Run's resync timer into kopf's error
+                # backoff (a minute) and drop the event that triggered the pass, so a Run would sit idle long
+                # after the store came back. Say so on the Run and plan again at the usual pace.
+                metrics.RECONCILE_ERRORS.labels("Run").inc()
+                log.warning("run %s/%s waits for the artifact store: %s", namespace, name, e)
+                self._waiting_for_store(namespace, name, str(e))
+                return self.config.resync_seconds
             except Exception:
                 metrics.RECONCILE_ERRORS.labels("Run").inc()
                 raise
+
+    def _waiting_for_store(self, namespace: str, name: str, message: str) -> None:
+        """The Run's Succeeded condition says StoreUnavailable until a pass gets through (it then says Running)."""
+        body = self.cluster.get_custom("runs", namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        old = Run.model_validate(body).status or RunStatus()
+        current = next((c for c in old.conditions if c.type == "Succeeded"), None)
+        if old.phase in DONE or (current is not None and current.reason == "StoreUnavailable"):
+            return
+        generation = body["metadata"].get("generation")
+        condition = succeeded_condition(old.phase, "StoreUnavailable", message, self.clock(), generation)
+        self._write_status(body, old, old.model_copy(update={"conditions": set_condition(old.conditions, condition)}))
+        self.cluster.event(body, "Run", "Warning", "StoreUnavailable", message)
 
     def _reconcile(self, namespace: str, name: str) -> float | None:
         body = self.cluster.get_custom("runs", namespace, name)
