@@ -561,3 +561,46 @@ def test_falling_live_accuracy_from_fed_back_labels_starts_a_retraining_run(
     run = get_run(api, sns, md["status"]["retraining"]["run"])
     assert run["metadata"]["labels"]["conveyor.dev/trigger"] == "AccuracyDropped"
     assert "conveyor_model_live_accuracy" in serving_operator.metrics()
+
+
+def test_an_operator_killed_during_a_canary_leaves_it_finished_never_stuck_and_no_request_fails(
+    api: k8s_client.ApiClient, sns: str, serving_operator: Operator
+) -> None:
+    """SIGKILL the operator three times while a canary of a good model is under load."""
+    before = get_md(api, sns)["status"]["current"]["digest"]
+    target = STATE["a"] if before != STATE["a"]["digest"] else STATE["b"]
+    spec = {
+        "model": {"pipeline": None, "uri": target["uri"], "digest": target["digest"]},
+        "monitoring": None,
+        "rollout": {
+            "strategy": "Canary",
+            "steps": [{"weight": 50, "pauseSeconds": 6}, {"weight": 100, "pauseSeconds": 6}],
+            "analysis": {"maxErrorRate": 0.01, "minRequests": 10},
+        },
+    }
+    kills = 0
+    with Router(api, sns, MD) as router, Load(router, X.to_numpy()) as load:
+        patch_md(api, sns, spec)
+        wait_md(
+            api, sns, serving_operator, "a canary to start",
+            lambda m: (m["status"].get("canary") or {}).get("model", {}).get("digest") == target["digest"],
+        )  # fmt: skip
+        for pause in (2.0, 5.0, 3.0):
+            time.sleep(pause)
+            serving_operator.kill()
+            kills += 1
+            time.sleep(1.0)
+            serving_operator.start()
+        md = wait_md(
+            api, sns, serving_operator, "the canary to finish",
+            lambda m: not m["status"].get("canary")
+            and ((m["status"].get("current") or {}).get("digest") == target["digest"] or m["status"].get("rejected")),
+            timeout=300,
+        )  # fmt: skip
+        time.sleep(8)  # the canary's pods drain under load
+    assert kills == 3
+    assert md["status"]["current"]["digest"] == target["digest"], md["status"]  # a good model is promoted
+    assert md["status"]["previous"]["digest"] == before
+    assert load.ok > 100 and load.failures == [], load.failures[:5]
+    names = [d.metadata.name for d in k8s_client.AppsV1Api(api).list_namespaced_deployment(sns).items]
+    assert f"{MD}-canary" not in names
