@@ -63,10 +63,15 @@ SUFFIXES = {
 
 
 def exported_series_names() -> set[str]:
-    """Every series name the operator's process exposes on /metrics, from the default registry."""
+    """Every series name the operator's process (the default registry) and a model server with a
+    loaded model (its own registry) expose on /metrics."""
+    from conveyor.serving.metrics import ServerMetrics
+
+    server = ServerMetrics("m", "v1")
     names: set[str] = set()
-    for family in REGISTRY.collect():
-        names.update(family.name + s for s in SUFFIXES.get(family.type, ("",)))
+    for registry in (REGISTRY, server.registry):
+        for family in registry.collect():
+            names.update(family.name + s for s in SUFFIXES.get(family.type, ("",)))
     return names
 
 
@@ -184,6 +189,12 @@ def test_every_query_names_only_exported_metrics(dashboard: dict[str, Any]) -> N
         "conveyor_steps_running",
         "conveyor_reconcile_duration_seconds_bucket",
         "conveyor_reconcile_errors_total",
+        # per model: requests, errors, latency, replicas, drift, the version serving now
+        "conveyor_server_requests_total",
+        "conveyor_server_request_duration_seconds_bucket",
+        "conveyor_model_ready_replicas",
+        "conveyor_model_drift_score",
+        "conveyor_model_info",
     } <= used
 
 
@@ -201,7 +212,7 @@ def test_quantile_panels_read_histogram_buckets(dashboard: dict[str, Any]) -> No
     for p in dashboard["panels"]:
         for t in p["targets"]:
             if "histogram_quantile" in t["expr"]:
-                assert re.search(r"sum by \((le|le, \w+)\) \(rate\(\w+_bucket", t["expr"]), t["expr"]
+                assert re.search(r"sum by \(le(, \w+)*\) \(rate\(\w+_bucket", t["expr"]), t["expr"]
 
 
 def test_the_chart_ships_the_same_file() -> None:
