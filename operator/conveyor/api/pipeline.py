@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -249,8 +250,25 @@ class PipelineSpec(ApiModel):
     """At most this many Runs of this pipeline at once; further Runs wait."""
     schedule: Schedule | None = None
     """Create Runs on a cron schedule."""
-    triggers: list[Trigger] = Field(default_factory=list)
+    triggers: list[Trigger] = Field(default_factory=list, max_length=16)
     """Events that start Runs."""
+
+
+class TriggerStatus(ApiModel):
+    """What one trigger has seen and started."""
+
+    index: Annotated[int, Field(ge=0)]
+    """Position of the trigger in spec.triggers."""
+    watermark: datetime | None = None
+    """S3: the newest object time already answered (objects up to it started a Run, or were there first)."""
+    watermark_keys: list[str] = Field(default_factory=list, max_length=100)
+    """S3: keys modified exactly at the watermark, so an object at the same second is not missed or repeated."""
+    episode: datetime | None = None
+    """Drift: the start of the drift episode that last started a Run."""
+    last_run: str | None = None
+    """The last Run this trigger started."""
+    last_fired_at: datetime | None = None
+    """When it started that Run."""
 
 
 class PipelineStatus(ApiModel):
@@ -264,6 +282,8 @@ class PipelineStatus(ApiModel):
     """When the schedule last created a Run."""
     last_run: str | None = None
     """Name of the newest Run."""
+    triggers: list[TriggerStatus] = Field(default_factory=list, max_length=16)
+    """Per trigger: what it has seen and the last Run it started."""
 
 
 class Pipeline(ApiModel):

@@ -128,8 +128,9 @@ def pipeline_reconciler() -> PipelineReconciler:
 
 
 def _scheduled(spec: kopf.Spec, **_: Any) -> bool:
+    """A schedule to keep, or triggers to look at."""
     schedule = spec.get("schedule")
-    return isinstance(schedule, Mapping) and not schedule.get("suspend", False)
+    return bool(spec.get("triggers")) or (isinstance(schedule, Mapping) and not schedule.get("suspend", False))
 
 
 @kopf.on.event(GROUP, VERSION, "pipelines")

@@ -35,7 +35,7 @@ from conveyor.components.modelio import ArtifactMetadata, read_metadata
 from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig
 from conveyor.controller.locks import Coalescer
-from conveyor.controller.pipelines import LABEL_PIPELINE
+from conveyor.controller.pipelines import LABEL_PIPELINE, LABEL_TRIGGER
 from conveyor.controller.scrape import (
     ServerSamples,
     feature_totals,
@@ -71,7 +71,6 @@ from conveyor.storage.store import StoreUnavailable
 
 log = logging.getLogger("conveyor.serving")
 
-LABEL_TRIGGER = "conveyor.dev/trigger"
 FINISHED = ("Succeeded", "Failed", "Cancelled")
 MONITORING_RETENTION_OBJECTS = 2000
 

@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from conveyor.api.base import API_VERSION, Condition, ConditionStatus
-from conveyor.api.pipeline import Pipeline, PipelineStatus, Schedule
+from conveyor.api.modeldeployment import ModelDeploymentStatus
+from conveyor.api.pipeline import Pipeline, PipelineStatus, Schedule, Trigger, TriggerStatus
 from conveyor.api.run import RunPhase
 from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig
@@ -24,10 +25,13 @@ from conveyor.controller.locks import ObjectLocks
 from conveyor.core.schedule import CancelRun, CreateRun, DeleteRun, ScheduledRun, SchedulePlan, plan_schedule
 from conveyor.core.status import set_condition
 from conveyor.core.support import OPERATOR, unsupported
+from conveyor.core.triggers import ObjectSeen, TriggerDecision, drift_decision, s3_decision
 from conveyor.core.validation import Issue, issues_from_pydantic, issues_text, validate_pipeline
-from conveyor.kube.cluster import Cluster
+from conveyor.kube.cluster import Cluster, ClusterRefused
 from conveyor.manifests.job import owner_reference
 from conveyor.manifests.names import LABEL_MANAGED, MANAGER, label_value
+from conveyor.storage.s3 import list_prefix
+from conveyor.storage.store import StoreUnavailable
 
 log = logging.getLogger("conveyor.pipelines")
 
@@ -36,6 +40,10 @@ LABEL_SCHEDULED_AT = "conveyor.dev/scheduled-at"
 """Unix seconds of the scheduled time a Run was created for."""
 ANNOTATION_SCHEDULED_TIME = "conveyor.dev/scheduled-time"
 """The same time, readable by people."""
+LABEL_TRIGGER = "conveyor.dev/trigger"
+"""Why a Run was started by the operator: S3, Drift (a Pipeline trigger) or Drift, AccuracyDropped (a
+ModelDeployment's retraining)."""
+FINISHED_PHASES = ("Succeeded", "Failed", "Cancelled")
 
 
 def _timestamp(t: datetime) -> str:
@@ -73,6 +81,22 @@ def scheduled_run(pipeline: dict[str, Any], name: str, scheduled_at: datetime) -
     }
 
 
+def triggered_run(pipeline: dict[str, Any], trigger: Trigger, kind: str) -> dict[str, Any]:
+    """The Run a trigger starts: named by the API server, owned by the Pipeline, labelled with why."""
+    meta = pipeline["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Run",
+        "metadata": {
+            "generateName": f"{meta['name'][:40]}-{kind.lower()}-",
+            "namespace": meta["namespace"],
+            "labels": {LABEL_PIPELINE: label_value(meta["name"]), LABEL_TRIGGER: kind, LABEL_MANAGED: MANAGER},
+            "ownerReferences": [owner_reference("Pipeline", meta["name"], meta["uid"])],
+        },
+        "spec": {"pipelineRef": {"name": meta["name"]}, "parameters": dict(trigger.parameters)},
+    }
+
+
 def observed_run(body: dict[str, Any]) -> ScheduledRun:
     """The schedule core's view of a Run object (defensive: a Run's status is not trusted to be well-formed)."""
     meta = body["metadata"]
@@ -103,9 +127,12 @@ class PipelineReconciler:
         self.config = config
         self.clock = clock
         self._locks = ObjectLocks()
+        self._polled: dict[tuple[str, str, int], datetime] = {}
 
     def forget(self, namespace: str, name: str) -> None:
         self._locks.forget(namespace, name)
+        for key in [k for k in self._polled if k[:2] == (namespace, name)]:
+            del self._polled[key]
 
     # ------------------------------------------------------------------ gather
 
@@ -174,9 +201,75 @@ class PipelineReconciler:
                     update={"last_scheduled_time": _timestamp(plan.last_scheduled_time), "last_run": plan.last_run}
                 )
             wake = self._wake(plan)
+        if pipeline is not None and not issues and pipeline.spec.triggers:
+            status = status.model_copy(update={"triggers": self._triggers(body, pipeline, old, now)})
+            wake = min(wake or self.config.resync_seconds, self.config.resync_seconds)
         self._write_status(body, old, status)
         self._ready_events(body, old, ready)
         return wake
+
+    # ------------------------------------------------------------------ triggers
+
+    def _triggers(
+        self, body: dict[str, Any], pipeline: Pipeline, old: PipelineStatus, now: datetime
+    ) -> list[TriggerStatus]:
+        """Look at each trigger's source and start a Run where core.triggers says so."""
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        known = {t.index: t for t in old.triggers}
+        out = []
+        for i, trigger in enumerate(pipeline.spec.triggers):
+            status = known.get(i) or TriggerStatus(index=i)
+            finished = True
+            if status.last_run:
+                run = self.cluster.get_custom("runs", ns, status.last_run)
+                finished = run is None or (run.get("status") or {}).get("phase") in FINISHED_PHASES
+            decision = self._decide(ns, name, i, trigger, status, finished, now)
+            if decision is None:
+                out.append(status)
+                continue
+            new = decision.status
+            if decision.fire:
+                kind = "S3" if trigger.s3 is not None else "Drift"
+                try:
+                    run_name = self.cluster.create_generated_run(triggered_run(body, trigger, kind))
+                except ClusterRefused as e:
+                    self.cluster.event(body, "Pipeline", "Warning", "TriggerRefused", str(e))
+                    out.append(status)
+                    continue
+                new = new.model_copy(update={"last_run": run_name})
+                log.info("trigger %d of %s/%s started run %s: %s", i, ns, name, run_name, decision.reason)
+                self.cluster.event(
+                    body, "Pipeline", "Normal", "TriggeredRun", f"started run {run_name}: {decision.reason}"
+                )
+            out.append(new)
+        return out
+
+    def _decide(
+        self, ns: str, name: str, i: int, trigger: Trigger, status: TriggerStatus, finished: bool, now: datetime
+    ) -> TriggerDecision | None:
+        if trigger.s3 is not None:
+            last = self._polled.get((ns, name, i))
+            if last is not None and (now - last).total_seconds() < trigger.s3.poll_seconds:
+                return None
+            try:
+                listed = list_prefix(trigger.s3.uri, self.config.s3_endpoint)
+            except StoreUnavailable as e:
+                log.warning("trigger %d of %s/%s cannot list %s: %s", i, ns, name, trigger.s3.uri, e)
+                return None
+            self._polled[(ns, name, i)] = now
+            return s3_decision(status, [ObjectSeen(k, t) for k, t in listed], finished, now)
+        assert trigger.drift is not None
+        md = self.cluster.get_custom("modeldeployments", ns, trigger.drift.model_deployment)
+        if md is None:
+            return None
+        try:
+            md_status = ModelDeploymentStatus.model_validate(md.get("status") or {})
+        except ValidationError:
+            return None
+        drifting = any(c.type == "Drifting" and c.status is ConditionStatus.TRUE for c in md_status.conditions)
+        episode = md_status.drift.above_since if md_status.drift is not None else None
+        return drift_decision(status, drifting, episode, finished, now, trigger.drift.model_deployment)
 
     def _wake(self, plan: SchedulePlan) -> float | None:
         if plan.blocked_by:

@@ -32,8 +32,8 @@ def unsupported(spec: PipelineSpec, shell: str, path: str = "spec") -> list[Issu
     issues = []
     if spec.schedule is not None and shell == LOCAL:  # the operator runs schedules (controller/pipelines.py)
         issues.append(_no(f"{path}.schedule", "a schedule", shell))
-    if spec.triggers:
-        issues.append(_no(f"{path}.triggers", "triggers", shell))
+    if spec.triggers and shell == LOCAL:  # the operator runs triggers (controller/pipelines.py)
+        issues.append(_no(f"{path}.triggers", "triggers (they start Runs on a cluster)", shell))
     if spec.max_concurrent_runs is not None and shell == LOCAL:
         issues.append(_no(f"{path}.maxConcurrentRuns", "maxConcurrentRuns (it limits Runs on a cluster)", shell))
     return issues + unsupported_steps(spec, shell, path)

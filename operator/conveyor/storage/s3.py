@@ -10,6 +10,7 @@ import functools
 import json
 import tempfile
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -217,3 +218,34 @@ def download_object(uri: str, dest: Path, endpoint: str | None = None, max_bytes
     finally:
         store.client.close()
     return size
+
+
+def list_prefix(uri: str, endpoint: str | None = None, limit: int = 100_000) -> list[tuple[str, datetime]]:
+    """(key, last modified) of every object under `s3://bucket/prefix` (at most `limit`), for triggers
+    that watch a prefix for new data. An unreachable or refusing endpoint is StoreUnavailable."""
+    scheme, _, rest = uri.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    if scheme != "s3" or not bucket:
+        raise ValueError(f"not an S3 prefix URI (s3://bucket/prefix): {uri!r}")
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30,
+                      s3={"addressing_style": "path"}),
+    )  # fmt: skip
+    out: list[tuple[str, datetime]] = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                if "Key" in obj and "LastModified" in obj:
+                    out.append((obj["Key"], obj["LastModified"]))
+                if len(out) >= limit:
+                    return out
+    except BotoCoreError as e:
+        raise StoreUnavailable(f"s3://{bucket} unreachable: {type(e).__name__}: {e}") from None
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "?")
+        raise StoreUnavailable(f"s3://{bucket} answered {code} for {uri}") from None
+    finally:
+        client.close()
+    return out
