@@ -19,6 +19,7 @@ from conveyor.core.planner import (
     RunContext,
     RunPlanner,
     StepState,
+    adopt_launched,
     finished,
     started,
 )
@@ -177,6 +178,47 @@ def test_cache_hit_reuses_outputs_and_launches_nothing() -> None:
     assert kinds(plan)[1] == ("Launch", "c")
     c_launch = plan.actions[1]
     assert isinstance(c_launch, Launch) and c_launch.task.inputs[0].digest == D2
+
+
+WAITING_B = StepState(phase=StepPhase.WAITING, attempts=1, next_attempt_at=NOW + timedelta(seconds=30))
+
+ADOPTION_CASES: list[tuple[str, dict[str, StepState], tuple[str, int], StepPhase, int]] = [
+    ("a pending step's first attempt exists", {}, ("a", 1), StepPhase.RUNNING, 1),
+    (
+        "a waiting step's next attempt exists (launched when its backoff ended)",
+        {"b": WAITING_B},
+        ("b", 2),
+        StepPhase.RUNNING,
+        2,
+    ),
+    ("a running attempt is known already", {"a": running()}, ("a", 1), StepPhase.RUNNING, 1),
+    ("a finished attempt stays finished", {"a": ok()}, ("a", 1), StepPhase.SUCCEEDED, 1),
+    ("an earlier attempt is history, not news", {"b": WAITING_B}, ("b", 1), StepPhase.WAITING, 1),
+    ("an attempt out of sequence is not ours to guess", {}, ("a", 2), StepPhase.PENDING, 0),
+]
+
+
+@pytest.mark.parametrize(
+    ("states", "job", "phase", "attempts"), [c[1:] for c in ADOPTION_CASES], ids=[c[0] for c in ADOPTION_CASES]
+)
+def test_adopt_launched_table(
+    states: dict[str, StepState], job: tuple[str, int], phase: StepPhase, attempts: int
+) -> None:
+    adopted = adopt_launched(states, [(*job, "sha256:k")], NOW).get(job[0], StepState())
+    assert (adopted.phase, adopted.attempts) == (phase, attempts)
+
+
+def test_an_attempt_launched_but_never_recorded_is_not_replaced_by_a_cache_hit() -> None:
+    """The shell created a's Job, died before recording it, and meanwhile a's cache key was stored by another
+    run: the plan keeps the launched attempt (no cache hit, no second launch) and folds in its result later."""
+    key = _key_of("a", {})
+    entry = CacheEntry(key=key, outputs=(ArtifactRef(name="out", uri="u", digest=D2),), metrics={})
+    assert kinds(planner().plan({}, NOW, cache={key: entry}))[0] == ("ReuseCached", "a")  # what used to happen
+    states = adopt_launched({}, [("a", 1, key)], NOW)
+    assert states["a"].phase is StepPhase.RUNNING and states["a"].cache_key == key
+    plan = planner().plan(states, NOW, cache={key: entry})
+    assert ("ReuseCached", "a") not in kinds(plan) and ("Launch", "a") not in kinds(plan)
+    assert adopt_launched(plan.states, [("a", 1, key)], NOW) == dict(plan.states)  # adopting again changes nothing
 
 
 def test_cache_disabled_step_always_runs() -> None:

@@ -33,6 +33,7 @@ from conveyor.core.planner import (
     RunPlanner,
     Skip,
     StepState,
+    adopt_launched,
     finished,
 )
 from conveyor.core.record import record_document, run_record
@@ -242,6 +243,11 @@ class RunReconciler:
         old_units = self._load_units(run_id) if any(s.for_each for s in resolved.spec.steps) else {}
         states.update(old_units)
         jobs = self.cluster.run_jobs(namespace, name)
+        # A Job created by a pass that died before recording it is that attempt, whatever the cache says now.
+        known = {s.name for s in resolved.spec.steps}
+        states = adopt_launched(
+            states, [(k, a, obs.cache_key) for (k, a), obs in jobs.items() if k in states or k in known], now
+        )
         finished_now = self._observe(run_id, states, resolved.spec, jobs)
         started_at = old_status.started_at or now
         planner = RunPlanner(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -152,6 +152,25 @@ def started(state: StepState, now: datetime, key: str) -> StepState:
         next_attempt_at=None,
         message=None,
     )
+
+
+def adopt_launched(
+    states: Mapping[str, StepState], launched: Iterable[tuple[str, int, str | None]], now: datetime
+) -> dict[str, StepState]:
+    """The states with every attempt that was launched but never recorded marked as running.
+
+    `launched` names the attempts whose process exists (state key, attempt, its cache key). A shell that
+    launches and then records can die in between; the next plan would otherwise decide afresh for that
+    step: launch the same attempt again (harmless, a shell's launch is idempotent) or, if its cache key
+    has meanwhile been stored, take a cache hit and leave the launched attempt running unaccounted for.
+    Only the next attempt of a step that is pending or waiting is adopted: anything else is already known.
+    """
+    out = dict(states)
+    for key, attempt, key_of_attempt in launched:
+        state = out.get(key, StepState())
+        if state.phase in (StepPhase.PENDING, StepPhase.WAITING) and attempt == state.attempts + 1:
+            out[key] = replace(started(state, now, key_of_attempt or ""), cache_key=key_of_attempt or state.cache_key)
+    return out
 
 
 def finished(state: StepState, step: Step, result: TaskResult, now: datetime) -> StepState:

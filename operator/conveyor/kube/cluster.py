@@ -40,6 +40,21 @@ class JobObservation:
     reason: str | None
     finished_at: datetime | None = None
     """When the step's container stopped (1-second resolution), not when we noticed."""
+    cache_key: str | None = None
+    """The cache key of the attempt the Job runs (from the task it was given)."""
+
+
+def _task_cache_key(job: dict[str, Any]) -> str | None:
+    """The cache key in the task a step Job's container was given (its CONVEYOR_TASK variable)."""
+    for container in job.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+        for var in container.get("env", []):
+            if var.get("name") == "CONVEYOR_TASK" and var.get("value"):
+                try:
+                    key = json.loads(var["value"]).get("cache_key")
+                except (ValueError, AttributeError):
+                    return None
+                return key if isinstance(key, str) else None
+    return None
 
 
 class ClusterRefused(Exception):
@@ -125,6 +140,7 @@ class Cluster:
                 termination_message=message,
                 reason=conditions.get("Failed", {}).get("reason") or term_reason,
                 finished_at=finished_at,
+                cache_key=_task_cache_key(job),
             )
         return out
 
