@@ -762,6 +762,52 @@ def test_single_requests_get_a_2xx_or_a_4xx_with_an_error_body(servers: Servers,
         exchange(server, wire, request)
 
 
+RANGES = {
+    "INT8": (-(2**7), 2**7 - 1),
+    "INT16": (-(2**15), 2**15 - 1),
+    "INT32": (-(2**31), 2**31 - 1),
+    "INT64": (-(2**63), 2**63 - 1),
+    "UINT8": (0, 2**8 - 1),
+    "UINT16": (0, 2**16 - 1),
+    "UINT32": (0, 2**32 - 1),
+    "UINT64": (0, 2**64 - 1),
+    "FP16": (-65504, 65504),
+    "FP32": (-3.4028234663852886e38, 3.4028234663852886e38),
+}
+
+
+@st.composite
+def out_of_range(draw: st.DrawFn) -> tuple[str, Any]:
+    datatype = draw(st.sampled_from(sorted(RANGES)))
+    low, high = RANGES[datatype]
+    if datatype.startswith("FP"):
+        magnitude = draw(st.floats(min_value=high * 1.01, max_value=1e308))
+        return datatype, magnitude if draw(st.booleans()) else -magnitude
+    above = draw(st.booleans()) or low == 0
+    if above:
+        return datatype, draw(st.integers(high + 1, max(high + 1, 2**64 - 1)))
+    return datatype, draw(st.integers(-(2**63), low - 1)) if low > -(2**63) else low - 1
+
+
+@settings(FUZZ, max_examples=100)
+@given(case=out_of_range(), position=st.integers(0, 7))
+def test_values_outside_the_datatype_are_refused_not_wrapped(
+    servers: Servers, case: tuple[str, Any], position: int
+) -> None:
+    """1000 as INT8 must not be served as -24, nor 1e300 as FP32 as infinity (the fuzzer found both)."""
+    datatype, value = case
+    data: list[Any] = [1] * 8
+    data[position] = value
+    document = {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": datatype, "data": data}]}
+    request = Request("POST", "/v2/models/num/infer", _dumps(document), kind="infer-out-of-range")
+    with Wire(servers.numeric) as wire:
+        answer = wire.send(request)
+    check(servers.numeric, request, answer)
+    assert answer.status == 400, (case, answer)
+    error = json.loads(answer.body)["error"]
+    assert "'input-0'" in error or "not valid JSON" in error, error  # past 64 bits, orjson refuses the body
+
+
 @settings(FUZZ, max_examples=40)
 @given(data=st.data())
 def test_concurrent_mixes_share_batches_without_harming_each_other(servers: Servers, data: st.DataObject) -> None:

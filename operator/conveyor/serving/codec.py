@@ -201,10 +201,25 @@ def _json_tensor(data: Any, datatype: str, count: int, name: str) -> np.ndarray[
             raise BadRequest(f"input {name!r}: datatype BOOL needs true/false values")
         array = array.reshape(-1)
         if array.dtype != dtype:
-            array = array.astype(dtype)
+            array = _cast(array, dtype, name, datatype)
     if array.size != count:
         raise BadRequest(f"input {name!r}: 'data' has {array.size} elements, 'shape' says {count}")
     return array
+
+
+def _cast(array: np.ndarray[Any, Any], dtype: np.dtype[Any], name: str, datatype: str) -> np.ndarray[Any, Any]:
+    """JSON numbers as the datatype; a value the datatype cannot hold is refused, never wrapped round
+    (1000 as INT8 would be -24, -1 as UINT8 255) or overflowed to infinity (1e300 as FP32)."""
+    if array.size and dtype.kind in "iu" and array.dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise BadRequest(f"input {name!r}: a value is outside the range of {datatype} ({info.min} to {info.max})")
+        return array.astype(dtype)
+    with np.errstate(over="ignore"):
+        cast = array.astype(dtype)
+    if dtype.kind == "f" and array.size and (np.isinf(cast) & np.isfinite(array)).any():
+        raise BadRequest(f"input {name!r}: a value is outside the range of {datatype}")
+    return cast
 
 
 def _numbers_with_nulls(array: np.ndarray[Any, Any], name: str, datatype: str) -> np.ndarray[Any, Any]:
