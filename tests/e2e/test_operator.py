@@ -428,10 +428,13 @@ def test_max_concurrent_runs_queues_runs_of_a_pipeline(api: k8s_client.ApiClient
     assert second["status"]["startedAt"] >= first["status"]["finishedAt"]  # never both at once
 
 
-def test_model_deployments_are_answered_not_ignored(api: k8s_client.ApiClient, ns: str, operator: Operator) -> None:
+def test_a_model_deployment_without_a_blessed_model_says_why(
+    api: k8s_client.ApiClient, ns: str, operator: Operator
+) -> None:
+    """Serving itself is tests/e2e/test_serving.py; here: a source that names no model yet is reported, not ignored."""
     create(api, ns, "modeldeployments", {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelDeployment", "metadata": {"name": "md"},
-        "spec": {"model": {"pipeline": {"name": "breast-cancer"}}},
+        "spec": {"model": {"pipeline": {"name": "no-such-pipeline"}}},
     })
 
     def ready_condition() -> dict[str, Any] | None:
@@ -440,7 +443,10 @@ def test_model_deployments_are_answered_not_ignored(api: k8s_client.ApiClient, n
         return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == "Ready"), None)
 
     cond = wait_until(ready_condition, timeout=30, what="a Ready condition")
-    assert cond["status"] == "False" and cond["reason"] == "NotSupportedYet"  # type: ignore[index]
+    assert cond["status"] == "False" and cond["reason"] == "ModelUnresolved"  # type: ignore[index]
+    assert "no-such-pipeline" in cond["message"] and "does not exist" in cond["message"]  # type: ignore[index]
+    apps = k8s_client.AppsV1Api(api)
+    assert apps.list_namespaced_deployment(ns).items == []  # nothing is served until there is a model
 
 
 def test_two_replicas_with_peering_one_active_then_fail_over(

@@ -20,12 +20,15 @@ from conveyor.controller.modeldeployments import ModelDeploymentReconciler
 from conveyor.controller.pipelines import PipelineReconciler
 from conveyor.controller.runs import RunReconciler
 from conveyor.kube.cluster import Cluster, load_kube_config
+from conveyor.kube.watchcache import WatchCache
 from conveyor.kube.workloads import Workloads
 from conveyor.manifests.names import LABEL_MODEL_DEPLOYMENT, LABEL_RUN
 from conveyor.storage.s3 import S3Store
 
 log = logging.getLogger("conveyor.operator")
 CONFIG: OperatorConfig = load_config()
+WATCHED = WatchCache()
+"""Step Jobs, pods and Pipelines as the watches below last showed them (passes read them instead of LISTing)."""
 _reconciler: RunReconciler | None = None
 
 
@@ -50,7 +53,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.lifetime = CONFIG.peering_lifetime_seconds
     cluster = Cluster(load_kube_config())
     store = S3Store(CONFIG.s3_bucket, CONFIG.s3_prefix, CONFIG.s3_endpoint)
-    _reconciler = RunReconciler(cluster, store, CONFIG)
+    _reconciler = RunReconciler(cluster, store, CONFIG, watched=WATCHED)
     artifact_gc.start(cluster, store, CONFIG)
     metrics.serve(CONFIG.metrics_port)
     log.info("started: bucket %s, step image %s", CONFIG.s3_bucket, CONFIG.step_image)
@@ -77,20 +80,30 @@ def run_changed(type: str, namespace: str | None, name: str, meta: kopf.Meta, st
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
 def pod_changed(
-    type: str, namespace: str | None, labels: kopf.Labels, meta: kopf.Meta, status: kopf.Status, **_: Any
+    type: str,
+    namespace: str | None,
+    labels: kopf.Labels,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    body: kopf.Body,
+    **_: Any,
 ) -> None:
     """A step pod that stopped: plan at once rather than when the Job controller marks its Job done (~1 s later)."""
     assert namespace is not None
+    WATCHED.pod_event(type, dict(body))
     stopped = status.get("phase") in ("Succeeded", "Failed")
     if type == "MODIFIED" and stopped and not meta.get("deletionTimestamp"):
         reconciler().reconcile(namespace, labels[LABEL_RUN])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN: kopf.PRESENT})
-def job_changed(type: str, namespace: str | None, meta: kopf.Meta, status: kopf.Status, **_: Any) -> None:
+def job_changed(
+    type: str, namespace: str | None, meta: kopf.Meta, status: kopf.Status, body: kopf.Body, **_: Any
+) -> None:
     """Only a Job reaching its end matters (its creation is ours, its progress is its pod's); a Job that
     disappears while running is noticed by the resync timer."""
     assert namespace is not None
+    WATCHED.job_event(type, dict(body))
     ended = any(
         c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in status.get("conditions") or []
     )
@@ -134,8 +147,9 @@ def _scheduled(spec: kopf.Spec, **_: Any) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, "pipelines")
-def pipeline_changed(type: str, namespace: str | None, name: str, **_: Any) -> None:
+def pipeline_changed(type: str, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> None:
     assert namespace is not None
+    WATCHED.pipeline_event(type, dict(body))
     if type == "DELETED":
         pipeline_reconciler().forget(namespace, name)
         return

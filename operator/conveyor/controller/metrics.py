@@ -40,6 +40,11 @@ RECONCILE = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 RECONCILE_ERRORS = Counter("conveyor_reconcile_errors_total", "Reconcile passes that raised.", ["kind"])
+JOB_VIEWS = Counter(
+    "conveyor_job_views_total",
+    "How reconcile passes saw a Run's Jobs and pods: from the watch cache, or by LISTing them.",
+    ["source"],
+)
 ACTIVE_STEPS = Gauge("conveyor_steps_running", "Step Jobs created and not yet observed finished.", ["namespace"])
 
 # Per ModelDeployment (bounded by the number of deployments, not by traffic).

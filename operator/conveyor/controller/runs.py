@@ -8,7 +8,9 @@ Job's deterministic name makes the repeated create a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,7 +51,8 @@ from conveyor.core.status import (
 from conveyor.core.support import OPERATOR, unsupported_steps
 from conveyor.core.task import StoreConfig, TaskResult, result_document, step_of, units_document
 from conveyor.core.validation import issues_from_pydantic, issues_text, resolve_parameters, validate_pipeline
-from conveyor.kube.cluster import Cluster, ClusterRefused, JobObservation
+from conveyor.kube.cluster import Cluster, ClusterRefused, JobObservation, observe_jobs
+from conveyor.kube.watchcache import WatchCache
 from conveyor.manifests.job import step_job
 from conveyor.manifests.names import job_name
 from conveyor.storage.cache import StoreCache
@@ -84,16 +87,53 @@ class RunReconciler:
         store: ArtifactStore,
         config: OperatorConfig,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        watched: WatchCache | None = None,
     ) -> None:
         self.cluster = cluster
         self.store = store
         self.cache = StoreCache(store)
         self.config = config
         self.clock = clock
+        self.watched = watched
         self._passes = Coalescer()
+        self._listed: set[tuple[str, str]] = set()
+        self._validated: dict[tuple[str, str, str], tuple[PipelineSpec | None, SpecProblem | None]] = {}
+        self._guard = threading.Lock()
 
     def forget(self, namespace: str, name: str) -> None:
         self._passes.forget(namespace, name)
+        with self._guard:
+            self._listed.discard((namespace, name))
+        if self.watched is not None:
+            self.watched.forget_run(namespace, name)
+
+    def _jobs(
+        self, namespace: str, name: str, states: Mapping[str, StepState], spec: PipelineSpec
+    ) -> dict[tuple[str, int], JobObservation]:
+        """The Run's Jobs, from the watch cache when it cannot mislead, else from two LISTs.
+
+        The first pass of a Run in this process LISTs (the watches may still be delivering their initial
+        listing). Later passes read the cache, unless a step this Run believes running has no Job there
+        yet (a Job created a moment ago whose watch event is on its way): concluding "its Job
+        disappeared" from that would retry a step that is running, so the pass LISTs instead."""
+        key = (namespace, name)
+        if self.watched is not None:
+            with self._guard:
+                listed_before = key in self._listed
+            if listed_before:
+                seen = observe_jobs(*self.watched.run_objects(namespace, name))
+                fan_outs = {s.name for s in spec.steps if s.for_each is not None}  # they have no Job of their own
+                running = [
+                    (k, st.attempts) for k, st in states.items() if st.phase is StepPhase.RUNNING and k not in fan_outs
+                ]
+                if all(r in seen for r in running):
+                    metrics.JOB_VIEWS.labels("watch").inc()
+                    return seen
+        jobs = self.cluster.run_jobs(namespace, name)
+        metrics.JOB_VIEWS.labels("list").inc()
+        with self._guard:
+            self._listed.add(key)
+        return jobs
 
     # ------------------------------------------------------------------ gather
 
@@ -103,19 +143,50 @@ class RunReconciler:
         else:
             assert run.spec.pipeline_ref is not None
             pipeline_name, path = run.spec.pipeline_ref.name, f"pipeline {run.spec.pipeline_ref.name}: spec"
-            body = self.cluster.get_custom("pipelines", namespace, pipeline_name)
+            body = self.watched.pipeline(namespace, pipeline_name) if self.watched is not None else None
+            if body is None:
+                body = self.cluster.get_custom("pipelines", namespace, pipeline_name)
             if body is None:
                 raise SpecProblem("PipelineNotFound", f"pipeline {pipeline_name!r} does not exist", final=False)
-            try:
-                spec = Pipeline.model_validate(body).spec
-            except ValidationError as e:
-                raise SpecProblem("InvalidPipeline", issues_text(issues_from_pydantic(e)), final=True) from None
+            return self._with_params(run, self._validated_pipeline(namespace, pipeline_name, body, path), pipeline_name)
         issues = validate_pipeline(spec, path) + unsupported_steps(spec, OPERATOR, path)
         recorded_params = run.status.parameters if run.status and run.status.parameters else None
         params, param_issues = resolve_parameters(spec, recorded_params or run.spec.parameters, "spec.parameters")
         issues += param_issues
         if issues:
             raise SpecProblem("InvalidSpec", issues_text(issues), final=True)
+        return Resolved(spec, pipeline_name, params)
+
+    def _validated_pipeline(self, namespace: str, name: str, body: dict[str, Any], path: str) -> PipelineSpec:
+        """The Pipeline's spec, parsed and validated once per resourceVersion (a pass at 200 concurrent Runs
+        otherwise spends much of its CPU re-validating the same object); raises SpecProblem."""
+        key = (namespace, name, str(body.get("metadata", {}).get("resourceVersion", "")))
+        with self._guard:
+            hit = self._validated.get(key)
+        if hit is None:
+            try:
+                hit = (Pipeline.model_validate(body).spec, None)
+            except ValidationError as e:
+                hit = (None, SpecProblem("InvalidPipeline", issues_text(issues_from_pydantic(e)), final=True))
+            else:
+                issues = validate_pipeline(hit[0], path) + unsupported_steps(hit[0], OPERATOR, path)
+                if issues:
+                    hit = (None, SpecProblem("InvalidSpec", issues_text(issues), final=True))
+            with self._guard:
+                if len(self._validated) > 1000:
+                    self._validated.clear()
+                self._validated[key] = hit
+        spec, problem = hit
+        if problem is not None:
+            raise problem
+        assert spec is not None
+        return spec
+
+    def _with_params(self, run: Run, spec: PipelineSpec, pipeline_name: str) -> Resolved:
+        recorded_params = run.status.parameters if run.status and run.status.parameters else None
+        params, param_issues = resolve_parameters(spec, recorded_params or run.spec.parameters, "spec.parameters")
+        if param_issues:
+            raise SpecProblem("InvalidSpec", issues_text(param_issues), final=True)
         return Resolved(spec, pipeline_name, params)
 
     def _observe(
@@ -159,17 +230,27 @@ class RunReconciler:
 
     def _result_of(self, run_id: str, step: str, attempt: int, obs: JobObservation) -> TaskResult:
         """The runtime's report: the termination message, else its copy in the store, else the Job's reason."""
+        reported: TaskResult | None = None
         if obs.termination_message:
+            with contextlib.suppress(ValidationError):
+                reported = TaskResult.model_validate_json(obs.termination_message)
+        if reported is None:
             try:
-                return TaskResult.model_validate_json(obs.termination_message)
-            except ValidationError:
-                pass
-        try:
-            doc = self.store.get_document(result_document(run_id, step, attempt))
-        except StoreUnavailable:
-            doc = None
-        if doc is not None:
-            return TaskResult.model_validate(doc)
+                doc = self.store.get_document(result_document(run_id, step, attempt))
+            except StoreUnavailable:
+                doc = None
+            reported = TaskResult.model_validate(doc) if doc is not None else None
+        if reported is not None and reported.ok and not obs.succeeded:
+            # The step reported success, then its container died before exiting cleanly (OOM-killed, node
+            # trouble): the attempt failed, as its Job says. Taking the report would leave a Succeeded step over
+            # a Failed Job, and the retry policy would never see the kill.
+            return TaskResult(
+                ok=False,
+                message=f"Job {obs.name} failed ({obs.reason or 'Failed'}) after its step reported success",
+                finished_at=reported.finished_at,
+            )
+        if reported is not None:
+            return reported
         if obs.succeeded:
             return TaskResult(ok=False, message=f"Job {obs.name} succeeded but left no result")
         reason = obs.reason or "Failed"
@@ -242,7 +323,7 @@ class RunReconciler:
         states = states_from_status(old_status.steps)
         old_units = self._load_units(run_id) if any(s.for_each for s in resolved.spec.steps) else {}
         states.update(old_units)
-        jobs = self.cluster.run_jobs(namespace, name)
+        jobs = self._jobs(namespace, name, states, resolved.spec)
         # A Job created by a pass that died before recording it is that attempt, whatever the cache says now.
         known = {s.name for s in resolved.spec.steps}
         states = adopt_launched(

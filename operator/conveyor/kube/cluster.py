@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -44,7 +45,7 @@ class JobObservation:
     """The cache key of the attempt the Job runs (from the task it was given)."""
 
 
-def _task_cache_key(job: dict[str, Any]) -> str | None:
+def task_cache_key(job: dict[str, Any]) -> str | None:
     """The cache key in the task a step Job's container was given (its CONVEYOR_TASK variable)."""
     for container in job.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
         for var in container.get("env", []):
@@ -55,6 +56,54 @@ def _task_cache_key(job: dict[str, Any]) -> str | None:
                     return None
                 return key if isinstance(key, str) else None
     return None
+
+
+def observe_jobs(
+    jobs: Iterable[dict[str, Any]], pods: Iterable[dict[str, Any]]
+) -> dict[tuple[str, int], JobObservation]:
+    """What a Run's Jobs and their pods show, keyed by (state key, attempt): from a LIST or a watch cache."""
+    # A step is over when its pod's container has terminated: the Job controller only marks the Job
+    # Complete about a second later (its sync batch period), and every step would wait for that.
+    ended: dict[str, tuple[bool, str | None, str | None, datetime | None]] = {}
+    for pod in pods:
+        labels = pod["metadata"].get("labels", {})
+        job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+        phase = pod.get("status", {}).get("phase")
+        for cs in pod.get("status", {}).get("containerStatuses", []):
+            term = cs.get("state", {}).get("terminated")
+            if term is not None and job and phase in ("Succeeded", "Failed"):
+                at = term.get("finishedAt")
+                ended[job] = (
+                    phase == "Succeeded",
+                    term.get("message"),
+                    term.get("reason"),
+                    datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None,
+                )
+    out = {}
+    for job in jobs:
+        labels = job["metadata"].get("labels", {})
+        step, attempt = labels.get(LABEL_STEP), labels.get(LABEL_ATTEMPT)
+        if step is None or attempt is None:
+            continue
+        if LABEL_ITEM in labels:
+            step = unit_key(step, int(labels[LABEL_ITEM]))
+        conditions = {c["type"]: c for c in job.get("status", {}).get("conditions", [])}
+        complete = conditions.get("Complete", {}).get("status") == "True"
+        failed = conditions.get("Failed", {}).get("status") == "True"
+        pod_ok, message, term_reason, finished_at = ended.get(job["metadata"]["name"], (False, None, None, None))
+        pod_done = job["metadata"]["name"] in ended
+        out[(step, int(attempt))] = JobObservation(
+            step=step,
+            attempt=int(attempt),
+            name=job["metadata"]["name"],
+            finished=complete or failed or pod_done,
+            succeeded=complete or (pod_done and pod_ok and not failed),
+            termination_message=message,
+            reason=conditions.get("Failed", {}).get("reason") or term_reason,
+            finished_at=finished_at,
+            cache_key=task_cache_key(job),
+        )
+    return out
 
 
 class ClusterRefused(Exception):
@@ -97,52 +146,11 @@ class Cluster:
 
     def run_jobs(self, namespace: str, run: str) -> dict[tuple[str, int], JobObservation]:
         """Every Job of the Run, keyed by (state key, attempt) — the key is `step[i]` for a fan-out item —
-        with the termination message of finished ones."""
+        with the termination message of finished ones (two LISTs; the reconciler prefers its watch cache)."""
         selector = f"{LABEL_RUN}={label_value(run)}"
         jobs = self._list(self.batch.list_namespaced_job, namespace, selector)
         pods = self._list(self.core.list_namespaced_pod, namespace, selector)
-        # A step is over when its pod's container has terminated: the Job controller only marks the Job
-        # Complete about a second later (its sync batch period), and every step would wait for that.
-        ended: dict[str, tuple[bool, str | None, str | None, datetime | None]] = {}
-        for pod in pods:
-            labels = pod["metadata"].get("labels", {})
-            job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
-            phase = pod.get("status", {}).get("phase")
-            for cs in pod.get("status", {}).get("containerStatuses", []):
-                term = cs.get("state", {}).get("terminated")
-                if term is not None and job and phase in ("Succeeded", "Failed"):
-                    at = term.get("finishedAt")
-                    ended[job] = (
-                        phase == "Succeeded",
-                        term.get("message"),
-                        term.get("reason"),
-                        datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None,
-                    )
-        out = {}
-        for job in jobs:
-            labels = job["metadata"].get("labels", {})
-            step, attempt = labels.get(LABEL_STEP), labels.get(LABEL_ATTEMPT)
-            if step is None or attempt is None:
-                continue
-            if LABEL_ITEM in labels:
-                step = unit_key(step, int(labels[LABEL_ITEM]))
-            conditions = {c["type"]: c for c in job.get("status", {}).get("conditions", [])}
-            complete = conditions.get("Complete", {}).get("status") == "True"
-            failed = conditions.get("Failed", {}).get("status") == "True"
-            pod_ok, message, term_reason, finished_at = ended.get(job["metadata"]["name"], (False, None, None, None))
-            pod_done = job["metadata"]["name"] in ended
-            out[(step, int(attempt))] = JobObservation(
-                step=step,
-                attempt=int(attempt),
-                name=job["metadata"]["name"],
-                finished=complete or failed or pod_done,
-                succeeded=complete or (pod_done and pod_ok and not failed),
-                termination_message=message,
-                reason=conditions.get("Failed", {}).get("reason") or term_reason,
-                finished_at=finished_at,
-                cache_key=_task_cache_key(job),
-            )
-        return out
+        return observe_jobs(jobs, pods)
 
     def list_runs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         """Runs matching a label selector, as plain JSON."""

@@ -1,0 +1,119 @@
+"""What the watches have shown of step Jobs and pods and of Pipelines, so a pass need not LIST them.
+
+The kopf handlers already receive every event of Jobs and pods labelled with a Run, and of
+Pipelines; they feed this cache, and a Run's pass reads its Jobs and pods here instead of making
+two LIST calls (the bulk of a pass's API time at 200 concurrent Runs). Only what observation needs
+is kept (names, labels, status, a step Job's cache key), so the cache stays small.
+
+A watch can lag the API server by a moment, so the reconciler trusts the cache only where a lag
+cannot mislead it: see `RunReconciler._jobs` (a step it believes running whose Job the cache has
+not seen yet is looked up with a LIST before anything is concluded).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from conveyor.kube.cluster import task_cache_key
+from conveyor.manifests.names import LABEL_RUN
+
+Body = dict[str, Any]
+
+
+def _trim_job(job: Body) -> Body:
+    meta = job.get("metadata", {})
+    key = task_cache_key(job)
+    env = [{"name": "CONVEYOR_TASK", "value": json.dumps({"cache_key": key})}] if key else []
+    return {
+        "metadata": {"name": meta.get("name"), "labels": dict(meta.get("labels") or {})},
+        "status": {"conditions": list((job.get("status") or {}).get("conditions") or [])},
+        "spec": {"template": {"spec": {"containers": [{"env": env}]}}},
+    }
+
+
+def _trim_pod(pod: Body) -> Body:
+    meta = pod.get("metadata", {})
+    status = pod.get("status") or {}
+    containers = [
+        {"state": {"terminated": cs["state"]["terminated"]}}
+        for cs in status.get("containerStatuses") or []
+        if (cs.get("state") or {}).get("terminated")
+    ]
+    return {
+        "metadata": {"name": meta.get("name"), "labels": dict(meta.get("labels") or {})},
+        "status": {"phase": status.get("phase"), "containerStatuses": containers},
+    }
+
+
+class WatchCache:
+    """Thread-safe: kopf's handler threads write, reconcile passes read."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[tuple[str, str], tuple[dict[str, Body], dict[str, Body]]] = {}
+        self._pipelines: dict[tuple[str, str], Body] = {}
+
+    # ------------------------------------------------------------------ step Jobs and pods
+
+    @staticmethod
+    def _key(body: Body) -> tuple[str, str] | None:
+        meta = body.get("metadata", {})
+        run = (meta.get("labels") or {}).get(LABEL_RUN)
+        if not run or not meta.get("namespace"):
+            return None
+        return meta["namespace"], run
+
+    def job_event(self, event: str | None, body: Body) -> None:
+        self._event(event, body, 0, _trim_job)
+
+    def pod_event(self, event: str | None, body: Body) -> None:
+        self._event(event, body, 1, _trim_pod)
+
+    def _event(self, event: str | None, body: Body, which: int, trim: Any) -> None:
+        name = body.get("metadata", {}).get("name")
+        key = self._key(body)
+        if key is None or not name:
+            return
+        with self._lock:
+            if event == "DELETED":
+                bucket = self._runs.get(key)
+                if bucket is not None:
+                    bucket[which].pop(name, None)
+                    if not bucket[0] and not bucket[1]:
+                        del self._runs[key]  # a deleted Run's objects leave nothing behind
+            else:
+                self._runs.setdefault(key, ({}, {}))[which][name] = trim(body)
+
+    def run_objects(self, namespace: str, run: str) -> tuple[list[Body], list[Body]]:
+        """(jobs, pods) of a Run as the watches last showed them."""
+        with self._lock:
+            jobs, pods = self._runs.get((namespace, run), ({}, {}))
+            return list(jobs.values()), list(pods.values())
+
+    def forget_run(self, namespace: str, run: str) -> None:
+        with self._lock:
+            self._runs.pop((namespace, run), None)
+
+    # ------------------------------------------------------------------ pipelines
+
+    def pipeline_event(self, event: str | None, body: Body) -> None:
+        meta = body.get("metadata", {})
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        with self._lock:
+            if event == "DELETED":
+                self._pipelines.pop(key, None)
+            else:
+                self._pipelines[key] = {k: v for k, v in body.items() if k != "status"}
+
+    def pipeline(self, namespace: str, name: str) -> Body | None:
+        with self._lock:
+            return self._pipelines.get((namespace, name))
+
+    def sizes(self) -> tuple[int, int, int]:
+        """(Jobs, pods, Pipelines) held: for tests and the memory benchmark."""
+        with self._lock:
+            jobs = sum(len(j) for j, _ in self._runs.values())
+            pods = sum(len(p) for _, p in self._runs.values())
+            return jobs, pods, len(self._pipelines)

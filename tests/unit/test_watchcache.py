@@ -1,0 +1,101 @@
+"""The watch cache: what Job and pod events leave behind, and that it observes like a LIST does."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from conveyor.kube.cluster import observe_jobs
+from conveyor.kube.watchcache import WatchCache
+
+
+def job(name: str, step: str, attempt: int, complete: bool = False, cache_key: str = "sha256:" + "c" * 64) -> Any:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "labels": {"conveyor.dev/run": "r1", "conveyor.dev/step": step, "conveyor.dev/attempt": str(attempt)},
+            "annotations": {"big": "x" * 1000},
+        },
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"env": [{"name": "CONVEYOR_TASK", "value": json.dumps({"cache_key": cache_key, "x": 1})}]}
+                    ]
+                }
+            }
+        },
+        "status": {"conditions": [{"type": "Complete", "status": "True"}] if complete else []},
+    }
+
+
+def pod(name: str, job_name: str, phase: str, message: str | None = None) -> Any:
+    statuses = []
+    if phase in ("Succeeded", "Failed"):
+        statuses = [
+            {
+                "state": {
+                    "terminated": {
+                        "exitCode": 0 if phase == "Succeeded" else 1,
+                        "message": message,
+                        "reason": "Completed",
+                        "finishedAt": "2026-11-22T12:00:00Z",
+                    }
+                },
+                "image": "x",
+            }
+        ]
+    return {
+        "metadata": {"name": name, "namespace": "ns", "labels": {"conveyor.dev/run": "r1", "job-name": job_name}},
+        "spec": {"containers": [{"name": "step"}]},
+        "status": {"phase": phase, "containerStatuses": statuses},
+    }
+
+
+def test_the_cache_observes_exactly_what_a_list_observes() -> None:
+    jobs = [job("j-a", "a", 1, complete=True), job("j-b", "b", 1)]
+    pods = [pod("p-a", "j-a", "Succeeded", '{"ok": true}'), pod("p-b", "j-b", "Running")]
+    cache = WatchCache()
+    for j in jobs:
+        cache.job_event("ADDED", j)
+    for p in pods:
+        cache.pod_event(None, p)
+    assert observe_jobs(*cache.run_objects("ns", "r1")) == observe_jobs(jobs, pods)
+    seen = observe_jobs(*cache.run_objects("ns", "r1"))
+    assert seen[("a", 1)].finished and seen[("a", 1)].termination_message == '{"ok": true}'
+    assert seen[("a", 1)].cache_key == "sha256:" + "c" * 64
+    assert not seen[("b", 1)].finished
+
+
+def test_events_update_and_deletions_leave_nothing() -> None:
+    cache = WatchCache()
+    cache.job_event("ADDED", job("j-b", "b", 1))
+    cache.pod_event("ADDED", pod("p-b", "j-b", "Running"))
+    cache.pod_event("MODIFIED", pod("p-b", "j-b", "Failed", "boom"))
+    seen = observe_jobs(*cache.run_objects("ns", "r1"))
+    assert seen[("b", 1)].finished and not seen[("b", 1)].succeeded
+    cache.pod_event("DELETED", pod("p-b", "j-b", "Failed"))
+    cache.job_event("DELETED", job("j-b", "b", 1))
+    assert cache.sizes() == (0, 0, 0)
+    assert cache.run_objects("ns", "r1") == ([], [])
+    cache.job_event("DELETED", job("j-z", "z", 1))  # late deletions of a forgotten Run create nothing
+    assert cache.sizes() == (0, 0, 0)
+
+
+def test_only_what_observation_needs_is_kept() -> None:
+    cache = WatchCache()
+    cache.job_event("ADDED", job("j-a", "a", 1))
+    (kept,), _ = cache.run_objects("ns", "r1")
+    assert "annotations" not in kept["metadata"]
+    assert len(json.dumps(kept)) < 400
+
+
+def test_pipelines_by_event() -> None:
+    cache = WatchCache()
+    body = {"metadata": {"name": "p", "namespace": "ns", "resourceVersion": "7"}, "spec": {"steps": []}, "status": {}}
+    cache.pipeline_event("ADDED", body)
+    got = cache.pipeline("ns", "p")
+    assert got is not None and got["metadata"]["resourceVersion"] == "7" and "status" not in got
+    cache.pipeline_event("DELETED", body)
+    assert cache.pipeline("ns", "p") is None
