@@ -270,6 +270,11 @@ def test_runs_survive_operator_kills_apiserver_restart_storage_outage_and_a_kill
     problems += artifact_problems
     problems += _check_killed_step(api, ns, by_name, figures.killed_step)
 
+    # kopf decides once, at start-up, which resources exist: an operator started while the restarted API server
+    # still initialised its storage may miss batch/v1 jobs and run that life without its Job watch (pods and the
+    # resync timer still drive the Runs). Counted, not failed: the remedy is in the operator's start-up handler.
+    blind_lives = op.log().count("Unresolved resources cannot be served")
+    waits = op.log().count("waits for the artifact store")
     attempts = sum(s["attempts"] for r in by_name.values() for s in r["status"]["steps"])
     hits = sum(1 for r in by_name.values() for s in r["status"]["steps"] if s.get("cacheHit"))
     retried = sum(max(0, s["attempts"] - 1) for r in by_name.values() for s in r["status"]["steps"])
@@ -280,7 +285,8 @@ def test_runs_survive_operator_kills_apiserver_restart_storage_outage_and_a_kill
         f"{figures.minio_outage_seconds:.1f}s; step process killed: {figures.killed_step}; Runs "
         f"{dict(Counter(r['status']['phase'] for r in by_name.values()))}; attempts in status {attempts} "
         f"(retries {retried}, cache hits {hits}); Jobs {len(jobs)}; step processes {processes}; artifacts "
-        f"verified {artifacts}",
+        f"verified {artifacts}; passes that waited for the store {waits}; operator lives without a resource "
+        f"watch {blind_lives}",
         flush=True,
     )
     assert not problems, "\n".join(problems)
