@@ -222,14 +222,27 @@ def process(argv: list[str], log: Path, env: dict[str, str] | None = None) -> It
                 proc.wait()
 
 
+def _family(pid: int) -> list[int]:
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a server process and its children: steadier than wall time on a shared machine."""
+    ticks = 0
+    for p in _family(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of a process and its children (MLServer may fork workers)."""
     total = 0
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    for p in pids:
+    for p in _family(pid):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -384,40 +397,50 @@ def main() -> int:
                     check_answers(ml_url + infer, body_files[("columns", rows)], expected, binary=False)
                     for form in ("columns", "tensor", "binary"):
                         check_answers(ours[key][0] + infer, body_files[(form, rows)], expected, form == "binary")
-            plan: list[tuple[str, int, str, int]] = []
+            ours_pid = {k: ours[k][1].pid for k in keys}
+            variants = [
+                ("conveyor", "columns", ours_pid),
+                ("mlserver", "columns", dict.fromkeys(keys, ml_proc.pid)),
+                ("conveyor", "tensor", ours_pid),
+                ("conveyor", "binary", ours_pid),
+            ]
+            urls = {"conveyor": {k: ours[k][0] for k in keys}, "mlserver": dict.fromkeys(keys, ml_url)}
             for key in keys:
                 for rows in (1, 1000):
-                    for form in ("columns", "tensor", "binary"):
-                        for c in connections:
-                            plan.append((key, rows, form, c))
-            for key, rows, form, c in plan:
-                servers = [("conveyor", ours[key][0], ours[key][1].pid)]
-                if form == "columns":
-                    servers.append(("mlserver", ml_url, ml_proc.pid))
-                runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in servers}
-                for repeat in range(args.repeats):
-                    order = servers if repeat % 2 == 0 else list(reversed(servers))
-                    for name, url, _ in order:
-                        result = wrk(
-                            f"{url}/v2/models/bc-{key}/infer", body_files[(form, rows)], c, args.duration, script
-                        )
-                        runs[name].append(result)
-                for name, _, pid in servers:
-                    ordered = sorted(runs[name], key=lambda r: r["rps"])
-                    median = ordered[len(ordered) // 2]
-                    cell = {
-                        "server": name, "model": key, "rows": rows, "form": form, "connections": c,
-                        "rps": median["rps"], "p50_ms": median["p50_us"] / 1000, "p99_ms": median["p99_us"] / 1000,
-                        "rows_per_s": round(median["rps"] * rows), "errors": sum(r["errors"] for r in runs[name]),
-                        "repeats_rps": [r["rps"] for r in runs[name]], "rss_mib": rss_mib(pid), "runs": runs[name],
-                    }  # fmt: skip
-                    report["cells"].append(cell)
-                    print(
-                        f"{name:9} {key} rows={rows:<5} {form:8} c={c:<3} {cell['rps']:>8} req/s "
-                        f"p50 {cell['p50_ms']:.2f} ms p99 {cell['p99_ms']:.2f} ms errors {cell['errors']} "
-                        f"spread {min(cell['repeats_rps'])}-{max(cell['repeats_rps'])}",
-                        flush=True,
-                    )
+                    for c in connections:
+                        # Every variant of a cell within the same minute, in alternating order: the machine is
+                        # shared, so only figures measured side by side are compared.
+                        runs: dict[tuple[str, str], list[dict[str, Any]]] = {(n, f): [] for n, f, _ in variants}
+                        for repeat in range(args.repeats):
+                            for name, form, pids in variants if repeat % 2 == 0 else list(reversed(variants)):
+                                url = f"{urls[name][key]}/v2/models/bc-{key}/infer"
+                                before, load = cpu_seconds(pids[key]), os.getloadavg()[0]
+                                result = wrk(url, body_files[(form, rows)], c, args.duration, script)
+                                used = cpu_seconds(pids[key]) - before
+                                result["server_cpu_ms_per_request"] = round(1000 * used / max(1, result["requests"]), 4)
+                                result["loadavg_1m"] = load
+                                runs[(name, form)].append(result)
+                        for name, form, pids in variants:
+                            ordered = sorted(runs[(name, form)], key=lambda r: r["rps"])
+                            median = ordered[len(ordered) // 2]
+                            cpu = sorted(r["server_cpu_ms_per_request"] for r in runs[(name, form)])
+                            cell = {
+                                "server": name, "model": key, "rows": rows, "form": form, "connections": c,
+                                "rps": median["rps"], "p50_ms": median["p50_us"] / 1000,
+                                "p99_ms": median["p99_us"] / 1000, "rows_per_s": round(median["rps"] * rows),
+                                "cpu_ms_per_request": cpu[len(cpu) // 2],
+                                "errors": sum(r["errors"] for r in runs[(name, form)]),
+                                "repeats_rps": [r["rps"] for r in runs[(name, form)]], "rss_mib": rss_mib(pids[key]),
+                                "runs": runs[(name, form)],
+                            }  # fmt: skip
+                            report["cells"].append(cell)
+                            print(
+                                f"{name:9} {key} rows={rows:<5} {form:8} c={c:<3} {cell['rps']:>8} req/s "
+                                f"p50 {cell['p50_ms']:.2f} ms p99 {cell['p99_ms']:.2f} ms "
+                                f"cpu {cell['cpu_ms_per_request']:.3f} ms/req errors {cell['errors']} "
+                                f"spread {min(cell['repeats_rps'])}-{max(cell['repeats_rps'])}",
+                                flush=True,
+                            )
     report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     report["machine"]["loadavg_end"] = os.getloadavg()
     out = args.out or ROOT / "bench" / "results" / f"serving-{started:%Y-%m-%d}.json"
@@ -432,7 +455,8 @@ def markdown(report: dict[str, Any]) -> str:
     """Ours against MLServer on the same request (columns), plus ours on tensor and binary bodies."""
     cells = {(c["server"], c["model"], c["rows"], c["form"], c["connections"]): c for c in report["cells"]}
     lines = [
-        "| model | rows | conns | MLServer req/s (p50 / p99 ms) | ours, same body | ratio | ours, [N,30] tensor | "
+        "| model | rows | conns | MLServer req/s (p50 / p99 ms; CPU ms/req) | ours, same body | ratio | "
+        "ours, [N,30] tensor | "
         "ours, binary | best ratio |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -444,7 +468,9 @@ def markdown(report: dict[str, Any]) -> str:
         binary = cells.get(("conveyor", key, rows, "binary", c))
 
         def fmt(cell: dict[str, Any] | None) -> str:
-            return "—" if cell is None else f"{cell['rps']:,.0f} ({cell['p50_ms']:.1f} / {cell['p99_ms']:.1f})"
+            if cell is None:
+                return "—"
+            return f"{cell['rps']:,.0f} ({cell['p50_ms']:.1f} / {cell['p99_ms']:.1f}; {cell['cpu_ms_per_request']:.2f})"
 
         best = max((x["rps"] for x in (same, tensor, binary) if x is not None), default=0.0)
         ratio = f"{same['rps'] / ml['rps']:.1f}x" if same else "—"
