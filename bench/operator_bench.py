@@ -538,6 +538,7 @@ class OverheadResult:
     concurrency: int
     chain: int
     runs_succeeded: int = 0
+    failures: list[str] = field(default_factory=list)
     all_finished: bool = False
     wall_to_all_done_s: float | None = None
     api_timestamps: dict[str, Any] = field(default_factory=dict)
@@ -573,6 +574,12 @@ def overhead_phase(s: Session, concurrency: int, chain: int, timeout: float) -> 
     finally:
         watch.close()
     result.runs_succeeded = sum(1 for r in runs if r.get("status", {}).get("phase") == "Succeeded")
+    for r in runs:
+        if r.get("status", {}).get("phase") != "Succeeded":  # say why, once per distinct reason
+            cond = next((c for c in r.get("status", {}).get("conditions", []) if c["type"] == "Succeeded"), {})
+            reason = f"{r['status'].get('phase')} {cond.get('reason')}: {cond.get('message', '')[:300]}"
+            if reason not in result.failures:
+                result.failures.append(reason)
     by_run_step = {(run, step): job for job, (_, _, run, step) in watch.job_added.items()}
     api_samples, watch_samples, op_samples, first = [], [], [], []
     for run in created:

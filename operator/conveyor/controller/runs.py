@@ -114,8 +114,9 @@ class RunReconciler:
 
         The first pass of a Run in this process LISTs (the watches may still be delivering their initial
         listing). Later passes read the cache, unless a step this Run believes running has no Job there
-        yet (a Job created a moment ago whose watch event is on its way): concluding "its Job
-        disappeared" from that would retry a step that is running, so the pass LISTs instead."""
+        yet (a Job created a moment ago whose watch event is on its way: concluding "its Job disappeared"
+        would retry a step that is running), or its Job looks finished without its pod's result (the
+        pod's event is on its way: concluding "no result" would fail it); then the pass LISTs."""
         key = (namespace, name)
         if self.watched is not None:
             with self._guard:
@@ -126,7 +127,9 @@ class RunReconciler:
                 running = [
                     (k, st.attempts) for k, st in states.items() if st.phase is StepPhase.RUNNING and k not in fan_outs
                 ]
-                if all(r in seen for r in running):
+                # The Job and pod watches are separate streams: a Job may show Complete before its pod's
+                # termination message has arrived here; such a step is read from the LIST.
+                if all(r in seen and (not seen[r].finished or seen[r].termination_message) for r in running):
                     metrics.JOB_VIEWS.labels("watch").inc()
                     return seen
         jobs = self.cluster.run_jobs(namespace, name)
