@@ -53,6 +53,7 @@ from conveyor.core.task import StoreConfig, TaskResult, result_document, step_of
 from conveyor.core.validation import issues_from_pydantic, issues_text, resolve_parameters, validate_pipeline
 from conveyor.kube.cluster import Cluster, ClusterRefused, JobObservation, observe_jobs
 from conveyor.kube.watchcache import WatchCache
+from conveyor.lifecycle.specs import store_spec
 from conveyor.manifests.job import step_job
 from conveyor.manifests.names import job_name
 from conveyor.storage.cache import StoreCache
@@ -419,6 +420,7 @@ class RunReconciler:
             step_image=self.config.step_image,
         )
         try:
+            store_spec(self.store, resolved.spec, resolved.pipeline_name)  # `conveyor rerun` finds it by digest
             uri = self.store.put_document(record_document(meta["uid"]), record)
         except (StoreUnavailable, OSError) as e:
             log.warning("could not store the record of run %s/%s, will retry: %s", meta["namespace"], meta["name"], e)
