@@ -1,4 +1,6 @@
-"""A Job created by a pass the operator did not live to record is that attempt, even when the cache could answer.
+"""Half-finished facts a crash leaves behind, built exactly, then handed to the operator.
+
+A Job created by a pass the operator did not live to record is that attempt, even when the cache could answer.
 
 The operator creates a step's Job before status records it, so a SIGKILL in between leaves a Job that
 status does not know. The next pass launches the same attempt again, which is a no-op thanks to the
@@ -6,6 +8,9 @@ Job's deterministic name. But when the step's cache key has meanwhile been store
 pass would take the cache hit instead and leave the Job running unrecorded: a pod nobody accounts for,
 and a status that claims no attempt was made. This test builds exactly that world, with the operator's
 own planner and Job builder, while the operator is stopped.
+
+A step whose container reported success and was then killed (OOM) before it exited is a failed attempt,
+as its pod and Job say: the retry policy applies, and the Run's status never contradicts its Jobs.
 """
 
 from __future__ import annotations
@@ -41,8 +46,11 @@ def orphan_operator(
     op.stop()
 
 
-def _the_job_the_operator_would_create(run: dict[str, Any], pipeline: dict[str, Any], minio: S3Endpoint) -> Any:
-    """The first pass's Launch of the Run's first step, rendered as the operator renders it (see Operator's env)."""
+def _the_job_the_operator_would_create(
+    run: dict[str, Any], pipeline: dict[str, Any], minio: S3Endpoint, command: list[str] | None = None
+) -> Any:
+    """The first pass's Launch of the Run's first step, rendered as the operator renders it (see Operator's env);
+    `command` replaces what its container runs."""
     spec = Pipeline.model_validate(pipeline).spec
     params, issues = resolve_parameters(spec, {}, "spec.parameters")
     assert not issues
@@ -62,7 +70,7 @@ def _the_job_the_operator_would_create(run: dict[str, Any], pipeline: dict[str, 
     launch = next(a for a in plan.actions if isinstance(a, Launch))
     step = spec.steps[0]
     assert step.container is not None
-    return step_job(
+    job = step_job(
         run_name=meta["name"],
         run_uid=meta["uid"],
         namespace=meta["namespace"],
@@ -71,12 +79,12 @@ def _the_job_the_operator_would_create(run: dict[str, Any], pipeline: dict[str, 
         command=[sys.executable, "-m", "conveyor.runtime"],
         credentials_secret="conveyor-artifacts",
     )
+    if command is not None:
+        job["spec"]["template"]["spec"]["containers"][0]["command"] = command
+    return job
 
 
-def test_a_job_status_never_recorded_is_adopted_not_replaced_by_a_cache_hit(
-    api: k8s_client.ApiClient, namespace: str, orphan_operator: Operator, minio: S3Endpoint
-) -> None:
-    ns, op = namespace, orphan_operator
+def _store_secret(api: k8s_client.ApiClient, ns: str, minio: S3Endpoint) -> None:
     k8s_client.CoreV1Api(api).create_namespaced_secret(
         ns,
         k8s_client.V1Secret(
@@ -84,6 +92,13 @@ def test_a_job_status_never_recorded_is_adopted_not_replaced_by_a_cache_hit(
             string_data={"accessKey": minio.access_key, "secretKey": minio.secret_key},
         ),
     )
+
+
+def test_a_job_status_never_recorded_is_adopted_not_replaced_by_a_cache_hit(
+    api: k8s_client.ApiClient, namespace: str, orphan_operator: Operator, minio: S3Endpoint
+) -> None:
+    ns, op = namespace, orphan_operator
+    _store_secret(api, ns, minio)
     pipeline = create(api, ns, "pipelines", _py_pipeline("orphans", [_py_step("work", "print('worked')")]))
     create(api, ns, "runs", run_body("first", "orphans"))
     assert wait_done(api, ns, "first", op)["status"]["phase"] == "Succeeded"  # the step's result is now cached
@@ -99,3 +114,34 @@ def test_a_job_status_never_recorded_is_adopted_not_replaced_by_a_cache_hit(
     attempts = sorted(int(j.metadata.labels["conveyor.dev/attempt"]) for j in jobs_of(api, ns, "second"))
     assert attempts == [1], attempts
     assert work["attempts"] == 1 and not work["cacheHit"], work  # status accounts for the pod that ran
+
+
+# What the step runtime does last (its report in the termination message), then a SIGKILL before it exits.
+REPORTED_THEN_KILLED = (
+    "import json, os, pathlib, signal; "
+    "pathlib.Path(os.environ['CONVEYOR_TERMINATION_LOG']).write_text(json.dumps({'ok': True})); "
+    "os.kill(os.getpid(), signal.SIGKILL)"
+)
+
+
+def test_a_step_killed_after_it_reported_success_is_a_failed_attempt_and_retried(
+    api: k8s_client.ApiClient, namespace: str, orphan_operator: Operator, minio: S3Endpoint
+) -> None:
+    ns, op = namespace, orphan_operator
+    _store_secret(api, ns, minio)
+    step = _py_step("work", "print('worked')", retries={"limit": 1, "backoff": {"initialSeconds": 1}})
+    pipeline = create(api, ns, "pipelines", _py_pipeline("killed-late", [step]))
+    op.stop()
+    run = create(api, ns, "runs", run_body("late", "killed-late"))
+    job = _the_job_the_operator_would_create(run, pipeline, minio, [sys.executable, "-c", REPORTED_THEN_KILLED])
+    k8s_client.BatchV1Api(api).create_namespaced_job(ns, job)
+    op.start()
+
+    run = wait_done(api, ns, "late", op)
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    work = steps(run)["work"]
+    assert work["attempts"] == 2, work  # the killed attempt failed and the retry policy ran the step again
+    attempts = sorted(int(j.metadata.labels["conveyor.dev/attempt"]) for j in jobs_of(api, ns, "late"))
+    assert attempts == [1, 2], attempts
+    events = k8s_client.CoreV1Api(api).list_namespaced_event(ns, field_selector="involvedObject.name=late").items
+    assert any("after its step reported success" in (e.message or "") for e in events), [e.message for e in events]
