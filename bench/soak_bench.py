@@ -247,6 +247,7 @@ def operator_soak(args: argparse.Namespace) -> dict[str, Any]:
     warm = [s for s in samples if s[3] >= args.warmup_runs]
     per_run = fit_slope([s[3] for s in warm], [s[1] / MIB for s in warm])
     per_minute = fit_slope([s[0] / 60 for s in warm], [s[1] / MIB for s in warm])
+    in_flight = [s[2] - s[3] for s in warm]
     record.update(
         {
             "created": len(soak.created),
@@ -260,6 +261,7 @@ def operator_soak(args: argparse.Namespace) -> dict[str, Any]:
             "rss_fit_samples": len(warm),
             "rss_slope_mib_per_100_runs": rounded(per_run * 100 if per_run is not None else None, 3),
             "rss_slope_mib_per_minute": rounded(per_minute, 3),
+            "in_flight_runs_during_fit": {"max": max(in_flight, default=0), "last": in_flight[-1] if in_flight else 0},
             "rss_at_warmup_mib": round(warm[0][1] / MIB, 1) if warm else None,
             "rss_at_end_mib": round(samples[-1][1] / MIB, 1) if samples else None,
             "rss_peak_mib": round(max(s[1] for s in samples) / MIB, 1) if samples else None,
@@ -600,7 +602,8 @@ def serving_soak(args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
         k = 1
-        while (next_switch := load_began + k * switch_every) < load_began + duration - switch_every / 2:
+        # The last switch leaves a whole interval before the end, so its new server serves too.
+        while (next_switch := load_began + k * switch_every) + switch_every < load_began + duration:
             while time.monotonic() < next_switch:
                 time.sleep(0.1)
             old = servers[-1]
@@ -710,7 +713,8 @@ def summary(results: dict[str, Any]) -> str:
             f"{o['rss_at_warmup_mib']} MiB, end {o['rss_at_end_mib']} MiB, peak {o['rss_peak_mib']} MiB; slope "
             f"{o['rss_slope_mib_per_100_runs']} MiB per 100 Runs ({o['rss_slope_mib_per_minute']} MiB/min, "
             f"{o['rss_fit_samples']} samples); retain {o['retain_finished']} finished Runs "
-            f"({o['runs_deleted']} deleted, {o['runs_existing_at_end']} existing at the end).",
+            f"({o['runs_deleted']} deleted, {o['runs_existing_at_end']} existing at the end); Runs in flight "
+            f"during the fit: at most {o['in_flight_runs_during_fit']['max']}.",
         ]
     s = results.get("serving")
     if s:
@@ -742,7 +746,7 @@ def fmt_ms(value: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1000, help="Runs to put through the operator (0: skip part 1)")
-    parser.add_argument("--rate", type=float, default=300, help="Runs created per minute")
+    parser.add_argument("--rate", type=float, default=200, help="Runs created per minute")
     parser.add_argument("--retain", type=int, default=100, help="finished Runs kept; older ones deleted (0: keep all)")
     parser.add_argument("--warmup-runs", type=int, default=200, help="Runs finished before the RSS fit starts")
     parser.add_argument(
