@@ -7,8 +7,9 @@ a poller records each Run's final phase, and, with `--retain N`, deletes finishe
 newest N (as a retention policy would; their Jobs go with them through owner references), so what is
 measured is the operator's memory over many Runs, not the size of an ever-growing cache. The
 operator's VmRSS is sampled every second; the slope is a least-squares fit of RSS against Runs
-finished, after the first `--warmup-runs`. A Run not final `--run-timeout` seconds after the last
-one was created is stuck.
+finished, after the first `--warmup-runs`. Once every Run is created, the poller waits until all are
+final; if no Run becomes final for `--stall-timeout` seconds, the unfinished ones are stuck (a Run
+that is slow but still moving is not).
 
 Part 2 (model server): an hour of traffic at `--hour-rate` requests per second, compressed
 `--compression` times: the same request count at `hour-rate x compression` per second for
@@ -194,7 +195,7 @@ def operator_soak(args: argparse.Namespace) -> dict[str, Any]:
         )
         creator.start()
         order: list[str] = []  # finished Runs, oldest first, not yet deleted
-        deadline: float | None = None
+        last_progress = began
         last_print = began
         while True:
             for run in ob.list_runs(api, ns):
@@ -202,6 +203,7 @@ def operator_soak(args: argparse.Namespace) -> dict[str, Any]:
                 phase = run.get("status", {}).get("phase")
                 if phase in ob.FINAL and name not in soak.finished:
                     soak.finished[name] = (phase, time.monotonic())
+                    last_progress = time.monotonic()
                     order.append(name)
                     if phase != "Succeeded":
                         soak.not_succeeded[name] = _why(run)
@@ -213,8 +215,8 @@ def operator_soak(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     soak.deleted += 1
             if not creator.is_alive():
-                deadline = deadline or time.monotonic() + args.run_timeout
-                if len(soak.finished) >= len(soak.created) or time.monotonic() > deadline:
+                stalled = time.monotonic() - last_progress > args.stall_timeout
+                if len(soak.finished) >= len(soak.created) or stalled:
                     break
             if time.monotonic() - last_print >= 20:
                 last_print = time.monotonic()
@@ -746,18 +748,21 @@ def fmt_ms(value: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1000, help="Runs to put through the operator (0: skip part 1)")
-    parser.add_argument("--rate", type=float, default=200, help="Runs created per minute")
+    parser.add_argument("--rate", type=float, default=150, help="Runs created per minute")
     parser.add_argument("--retain", type=int, default=100, help="finished Runs kept; older ones deleted (0: keep all)")
     parser.add_argument("--warmup-runs", type=int, default=200, help="Runs finished before the RSS fit starts")
     parser.add_argument(
-        "--run-timeout", type=float, default=180, help="seconds after the last create before a Run is stuck"
+        "--stall-timeout",
+        type=float,
+        default=120,
+        help="seconds without any Run finishing (after the last create) before the unfinished are stuck",
     )
     parser.add_argument("--settle", type=float, default=10, help="seconds sampled after the last Run finished")
     parser.add_argument("--nodes", type=int, default=4, help="fake kwok Nodes")
     parser.add_argument(
         "--hour-rate", type=float, default=6, help="requests per second of the hour being compressed (0: skip part 2)"
     )
-    parser.add_argument("--compression", type=float, default=15, help="how many times faster than real time")
+    parser.add_argument("--compression", type=float, default=20, help="how many times faster than real time")
     parser.add_argument("--switch-minutes", type=float, default=5, help="a model switch every this many hour-minutes")
     parser.add_argument("--models", type=int, default=3, help="distinct models the switches rotate through")
     parser.add_argument("--drain-seconds", type=float, default=3, help="the servers' --drain-seconds")
