@@ -312,7 +312,10 @@ def _json_blocks(decoded: list[tuple[str, str, tuple[int, ...], int, Any]]) -> d
         if block.shape != (len(indexes), count) or block.dtype.kind not in _KINDS[dtype.kind]:
             continue
         if block.dtype != dtype:
-            block = block.astype(dtype)
+            try:
+                block = _cast(block, dtype, "", datatype)
+            except BadRequest:
+                continue  # a value out of the datatype's range: tensor by tensor, for the error naming it
         blocks.update(zip(indexes, block, strict=True))
     return blocks
 

@@ -315,3 +315,17 @@ def test_binary_response_round_trip() -> None:
     assert second["datatype"] == "FP64" and second["shape"] == [2, 2]
     np.testing.assert_array_equal(np.frombuffer(blob[n1:], "<f8").reshape(2, 2), proba)
     assert len(blob) == n1 + second["parameters"]["binary_data_size"]
+
+
+@pytest.mark.parametrize(
+    ("datatype", "value", "message"),
+    [("FP32", 1e300, "outside the range of FP32"), ("INT8", 1000, "outside the range of INT8")],
+)
+def test_out_of_range_values_in_per_feature_tensors_are_refused_by_name(
+    datatype: str, value: float, message: str
+) -> None:
+    """Many [N] tensors are decoded together in one block; a value out of range still names its input."""
+    inputs = [{"name": n, "shape": [2], "datatype": datatype, "data": [1, 2]} for n in "abc"]
+    inputs[1]["data"] = [1, value]
+    with pytest.raises(BadRequest, match=f"input 'b': a value is {message}"):
+        parse_infer_request(body(inputs))
