@@ -20,6 +20,7 @@ from conveyor.controller.modeldeployments import ModelDeploymentReconciler
 from conveyor.controller.pipelines import PipelineReconciler
 from conveyor.controller.runs import RunReconciler
 from conveyor.kube.cluster import Cluster, load_kube_config
+from conveyor.kube.discovery import missing_resources
 from conveyor.kube.watchcache import WatchCache
 from conveyor.kube.workloads import Workloads
 from conveyor.manifests.names import LABEL_MODEL_DEPLOYMENT, LABEL_RUN
@@ -36,6 +37,15 @@ def reconciler() -> RunReconciler:
     if _reconciler is None:
         raise kopf.TemporaryError("the operator is still starting", delay=1)
     return _reconciler
+
+
+@kopf.on.startup()
+def wait_for_the_api(**_: Any) -> None:
+    """Start watching only once the API server serves every resource we watch: kopf checks which exist once,
+    after the start-up handlers, and never watches one that was missing then (an API server restarting)."""
+    missing = missing_resources(load_kube_config())
+    if missing:
+        raise kopf.TemporaryError(f"the API server does not serve {', '.join(missing)} yet", delay=1)
 
 
 @kopf.on.startup()
@@ -114,7 +124,8 @@ def job_changed(
             reconciler().reconcile(namespace, owner["name"])
 
 
-@kopf.timer(GROUP, VERSION, "runs", interval=CONFIG.resync_seconds, when=_unfinished)
+# backoff: a pass that raised (the API server restarting) is retried at the resync pace, not kopf's 60 s.
+@kopf.timer(GROUP, VERSION, "runs", interval=CONFIG.resync_seconds, backoff=CONFIG.resync_seconds, when=_unfinished)
 def run_resync(namespace: str | None, name: str, **_: Any) -> None:
     assert namespace is not None
     reconciler().reconcile(namespace, name)
@@ -156,7 +167,7 @@ def pipeline_changed(type: str, namespace: str | None, name: str, body: kopf.Bod
     pipeline_reconciler().reconcile(namespace, name)
 
 
-@kopf.timer(GROUP, VERSION, "pipelines", interval=CONFIG.resync_seconds, when=_scheduled)
+@kopf.timer(GROUP, VERSION, "pipelines", interval=CONFIG.resync_seconds, backoff=CONFIG.resync_seconds, when=_scheduled)
 def pipeline_schedule(namespace: str | None, name: str, **_: Any) -> None:
     assert namespace is not None
     pipeline_reconciler().reconcile(namespace, name)
@@ -202,7 +213,7 @@ def server_deployment_changed(type: str, namespace: str | None, labels: kopf.Lab
         serving_reconciler().reconcile(namespace, labels[LABEL_MODEL_DEPLOYMENT])
 
 
-@kopf.timer(GROUP, VERSION, "modeldeployments", interval=CONFIG.resync_seconds)
+@kopf.timer(GROUP, VERSION, "modeldeployments", interval=CONFIG.resync_seconds, backoff=CONFIG.resync_seconds)
 def model_deployment_resync(namespace: str | None, name: str, **_: Any) -> None:
     assert namespace is not None
     serving_reconciler().reconcile(namespace, name)
