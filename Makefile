@@ -47,6 +47,7 @@ IMAGE_REPO ?= ghcr.io/conveyor-dev
 IMAGE_TAG ?= $(VERSION)
 OPERATOR_IMAGE ?= $(IMAGE_REPO)/conveyor-operator:$(IMAGE_TAG)
 STEP_IMAGE ?= $(IMAGE_REPO)/conveyor-step:$(IMAGE_TAG)
+SERVER_IMAGE ?= $(IMAGE_REPO)/conveyor-server:$(IMAGE_TAG)
 DOCKER ?= docker
 KIND ?= kind
 HELM ?= helm
@@ -59,22 +60,23 @@ S3_BUCKET ?= conveyor
 S3_ACCESS_KEY ?=
 S3_SECRET_KEY ?=
 
-images: ## build the operator and step images with docker build (needs a running Docker engine)
+images: ## build the operator, step and model-server images with docker build (needs a running Docker engine)
 	@$(DOCKER) info >/dev/null 2>&1 || { echo "make images: no Docker engine reachable ('$(DOCKER) info' failed). Build the images on a machine with Docker; the tests do not need them." >&2; exit 1; }
 	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/operator/Dockerfile -t $(OPERATOR_IMAGE) .
 	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/step/Dockerfile -t $(STEP_IMAGE) .
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/server/Dockerfile -t $(SERVER_IMAGE) .
 
-kind-up: images ## kind cluster + both images + the chart: make kind-up S3_ENDPOINT=http://... S3_ACCESS_KEY=... S3_SECRET_KEY=...
+kind-up: images ## kind cluster + the images + the chart: make kind-up S3_ENDPOINT=http://... S3_ACCESS_KEY=... S3_SECRET_KEY=...
 	@test -n "$(S3_ENDPOINT)" || { echo "make kind-up: set S3_ENDPOINT to an S3 endpoint reachable from pods (and S3_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY)" >&2; exit 1; }
 	@test -n "$(S3_ACCESS_KEY)" -a -n "$(S3_SECRET_KEY)" || { echo "make kind-up: set S3_ACCESS_KEY and S3_SECRET_KEY" >&2; exit 1; }
 	@command -v $(KIND) >/dev/null || { echo "make kind-up: '$(KIND)' not found (install kind, or set KIND=/path/to/kind)" >&2; exit 1; }
 	@command -v $(HELM) >/dev/null || { echo "make kind-up: '$(HELM)' not found (install helm 3, or set HELM=/path/to/helm)" >&2; exit 1; }
 	$(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml
-	$(KIND) load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(STEP_IMAGE)
+	$(KIND) load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(STEP_IMAGE) $(SERVER_IMAGE)
 	$(HELM) upgrade --install conveyor charts/conveyor --kube-context kind-$(KIND_CLUSTER) \
 	  --namespace $(RELEASE_NAMESPACE) --create-namespace --wait --timeout 5m \
 	  --set image.repository=$(IMAGE_REPO)/conveyor-operator --set image.tag=$(IMAGE_TAG) \
-	  --set steps.image=$(STEP_IMAGE) \
+	  --set steps.image=$(STEP_IMAGE) --set servers.image=$(SERVER_IMAGE) \
 	  --set artifacts.endpoint=$(S3_ENDPOINT) --set artifacts.bucket=$(S3_BUCKET) \
 	  --set artifacts.credentials.create=true \
 	  --set-string artifacts.credentials.accessKey=$(S3_ACCESS_KEY) --set-string artifacts.credentials.secretKey=$(S3_SECRET_KEY)
