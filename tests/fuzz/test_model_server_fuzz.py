@@ -47,7 +47,7 @@ FUZZ = settings(
 )
 MAX_BODY = 1 << 20
 """The servers' --max-request-bytes: 1 MiB, so oversized bodies are cheap to send (the default is 64 MiB)."""
-RSS_GROWTH_BOUND = 48 << 20
+RSS_GROWTH_BOUND = 32 << 20
 """Resident memory may grow by at most this much between warm-up and the end of the module."""
 NUMERIC = ["f0", "f1", "f2", "f3"]
 MIXED = ["a", "b", "colour"]
@@ -753,7 +753,7 @@ def _warm_up(server: Server) -> list[Request]:
 # -- the tests -------------------------------------------------------------------------------------
 
 
-@settings(FUZZ, max_examples=600)
+@settings(FUZZ, max_examples=1000)
 @given(data=st.data())
 def test_single_requests_get_a_2xx_or_a_4xx_with_an_error_body(servers: Servers, data: st.DataObject) -> None:
     server = data.draw(st.sampled_from([servers.numeric, servers.mixed]))
@@ -808,7 +808,7 @@ def test_values_outside_the_datatype_are_refused_not_wrapped(
     assert "'input-0'" in error or "not valid JSON" in error, error  # past 64 bits, orjson refuses the body
 
 
-@settings(FUZZ, max_examples=40)
+@settings(FUZZ, max_examples=60)
 @given(data=st.data())
 def test_concurrent_mixes_share_batches_without_harming_each_other(servers: Servers, data: st.DataObject) -> None:
     """Good and bad requests at once: the bad ones get 4xx, the good ones their own rows, none a 5xx."""
@@ -825,7 +825,7 @@ def test_concurrent_mixes_share_batches_without_harming_each_other(servers: Serv
             check(server, request, answer)
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=300)
 @given(data=st.data())
 def test_one_keep_alive_connection_survives_a_stream_of_hostile_requests(servers: Servers, data: st.DataObject) -> None:
     """Many requests down one connection: a bad one never poisons the connection for the next."""
