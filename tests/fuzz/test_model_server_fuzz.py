@@ -790,22 +790,31 @@ def out_of_range(draw: st.DrawFn) -> tuple[str, Any]:
 
 
 @settings(FUZZ, max_examples=100)
-@given(case=out_of_range(), position=st.integers(0, 7))
+@given(case=out_of_range(), position=st.integers(0, 7), per_feature=st.booleans())
 def test_values_outside_the_datatype_are_refused_not_wrapped(
-    servers: Servers, case: tuple[str, Any], position: int
+    servers: Servers, case: tuple[str, Any], position: int, per_feature: bool
 ) -> None:
-    """1000 as INT8 must not be served as -24, nor 1e300 as FP32 as infinity (the fuzzer found both)."""
+    """1000 as INT8 must not be served as -24, nor 1e300 as FP32 as infinity (the fuzzer found both), in one
+    [2, 4] tensor or in one [2] tensor per feature (which the codec decodes in one block)."""
     datatype, value = case
     data: list[Any] = [1] * 8
     data[position] = value
-    document = {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": datatype, "data": data}]}
-    request = Request("POST", "/v2/models/num/infer", _dumps(document), kind="infer-out-of-range")
+    if per_feature:
+        inputs = [
+            {"name": name, "shape": [2], "datatype": datatype, "data": [data[row * 4 + i] for row in range(2)]}
+            for i, name in enumerate(NUMERIC)
+        ]
+        named = repr(NUMERIC[position % 4])
+    else:
+        inputs = [{"name": "input-0", "shape": [2, 4], "datatype": datatype, "data": data}]
+        named = "'input-0'"
+    request = Request("POST", "/v2/models/num/infer", _dumps({"inputs": inputs}), kind="infer-out-of-range")
     with Wire(servers.numeric) as wire:
         answer = wire.send(request)
     check(servers.numeric, request, answer)
     assert answer.status == 400, (case, answer)
     error = json.loads(answer.body)["error"]
-    assert "'input-0'" in error or "not valid JSON" in error, error  # past 64 bits, orjson refuses the body
+    assert named in error or "not valid JSON" in error, error  # past 64 bits, orjson refuses the body
 
 
 @settings(FUZZ, max_examples=60)
