@@ -139,7 +139,11 @@ def chaos_operator(
     """An operator of its own (the e2e module's one is module-scoped); stopped however the test ends."""
     # resync every 5 s: 20 Runs re-planned every 2 s (the e2e setting) would keep 2 shared cores busy on their own
     op = Operator(
-        control_plane, minio, control_plane.log_dir, name="chaos-operator", extra_env={"CONVEYOR_RESYNC_SECONDS": "5"}
+        control_plane,
+        minio,
+        control_plane.log_dir,
+        name="chaos-operator",
+        extra_env={"CONVEYOR_RESYNC_SECONDS": "5", "CONVEYOR_S3_PREFIX": "chaos"},
     )
     yield op
     op.stop()

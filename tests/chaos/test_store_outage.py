@@ -27,7 +27,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 def outage_operator(
     control_plane: ControlPlane, minio: S3Endpoint, node_agent: NodeAgentProcess, install_crds: list[str]
 ) -> Iterator[Operator]:
-    op = Operator(control_plane, minio, control_plane.log_dir, name="outage-operator").start()
+    op = Operator(
+        control_plane, minio, control_plane.log_dir, name="outage-operator", extra_env={"CONVEYOR_S3_PREFIX": "chaos"}
+    ).start()
     yield op
     op.stop()
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,11 +37,24 @@ from testenv.processes import wait_until
 
 pytestmark = pytest.mark.e2e
 
-operator = test_operator.operator
 ns = test_operator.ns
 
-# A seed no other test uses, so these runs' artifacts are theirs alone (the bucket is shared by the session).
+# A seed no other test uses, and a key prefix of their own, so these runs' artifacts and cache entries are theirs
+# alone (the bucket is shared by the session, and this module garbage-collects what it finds).
 SEED = 20261122
+PREFIX = "lifecycle"
+
+
+@pytest.fixture(scope="module")
+def operator(
+    control_plane: ControlPlane, minio: S3Endpoint, node_agent: Any, install_crds: list[str]
+) -> Iterator[Operator]:
+    op = Operator(
+        control_plane, minio, control_plane.log_dir, name="lifecycle-operator",
+        extra_env={"CONVEYOR_S3_PREFIX": PREFIX},
+    ).start()  # fmt: skip
+    yield op
+    op.stop()
 
 
 def cli(
@@ -52,6 +66,7 @@ def cli(
         "AWS_ACCESS_KEY_ID": minio.access_key,
         "AWS_SECRET_ACCESS_KEY": minio.secret_key,
         "AWS_DEFAULT_REGION": minio.region,
+        "CONVEYOR_S3_PREFIX": PREFIX,
     }
     return subprocess.run(
         [sys.executable, "-m", "conveyor.cli.main", *args, "--s3-endpoint", minio.endpoint, "--bucket", minio.bucket],
@@ -172,7 +187,7 @@ def test_rerun_reproduces_then_gc_keeps_only_what_is_used(
     try:
         result = collect(
             Cluster(api),
-            S3Store(minio.bucket, client=s3),
+            S3Store(minio.bucket, PREFIX, client=s3),
             SimpleNamespace(artifact_gc_grace_seconds=1.0, namespaces=[]),
             datetime.now(UTC),
         )
