@@ -180,8 +180,8 @@ def test_no_credential_leaks_into_status_events_logs_or_the_store(
 def test_a_tampered_artifact_fails_the_step_that_reads_it(
     api: k8s_client.ApiClient, ns: str, operator: Operator, minio: S3Endpoint
 ) -> None:
-    """Run 1 stores a model; someone overwrites its blob in MinIO; Run 2 reuses the cached step and the next
-    step's runtime refuses the content with a message naming the digest."""
+    """Run 1 stores a model; someone overwrites its blob in MinIO; in Run 2 the cache refuses the entry and the
+    next step's runtime refuses the content with a message naming the digest."""
     make = _py(
         "make",
         "import sys; open(sys.argv[1], 'w').write('model bytes, evaluated ' + 'x' * 64)",
