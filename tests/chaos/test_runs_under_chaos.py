@@ -424,7 +424,9 @@ def _check_artifacts(store: S3Endpoint, runs: dict[str, Any]) -> tuple[int, list
         if verified[uri] is not None:
             problems.append(f"{where}: {uri} {verified[uri]} (recorded {digest})")
 
-    store_view = S3Store(store.bucket, "", store.endpoint, client=s3)  # reads documents where the operator puts them
+    store_view = S3Store(
+        store.bucket, "chaos", store.endpoint, client=s3
+    )  # reads documents where the operator puts them
     try:
         by_digest: dict[str, str] = {}
         for name, run in sorted(runs.items()):

@@ -200,7 +200,9 @@ def test_rerun_reproduces_then_gc_keeps_only_what_is_used(
     assert all(stored(minio, o["uri"]) for o in kept.values())
     s3 = minio.client()
     try:
-        marks = json.loads(s3.get_object(Bucket=minio.bucket, Key="docs/gc/marks.json")["Body"].read())["marks"]
+        marks = json.loads(s3.get_object(Bucket=minio.bucket, Key=f"{PREFIX}/docs/gc/marks.json")["Body"].read())[
+            "marks"
+        ]
     finally:
         s3.close()
     assert not {old[k]["digest"] for k in unshared} & set(marks)
