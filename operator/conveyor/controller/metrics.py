@@ -11,6 +11,7 @@ import contextlib
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from conveyor.api.modeldeployment import ModelDeploymentStatus
+from conveyor.core.rollout import version_of
 
 RUNS = Counter("conveyor_runs_total", "Runs that reached a final phase, by result.", ["namespace", "result"])
 STEPS = Counter(
@@ -78,7 +79,7 @@ def observe_model_deployment(namespace: str, name: str, status: ModelDeploymentS
             MODEL_LIVE_ACCURACY.labels(namespace, name, acc.version).set(acc.accuracy)
             series.add(("acc", acc.version))
     if status.current is not None:
-        version = status.current.digest.removeprefix("sha256:")[:12]
+        version = version_of(status.current.digest)
         MODEL_INFO.labels(namespace, name, version).set(1)
         series.add(("info", version))
     for kind, version in _model_series.get((namespace, name), set()) - series:

@@ -35,7 +35,7 @@ from conveyor.components.modelio import ArtifactMetadata, read_metadata
 from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig
 from conveyor.controller.locks import Coalescer
-from conveyor.controller.pipelines import LABEL_PIPELINE, LABEL_TRIGGER
+from conveyor.controller.pipelines import LABEL_PIPELINE, LABEL_TRIGGER, _parse_time
 from conveyor.controller.scrape import (
     ServerSamples,
     feature_totals,
@@ -85,10 +85,8 @@ class _Watch:
     version: str | None = None
     predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     labels: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    store: S3Store | None = None
+    """The deployment's monitoring log, opened once (a boto3 client is costly to build every pass)."""
 
 
 class ModelDeploymentReconciler:
@@ -405,7 +403,11 @@ class ModelDeploymentReconciler:
     def _live_accuracy(
         self, ns: str, name: str, watch: _Watch, model_meta: ArtifactMetadata | None
     ) -> list[LiveAccuracy]:
-        store = S3Store(self.config.s3_bucket, f"{self._prefix()}monitoring/{ns}/{name}", self.config.s3_endpoint)
+        if watch.store is None:
+            watch.store = S3Store(
+                self.config.s3_bucket, f"{self._prefix()}monitoring/{ns}/{name}", self.config.s3_endpoint
+            )
+        store = watch.store
         try:
             for kind, cache in (("predictions/", watch.predictions), ("feedback/", watch.labels)):
                 keys = store.list_keys(kind)[-MONITORING_RETENTION_OBJECTS:]
