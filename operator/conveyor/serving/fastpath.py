@@ -13,6 +13,12 @@ It is only used when it is proven equal: at load, `compile_fast_path` runs both 
 rows (including missing values) and requires bit-identical transformed features, predictions and
 probabilities; anything it does not recognise, or any difference, leaves the model on the full
 pipeline. Inputs scikit-learn would refuse (infinite values) are refused the same way.
+
+Random forests get the same treatment behind the preprocessing: `forest.predict` spends about half
+its time on per-call machinery (input validation, a joblib pool, a lock per tree, and for a
+classifier's `predict` a whole `predict_proba`), so `TreeWalk` walks each fitted tree with
+scikit-learn's own compiled `Tree.apply` and adds the per-leaf outputs in the forest's order. The
+sums are the forest's sums, so the same probe check holds it to bit-identical results.
 """
 
 from __future__ import annotations
@@ -106,6 +112,67 @@ def _steps(transformer: Any) -> list[Step]:
 
 
 @dataclass(frozen=True)
+class TreeWalk:
+    """A fitted single-output random forest (or extra trees) as its trees and their per-leaf outputs."""
+
+    trees: tuple[Any, ...]
+    """The fitted `sklearn.tree._tree.Tree` objects, in the forest's order (the order it sums in)."""
+    leaves: tuple[np.ndarray[Any, Any], ...]
+    """Per tree, per node: the class fractions (classifier) or the value (regressor) a leaf there gives."""
+    classes: np.ndarray[Any, Any] | None
+    """The classifier's `classes_`; None for a regressor."""
+
+    @classmethod
+    def of(cls, estimator: Any) -> TreeWalk:
+        from sklearn.ensemble import (  # noqa: PLC0415
+            ExtraTreesClassifier,
+            ExtraTreesRegressor,
+            RandomForestClassifier,
+            RandomForestRegressor,
+        )
+
+        kind = type(estimator)
+        if kind not in (RandomForestClassifier, ExtraTreesClassifier, RandomForestRegressor, ExtraTreesRegressor):
+            raise NotCompilable(f"estimator {kind.__name__}")
+        if estimator.n_outputs_ != 1:
+            raise NotCompilable("a multi-output forest")
+        classifier = kind in (RandomForestClassifier, ExtraTreesClassifier)
+        trees, leaves = [], []
+        for member in estimator.estimators_:
+            tree = member.tree_
+            value = np.asarray(tree.value, dtype=np.float64)[:, 0, :]
+            if classifier:
+                # DecisionTreeClassifier.predict_proba: the leaf's row over its sum (0 sums stay 0).
+                value = value[:, : member.n_classes_]
+                total = value.sum(axis=1)[:, np.newaxis]
+                total[total == 0.0] = 1.0
+                value = value / total
+            else:
+                value = value[:, 0]
+            trees.append(tree)
+            leaves.append(np.ascontiguousarray(value))
+        return cls(tuple(trees), tuple(leaves), np.asarray(estimator.classes_) if classifier else None)
+
+    def mean(self, features: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """The forest's `predict_proba` (classifier) or `predict` (regressor)."""
+        x = np.asarray(features, dtype=np.float32)  # the forest's own input dtype
+        total = np.zeros((len(x), *self.leaves[0].shape[1:]), dtype=np.float64)
+        for tree, leaf in zip(self.trees, self.leaves, strict=True):
+            total += leaf[tree.apply(x)]
+        total /= len(self.trees)
+        return total
+
+    def predict(
+        self, features: np.ndarray[Any, Any], proba: bool
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
+        mean = self.mean(features)
+        if self.classes is None:
+            return mean, None
+        # ForestClassifier.predict: the class of the largest mean probability.
+        return self.classes.take(np.argmax(mean, axis=1), axis=0), (mean if proba else None)
+
+
+@dataclass(frozen=True)
 class FastModel:
     """The fitted preprocessing as numpy steps over column groups, then the fitted estimator."""
 
@@ -113,6 +180,8 @@ class FastModel:
     estimator: Any
     order: Literal["C", "F"] = "F"
     """Memory layout handed to the estimator: BLAS rounds differently per layout, so it must match the pipeline's."""
+    trees: TreeWalk | None = None
+    """The estimator walked tree by tree, when it is a forest this module can walk."""
 
     def transform(self, matrix: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         if np.isinf(matrix).any():
@@ -131,6 +200,8 @@ class FastModel:
         self, matrix: np.ndarray[Any, Any], proba: bool
     ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
         features = self.transform(matrix)
+        if self.trees is not None:
+            return self.trees.predict(features, proba)
         predicted = np.asarray(self.estimator.predict(features))
         return predicted, (np.asarray(self.estimator.predict_proba(features), dtype=np.float64) if proba else None)
 
@@ -157,7 +228,11 @@ def _compile(pipeline: Any, names: Sequence[str]) -> FastModel:
         groups.append((np.array([position[c] for c in selected], dtype=np.intp), _steps(part)))
     if not groups:
         raise NotCompilable("no columns kept")
-    return FastModel(groups, estimator)
+    try:
+        trees: TreeWalk | None = TreeWalk.of(estimator)
+    except NotCompilable:
+        trees = None  # not a forest: the fitted estimator itself is called
+    return FastModel(groups, estimator, trees=trees)
 
 
 def probe_rows(pipeline: Any, names: Sequence[str], count: int, rng: np.random.Generator) -> np.ndarray[Any, Any]:
@@ -196,17 +271,22 @@ def compile_fast_path(pipeline: Any, names: Sequence[str], *, probes: int = 256)
         expected_proba = np.asarray(pipeline.predict_proba(frame), dtype=np.float64) if has_proba else None
         reason = "not used: transformed features differ from the pipeline's"
         orders: tuple[Literal["C", "F"], ...] = ("F", "C")
+        walks = (fast.trees, None) if fast.trees is not None else (None,)
         for order in orders:
-            candidate = FastModel(fast.groups, fast.estimator, order)
-            if not np.array_equal(transformed, candidate.transform(rows), equal_nan=True):
+            if not np.array_equal(
+                transformed, FastModel(fast.groups, fast.estimator, order).transform(rows), equal_nan=True
+            ):
                 break
-            predicted, proba = candidate.predict(rows, has_proba)
-            if not np.array_equal(expected, predicted):
-                reason = "not used: predictions differ from the pipeline's"
-            elif expected_proba is not None and (proba is None or not np.array_equal(expected_proba, proba)):
-                reason = "not used: probabilities differ from the pipeline's"
-            else:
-                return candidate, f"used: bit-identical to the pipeline on {probes} probe rows ({order} order)"
+            for walk in walks:
+                candidate = FastModel(fast.groups, fast.estimator, order, walk)
+                predicted, proba = candidate.predict(rows, has_proba)
+                if not np.array_equal(expected, predicted):
+                    reason = "not used: predictions differ from the pipeline's"
+                elif expected_proba is not None and (proba is None or not np.array_equal(expected_proba, proba)):
+                    reason = "not used: probabilities differ from the pipeline's"
+                else:
+                    how = f"{order} order, trees walked one by one" if walk is not None else f"{order} order"
+                    return candidate, f"used: bit-identical to the pipeline on {probes} probe rows ({how})"
     except (ValueError, TypeError) as exc:
         return None, f"not used: {type(exc).__name__}: {exc}"
     return None, reason

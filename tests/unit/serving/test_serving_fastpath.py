@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 import pytest
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier, RandomForestRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, PolynomialFeatures, StandardScaler
 
-from conveyor.serving.fastpath import compile_fast_path
+from conveyor.serving.fastpath import NotCompilable, TreeWalk, compile_fast_path
 
 NAMES = ["a", "b", "c", "d"]
 
@@ -57,6 +57,16 @@ COMPILED = [
         LinearRegression(),
         id="dropped-columns-regression",
     ),
+    pytest.param(
+        ColumnTransformer([("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), NAMES)]),
+        RandomForestRegressor(n_estimators=15, random_state=0),
+        id="forest-regression",
+    ),
+    pytest.param(
+        ColumnTransformer([("num", SimpleImputer(), NAMES)]),
+        ExtraTreesClassifier(n_estimators=12, min_samples_leaf=3, random_state=0),
+        id="extra-trees",
+    ),
 ]
 
 
@@ -76,6 +86,58 @@ def test_compiled_paths_are_bit_identical(transformer: ColumnTransformer, estima
         if has_proba:
             assert proba is not None
             np.testing.assert_array_equal(proba, pipeline.predict_proba(rows))
+
+
+FORESTS = [
+    RandomForestClassifier(n_estimators=25, random_state=0),
+    RandomForestRegressor(n_estimators=10, max_depth=4, random_state=0),
+    ExtraTreesClassifier(n_estimators=8, random_state=1),
+]
+
+
+@pytest.mark.parametrize("forest", FORESTS, ids=lambda f: type(f).__name__)
+def test_forests_are_walked_tree_by_tree_with_the_forests_own_sums(forest: Any) -> None:
+    pipeline = fitted(ColumnTransformer([("num", make_pipeline(SimpleImputer(), StandardScaler()), NAMES)]), forest)
+    fast, reason = compile_fast_path(pipeline, NAMES)
+    assert fast is not None and fast.trees is not None, reason
+    assert "trees walked one by one" in reason
+    frame, _ = data(n=2000, seed=7)
+    features = pipeline.steps[0][1].transform(frame)
+    if fast.trees.classes is not None:
+        np.testing.assert_array_equal(fast.trees.mean(features), forest.predict_proba(features))
+        predicted, proba = fast.trees.predict(features, False)
+        assert proba is None
+    else:
+        predicted, _ = fast.trees.predict(features, True)
+    np.testing.assert_array_equal(predicted, forest.predict(features))
+
+
+def test_a_classifier_with_string_classes_answers_with_its_labels() -> None:
+    frame, y = data()
+    labels = np.array(["benign", "malignant"])[y]
+    transformer = ColumnTransformer([("num", SimpleImputer(), NAMES)]).fit(frame)
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(transformer.transform(frame), labels)
+    fast, reason = compile_fast_path(Pipeline([("preprocess", transformer), ("model", forest)]), NAMES)
+    assert fast is not None and fast.trees is not None, reason
+    predicted, _ = fast.predict(frame.to_numpy(dtype=np.float64), False)
+    assert set(predicted) <= {"benign", "malignant"}
+    np.testing.assert_array_equal(predicted, forest.predict(transformer.transform(frame)))
+
+
+@pytest.mark.parametrize(
+    ("estimator", "reason"),
+    [
+        (LogisticRegression().fit([[0.0], [1.0]], [0, 1]), "estimator LogisticRegression"),
+        (
+            RandomForestRegressor(n_estimators=2, random_state=0).fit([[0.0], [1.0], [2.0]], [[0, 1], [1, 2], [2, 3]]),
+            "multi-output",
+        ),
+    ],
+    ids=["not-a-forest", "multi-output"],
+)
+def test_what_the_tree_walk_does_not_implement(estimator: Any, reason: str) -> None:
+    with pytest.raises(NotCompilable, match=reason):
+        TreeWalk.of(estimator)
 
 
 def test_infinity_is_refused_as_the_pipeline_refuses_it() -> None:
