@@ -28,9 +28,14 @@ import skops.io as sio
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.preprocessing import FunctionTransformer
 
+from conveyor.api.modeldeployment import DriftMeasure
 from conveyor.components.datasets import read_dataset
-from conveyor.components.modelio import ArtifactMetadata, FeatureSpec, load_artifact
+from conveyor.components.modelio import ArtifactMetadata, FeatureSpec, load_artifact, read_metadata
 from conveyor.components.registry import get_component
+from conveyor.controller.modeldeployments import reference_profile
+from conveyor.controller.scrape import category_totals, parse_metrics, window_delta
+from conveyor.core.categories import OTHER_CATEGORY
+from conveyor.core.monitoring import CategoryReference, CategoryWindow, judge
 from conveyor.storage.digest import sha256_file
 from testenv.binaries import Binaries
 from testenv.minio import MinioServer, S3Endpoint
@@ -584,6 +589,78 @@ def test_metrics_are_present_and_count(
     assert ("conveyor_server_monitoring_dropped_total", ()) in after
     features = {dict(ls).get("feature") for (n, ls) in after if n == "conveyor_server_input_feature_sum"}
     assert features == set(names)
+
+
+@pytest.fixture(scope="module")
+def categorical_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small CSV with a categorical column through ingest, preprocess (one-hot) and train."""
+    d = tmp_path_factory.mktemp("categorical")
+    rng = np.random.default_rng(3)
+    colour = rng.choice(["red", "green", "blue"], 400, p=[0.5, 0.3, 0.2])
+    x = rng.normal(size=400)
+    target = ((colour == "red") ^ (x > 0)).astype(int)
+    csv = d / "colours.csv"
+    csv.write_text("x,colour,target\n" + "".join(f"{a},{c},{t}\n" for a, c, t in zip(x, colour, target, strict=True)))
+    run_component("ingest", {"source": csv.as_uri()}, {}, {"dataset": d / "dataset"})
+    run_component("preprocess", {"label": "target"}, {"train": d / "dataset"}, {"transformer": d / "transformer"})
+    run_component(
+        "train",
+        {"label": "target", "estimator": "sklearn.linear_model.LogisticRegression"},
+        {"train": d / "dataset", "transformer": d / "transformer"},
+        {"model": d / "model"},
+    )
+    return d / "model"
+
+
+def test_categorical_inputs_are_counted_by_training_category_and_judged_for_drift(
+    tmp_path: Path, categorical_model: Path
+) -> None:
+    """The server counts a categorical feature under the training top list's labels only, and the
+    operator's scrape and drift functions judge its windows: training-like traffic does not drift,
+    traffic full of colours never seen in training does."""
+    rng = np.random.default_rng(4)
+    reference = reference_profile(read_metadata(categorical_model))
+    assert isinstance(reference["colour"], CategoryReference)
+
+    def body(colours: list[str]) -> dict[str, Any]:
+        return {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": [len(colours)],
+                    "datatype": "FP64",
+                    "data": rng.normal(size=len(colours)).tolist(),
+                },
+                {"name": "colour", "shape": [len(colours)], "datatype": "BYTES", "data": colours},
+            ]
+        }
+
+    with serving(tmp_path, categorical_model.as_uri(), sha256_file(categorical_model)) as server:
+        server.wait_ready()
+        version = requests.get(server.url + "/v2/models/bc", timeout=5).json()["versions"][0]
+
+        def scrape() -> dict[str, CategoryWindow]:
+            return category_totals(parse_metrics(requests.get(server.url + "/metrics", timeout=10).text), version)
+
+        before = scrape()
+        like_training = rng.choice(["red", "green", "blue"], 300, p=[0.5, 0.3, 0.2]).tolist()
+        for chunk in range(0, 300, 50):
+            assert requests.post(
+                f"{server.url}/v2/models/bc/infer", json=body(like_training[chunk : chunk + 50]), timeout=30
+            ).ok
+        calm = scrape()
+        unseen = [f"colour-{i}" if i % 2 else "red" for i in range(300)]  # half of them never seen in training
+        assert requests.post(f"{server.url}/v2/models/bc/infer", json=body(unseen), timeout=30).ok
+        shifted = scrape()
+
+    assert set(shifted["colour"].counts) == {"red", "green", "blue", OTHER_CATEGORY}  # no label from a request
+    assert shifted["colour"].counts[OTHER_CATEGORY] == 150
+    first = window_delta(calm, before)
+    assert first["colour"].rows == 300
+    assert not judge(reference, first)["colour"].drifted
+    second = window_delta(shifted, calm)
+    verdict = judge(reference, second)["colour"]
+    assert verdict.drifted and verdict.measure == DriftMeasure.PSI and verdict.rows == 300
 
 
 # -- graceful shutdown -----------------------------------------------------------------------------

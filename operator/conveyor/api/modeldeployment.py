@@ -228,13 +228,22 @@ class CanaryStatus(ApiModel):
     """p99 of its inference latency (histogram bucket bound)."""
 
 
+class DriftMeasure(StrEnum):
+    MEAN_SHIFT = "MeanShift"
+    PSI = "PSI"
+
+
 class FeatureDrift(ApiModel):
     """How far one input feature moved from its training profile."""
 
     name: str
     """The input feature."""
     score: float
-    """|live mean - training mean| / training standard deviation."""
+    """MeanShift: |live mean - training mean| / training std (drift above 0.5); PSI: the index (above 0.2)."""
+    measure: DriftMeasure = DriftMeasure.MEAN_SHIFT
+    """MeanShift for a numeric feature, PSI (population stability index of category shares) for a categorical one."""
+    drifted: bool = False
+    """Whether the feature counted as drifted (a numeric feature also drifts when its spread changes)."""
 
 
 class DriftStatus(ApiModel):
@@ -243,11 +252,11 @@ class DriftStatus(ApiModel):
     score: float
     """Share of monitored features that drifted (0..1)."""
     rows: int = 0
-    """Rows in the window the score was computed on."""
+    """Rows (present values) of the smallest feature window behind the score."""
     above_since: datetime | None = None
     """When the score first exceeded the threshold (unset while below)."""
     features: list[FeatureDrift] = Field(default_factory=list, max_length=10)
-    """The most shifted features."""
+    """The most shifted features: drifted ones first, then by score relative to its measure's threshold."""
     at: datetime | None = None
     """When it was measured."""
 

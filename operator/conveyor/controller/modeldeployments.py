@@ -38,6 +38,7 @@ from conveyor.controller.locks import Coalescer
 from conveyor.controller.pipelines import LABEL_PIPELINE, LABEL_TRIGGER, _parse_time
 from conveyor.controller.scrape import (
     ServerSamples,
+    category_totals,
     feature_totals,
     fetch_metrics,
     readiness_error,
@@ -45,7 +46,14 @@ from conveyor.controller.scrape import (
     window_delta,
 )
 from conveyor.core import modelsource, monitoring
-from conveyor.core.monitoring import FeatureReference, FeatureWindow
+from conveyor.core.monitoring import (
+    CategoryWindow,
+    FeatureReference,
+    FeatureWindow,
+    Reference,
+    Verdict,
+    category_reference,
+)
 from conveyor.core.rollout import (
     DeploymentView,
     ServingObservation,
@@ -81,7 +89,12 @@ class _Watch:
 
     counters: dict[str, dict[str, FeatureWindow]] = field(default_factory=dict)
     """pod uid → cumulative per-feature sums last seen."""
+    category_counters: dict[str, dict[str, CategoryWindow]] = field(default_factory=dict)
+    """pod uid → cumulative per-category counts last seen, by categorical feature."""
     window: dict[str, FeatureWindow] = field(default_factory=dict)
+    categories: dict[str, CategoryWindow] = field(default_factory=dict)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    """Each feature's latest verdict, kept while its next window fills."""
     version: str | None = None
     predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     labels: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -356,22 +369,37 @@ class ModelDeploymentReconciler:
         version = version_of(status.current.digest)
         if watch.version != version:
             watch.counters, watch.window, watch.version = {}, {}, version
+            watch.category_counters, watch.categories, watch.verdicts = {}, {}, {}
         model_meta = self._model_metadata(status.current)
         if spec.monitoring.drift is not None and model_meta is not None:
             reference = reference_profile(model_meta)
             for uid, pod in samples.items():
                 totals = feature_totals(pod, version)
                 for f, w in window_delta(totals, watch.counters.get(uid)).items():
-                    watch.window.setdefault(f, FeatureWindow()).add(w)
+                    if f in reference:
+                        watch.window.setdefault(f, FeatureWindow()).add(w)
                 watch.counters[uid] = totals
+                counts = category_totals(pod, version)
+                for f, c in window_delta(counts, watch.category_counters.get(uid)).items():
+                    if f in reference:
+                        watch.categories.setdefault(f, CategoryWindow()).add(c)
+                watch.category_counters[uid] = counts
             for uid in set(watch.counters) - set(samples):
                 del watch.counters[uid]
-            measured = monitoring.drift_score(reference, watch.window) if reference else None
-            if measured is not None:
+            for uid in set(watch.category_counters) - set(samples):
+                del watch.category_counters[uid]
+            judged = monitoring.judge(reference, {**watch.window, **watch.categories})
+            if judged:
+                # Only judged features start a new window; the others keep filling, with their last verdict.
+                watch.verdicts.update(judged)
+                for f in judged:
+                    watch.window.pop(f, None)
+                    watch.categories.pop(f, None)
+                measured = monitoring.summarize(watch.verdicts)
+                assert measured is not None
                 threshold = spec.monitoring.drift.threshold
                 status.drift = monitoring.next_drift(status.drift, measured, threshold, now)
                 status.drift_score = status.drift.score
-                watch.window = {}
             drifting = monitoring.drifting(status.drift, spec.monitoring.drift.window_seconds, now)
             above = status.drift is not None and status.drift.above_since is not None
             reason = "Drifting" if drifting else "ShiftDetected" if above else "WithinThreshold"
@@ -483,13 +511,17 @@ class ModelDeploymentReconciler:
         )
 
 
-def reference_profile(meta: ArtifactMetadata) -> dict[str, FeatureReference]:
-    """Mean and std of each numeric training feature, from the profile saved with the model."""
-    return {
-        p.name: FeatureReference(p.mean, p.std)
-        for p in meta.profile or []
-        if p.kind == "numeric" and p.mean is not None and p.std is not None
-    }
+def reference_profile(meta: ArtifactMetadata) -> dict[str, Reference]:
+    """What drift compares each training feature with, from the profile saved with the model: mean
+    and std of a numeric feature, the top categories' shares of a categorical one (the server counts
+    the same categories). Text features and features with no present training value are not watched."""
+    out: dict[str, Reference] = {}
+    for p in meta.profile or []:
+        if p.kind == "numeric" and p.mean is not None and p.std is not None:
+            out[p.name] = FeatureReference(p.mean, p.std)
+        elif p.kind == "categorical" and p.count > 0:
+            out[p.name] = category_reference([(c.value, c.frequency) for c in p.top])
+    return out
 
 
 def merge_patch(old: Any, new: Any) -> Any:

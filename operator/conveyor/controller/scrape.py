@@ -14,10 +14,11 @@ import urllib.error
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conveyor.core.monitoring import FeatureWindow
+from conveyor.core.monitoring import CategoryWindow, FeatureWindow
 from conveyor.core.rollout import VersionStats
 
 log = logging.getLogger("conveyor.serving")
@@ -39,6 +40,8 @@ class ServerSamples:
     feature_sum: dict[tuple[str, str], float] = field(default_factory=dict)
     feature_squares: dict[tuple[str, str], float] = field(default_factory=dict)
     feature_missing: dict[tuple[str, str], float] = field(default_factory=dict)
+    category_counts: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    """(version, feature, category label) → present values."""
 
 
 def parse_metrics(text: str) -> ServerSamples:
@@ -61,6 +64,8 @@ def parse_metrics(text: str) -> ServerSamples:
                 out.feature_squares[(version, labels.get("feature", ""))] = value
             elif name == PREFIX + "input_feature_missing_total":
                 out.feature_missing[(version, labels.get("feature", ""))] = value
+            elif name == PREFIX + "input_category_total":
+                out.category_counts[(version, labels.get("feature", ""), labels.get("category", ""))] = value
     return out
 
 
@@ -107,18 +112,23 @@ def feature_totals(p: ServerSamples, version: str) -> dict[str, FeatureWindow]:
     return out
 
 
-def window_delta(new: dict[str, FeatureWindow], old: dict[str, FeatureWindow] | None) -> dict[str, FeatureWindow]:
+def category_totals(p: ServerSamples, version: str) -> dict[str, CategoryWindow]:
+    """Cumulative per-category counts of one pod for one version, by categorical feature."""
+    out: dict[str, CategoryWindow] = {}
+    for (v, feature, category), n in p.category_counts.items():
+        if v == version:
+            out.setdefault(feature, CategoryWindow()).counts[category] = n
+    return out
+
+
+W = TypeVar("W", FeatureWindow, CategoryWindow)
+
+
+def window_delta(new: dict[str, W], old: dict[str, W] | None) -> dict[str, W]:
     """What a pod added since the last scrape; a restarted pod (counters went down) counts from zero."""
     if old is None:
         return {}
-    out = {}
-    for f, w in new.items():
-        o = old.get(f)
-        if o is None or w.rows < o.rows:
-            out[f] = w
-        else:
-            out[f] = FeatureWindow(w.rows - o.rows, w.total - o.total, w.squares - o.squares)
-    return out
+    return {f: w.since(old[f]) if f in old else w for f, w in new.items()}
 
 
 def fetch_metrics(ip: str, port: int, timeout: float = 2.0) -> ServerSamples | None:

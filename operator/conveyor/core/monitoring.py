@@ -1,32 +1,59 @@
 """Watching a served model: input drift, live accuracy, and when to start retraining.
 
 Pure functions over plain numbers. The shell scrapes the servers' cumulative input counters
-(rows, per-feature sum and sum of squares), turns them into a window of new rows, and reads the
-sampled predictions and fed-back labels from the artifact store; everything decided from those
-numbers lives here.
+(rows, per-feature sum and sum of squares, per-category counts), turns them into a window of new
+rows, and reads the sampled predictions and fed-back labels from the artifact store; everything
+decided from those numbers lives here.
 
 Drift, per numeric feature: the standardized mean shift |live mean - training mean| / training
 std, the effect-size statistic behind a two-sample z-test, which stays meaningful at any request
 volume (a p-value on thousands of rows flags shifts nobody cares about). A feature drifted when its
-shift exceeds `FEATURE_SHIFT` (0.5 std) or its live std left [0.5x, 2x] of the training std. The
-deployment's drift score is the share of monitored features that drifted (Evidently's
-dataset-drift share, with its 0.5 std effect size in place of a p-value); a window needs at least
-`MIN_WINDOW_ROWS` rows before it is judged.
+shift exceeds `FEATURE_SHIFT` (0.5 std) or its live std left [0.5x, 2x] of the training std.
+
+Drift, per categorical feature: the population stability index (PSI) between the training shares
+of its categories and the window's, drifted above `CATEGORY_PSI` (0.2, the conventional "significant
+shift" cut-off). PSI rather than total variation distance because it weighs relative change: a
+category going from 1 % to 10 % of traffic matters to a model even though it moves only 9 % of the
+mass, which is all TVD sees; it is also the statistic the pipeline's validate step already uses.
+The categories are the training profile's top list, each a label of the servers' counter; every
+other value (rarer training categories, values never seen in training) is counted as `OTHER_CATEGORY`,
+whose training share is what the top list leaves. PSI over sparse bins is noise (its expected
+value on an unchanged distribution is about (bins - 1) / rows), so a category gets a bin of its
+own only when the window expects at least `MIN_EXPECTED_ROWS` rows of it; the others are pooled
+into one bin, and a feature left with a single bin is not judged yet. Shares are floored at half
+a row of the window, the usual continuity correction, so an empty bin counts for what a window of
+that size can tell rather than for the logarithm of an arbitrary epsilon.
+
+The deployment's drift score is the share of monitored features that drifted, both kinds together
+(Evidently's dataset-drift share, with effect sizes in place of p-values). A feature is judged once
+its window holds at least `MIN_WINDOW_ROWS` present values; a feature not judged in a window keeps
+its latest verdict, so a slow feature neither drops out of the score nor holds up the others.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from conveyor.api.modeldeployment import DriftStatus, FeatureDrift, LiveAccuracy, Monitoring, RetrainingStatus
+from conveyor.api.modeldeployment import (
+    DriftMeasure,
+    DriftStatus,
+    FeatureDrift,
+    LiveAccuracy,
+    Monitoring,
+    RetrainingStatus,
+)
+from conveyor.core.categories import OTHER_CATEGORY, category_slots
 
 FEATURE_SHIFT = 0.5
 STD_RATIO = (0.5, 2.0)
 MIN_WINDOW_ROWS = 30
+CATEGORY_PSI = 0.2
+MIN_EXPECTED_ROWS = 20
+THRESHOLDS = {DriftMeasure.MEAN_SHIFT: FEATURE_SHIFT, DriftMeasure.PSI: CATEGORY_PSI}
 
 
 @dataclass(frozen=True)
@@ -35,6 +62,23 @@ class FeatureReference:
 
     mean: float
     std: float
+
+
+@dataclass(frozen=True)
+class CategoryReference:
+    """A categorical feature's training shares by category label; what they leave is `OTHER_CATEGORY`'s."""
+
+    shares: Mapping[str, float]
+
+
+def category_reference(top: Sequence[tuple[Hashable, float]]) -> CategoryReference:
+    """Shares by label from a training profile's (value, frequency) top list, labelled as the server labels them."""
+    labels, slots = category_slots(value for value, _ in top)
+    shares = dict.fromkeys(labels, 0.0)
+    for value, frequency in top:
+        if value in slots:
+            shares[labels[slots[value]]] += frequency
+    return CategoryReference(shares)
 
 
 @dataclass
@@ -50,6 +94,12 @@ class FeatureWindow:
         self.total += other.total
         self.squares += other.squares
 
+    def since(self, old: FeatureWindow) -> FeatureWindow:
+        """What was added after `old` of the same counters; all of them if they went down (a restart)."""
+        if self.rows < old.rows:
+            return self
+        return FeatureWindow(self.rows - old.rows, self.total - old.total, self.squares - old.squares)
+
     @property
     def mean(self) -> float:
         return self.total / self.rows if self.rows else math.nan
@@ -60,6 +110,42 @@ class FeatureWindow:
             return math.nan
         var = max(self.squares / self.rows - self.mean**2, 0.0)
         return math.sqrt(var)
+
+
+@dataclass
+class CategoryWindow:
+    """Present values of a categorical feature by category label over one window."""
+
+    counts: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> float:
+        return sum(self.counts.values())
+
+    def add(self, other: CategoryWindow) -> None:
+        for label, n in other.counts.items():
+            self.counts[label] = self.counts.get(label, 0.0) + n
+
+    def since(self, old: CategoryWindow) -> CategoryWindow:
+        """What was added after `old` of the same counters; all of them if any went down (a restart)."""
+        delta = {label: n - old.counts.get(label, 0.0) for label, n in self.counts.items()}
+        if any(n < 0 for n in delta.values()) or not old.counts.keys() <= self.counts.keys():
+            return self
+        return CategoryWindow(delta)
+
+
+Reference = FeatureReference | CategoryReference
+Window = FeatureWindow | CategoryWindow
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One feature judged on one window."""
+
+    score: float
+    drifted: bool
+    rows: int
+    measure: DriftMeasure
 
 
 def feature_shift(ref: FeatureReference, live: FeatureWindow) -> tuple[float, bool]:
@@ -73,19 +159,60 @@ def feature_shift(ref: FeatureReference, live: FeatureWindow) -> tuple[float, bo
     return shift, shift > FEATURE_SHIFT or not (STD_RATIO[0] <= ratio <= STD_RATIO[1])
 
 
-def drift_score(
-    reference: Mapping[str, FeatureReference], window: Mapping[str, FeatureWindow]
-) -> tuple[float, int, list[FeatureDrift]] | None:
-    """(score, rows, most shifted features) of a window, or None while it is too small to judge."""
-    judged = {f: w for f, w in window.items() if f in reference and w.rows >= MIN_WINDOW_ROWS}
-    if not judged:
+def category_shift(ref: CategoryReference, live: CategoryWindow) -> tuple[float, bool] | None:
+    """(PSI, drifted?) of one categorical feature, or None while the window cannot separate two bins."""
+    rows = live.rows
+    if rows < MIN_WINDOW_ROWS:
         return None
-    rows = int(min(w.rows for w in judged.values()))
-    results = {f: feature_shift(reference[f], w) for f, w in judged.items()}
-    drifted = sum(1 for _, d in results.values() if d)
-    top = sorted(results.items(), key=lambda kv: -kv[1][0])[:10]
-    features = [FeatureDrift(name=f, score=round(s, 4)) for f, (s, _) in top]
-    return round(drifted / len(results), 4), rows, features
+    known = sum(ref.shares.values())
+    training = {**ref.shares, OTHER_CATEGORY: max(1.0 - known, 0.0)}
+    own = [label for label, share in training.items() if share * rows >= MIN_EXPECTED_ROWS]
+    pooled = len(own) < len(training)
+    if len(own) + pooled < 2:
+        return None  # a single bin: nothing to compare
+    expected = [training[label] for label in own]
+    observed = [live.counts.get(label, 0.0) / rows for label in own]
+    if pooled:
+        expected.append(max(1.0 - sum(expected), 0.0))
+        observed.append(max(1.0 - sum(observed), 0.0))
+    floor = 0.5 / rows
+    pairs = [(max(p, floor), max(q, floor)) for p, q in zip(expected, observed, strict=True)]
+    psi = sum((q - p) * math.log(q / p) for p, q in pairs)
+    return psi, psi > CATEGORY_PSI
+
+
+def judge(reference: Mapping[str, Reference], window: Mapping[str, Window]) -> dict[str, Verdict]:
+    """The verdict on every monitored feature whose window is large enough to judge."""
+    out: dict[str, Verdict] = {}
+    for name, live in window.items():
+        ref = reference.get(name)
+        if isinstance(ref, FeatureReference) and isinstance(live, FeatureWindow) and live.rows >= MIN_WINDOW_ROWS:
+            shift, drifted = feature_shift(ref, live)
+            out[name] = Verdict(shift, drifted, int(live.rows), DriftMeasure.MEAN_SHIFT)
+        elif isinstance(ref, CategoryReference) and isinstance(live, CategoryWindow):
+            judged = category_shift(ref, live)
+            if judged is not None:
+                out[name] = Verdict(judged[0], judged[1], int(live.rows), DriftMeasure.PSI)
+    return out
+
+
+def summarize(verdicts: Mapping[str, Verdict]) -> tuple[float, int, list[FeatureDrift]] | None:
+    """(score, rows of the smallest window, most shifted features) of the features' latest verdicts."""
+    if not verdicts:
+        return None
+    drifted = sum(1 for v in verdicts.values() if v.drifted)
+    ranked = sorted(verdicts.items(), key=lambda kv: (not kv[1].drifted, -kv[1].score / THRESHOLDS[kv[1].measure]))
+    features = [
+        FeatureDrift(name=f, score=round(v.score, 4), measure=v.measure, drifted=v.drifted) for f, v in ranked[:10]
+    ]
+    return round(drifted / len(verdicts), 4), min(v.rows for v in verdicts.values()), features
+
+
+def drift_score(
+    reference: Mapping[str, Reference], window: Mapping[str, Window]
+) -> tuple[float, int, list[FeatureDrift]] | None:
+    """(score, rows, most shifted features) of one window, or None while it is too small to judge."""
+    return summarize(judge(reference, window))
 
 
 def next_drift(

@@ -31,7 +31,7 @@ from conveyor.serving.codec import (
     to_rows,
 )
 from conveyor.serving.errors import BadRequest, Conflict, ModelNotFound, NotReady
-from conveyor.serving.metrics import ServerMetrics
+from conveyor.serving.metrics import ServerMetrics, training_categories
 from conveyor.serving.model import Prediction, ServedModel, concat_rows
 from conveyor.serving.monitoring import Label, MonitoringBuffer
 
@@ -83,7 +83,8 @@ class DataPlane:
     # -- state ---------------------------------------------------------------------------------
 
     def model_loaded(self, model: ServedModel) -> None:
-        self.metrics.model_loaded(model.digest, model.signature, model.task, model.classes)
+        categories = training_categories(model.metadata.profile)
+        self.metrics.model_loaded(model.digest, model.signature, model.task, model.classes, categories)
         self.model = model
         self.failure = None
 

@@ -11,13 +11,20 @@ typed gauge: a sum of values that may be negative can fall, so it is not a Prome
 and counters would gain a `_total` suffix. Both only change by adding a batch's values, so the
 operator derives windowed means and variances from `delta()` of the sums and of
 `conveyor_server_input_rows_total`.
+
+`conveyor_server_input_category_total` counts the present values of each categorical feature by
+category. Its label values come from the training profile, never from requests: each category in
+the profile's top list has its own, every other value is counted under `__other__` (so at most 51
+series per feature, whatever clients send); missing values are only in `..._feature_missing`. A
+column is counted in one pass of the C-level `map` over a dict's `get` and one `np.bincount`, no
+Python code per value.
 """
 
 from __future__ import annotations
 
-import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -31,6 +38,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
+from conveyor.components.modelio import FeatureProfile
+from conveyor.core.categories import OTHER_CATEGORY, category_slots
 from conveyor.serving.codec import Rows, Signature
 
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -43,15 +52,53 @@ def _label(value: Any) -> str:
     return str(value)
 
 
+def training_categories(profile: Sequence[FeatureProfile] | None) -> dict[str, list[Any]]:
+    """The top-list values of each categorical feature of a model's training profile, most frequent first.
+
+    Text features are left out: the frequencies of whole texts say little about free text.
+    """
+    return {p.name: [c.value for c in p.top] for p in profile or [] if p.kind == "categorical"}
+
+
+class CategoryCounter:
+    """Counts one non-numeric column's values by training category; the last two slots are other and missing."""
+
+    def __init__(self, values: Sequence[Any]) -> None:
+        self.labels, slots = category_slots(values)
+        self.other = len(self.labels)
+        self.missing = self.other + 1
+        self.lookup: dict[Any, int] = {**slots, None: self.missing}
+
+    def count(self, column: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Values per slot: one per category label, then other, then missing (None or NaN)."""
+        codes = np.fromiter(map(self.lookup.get, column, repeat(self.other)), dtype=np.intp, count=len(column))
+        nan = np.not_equal(column, column)  # NaN is the only value unequal to itself
+        if nan.any():
+            codes[nan] = self.missing
+        return np.bincount(codes, minlength=self.missing + 1)
+
+
 class BatchStats(Collector):
     """Input and prediction statistics of one model version, updated per batch, read at scrape time."""
 
-    def __init__(self, model: str, version: str, signature: Signature, task: str, classes: Sequence[Any]) -> None:
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        signature: Signature,
+        task: str,
+        classes: Sequence[Any],
+        categories: Mapping[str, Sequence[Any]] | None = None,
+    ) -> None:
         self.model = model
         self.version = version
         self.names = signature.names
         self.numeric_index = [i for i, numeric in enumerate(signature.numeric) if numeric]
         self.other_index = [i for i, numeric in enumerate(signature.numeric) if not numeric]
+        categories = categories or {}
+        self.counters = [CategoryCounter(categories.get(self.names[i], ())) for i in self.other_index]
+        # Positions in `other_index` of the features counted by category (the others count only missing).
+        self.categorical = [j for j, i in enumerate(self.other_index) if self.names[i] in categories]
         self.task = task
         self.class_labels = [_label(c) for c in classes]
         self._lock = threading.Lock()
@@ -59,6 +106,7 @@ class BatchStats(Collector):
         self.sums = np.zeros(len(self.numeric_index))
         self.squares = np.zeros(len(self.numeric_index))
         self.missing = np.zeros(len(self.names), dtype=np.int64)
+        self.category_counts = [np.zeros(self.counters[j].missing, dtype=np.int64) for j in self.categorical]
         self.class_counts: dict[str, int] = dict.fromkeys(self.class_labels, 0)
         self.value_buckets = np.zeros(len(VALUE_BUCKETS) + 1, dtype=np.int64)  # the last is +Inf
         self.value_sum = 0.0
@@ -76,9 +124,11 @@ class BatchStats(Collector):
             sums = clean.sum(axis=0)
             squares = np.square(clean).sum(axis=0)
             missing[self.numeric_index] = numeric.shape[0] - finite.sum(axis=0)
-        for i in self.other_index:
-            column = rows.columns[i]
-            missing[i] = sum(1 for v in column if v is None or (isinstance(v, float) and math.isnan(v)))
+        slots = []
+        for i, counter in zip(self.other_index, self.counters, strict=True):
+            per_slot = counter.count(rows.columns[i])
+            missing[i] = per_slot[counter.missing]
+            slots.append(per_slot)
         counts: dict[str, int] = {}
         buckets = None
         value_sum = 0.0
@@ -96,6 +146,8 @@ class BatchStats(Collector):
                 self.sums += sums
                 self.squares += squares
             self.missing += missing
+            for total, j in zip(self.category_counts, self.categorical, strict=True):
+                np.add(total, slots[j][: self.counters[j].missing], out=total)
             for label, n in counts.items():
                 self.class_counts[label] = self.class_counts.get(label, 0) + n
             if buckets is not None:
@@ -106,6 +158,7 @@ class BatchStats(Collector):
         with self._lock:
             rows = self.rows
             sums, squares, missing = self.sums.copy(), self.squares.copy(), self.missing.copy()
+            category_counts = [c.copy() for c in self.category_counts]
             class_counts = dict(self.class_counts)
             value_buckets, value_sum = self.value_buckets.copy(), self.value_sum
         base = [self.model, self.version]
@@ -137,6 +190,8 @@ class BatchStats(Collector):
         for i, name in enumerate(self.names):
             missing_family.add_metric([*base, name], int(missing[i]))
         yield missing_family
+        if self.categorical:
+            yield self._category_family(base, category_counts)
         if self.task == "classification":
             predictions = CounterMetricFamily(
                 "conveyor_server_predictions", "Predictions by class.", labels=["model", "version", "class"]
@@ -158,6 +213,19 @@ class BatchStats(Collector):
             histogram.samples.append(Sample("conveyor_server_prediction_value_count", series, cumulative[-1]))
             histogram.samples.append(Sample("conveyor_server_prediction_value_sum", series, value_sum))
             yield histogram
+
+    def _category_family(self, base: list[str], category_counts: list[np.ndarray[Any, Any]]) -> Metric:
+        family = CounterMetricFamily(
+            "conveyor_server_input_category",
+            "Present values of a categorical feature, by training category (__other__: any other value).",
+            labels=["model", "version", "feature", "category"],
+        )
+        for counts, j in zip(category_counts, self.categorical, strict=True):
+            counter = self.counters[j]
+            feature = self.names[self.other_index[j]]
+            for label, n in zip([*counter.labels, OTHER_CATEGORY], counts.tolist(), strict=True):
+                family.add_metric([*base, feature, label], n)
+        return family
 
 
 def _float_label(value: float) -> str:
@@ -212,8 +280,15 @@ class ServerMetrics:
             child = self._codes[code] = self.requests.labels(self.model, self.version, str(code))
         child.inc()
 
-    def model_loaded(self, digest: str, signature: Signature, task: str, classes: Sequence[Any]) -> BatchStats:
+    def model_loaded(
+        self,
+        digest: str,
+        signature: Signature,
+        task: str,
+        classes: Sequence[Any],
+        categories: Mapping[str, Sequence[Any]] | None = None,
+    ) -> BatchStats:
         self.model_info.labels(self.model, self.version, digest).set(1)
-        self.stats = BatchStats(self.model, self.version, signature, task, classes)
+        self.stats = BatchStats(self.model, self.version, signature, task, classes, categories)
         self.registry.register(self.stats)
         return self.stats

@@ -11,13 +11,14 @@ import numpy as np
 import orjson
 import pandas as pd  # type: ignore[import-untyped]
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from conveyor.components.modelio import ArtifactMetadata, FeatureSpec
+from conveyor.components.modelio import ArtifactMetadata, CategoryCount, FeatureProfile, FeatureSpec
 from conveyor.serving.dataplane import DataPlane
 from conveyor.serving.metrics import ServerMetrics
 from conveyor.serving.model import ServedModel
@@ -275,6 +276,49 @@ def test_metrics_count_requests_rows_features_and_classes(clf: ServedModel) -> N
     assert _sample(text, "conveyor_server_batch_size_count") == 1
     assert _sample(text, "conveyor_server_model_info", model="clf", version="v1", digest=DIGEST) == 1
     assert _sample(text, "conveyor_server_monitoring_dropped_total") == 0
+
+
+def test_categorical_inputs_are_counted_by_training_category(clf: ServedModel) -> None:
+    profile = [
+        FeatureProfile(name="a", kind="numeric", count=200, missing=0, mean=0.0, std=1.0),
+        FeatureProfile(name="b", kind="numeric", count=200, missing=0, mean=0.0, std=1.0),
+        FeatureProfile(
+            name="colour",
+            kind="categorical",
+            count=200,
+            missing=0,
+            distinct=2,
+            top=[
+                CategoryCount(value="red", count=104, frequency=0.52),
+                CategoryCount(value="blue", count=96, frequency=0.48),
+            ],
+        ),
+    ]
+    model = ServedModel("clf", "v1", DIGEST, clf.pipeline, clf.metadata.model_copy(update={"profile": profile}))
+    app = app_for(model)
+    body = infer_body([(1.0, 2.0, "red"), (3.0, 1.0, "blue"), (0.0, 0.0, "red"), (0.0, 0.0, "' OR 1=1 --")])
+    body["inputs"][2]["data"][1] = None
+    assert call(app, "POST", "/v2/models/clf/infer", orjson.dumps(body)).status == 200
+    predict = {"instances": [{"a": 1.0, "b": 1.0, "colour": "mauve"}, {"a": 1.0, "b": 1.0, "colour": "blue"}]}
+    assert call(app, "POST", "/predict", orjson.dumps(predict)).status == 200
+    text = call(app, "GET", "/metrics").body.decode()
+    series = {
+        (
+            sample.labels["model"],
+            sample.labels["version"],
+            sample.labels["feature"],
+            sample.labels["category"],
+        ): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "conveyor_server_input_category_total"
+    }
+    assert series == {
+        ("clf", "v1", "colour", "red"): 2,
+        ("clf", "v1", "colour", "blue"): 1,
+        ("clf", "v1", "colour", "__other__"): 2,
+    }
+    assert _sample(text, "conveyor_server_input_feature_missing_total", feature="colour") == 1
 
 
 def test_regression_value_histogram() -> None:
