@@ -321,12 +321,16 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--connections", default="1,8,64")
     parser.add_argument("--models", default="lr,rf")
+    parser.add_argument("--rows", default="1,1000", help="rows per request (comma list; bodies exist for 1 and 1000)")
     parser.add_argument("--cache-dir", type=Path, default=CACHE)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
     connections = [int(c) for c in args.connections.split(",")]
+    row_counts = [int(r) for r in args.rows.split(",")]
+    if not set(row_counts) <= {1, 1000}:
+        parser.error("--rows: 1 and/or 1000")
     keys = args.models.split(",")
     venv = mlserver_venv(args.cache_dir)
     started = datetime.now(UTC)
@@ -406,7 +410,7 @@ def main() -> int:
             ]
             urls = {"conveyor": {k: ours[k][0] for k in keys}, "mlserver": dict.fromkeys(keys, ml_url)}
             for key in keys:
-                for rows in (1, 1000):
+                for rows in row_counts:
                     for c in connections:
                         # Every variant of a cell within the same minute, in alternating order: the machine is
                         # shared, so only figures measured side by side are compared.

@@ -18,18 +18,24 @@ Random forests get the same treatment behind the preprocessing: `forest.predict`
 its time on per-call machinery (input validation, a joblib pool, a lock per tree, and for a
 classifier's `predict` a whole `predict_proba`), so `TreeWalk` walks each fitted tree with
 scikit-learn's own compiled `Tree.apply` and adds the per-leaf outputs in the forest's order. The
-sums are the forest's sums, so the same probe check holds it to bit-identical results.
+sums are the forest's sums, so the same probe check holds it to bit-identical results. `Tree.apply`
+releases the GIL, so a big batch is walked by several threads (each a share of the trees) while
+the adding stays in one thread, in order: the answer does not depend on the thread count.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 Step = Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]]
+PARALLEL_ROWS = 256
+"""Batches from this many rows up are walked by several threads; below it a thread hand-off costs more."""
 
 
 class NotCompilable(Exception):
@@ -121,9 +127,17 @@ class TreeWalk:
     """Per tree, per node: the class fractions (classifier) or the value (regressor) a leaf there gives."""
     classes: np.ndarray[Any, Any] | None
     """The classifier's `classes_`; None for a regressor."""
+    threads: int = 1
+    """Threads walking the trees of a batch of at least `PARALLEL_ROWS` rows (the caller's among them)."""
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.threads > 1:
+            pool = ThreadPoolExecutor(max_workers=self.threads - 1, thread_name_prefix="trees")
+            object.__setattr__(self, "_pool", pool)
 
     @classmethod
-    def of(cls, estimator: Any) -> TreeWalk:
+    def of(cls, estimator: Any, threads: int = 1) -> TreeWalk:
         from sklearn.ensemble import (  # noqa: PLC0415
             ExtraTreesClassifier,
             ExtraTreesRegressor,
@@ -151,15 +165,26 @@ class TreeWalk:
                 value = value[:, 0]
             trees.append(tree)
             leaves.append(np.ascontiguousarray(value))
-        return cls(tuple(trees), tuple(leaves), np.asarray(estimator.classes_) if classifier else None)
+        classes = np.asarray(estimator.classes_) if classifier else None
+        return cls(tuple(trees), tuple(leaves), classes, threads=max(1, threads))
+
+    def _outputs(self, x: np.ndarray[Any, Any], start: int, stop: int) -> list[np.ndarray[Any, Any]]:
+        return [leaf[tree.apply(x)] for tree, leaf in zip(self.trees[start:stop], self.leaves[start:stop], strict=True)]
 
     def mean(self, features: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """The forest's `predict_proba` (classifier) or `predict` (regressor)."""
         x = np.asarray(features, dtype=np.float32)  # the forest's own input dtype
+        count = len(self.trees)
+        shares = 1 if self._pool is None or len(x) < PARALLEL_ROWS else min(self.threads, count)
+        bounds = [count * i // shares for i in range(shares + 1)]
+        spans = list(itertools.pairwise(bounds))
+        others = [self._pool.submit(self._outputs, x, a, b) for a, b in spans[1:]] if self._pool and shares > 1 else []
+        parts = [self._outputs(x, *spans[0]), *(f.result() for f in others)]
         total = np.zeros((len(x), *self.leaves[0].shape[1:]), dtype=np.float64)
-        for tree, leaf in zip(self.trees, self.leaves, strict=True):
-            total += leaf[tree.apply(x)]
-        total /= len(self.trees)
+        for part in parts:
+            for output in part:  # the forest's order, whatever thread walked the tree
+                total += output
+        total /= count
         return total
 
     def predict(
@@ -206,7 +231,7 @@ class FastModel:
         return predicted, (np.asarray(self.estimator.predict_proba(features), dtype=np.float64) if proba else None)
 
 
-def _compile(pipeline: Any, names: Sequence[str]) -> FastModel:
+def _compile(pipeline: Any, names: Sequence[str], tree_threads: int) -> FastModel:
     from sklearn.compose import ColumnTransformer  # noqa: PLC0415
     from sklearn.pipeline import Pipeline  # noqa: PLC0415
 
@@ -229,7 +254,7 @@ def _compile(pipeline: Any, names: Sequence[str]) -> FastModel:
     if not groups:
         raise NotCompilable("no columns kept")
     try:
-        trees: TreeWalk | None = TreeWalk.of(estimator)
+        trees: TreeWalk | None = TreeWalk.of(estimator, tree_threads)
     except NotCompilable:
         trees = None  # not a forest: the fitted estimator itself is called
     return FastModel(groups, estimator, trees=trees)
@@ -252,12 +277,14 @@ def probe_rows(pipeline: Any, names: Sequence[str], count: int, rng: np.random.G
     return rows
 
 
-def compile_fast_path(pipeline: Any, names: Sequence[str], *, probes: int = 256) -> tuple[FastModel | None, str]:
+def compile_fast_path(
+    pipeline: Any, names: Sequence[str], *, probes: int = PARALLEL_ROWS, tree_threads: int = 1
+) -> tuple[FastModel | None, str]:
     """(the fast model, or None, and why): used only if bit-identical to the pipeline on probe rows."""
     import pandas as pd  # type: ignore[import-untyped]  # noqa: PLC0415
 
     try:
-        fast = _compile(pipeline, names)
+        fast = _compile(pipeline, names, tree_threads)
         rows = probe_rows(pipeline, names, probes, np.random.default_rng(0))
     except NotCompilable as exc:
         return None, f"not compiled: {exc}"

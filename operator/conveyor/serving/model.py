@@ -127,17 +127,26 @@ class ServedModel:
         self.fast: FastModel | None = None
         self.fast_path = "not tried"
 
-    def enable_fast_path(self) -> str:
+    def enable_fast_path(self, tree_threads: int = 1) -> str:
         """Serve all-numeric batches through the numpy fast path if it is proven equal (see `fastpath`)."""
         if not self.signature.all_numeric:
             self.fast_path = "not compiled: non-numeric features"
         else:
-            self.fast, self.fast_path = compile_fast_path(self.pipeline, self.signature.names)
+            self.fast, self.fast_path = compile_fast_path(
+                self.pipeline, self.signature.names, tree_threads=tree_threads
+            )
         return self.fast_path
 
     @classmethod
     def load(
-        cls, name: str, version: str, source: ModelSource, work_dir: Path, *, fast_path: bool = True
+        cls,
+        name: str,
+        version: str,
+        source: ModelSource,
+        work_dir: Path,
+        *,
+        fast_path: bool = True,
+        tree_threads: int = 1,
     ) -> ServedModel:
         path = fetch_artifact(source, work_dir)
         try:
@@ -152,7 +161,7 @@ class ServedModel:
         if not model.signature.names:
             raise ModelLoadError("the model artifact declares no inputs")
         if fast_path:
-            model.enable_fast_path()
+            model.enable_fast_path(tree_threads)
         return model
 
     def frame(self, rows: Rows) -> Any:

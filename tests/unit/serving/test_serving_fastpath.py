@@ -14,7 +14,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, PolynomialFeatures, StandardScaler
 
-from conveyor.serving.fastpath import NotCompilable, TreeWalk, compile_fast_path
+from conveyor.serving.fastpath import PARALLEL_ROWS, NotCompilable, TreeWalk, compile_fast_path
 
 NAMES = ["a", "b", "c", "d"]
 
@@ -110,6 +110,20 @@ def test_forests_are_walked_tree_by_tree_with_the_forests_own_sums(forest: Any) 
     else:
         predicted, _ = fast.trees.predict(features, True)
     np.testing.assert_array_equal(predicted, forest.predict(features))
+
+
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_a_big_batch_walked_by_several_threads_gives_the_same_bits(threads: int) -> None:
+    forest = RandomForestClassifier(n_estimators=20, random_state=0)
+    pipeline = fitted(ColumnTransformer([("num", make_pipeline(SimpleImputer(), StandardScaler()), NAMES)]), forest)
+    fast, reason = compile_fast_path(pipeline, NAMES, tree_threads=threads)
+    assert fast is not None and fast.trees is not None and fast.trees.threads == threads, reason
+    frame, _ = data(n=3000, seed=3)
+    matrix = frame.to_numpy(dtype=np.float64)
+    assert len(matrix) >= PARALLEL_ROWS
+    predicted, proba = fast.predict(matrix, True)
+    np.testing.assert_array_equal(proba, pipeline.predict_proba(frame))
+    np.testing.assert_array_equal(predicted, pipeline.predict(frame))
 
 
 def test_a_classifier_with_string_classes_answers_with_its_labels() -> None:
