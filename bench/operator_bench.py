@@ -26,6 +26,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -181,7 +182,15 @@ class KwokProcess:
 class OperatorProcess:
     """`python -m conveyor.controller --standalone`, configured like tests/e2e/test_operator.py does."""
 
-    def __init__(self, cp: ControlPlane, minio: MinioServer, resync_seconds: float | None) -> None:
+    def __init__(
+        self,
+        cp: ControlPlane,
+        minio: MinioServer,
+        resync_seconds: float | None,
+        *,
+        trace_out: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         s3 = minio.endpoint
         self.metrics_port = free_port()
         env = {
@@ -198,10 +207,14 @@ class OperatorProcess:
         }
         if resync_seconds is not None:
             env["CONVEYOR_RESYNC_SECONDS"] = str(resync_seconds)
+        env.update(extra_env or {})
+        self.trace_out = trace_out
+        command = [sys.executable, "-m", "conveyor.controller", "--standalone"]
+        if trace_out is not None:
+            env["CONVEYOR_BENCH_TRACE_OUT"] = str(trace_out)
+            command = [sys.executable, str(ROOT / "bench" / "traced_operator.py"), "--standalone"]
         self.log_path = cp.log_dir / "operator.log"
-        self.process = ServerProcess(
-            "operator", [sys.executable, "-m", "conveyor.controller", "--standalone"], self.log_path, env=env
-        )
+        self.process = ServerProcess("operator", command, self.log_path, env=env)
 
     def start(self) -> OperatorProcess:
         self.process.start()
@@ -223,6 +236,15 @@ class OperatorProcess:
 
     def stop(self) -> None:
         self.process.stop(grace=10)
+
+    def heap_report(self, timeout: float = 300) -> dict[str, Any]:
+        """The traced Python heap (bench/traced_operator.py), asked for with SIGUSR2."""
+        assert self.trace_out is not None
+        self.trace_out.unlink(missing_ok=True)
+        os.kill(self.pid, signal.SIGUSR2)
+        wait_until(self.trace_out.exists, timeout=timeout, what="the operator's heap report", process=self.process)
+        report: dict[str, Any] = json.loads(self.trace_out.read_text())
+        return report
 
 
 class RssSampler(threading.Thread):
@@ -485,6 +507,25 @@ class Session:
     def reconcile_histogram(self) -> Histogram:
         return parse_histogram(self.op.metrics(), "conveyor_reconcile_duration_seconds", {"kind": "Run"})
 
+    def api_requests(self) -> dict[str, float]:
+        """apiserver_request_total by "VERB resource[/subresource] code", from the API server's /metrics."""
+        method, url, headers, body, _ = self.api.param_serialize("GET", "/metrics", auth_settings=["BearerToken"])
+        resp: Any = self.api.call_api(method, url, header_params=headers, body=body)
+        resp.read()
+        text = resp.data.decode()
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name != "apiserver_request":
+                continue
+            for sample in family.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                lab = sample.labels
+                resource = lab.get("resource", "") + (f"/{lab['subresource']}" if lab.get("subresource") else "")
+                key = f"{lab.get('verb')} {resource} {lab.get('code')}"
+                out[key] = out.get(key, 0.0) + sample.value
+        return out
+
     def settle(self, timeout: float = 30) -> None:
         """Wait until the operator's reconcile count stops moving (2 s quiet), so a phase's trailing
         passes are not counted in the next phase."""
@@ -504,6 +545,7 @@ class Session:
         self.settle()
         self.rss.phase = name
         cpu0, rec0, t0 = self.cpu(), self.reconcile_histogram(), time.monotonic()
+        req0 = self.api_requests()
         try:
             yield
         finally:
@@ -513,6 +555,9 @@ class Session:
             record["wall_seconds"] = round(wall, 2)
             record["cpu_seconds"] = {k: round(cpu1[k] - cpu0.get(k, 0.0), 2) for k in cpu1}
             record["reconcile"] = {k: v for k, v in rec1.minus(rec0).summary().items() if k != "buckets"}
+            req1 = self.api_requests()
+            delta = {k: v - req0.get(k, 0.0) for k, v in req1.items() if v - req0.get(k, 0.0) > 0}
+            record["api_requests"] = dict(sorted(delta.items(), key=lambda kv: -kv[1])[:20])
             record["operator_rss_peak_mib"] = round(self.rss.peaks.get(name, 0) / 2**20, 1)
             print(f"[bench] {name}: {json.dumps({k: v for k, v in record.items() if k != 'samples'})}", flush=True)
 
@@ -670,6 +715,11 @@ def memory_phase(s: Session, at_least: int, timeout: float) -> dict[str, Any]:
         1,
     )
     print(f"[bench] memory: {json.dumps(record)}", flush=True)
+    if s.op.trace_out is not None:
+        record["heap"] = s.op.heap_report()
+        print(f"[bench] traced heap: {record['heap']['traced_mib']} MiB; top lines:", flush=True)
+        for line in record["heap"]["top_lines"][:25]:
+            print(f"  {line['mib']:8.2f} MiB {line['count']:8d}  {line['where']}", flush=True)
     return record
 
 
@@ -799,6 +849,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", default="", help="phases to skip: overhead,throughput,memory,fanout")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "operator_bench.json")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs) afterwards")
+    parser.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="run the operator under tracemalloc and report its Python heap at the memory reading (slower)",
+    )
+    parser.add_argument(
+        "--operator-env", action="append", default=[], metavar="KEY=VALUE", help="extra environment for the operator"
+    )
     args = parser.parse_args(argv)
     skip = {p.strip() for p in args.skip.split(",") if p.strip()}
 
@@ -819,7 +877,10 @@ def main(argv: list[str] | None = None) -> int:
         apply_crds(cp, crd_files())
         with api_client(cp) as api:
             results["nodes"] = create_fake_nodes(api, args.nodes)
-        op = OperatorProcess(cp, minio, args.resync_seconds).start()
+        extra_env = dict(item.split("=", 1) for item in args.operator_env)
+        trace_out = cp.log_dir / "operator-heap.json" if args.trace_memory else None
+        op = OperatorProcess(cp, minio, args.resync_seconds, trace_out=trace_out, extra_env=extra_env).start()
+        results["operator_env"] = extra_env
         session = Session(cp, minio, kwok, op)
         time.sleep(2)
         results["operator_rss_idle_mib"] = round(rss_bytes(op.pid) / 2**20, 1)

@@ -99,3 +99,38 @@ def test_pipelines_by_event() -> None:
     assert got is not None and got["metadata"]["resourceVersion"] == "7" and "status" not in got
     cache.pipeline_event("DELETED", body)
     assert cache.pipeline("ns", "p") is None
+
+
+def test_an_event_says_whether_it_changed_what_a_pass_reads() -> None:
+    cache = WatchCache()
+    assert cache.job_event("ADDED", job("r1-a-1", "a", 1)) is True
+    running = job("r1-a-1", "a", 1)
+    running["metadata"]["annotations"]["other"] = "a new resourceVersion, nothing a pass reads"
+    assert cache.job_event("MODIFIED", running) is False
+    assert cache.job_event("MODIFIED", job("r1-a-1", "a", 1, complete=True)) is True
+    assert cache.job_event("MODIFIED", job("r1-a-1", "a", 1, complete=True)) is False  # ended, then tidied up
+
+    assert cache.pod_event("ADDED", pod("r1-a-1-x", "r1-a-1", "Pending")) is True
+    assert cache.pod_event("MODIFIED", pod("r1-a-1-x", "r1-a-1", "Pending")) is False
+    assert cache.pod_event("MODIFIED", pod("r1-a-1-x", "r1-a-1", "Succeeded", '{"ok": true}')) is True
+    assert cache.pod_event("MODIFIED", pod("r1-a-1-x", "r1-a-1", "Succeeded", '{"ok": true}')) is False
+
+    assert cache.pod_event("DELETED", pod("r1-a-1-x", "r1-a-1", "Succeeded")) is True
+    assert cache.pod_event("DELETED", pod("r1-a-1-x", "r1-a-1", "Succeeded")) is False  # already gone
+    assert cache.job_event("MODIFIED", {"metadata": {"name": "unlabelled", "namespace": "ns"}}) is False
+
+
+def test_pod_stopped_is_per_job_and_needs_the_containers_end() -> None:
+    cache = WatchCache()
+    assert not cache.pod_stopped("ns", "r1", "r1-a-1")
+    cache.pod_event("ADDED", pod("p1", "r1-a-1", "Running"))
+    assert not cache.pod_stopped("ns", "r1", "r1-a-1")
+    cache.pod_event("MODIFIED", pod("p1", "r1-a-1", "Failed", "boom"))
+    cache.pod_event("ADDED", pod("p2", "r1-b-1", "Running"))
+    assert cache.pod_stopped("ns", "r1", "r1-a-1")
+    assert not cache.pod_stopped("ns", "r1", "r1-b-1")
+    assert not cache.pod_stopped("other", "r1", "r1-a-1")
+    without_end = pod("p3", "r1-c-1", "Succeeded")
+    without_end["status"]["containerStatuses"] = []  # phase set before the container's state arrived
+    cache.pod_event("ADDED", without_end)
+    assert not cache.pod_stopped("ns", "r1", "r1-c-1")

@@ -21,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # kopf logs "Handler '...' succeeded." at INFO for every event of every watched Job, pod and Run: at
+        # 1,000 Runs that is ~20,000 lines saying nothing. Failures are still logged (WARNING and ERROR).
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
         config = load_config()
     except ConfigError as e:
@@ -28,10 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import kopf  # noqa: PLC0415 - only the running operator needs it
 
-    import conveyor.controller.main  # noqa: F401, PLC0415 - registers the handlers
+    import conveyor.controller.main  # noqa: PLC0415 - registers the handlers
 
     namespaces = args.namespace or config.namespaces
     standalone = args.standalone or not config.peering
+    conveyor.controller.main.STANDALONE = standalone
     peering: dict[str, Any] = {}
     if not standalone:
         from conveyor.kube.cluster import Cluster, load_kube_config  # noqa: PLC0415

@@ -1,8 +1,9 @@
 """The kopf shell: the only importer of kopf. Handlers only trigger reconciles; all decisions are in conveyor.core.
 
-Triggers: any event on a Run, any event on a Job labelled with a Run, and a timer on unfinished
-Runs (retries' backoff, timeouts, and anything missed while the operator was down). kopf's own
-bookkeeping lives in annotations under conveyor.dev, so `status` is entirely ours.
+Triggers of a Run's pass: a new Run or a change of its spec, a Job of it ending, a step pod of it
+stopping, and the pass's own request for a later one (`Requeue`: retries' backoff, timeouts, and a
+resync in case something was missed), which also covers every unfinished Run found when the operator
+starts. kopf's own bookkeeping lives in annotations under conveyor.dev, so `status` is entirely ours.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from conveyor.controller import artifact_gc, metrics
 from conveyor.controller.config import OperatorConfig, load_config
 from conveyor.controller.modeldeployments import ModelDeploymentReconciler
 from conveyor.controller.pipelines import PipelineReconciler
+from conveyor.controller.requeue import Requeue
 from conveyor.controller.runs import RunReconciler
 from conveyor.kube.cluster import Cluster, load_kube_config
 from conveyor.kube.discovery import missing_resources
@@ -31,6 +33,10 @@ CONFIG: OperatorConfig = load_config()
 WATCHED = WatchCache()
 """Step Jobs, pods and Pipelines as the watches below last showed them (passes read them instead of LISTing)."""
 _reconciler: RunReconciler | None = None
+STANDALONE = False
+"""Set by the entry point: one replica, whose watches (and so the watch cache) never pause."""
+REQUEUE = Requeue(lambda namespace, name: reconciler().reconcile(namespace, name))
+"""Each unfinished Run's next pass, at the time its last pass asked for."""
 
 
 def reconciler() -> RunReconciler:
@@ -63,10 +69,16 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.lifetime = CONFIG.peering_lifetime_seconds
     cluster = Cluster(load_kube_config())
     store = S3Store(CONFIG.s3_bucket, CONFIG.s3_prefix, CONFIG.s3_endpoint)
-    _reconciler = RunReconciler(cluster, store, CONFIG, watched=WATCHED)
+    _reconciler = RunReconciler(cluster, store, CONFIG, watched=WATCHED, requeue=REQUEUE.after)
+    REQUEUE.start()
     artifact_gc.start(cluster, store, CONFIG)
     metrics.serve(CONFIG.metrics_port)
     log.info("started: bucket %s, step image %s", CONFIG.s3_bucket, CONFIG.step_image)
+
+
+@kopf.on.cleanup()
+def stop_requeue(**_: Any) -> None:
+    REQUEUE.stop()
 
 
 def _unfinished(status: kopf.Status, **_: Any) -> bool:
@@ -80,11 +92,15 @@ def run_changed(type: str, namespace: str | None, name: str, meta: kopf.Meta, st
     assert namespace is not None
     if type == "DELETED":
         reconciler().forget(namespace, name)
+        REQUEUE.forget(namespace, name)
         return
+    if type == "ADDED" and STANDALONE:
+        reconciler().born_watched(namespace, name)
     # Our own status writes come back as events too; a pass is only owed when the Run is new or its spec
-    # changed (cancel, approvals). Progress is driven by Job and pod events, and the timer resyncs the rest.
+    # changed (cancel, approvals), or when this process has not looked at it yet (found unfinished at
+    # start-up). Progress is driven by Job and pod events, and each pass asks for the next one it needs.
     spec_changed = status.get("observedGeneration") != meta.get("generation")
-    if _unfinished(status) and (spec_changed or not status.get("startedAt")):
+    if _unfinished(status) and (spec_changed or not status.get("startedAt") or not REQUEUE.knows(namespace, name)):
         reconciler().reconcile(namespace, name)
 
 
@@ -100,9 +116,11 @@ def pod_changed(
 ) -> None:
     """A step pod that stopped: plan at once rather than when the Job controller marks its Job done (~1 s later)."""
     assert namespace is not None
-    WATCHED.pod_event(type, dict(body))
+    changed = WATCHED.pod_event(type, dict(body))
     stopped = status.get("phase") in ("Succeeded", "Failed")
-    if type == "MODIFIED" and stopped and not meta.get("deletionTimestamp"):
+    # Only the event that shows it stopped (or brings its termination message): a stopped pod gets further
+    # updates (its Job's tracking finalizer removed, conditions) that tell a pass nothing new.
+    if type == "MODIFIED" and changed and stopped and not meta.get("deletionTimestamp"):
         reconciler().reconcile(namespace, labels[LABEL_RUN])
 
 
@@ -110,25 +128,20 @@ def pod_changed(
 def job_changed(
     type: str, namespace: str | None, meta: kopf.Meta, status: kopf.Status, body: kopf.Body, **_: Any
 ) -> None:
-    """Only a Job reaching its end matters (its creation is ours, its progress is its pod's); a Job that
-    disappears while running is noticed by the resync timer."""
+    """Only a Job reaching its end matters (its creation is ours, its progress is its pod's), once: later
+    updates of an ended Job change nothing a pass reads. A Job that disappears while running is noticed by
+    the Run's resync; Jobs found at start-up are read by each unfinished Run's first pass."""
     assert namespace is not None
-    WATCHED.job_event(type, dict(body))
+    changed = WATCHED.job_event(type, dict(body))
     ended = any(
         c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in status.get("conditions") or []
     )
-    if type == "DELETED" or not ended:
+    if type != "MODIFIED" or not changed or not ended:
         return
     for owner in meta.get("ownerReferences", []):
-        if owner.get("kind") == "Run":
+        # The pass owed for its pod's stop has read the step's end already (the Job ends ~1 s after its pod).
+        if owner.get("kind") == "Run" and not WATCHED.pod_stopped(namespace, owner["name"], meta["name"]):
             reconciler().reconcile(namespace, owner["name"])
-
-
-# backoff: a pass that raised (the API server restarting) is retried at the resync pace, not kopf's 60 s.
-@kopf.timer(GROUP, VERSION, "runs", interval=CONFIG.resync_seconds, backoff=CONFIG.resync_seconds, when=_unfinished)
-def run_resync(namespace: str | None, name: str, **_: Any) -> None:
-    assert namespace is not None
-    reconciler().reconcile(namespace, name)
 
 
 # ---------------------------------------------------------------- pipelines

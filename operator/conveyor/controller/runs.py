@@ -89,6 +89,7 @@ class RunReconciler:
         config: OperatorConfig,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         watched: WatchCache | None = None,
+        requeue: Callable[[str, str, float | None], None] | None = None,
     ) -> None:
         self.cluster = cluster
         self.store = store
@@ -96,15 +97,26 @@ class RunReconciler:
         self.config = config
         self.clock = clock
         self.watched = watched
+        self.requeue = requeue
+        """Told after every pass when the Run next wants one (None: never), whatever started the pass."""
         self._passes = Coalescer()
         self._listed: set[tuple[str, str]] = set()
+        self._born_watched: set[tuple[str, str]] = set()
         self._validated: dict[tuple[str, str, str], tuple[PipelineSpec | None, SpecProblem | None]] = {}
         self._guard = threading.Lock()
+
+    def born_watched(self, namespace: str, name: str) -> None:
+        """The Run was created while this process's watches ran (a watch ADDED, not the initial listing), and
+        no other process acts on Runs (standalone): every Job of it was created by this process after the
+        watches started, so the watch cache has seen or will see each one, and its first pass need not LIST."""
+        with self._guard:
+            self._born_watched.add((namespace, name))
 
     def forget(self, namespace: str, name: str) -> None:
         self._passes.forget(namespace, name)
         with self._guard:
             self._listed.discard((namespace, name))
+            self._born_watched.discard((namespace, name))
         if self.watched is not None:
             self.watched.forget_run(namespace, name)
 
@@ -121,7 +133,7 @@ class RunReconciler:
         key = (namespace, name)
         if self.watched is not None:
             with self._guard:
-                listed_before = key in self._listed
+                listed_before = key in self._listed or key in self._born_watched
             if listed_before:
                 seen = observe_jobs(*self.watched.run_objects(namespace, name))
                 fan_outs = {s.name for s in spec.steps if s.for_each is not None}  # they have no Job of their own
@@ -268,20 +280,24 @@ class RunReconciler:
         return self._passes.run(namespace, name, lambda: self._timed_pass(namespace, name))
 
     def _timed_pass(self, namespace: str, name: str) -> float | None:
-        with metrics.RECONCILE.labels("Run").time():
-            try:
-                return self._reconcile(namespace, name)
-            except StoreUnavailable as e:
-                # A wait, not a failure: raised to kopf it would put the Run's resync timer into kopf's error
-                # backoff (a minute) and drop the event that triggered the pass, so a Run would sit idle long
-                # after the store came back. Say so on the Run and plan again at the usual pace.
-                metrics.RECONCILE_ERRORS.labels("Run").inc()
-                log.warning("run %s/%s waits for the artifact store: %s", namespace, name, e)
-                self._waiting_for_store(namespace, name, str(e))
-                return self.config.resync_seconds
-            except Exception:
-                metrics.RECONCILE_ERRORS.labels("Run").inc()
-                raise
+        wait: float | None = self.config.resync_seconds  # also what a pass that raised asks for (an API restart)
+        try:
+            with metrics.RECONCILE.labels("Run").time():
+                try:
+                    wait = self._reconcile(namespace, name)
+                except StoreUnavailable as e:
+                    # A wait, not a failure: raised, it would drop the event that triggered the pass. Say so
+                    # on the Run and plan again at the usual pace.
+                    metrics.RECONCILE_ERRORS.labels("Run").inc()
+                    log.warning("run %s/%s waits for the artifact store: %s", namespace, name, e)
+                    self._waiting_for_store(namespace, name, str(e))
+                except Exception:
+                    metrics.RECONCILE_ERRORS.labels("Run").inc()
+                    raise
+        finally:
+            if self.requeue is not None:
+                self.requeue(namespace, name, wait)
+        return wait
 
     def _waiting_for_store(self, namespace: str, name: str, message: str) -> None:
         """The Run's Succeeded condition says StoreUnavailable until a pass gets through (it then says Running)."""

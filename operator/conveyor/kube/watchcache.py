@@ -65,32 +65,53 @@ class WatchCache:
             return None
         return meta["namespace"], run
 
-    def job_event(self, event: str | None, body: Body) -> None:
-        self._event(event, body, 0, _trim_job)
+    def job_event(self, event: str | None, body: Body) -> bool:
+        """Fold in a Job's event; True if what observation reads of it changed (most events change nothing)."""
+        return self._event(event, body, 0, _trim_job)
 
-    def pod_event(self, event: str | None, body: Body) -> None:
-        self._event(event, body, 1, _trim_pod)
+    def pod_event(self, event: str | None, body: Body) -> bool:
+        """Fold in a pod's event; True if what observation reads of it changed."""
+        return self._event(event, body, 1, _trim_pod)
 
-    def _event(self, event: str | None, body: Body, which: int, trim: Any) -> None:
+    def _event(self, event: str | None, body: Body, which: int, trim: Any) -> bool:
         name = body.get("metadata", {}).get("name")
         key = self._key(body)
         if key is None or not name:
-            return
+            return False
         with self._lock:
             if event == "DELETED":
                 bucket = self._runs.get(key)
-                if bucket is not None:
-                    bucket[which].pop(name, None)
-                    if not bucket[0] and not bucket[1]:
-                        del self._runs[key]  # a deleted Run's objects leave nothing behind
-            else:
-                self._runs.setdefault(key, ({}, {}))[which][name] = trim(body)
+                if bucket is None or bucket[which].pop(name, None) is None:
+                    return False
+                if not bucket[0] and not bucket[1]:
+                    del self._runs[key]  # a deleted Run's objects leave nothing behind
+                return True
+            objects = self._runs.setdefault(key, ({}, {}))[which]
+            trimmed = trim(body)
+            if objects.get(name) == trimmed:
+                return False
+            objects[name] = trimmed
+            return True
 
     def run_objects(self, namespace: str, run: str) -> tuple[list[Body], list[Body]]:
         """(jobs, pods) of a Run as the watches last showed them."""
         with self._lock:
             jobs, pods = self._runs.get((namespace, run), ({}, {}))
             return list(jobs.values()), list(pods.values())
+
+    def pod_stopped(self, namespace: str, run: str, job: str) -> bool:
+        """The watch has shown the Job's pod stopped, with its container's end (a pass has been owed since)."""
+        with self._lock:
+            pods = self._runs.get((namespace, run), ({}, {}))[1]
+            return any(
+                pod["status"]["phase"] in ("Succeeded", "Failed")
+                and pod["status"]["containerStatuses"]
+                and pod["metadata"]["labels"].get(
+                    "batch.kubernetes.io/job-name", pod["metadata"]["labels"].get("job-name")
+                )
+                == job
+                for pod in pods.values()
+            )
 
     def forget_run(self, namespace: str, run: str) -> None:
         with self._lock:

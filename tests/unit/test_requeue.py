@@ -1,0 +1,129 @@
+"""Requeue: each object's next pass at the time its last pass asked for, the latest wish winning."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from conveyor.controller.requeue import Requeue
+
+
+class Recorder:
+    def __init__(self, fail: set[str] | None = None) -> None:
+        self.calls: list[tuple[str, str, float]] = []
+        self.fail = fail or set()
+        self.event = threading.Event()
+        self.lock = threading.Lock()
+
+    def __call__(self, namespace: str, name: str) -> None:
+        with self.lock:
+            self.calls.append((namespace, name, time.monotonic()))
+        self.event.set()
+        if name in self.fail:
+            raise RuntimeError("the API server is restarting")
+
+    def names(self) -> list[str]:
+        with self.lock:
+            return [n for _, n, _ in self.calls]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+def test_passes_run_when_due_in_due_order() -> None:
+    act = Recorder()
+    queue = Requeue(act, workers=1).start()
+    try:
+        began = time.monotonic()
+        queue.after("ns", "late", 0.3)
+        queue.after("ns", "soon", 0.05)
+        queue.after("ns", "now", 0)
+        wait_for(lambda: len(act.names()) == 3)
+        assert act.names() == ["now", "soon", "late"]
+        late_at = act.calls[2][2]
+        assert late_at - began >= 0.29
+        assert queue.pending() == 0
+    finally:
+        queue.stop()
+
+
+def test_a_later_wish_replaces_an_earlier_one() -> None:
+    act = Recorder()
+    queue = Requeue(act).start()
+    try:
+        queue.after("ns", "run", 0.05)
+        queue.after("ns", "run", 0.4)  # the pass that just ran asked for its next one later
+        time.sleep(0.2)
+        assert act.names() == []
+        wait_for(lambda: act.names() == ["run"])
+        time.sleep(0.1)
+        assert act.names() == ["run"]  # once, not once per wish
+    finally:
+        queue.stop()
+
+
+def test_none_and_forget_cancel_the_pass_and_the_knowing() -> None:
+    act = Recorder()
+    queue = Requeue(act).start()
+    try:
+        queue.after("ns", "done", 0.05)
+        queue.after("ns", "deleted", 0.05)
+        assert queue.knows("ns", "done") and queue.knows("ns", "deleted")
+        queue.after("ns", "done", None)
+        queue.forget("ns", "deleted")
+        assert not queue.knows("ns", "done") and not queue.knows("ns", "deleted")
+        time.sleep(0.2)
+        assert act.names() == []
+    finally:
+        queue.stop()
+
+
+def test_an_object_stays_known_while_its_pass_runs() -> None:
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow(namespace: str, name: str) -> None:
+        started.set()
+        release.wait(5)
+
+    queue = Requeue(slow).start()
+    try:
+        queue.after("ns", "run", 0)
+        assert started.wait(5)
+        assert queue.knows("ns", "run")  # an event arriving now must not start a second pass for it
+        assert queue.pending() == 0
+    finally:
+        release.set()
+        queue.stop()
+
+
+def test_a_failing_pass_does_not_stop_the_others() -> None:
+    act = Recorder(fail={"broken"})
+    queue = Requeue(act, workers=1).start()
+    try:
+        queue.after("ns", "broken", 0)
+        queue.after("ns", "fine", 0.05)
+        wait_for(lambda: act.names() == ["broken", "fine"])
+    finally:
+        queue.stop()
+
+
+def test_keys_are_namespaced() -> None:
+    act = Recorder()
+    queue = Requeue(act).start()
+    try:
+        queue.after("a", "run", 0.02)
+        queue.after("b", "run", 0.02)
+        queue.forget("a", "run")
+        wait_for(lambda: len(act.calls) == 1)
+        time.sleep(0.1)
+        assert [(ns, n) for ns, n, _ in act.calls] == [("b", "run")]
+    finally:
+        queue.stop()
