@@ -118,9 +118,10 @@ def pod_changed(
     assert namespace is not None
     changed = WATCHED.pod_event(type, dict(body))
     stopped = status.get("phase") in ("Succeeded", "Failed")
-    # Only the event that shows it stopped (or brings its termination message): a stopped pod gets further
-    # updates (its Job's tracking finalizer removed, conditions) that tell a pass nothing new.
-    if type == "MODIFIED" and changed and stopped and not meta.get("deletionTimestamp"):
+    # Only the event that shows it stopped (or brings its termination message), also from a watch's (re)listing
+    # after an outage: a stopped pod gets further updates (its Job's tracking finalizer removed, conditions)
+    # that tell a pass nothing new.
+    if type != "DELETED" and changed and stopped and not meta.get("deletionTimestamp"):
         reconciler().reconcile(namespace, labels[LABEL_RUN])
 
 
@@ -136,7 +137,7 @@ def job_changed(
     ended = any(
         c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in status.get("conditions") or []
     )
-    if type != "MODIFIED" or not changed or not ended:
+    if type == "DELETED" or not changed or not ended:
         return
     for owner in meta.get("ownerReferences", []):
         # The pass owed for its pod's stop has read the step's end already (the Job ends ~1 s after its pod).

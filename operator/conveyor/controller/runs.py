@@ -62,6 +62,16 @@ from conveyor.storage.store import ArtifactStore, StoreUnavailable
 log = logging.getLogger("conveyor.runs")
 
 DONE = (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED)
+IDLE_RESYNC_FACTOR = 6
+
+
+def idle_resync(previous: float | None, changed: bool, base: float) -> float:
+    """The Run's resync: `base` after a pass that did something, doubling after each pass that found nothing
+    to do, up to `IDLE_RESYNC_FACTOR` times `base`. Events drive progress and the resync only catches what
+    they missed: a Run waiting for its pods should not cost a pass every interval."""
+    if changed or previous is None:
+        return base
+    return min(previous * 2, base * IDLE_RESYNC_FACTOR)
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,7 @@ class RunReconciler:
         self._passes = Coalescer()
         self._listed: set[tuple[str, str]] = set()
         self._born_watched: set[tuple[str, str]] = set()
+        self._idle: dict[tuple[str, str], float] = {}
         self._validated: dict[tuple[str, str, str], tuple[PipelineSpec | None, SpecProblem | None]] = {}
         self._guard = threading.Lock()
 
@@ -117,6 +128,7 @@ class RunReconciler:
         with self._guard:
             self._listed.discard((namespace, name))
             self._born_watched.discard((namespace, name))
+            self._idle.pop((namespace, name), None)
         if self.watched is not None:
             self.watched.forget_run(namespace, name)
 
@@ -406,9 +418,17 @@ class RunReconciler:
         self._events(body, old_status, plan, finished_now)
         if plan.done:
             return None if record_uri is not None else self.config.resync_seconds
-        wait = self.config.resync_seconds
+        wait = self._idle_wait(
+            (namespace, name), changed=bool(plan.actions) or status.to_wire() != old_status.to_wire()
+        )
         if plan.wake_at is not None:
             wait = min(wait, max(0.5, (plan.wake_at - self.clock()).total_seconds()))
+        return wait
+
+    def _idle_wait(self, key: tuple[str, str], changed: bool) -> float:
+        with self._guard:
+            wait = idle_resync(self._idle.get(key), changed, self.config.resync_seconds)
+            self._idle[key] = wait
         return wait
 
     # ------------------------------------------------------------------ the run record
