@@ -220,7 +220,7 @@ class OperatorProcess:
         self.process.start()
         wait_until(
             lambda: http_ok(f"http://127.0.0.1:{self.metrics_port}/metrics"),
-            timeout=60,
+            timeout=60 if self.trace_out is None else 300,  # imports alone take ~20 s under tracemalloc
             what="the operator's metrics endpoint",
             process=self.process,
         )

@@ -19,7 +19,7 @@ import tracemalloc
 from pathlib import Path
 from types import FrameType
 
-FRAMES = 12
+FRAMES = 8
 
 
 def _report() -> dict[str, object]:
