@@ -42,7 +42,8 @@ class OperatorConfig(BaseModel):
     namespaces: list[str] = Field(default_factory=list)
     """Namespaces to watch (JSON list, or comma-separated); empty: all namespaces."""
     resync_seconds: Annotated[float, Field(gt=0)] = 10.0
-    """How often every unfinished Run is re-planned even without events (retries, timeouts, missed events)."""
+    """An unfinished Run's resync, in case an event was missed: this long after a pass that acted, doubling up to
+    6x while passes find nothing to do (retries' backoff and timeouts are kept to their own times)."""
     artifact_gc_interval_seconds: Annotated[float, Field(ge=0)] = 3600.0
     """How often artifacts nothing references are collected (0: never; `conveyor gc` still works by hand)."""
     artifact_gc_grace_seconds: Annotated[float, Field(ge=0)] = 86400.0
