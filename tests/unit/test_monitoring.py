@@ -32,7 +32,6 @@ from conveyor.core.monitoring import (
     Verdict,
     category_reference,
     category_shift,
-    drift_score,
     drifting,
     judge,
     live_accuracy,
@@ -70,7 +69,7 @@ REFERENCE = {f"f{i}": FeatureReference(0.0, 1.0) for i in range(10)}
 )
 def test_drift_score_is_the_share_of_shifted_features(shifted: int, by: float, score: float) -> None:
     window = {f: window_of(RNG.normal(by if i < shifted else 0.0, 1.0, 400)) for i, f in enumerate(REFERENCE)}
-    measured = drift_score(REFERENCE, window)
+    measured = summarize(judge(REFERENCE, window))
     assert measured is not None
     assert measured[0] == pytest.approx(score)
     assert measured[1] == 400
@@ -80,13 +79,13 @@ def test_drift_score_is_the_share_of_shifted_features(shifted: int, by: float, s
 
 def test_a_variance_change_is_drift_too() -> None:
     window = {f: window_of(RNG.normal(0.0, 3.0, 400)) for f in REFERENCE}
-    measured = drift_score(REFERENCE, window)
+    measured = summarize(judge(REFERENCE, window))
     assert measured is not None and measured[0] == 1.0
 
 
 def test_a_small_window_is_not_judged() -> None:
-    assert drift_score(REFERENCE, {f: window_of(RNG.normal(5, 1, 10)) for f in REFERENCE}) is None
-    assert drift_score(REFERENCE, {"unknown": window_of(RNG.normal(5, 1, 100))}) is None
+    assert summarize(judge(REFERENCE, {f: window_of(RNG.normal(5, 1, 10)) for f in REFERENCE})) is None
+    assert summarize(judge(REFERENCE, {"unknown": window_of(RNG.normal(5, 1, 100))})) is None
 
 
 # ---------------------------------------------------------------- categorical drift
@@ -187,7 +186,7 @@ def test_drift_score_counts_numeric_and_categorical_features_alike() -> None:
         "b": window_of(RNG.normal(0.0, 1.0, 200)),
         "colour": counts(red=20, green=60, blue=120),
     }
-    measured = drift_score(reference, window)
+    measured = summarize(judge(reference, window))
     assert measured is not None
     score, rows, features = measured
     assert score == pytest.approx(1 / 3, abs=1e-4) and rows == 200

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from conveyor.controller.requeue import Requeue
 
@@ -37,10 +38,18 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     raise AssertionError("timed out")
 
 
+@contextlib.contextmanager
+def running(act: Callable[[str, str], object], **options: int) -> Iterator[Requeue]:
+    queue = Requeue(act, **options).start()
+    try:
+        yield queue
+    finally:
+        queue.stop()
+
+
 def test_passes_run_when_due_in_due_order() -> None:
     act = Recorder()
-    queue = Requeue(act, workers=1).start()
-    try:
+    with running(act, workers=1) as queue:
         began = time.monotonic()
         queue.after("ns", "late", 0.3)
         queue.after("ns", "soon", 0.05)
@@ -50,14 +59,11 @@ def test_passes_run_when_due_in_due_order() -> None:
         late_at = act.calls[2][2]
         assert late_at - began >= 0.29
         assert queue.pending() == 0
-    finally:
-        queue.stop()
 
 
 def test_a_later_wish_replaces_an_earlier_one() -> None:
     act = Recorder()
-    queue = Requeue(act).start()
-    try:
+    with running(act) as queue:
         queue.after("ns", "run", 0.05)
         queue.after("ns", "run", 0.4)  # the pass that just ran asked for its next one later
         time.sleep(0.2)
@@ -65,14 +71,11 @@ def test_a_later_wish_replaces_an_earlier_one() -> None:
         wait_for(lambda: act.names() == ["run"])
         time.sleep(0.1)
         assert act.names() == ["run"]  # once, not once per wish
-    finally:
-        queue.stop()
 
 
 def test_none_and_forget_cancel_the_pass_and_the_knowing() -> None:
     act = Recorder()
-    queue = Requeue(act).start()
-    try:
+    with running(act) as queue:
         queue.after("ns", "done", 0.05)
         queue.after("ns", "deleted", 0.05)
         assert queue.knows("ns", "done") and queue.knows("ns", "deleted")
@@ -81,8 +84,6 @@ def test_none_and_forget_cancel_the_pass_and_the_knowing() -> None:
         assert not queue.knows("ns", "done") and not queue.knows("ns", "deleted")
         time.sleep(0.2)
         assert act.names() == []
-    finally:
-        queue.stop()
 
 
 def test_an_object_stays_known_while_its_pass_runs() -> None:
@@ -93,37 +94,30 @@ def test_an_object_stays_known_while_its_pass_runs() -> None:
         started.set()
         release.wait(5)
 
-    queue = Requeue(slow).start()
-    try:
-        queue.after("ns", "run", 0)
-        assert started.wait(5)
-        assert queue.knows("ns", "run")  # an event arriving now must not start a second pass for it
-        assert queue.pending() == 0
-    finally:
-        release.set()
-        queue.stop()
+    with running(slow) as queue:
+        try:
+            queue.after("ns", "run", 0)
+            assert started.wait(5)
+            assert queue.knows("ns", "run")  # an event arriving now must not start a second pass for it
+            assert queue.pending() == 0
+        finally:
+            release.set()
 
 
 def test_a_failing_pass_does_not_stop_the_others() -> None:
     act = Recorder(fail={"broken"})
-    queue = Requeue(act, workers=1).start()
-    try:
+    with running(act, workers=1) as queue:
         queue.after("ns", "broken", 0)
         queue.after("ns", "fine", 0.05)
         wait_for(lambda: act.names() == ["broken", "fine"])
-    finally:
-        queue.stop()
 
 
 def test_keys_are_namespaced() -> None:
     act = Recorder()
-    queue = Requeue(act).start()
-    try:
+    with running(act) as queue:
         queue.after("a", "run", 0.02)
         queue.after("b", "run", 0.02)
         queue.forget("a", "run")
         wait_for(lambda: len(act.calls) == 1)
         time.sleep(0.1)
         assert [(ns, n) for ns, n, _ in act.calls] == [("b", "run")]
-    finally:
-        queue.stop()

@@ -13,6 +13,7 @@ import json
 import logging
 import tempfile
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ from conveyor.controller.locks import Coalescer
 from conveyor.controller.pipelines import LABEL_PIPELINE, LABEL_TRIGGER, _parse_time
 from conveyor.controller.scrape import (
     ServerSamples,
+    W,
     category_totals,
     feature_totals,
     fetch_metrics,
@@ -374,20 +376,18 @@ class ModelDeploymentReconciler:
         if spec.monitoring.drift is not None and model_meta is not None:
             reference = reference_profile(model_meta)
             for uid, pod in samples.items():
-                totals = feature_totals(pod, version)
-                for f, w in window_delta(totals, watch.counters.get(uid)).items():
-                    if f in reference:
-                        watch.window.setdefault(f, FeatureWindow()).add(w)
-                watch.counters[uid] = totals
-                counts = category_totals(pod, version)
-                for f, c in window_delta(counts, watch.category_counters.get(uid)).items():
-                    if f in reference:
-                        watch.categories.setdefault(f, CategoryWindow()).add(c)
-                watch.category_counters[uid] = counts
-            for uid in set(watch.counters) - set(samples):
-                del watch.counters[uid]
-            for uid in set(watch.category_counters) - set(samples):
-                del watch.category_counters[uid]
+                _fold(watch.window, watch.counters, uid, feature_totals(pod, version), reference, FeatureWindow)
+                _fold(
+                    watch.categories,
+                    watch.category_counters,
+                    uid,
+                    category_totals(pod, version),
+                    reference,
+                    CategoryWindow,
+                )
+            for seen in (watch.counters, watch.category_counters):
+                for uid in set(seen) - set(samples):
+                    del seen[uid]
             judged = monitoring.judge(reference, {**watch.window, **watch.categories})
             if judged:
                 # Only judged features start a new window; the others keep filling, with their last verdict.
@@ -509,6 +509,21 @@ class ModelDeploymentReconciler:
             "RetrainingStarted",
             f"started run {created} of pipeline {trigger.pipeline}: {decision.message}",
         )
+
+
+def _fold(
+    window: dict[str, W],
+    seen: dict[str, dict[str, W]],
+    uid: str,
+    totals: dict[str, W],
+    reference: Mapping[str, Reference],
+    empty: Callable[[], W],
+) -> None:
+    """Add what one pod's counters gained since they were last seen to the window of each watched feature."""
+    for f, w in window_delta(totals, seen.get(uid)).items():
+        if f in reference:
+            window.setdefault(f, empty()).add(w)
+    seen[uid] = totals
 
 
 def reference_profile(meta: ArtifactMetadata) -> dict[str, Reference]:

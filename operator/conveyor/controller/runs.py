@@ -111,7 +111,7 @@ class RunReconciler:
         """Told after every pass when the Run next wants one (None: never), whatever started the pass."""
         self._passes = Coalescer()
         self._listed: set[tuple[str, str]] = set()
-        self._born_watched: set[tuple[str, str]] = set()
+        """Runs whose Jobs the watch cache holds: LISTed once in this process, or created while it watched."""
         self._idle: dict[tuple[str, str], float] = {}
         self._validated: dict[tuple[str, str, str], tuple[PipelineSpec | None, SpecProblem | None]] = {}
         self._guard = threading.Lock()
@@ -121,13 +121,12 @@ class RunReconciler:
         no other process acts on Runs (standalone): every Job of it was created by this process after the
         watches started, so the watch cache has seen or will see each one, and its first pass need not LIST."""
         with self._guard:
-            self._born_watched.add((namespace, name))
+            self._listed.add((namespace, name))
 
     def forget(self, namespace: str, name: str) -> None:
         self._passes.forget(namespace, name)
         with self._guard:
             self._listed.discard((namespace, name))
-            self._born_watched.discard((namespace, name))
             self._idle.pop((namespace, name), None)
         if self.watched is not None:
             self.watched.forget_run(namespace, name)
@@ -145,7 +144,7 @@ class RunReconciler:
         key = (namespace, name)
         if self.watched is not None:
             with self._guard:
-                listed_before = key in self._listed or key in self._born_watched
+                listed_before = key in self._listed
             if listed_before:
                 seen = observe_jobs(*self.watched.run_objects(namespace, name))
                 fan_outs = {s.name for s in spec.steps if s.for_each is not None}  # they have no Job of their own

@@ -208,13 +208,6 @@ def summarize(verdicts: Mapping[str, Verdict]) -> tuple[float, int, list[Feature
     return round(drifted / len(verdicts), 4), min(v.rows for v in verdicts.values()), features
 
 
-def drift_score(
-    reference: Mapping[str, Reference], window: Mapping[str, Window]
-) -> tuple[float, int, list[FeatureDrift]] | None:
-    """(score, rows, most shifted features) of one window, or None while it is too small to judge."""
-    return summarize(judge(reference, window))
-
-
 def next_drift(
     previous: DriftStatus | None,
     measured: tuple[float, int, list[FeatureDrift]],

@@ -58,6 +58,13 @@ def task_cache_key(job: dict[str, Any]) -> str | None:
     return None
 
 
+def pod_job_name(pod: dict[str, Any]) -> str | None:
+    """The Job a pod belongs to, from the label the Job controller sets (its older name too)."""
+    labels = pod["metadata"].get("labels") or {}
+    name: str | None = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+    return name
+
+
 def observe_jobs(
     jobs: Iterable[dict[str, Any]], pods: Iterable[dict[str, Any]]
 ) -> dict[tuple[str, int], JobObservation]:
@@ -66,14 +73,13 @@ def observe_jobs(
     # Complete about a second later (its sync batch period), and every step would wait for that.
     ended: dict[str, tuple[bool, str | None, str | None, datetime | None]] = {}
     for pod in pods:
-        labels = pod["metadata"].get("labels", {})
-        job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+        owner = pod_job_name(pod)
         phase = pod.get("status", {}).get("phase")
         for cs in pod.get("status", {}).get("containerStatuses", []):
             term = cs.get("state", {}).get("terminated")
-            if term is not None and job and phase in ("Succeeded", "Failed"):
+            if term is not None and owner and phase in ("Succeeded", "Failed"):
                 at = term.get("finishedAt")
-                ended[job] = (
+                ended[owner] = (
                     phase == "Succeeded",
                     term.get("message"),
                     term.get("reason"),

@@ -16,7 +16,7 @@ import json
 import threading
 from typing import Any
 
-from conveyor.kube.cluster import task_cache_key
+from conveyor.kube.cluster import pod_job_name, task_cache_key
 from conveyor.manifests.names import LABEL_RUN
 
 Body = dict[str, Any]
@@ -106,10 +106,7 @@ class WatchCache:
             return any(
                 pod["status"]["phase"] in ("Succeeded", "Failed")
                 and pod["status"]["containerStatuses"]
-                and pod["metadata"]["labels"].get(
-                    "batch.kubernetes.io/job-name", pod["metadata"]["labels"].get("job-name")
-                )
-                == job
+                and pod_job_name(pod) == job
                 for pod in pods.values()
             )
 
