@@ -121,3 +121,71 @@ def test_keys_are_namespaced() -> None:
         wait_for(lambda: len(act.calls) == 1)
         time.sleep(0.1)
         assert [(ns, n) for ns, n, _ in act.calls] == [("b", "run")]
+
+
+def test_an_event_during_a_pass_owes_exactly_one_more_pass_and_never_a_concurrent_one() -> None:
+    release = threading.Event()
+    first = threading.Event()
+    inside = 0
+    most_inside = 0
+    calls: list[float] = []
+    guard = threading.Lock()
+
+    def slow(namespace: str, name: str) -> None:
+        nonlocal inside, most_inside
+        with guard:
+            inside += 1
+            most_inside = max(most_inside, inside)
+            calls.append(time.monotonic())
+        first.set()
+        release.wait(5)
+        with guard:
+            inside -= 1
+
+    with running(slow, workers=4) as queue:
+        queue.now("ns", "run")
+        assert first.wait(5)
+        for _ in range(5):
+            queue.now("ns", "run")  # a burst of events while the pass runs
+        assert queue.pending() == 1
+        time.sleep(0.1)
+        assert len(calls) == 1  # not started beside the running pass, though workers are free
+        release.set()
+        wait_for(lambda: len(calls) == 2)
+        time.sleep(0.1)
+        assert len(calls) == 2 and most_inside == 1 and queue.pending() == 0
+
+
+def test_an_event_brings_a_later_wish_forward_and_the_pass_then_sets_the_next() -> None:
+    act = Recorder()
+    with running(act) as queue:
+        queue.after("ns", "run", 30)  # the resync the last pass asked for
+        queue.now("ns", "run")
+        wait_for(lambda: act.names() == ["run"])
+        assert queue.pending() == 0  # the 30 s wish is consumed; the pass (here a recorder) asks for no more
+        queue.after("ns", "run", 30)
+        queue.now("ns", "run")
+        queue.now("ns", "run")  # two events before a worker takes it: one pass
+        wait_for(lambda: act.names() == ["run", "run"])
+        time.sleep(0.1)
+        assert act.names() == ["run", "run"]
+        assert queue.knows("ns", "run")
+
+
+def test_a_wish_due_while_its_pass_still_runs_waits_for_that_pass() -> None:
+    release = threading.Event()
+    calls: list[str] = []
+
+    def act(namespace: str, name: str) -> None:
+        calls.append(name)
+        if len(calls) == 1:
+            release.wait(5)
+
+    with running(act, workers=4) as queue:
+        queue.now("ns", "run")
+        wait_for(lambda: len(calls) == 1)
+        queue.after("ns", "run", 0.01)  # the running pass asks for a quick next one, then takes a while
+        time.sleep(0.2)
+        assert calls == ["run"]
+        release.set()
+        wait_for(lambda: calls == ["run", "run"])

@@ -77,10 +77,10 @@ def test_events_update_and_deletions_leave_nothing() -> None:
     assert seen[("b", 1)].finished and not seen[("b", 1)].succeeded
     cache.pod_event("DELETED", pod("p-b", "j-b", "Failed"))
     cache.job_event("DELETED", job("j-b", "b", 1))
-    assert cache.sizes() == (0, 0, 0)
+    assert cache.sizes() == (0, 0, 0, 0)
     assert cache.run_objects("ns", "r1") == ([], [])
     cache.job_event("DELETED", job("j-z", "z", 1))  # late deletions of a forgotten Run create nothing
-    assert cache.sizes() == (0, 0, 0)
+    assert cache.sizes() == (0, 0, 0, 0)
 
 
 def test_only_what_observation_needs_is_kept() -> None:
@@ -134,3 +134,67 @@ def test_pod_stopped_is_per_job_and_needs_the_containers_end() -> None:
     without_end["status"]["containerStatuses"] = []  # phase set before the container's state arrived
     cache.pod_event("ADDED", without_end)
     assert not cache.pod_stopped("ns", "r1", "r1-c-1")
+
+
+def run(rv: str, phase: str | None = None, record: bool = False, name: str = "r1") -> Any:
+    status: dict[str, Any] = {}
+    if phase:
+        status["phase"] = phase
+    if record:
+        status["recordUri"] = "s3://b/records/r1.json"
+    return {
+        "apiVersion": "conveyor.dev/v1alpha1",
+        "kind": "Run",
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": "u1",
+            "resourceVersion": rv,
+            "generation": 1,
+            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "x" * 1000},
+        },
+        "spec": {"pipelineRef": {"name": "p"}},
+        "status": status,
+    }
+
+
+def test_a_run_is_held_trimmed_and_only_a_newer_version_replaces_it() -> None:
+    cache = WatchCache()
+    cache.run_event("ADDED", run("10"))
+    held = cache.run("ns", "r1")
+    assert held is not None
+    assert set(held["metadata"]) == {"name", "namespace", "uid", "resourceVersion", "generation"}
+    assert held["spec"] == {"pipelineRef": {"name": "p"}} and held["kind"] == "Run"
+    cache.run_event("MODIFIED", run("12", "Running"))  # e.g. the response to the operator's own status write
+    cache.run_event("MODIFIED", run("11", "Pending"))  # the watch's event of an older version, arriving late
+    held = cache.run("ns", "r1")
+    assert held is not None and held["metadata"]["resourceVersion"] == "12" and held["status"]["phase"] == "Running"
+    assert cache.run("ns", "other") is None
+
+
+def test_a_finished_run_leaves_only_its_version_behind() -> None:
+    cache = WatchCache()
+    cache.run_event("ADDED", run("10", "Running"))
+    cache.run_event("MODIFIED", run("20", "Succeeded"))  # finished, record not yet stored: its pass still needs it
+    assert cache.run("ns", "r1") is not None
+    cache.run_event("MODIFIED", run("21", "Succeeded", record=True))
+    assert cache.run("ns", "r1") is None
+    assert cache.sizes()[0] == 0
+    cache.run_event("MODIFIED", run("20", "Succeeded"))  # late event of the version before: not news
+    cache.run_event("MODIFIED", run("15", "Running"))
+    assert cache.run("ns", "r1") is None
+    cache.run_event("MODIFIED", run("30", "Running"))  # a newer version (a rerun edits it back): held again
+    assert cache.run("ns", "r1") is not None
+    cache.run_event("DELETED", run("31", "Running"))
+    assert cache.run("ns", "r1") is None
+    cache.run_event("ADDED", run("5"))  # re-created under the same name: new object, any version
+    assert cache.run("ns", "r1") is not None
+
+
+def test_unnumbered_versions_take_the_later_arrival() -> None:
+    cache = WatchCache()
+    cache.run_event("ADDED", run("b"))
+    cache.run_event("MODIFIED", run("a", "Running"))
+    held = cache.run("ns", "r1")
+    assert held is not None and held["metadata"]["resourceVersion"] == "a"

@@ -1,9 +1,12 @@
 """The kopf shell: the only importer of kopf. Handlers only trigger reconciles; all decisions are in conveyor.core.
 
 Triggers of a Run's pass: a new Run or a change of its spec, a Job of it ending, a step pod of it
-stopping, and the pass's own request for a later one (`Requeue`: retries' backoff, timeouts, and a
-resync in case something was missed), which also covers every unfinished Run found when the operator
-starts. kopf's own bookkeeping lives in annotations under conveyor.dev, so `status` is entirely ours.
+stopping, and the pass's own request for a later one (retries' backoff, timeouts, and a resync in case
+something was missed), which also covers every unfinished Run found when the operator starts. The Run,
+Job and pod handlers are coroutines that only feed the watch cache and queue the pass (`Requeue`, a work
+queue with its own workers): they never wait for a pass, so the watches, and so the cache, keep up however
+busy the passes are. kopf's own bookkeeping lives in annotations under conveyor.dev, so `status` is
+entirely ours.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import kopf
 from conveyor.api.base import GROUP, VERSION
 from conveyor.controller import artifact_gc, metrics
 from conveyor.controller.config import OperatorConfig, load_config
+from conveyor.controller.events import EventRecorder
 from conveyor.controller.modeldeployments import ModelDeploymentReconciler
 from conveyor.controller.pipelines import PipelineReconciler
 from conveyor.controller.requeue import Requeue
@@ -31,12 +35,14 @@ from conveyor.storage.s3 import S3Store
 log = logging.getLogger("conveyor.operator")
 CONFIG: OperatorConfig = load_config()
 WATCHED = WatchCache()
-"""Step Jobs, pods and Pipelines as the watches below last showed them (passes read them instead of LISTing)."""
+"""Unfinished Runs, step Jobs and pods and Pipelines as the watches below last showed them (passes read them
+instead of GETting and LISTing)."""
 _reconciler: RunReconciler | None = None
 STANDALONE = False
 """Set by the entry point: one replica, whose watches (and so the watch cache) never pause."""
-REQUEUE = Requeue(lambda namespace, name: reconciler().reconcile(namespace, name))
-"""Each unfinished Run's next pass, at the time its last pass asked for."""
+REQUEUE = Requeue(lambda namespace, name: reconciler().reconcile(namespace, name), workers=CONFIG.reconcile_workers)
+"""Every pass of every Run: owed now by an event, or later by the Run's last pass."""
+_events: EventRecorder | None = None
 
 
 def reconciler() -> RunReconciler:
@@ -56,7 +62,7 @@ def wait_for_the_api(**_: Any) -> None:
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _reconciler  # noqa: PLW0603 - clients are built once per process; no Run state lives here
+    global _reconciler, _events  # noqa: PLW0603 - clients are built once per process; no Run state lives here
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -69,7 +75,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.lifetime = CONFIG.peering_lifetime_seconds
     cluster = Cluster(load_kube_config())
     store = S3Store(CONFIG.s3_bucket, CONFIG.s3_prefix, CONFIG.s3_endpoint)
-    _reconciler = RunReconciler(cluster, store, CONFIG, watched=WATCHED, requeue=REQUEUE.after)
+    _events = EventRecorder(cluster.event)
+    _reconciler = RunReconciler(cluster, store, CONFIG, watched=WATCHED, requeue=REQUEUE.after, events=_events)
     REQUEUE.start()
     artifact_gc.start(cluster, store, CONFIG)
     metrics.serve(CONFIG.metrics_port)
@@ -79,6 +86,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.cleanup()
 def stop_requeue(**_: Any) -> None:
     REQUEUE.stop()
+    if _events is not None:
+        _events.stop()
 
 
 def _unfinished(status: kopf.Status, **_: Any) -> bool:
@@ -88,12 +97,15 @@ def _unfinished(status: kopf.Status, **_: Any) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, "runs")
-def run_changed(type: str, namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any) -> None:
+async def run_changed(
+    type: str, namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, body: kopf.Body, **_: Any
+) -> None:
     assert namespace is not None
     if type == "DELETED":
         reconciler().forget(namespace, name)
         REQUEUE.forget(namespace, name)
         return
+    WATCHED.run_event(type, dict(body))
     if type == "ADDED" and STANDALONE:
         reconciler().born_watched(namespace, name)
     # Our own status writes come back as events too; a pass is only owed when the Run is new or its spec
@@ -101,11 +113,11 @@ def run_changed(type: str, namespace: str | None, name: str, meta: kopf.Meta, st
     # start-up). Progress is driven by Job and pod events, and each pass asks for the next one it needs.
     spec_changed = status.get("observedGeneration") != meta.get("generation")
     if _unfinished(status) and (spec_changed or not status.get("startedAt") or not REQUEUE.knows(namespace, name)):
-        reconciler().reconcile(namespace, name)
+        REQUEUE.now(namespace, name)
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
-def pod_changed(
+async def pod_changed(
     type: str,
     namespace: str | None,
     labels: kopf.Labels,
@@ -122,11 +134,11 @@ def pod_changed(
     # after an outage: a stopped pod gets further updates (its Job's tracking finalizer removed, conditions)
     # that tell a pass nothing new.
     if type != "DELETED" and changed and stopped and not meta.get("deletionTimestamp"):
-        reconciler().reconcile(namespace, labels[LABEL_RUN])
+        REQUEUE.now(namespace, labels[LABEL_RUN])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN: kopf.PRESENT})
-def job_changed(
+async def job_changed(
     type: str, namespace: str | None, meta: kopf.Meta, status: kopf.Status, body: kopf.Body, **_: Any
 ) -> None:
     """Only a Job reaching its end matters (its creation is ours, its progress is its pod's), once: later
@@ -142,7 +154,7 @@ def job_changed(
     for owner in meta.get("ownerReferences", []):
         # The pass owed for its pod's stop has read the step's end already (the Job ends ~1 s after its pod).
         if owner.get("kind") == "Run" and not WATCHED.pod_stopped(namespace, owner["name"], meta["name"]):
-            reconciler().reconcile(namespace, owner["name"])
+            REQUEUE.now(namespace, owner["name"])
 
 
 # ---------------------------------------------------------------- pipelines

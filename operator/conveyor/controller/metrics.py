@@ -46,6 +46,19 @@ JOB_VIEWS = Counter(
     "How reconcile passes saw a Run's Jobs and pods: from the watch cache, or by LISTing them.",
     ["source"],
 )
+RUN_READS = Counter(
+    "conveyor_run_reads_total",
+    "How reconcile passes read their Run: from the watch cache, or by a GET (first sight, finished, or stale).",
+    ["source"],
+)
+STALE_WRITES = Counter(
+    "conveyor_stale_status_writes_total",
+    "Status writes refused because the object changed since the pass read it (the pass is redone on a fresh read).",
+    ["kind"],
+)
+EVENTS_DROPPED = Counter(
+    "conveyor_events_dropped_total", "Events not posted because the queue of Events to post was full."
+)
 ACTIVE_STEPS = Gauge("conveyor_steps_running", "Step Jobs created and not yet observed finished.", ["namespace"])
 
 # Per ModelDeployment (bounded by the number of deployments, not by traffic).

@@ -51,7 +51,7 @@ from conveyor.core.status import (
 from conveyor.core.support import OPERATOR, unsupported_steps
 from conveyor.core.task import StoreConfig, TaskResult, result_document, step_of, units_document
 from conveyor.core.validation import issues_from_pydantic, issues_text, resolve_parameters, validate_pipeline
-from conveyor.kube.cluster import Cluster, ClusterRefused, JobObservation, observe_jobs
+from conveyor.kube.cluster import Cluster, ClusterRefused, JobObservation, StaleObject, observe_jobs
 from conveyor.kube.watchcache import WatchCache
 from conveyor.lifecycle.specs import store_spec
 from conveyor.manifests.job import step_job
@@ -100,6 +100,7 @@ class RunReconciler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         watched: WatchCache | None = None,
         requeue: Callable[[str, str, float | None], None] | None = None,
+        events: Callable[[dict[str, Any], str, str, str, str], None] | None = None,
     ) -> None:
         self.cluster = cluster
         self.store = store
@@ -109,6 +110,8 @@ class RunReconciler:
         self.watched = watched
         self.requeue = requeue
         """Told after every pass when the Run next wants one (None: never), whatever started the pass."""
+        self.post_event = events or cluster.event
+        """Posts an Event (the operator's is asynchronous: `controller.events.EventRecorder`)."""
         self._passes = Coalescer()
         self._listed: set[tuple[str, str]] = set()
         """Runs whose Jobs the watch cache holds: LISTed once in this process, or created while it watched."""
@@ -295,13 +298,23 @@ class RunReconciler:
         try:
             with metrics.RECONCILE.labels("Run").time():
                 try:
-                    wait = self._reconcile(namespace, name)
+                    try:
+                        wait = self._reconcile(namespace, name)
+                    except StaleObject:
+                        # The Run changed after the cached copy the pass read (a spec edit, or our own write whose
+                        # event was late): nothing was written; redo the pass on a fresh GET.
+                        metrics.STALE_WRITES.labels("Run").inc()
+                        wait = self._reconcile(namespace, name, fresh=True)
                 except StoreUnavailable as e:
                     # A wait, not a failure: raised, it would drop the event that triggered the pass. Say so
                     # on the Run and plan again at the usual pace.
                     metrics.RECONCILE_ERRORS.labels("Run").inc()
                     log.warning("run %s/%s waits for the artifact store: %s", namespace, name, e)
                     self._waiting_for_store(namespace, name, str(e))
+                except StaleObject as e:
+                    # Changed again while the redone pass ran (someone editing it in a loop): soon, not at once.
+                    log.info("run %s/%s keeps changing under its pass, will retry: %s", namespace, name, e)
+                    wait = 1.0
                 except Exception:
                     metrics.RECONCILE_ERRORS.labels("Run").inc()
                     raise
@@ -322,10 +335,20 @@ class RunReconciler:
         generation = body["metadata"].get("generation")
         condition = succeeded_condition(old.phase, "StoreUnavailable", message, self.clock(), generation)
         self._write_status(body, old, old.model_copy(update={"conditions": set_condition(old.conditions, condition)}))
-        self.cluster.event(body, "Run", "Warning", "StoreUnavailable", message)
+        self.post_event(body, "Run", "Warning", "StoreUnavailable", message)
 
-    def _reconcile(self, namespace: str, name: str) -> float | None:
-        body = self.cluster.get_custom("runs", namespace, name)
+    def _run_body(self, namespace: str, name: str, fresh: bool) -> dict[str, Any] | None:
+        """The Run from the watch cache (the pass writes its status back conditionally), else by GET."""
+        if not fresh and self.watched is not None:
+            body = self.watched.run(namespace, name)
+            if body is not None:
+                metrics.RUN_READS.labels("watch").inc()
+                return body
+        metrics.RUN_READS.labels("get").inc()
+        return self.cluster.get_custom("runs", namespace, name)
+
+    def _reconcile(self, namespace: str, name: str, fresh: bool = False) -> float | None:
+        body = self._run_body(namespace, name, fresh)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
         run = Run.model_validate(body)
@@ -409,7 +432,7 @@ class RunReconciler:
             }
         )
         if refused and refused != [self._condition_message(old_status)]:
-            self.cluster.event(body, "Run", "Warning", "JobCreateRefused", "; ".join(refused))
+            self.post_event(body, "Run", "Warning", "JobCreateRefused", "; ".join(refused))
         record_uri = self._write_record(body, resolved, status, states) if plan.done else None
         if record_uri is not None:
             status = status.model_copy(update={"record_uri": record_uri})
@@ -481,7 +504,7 @@ class RunReconciler:
         uri = self._write_record(body, resolved, status, states)
         if uri is None:
             return self.config.resync_seconds
-        self.cluster.patch_status("runs", meta["namespace"], meta["name"], {"recordUri": uri})
+        self._patch_status(body, {"recordUri": uri})
         return None
 
     def _concurrency(self, namespace: str, name: str, pipeline: str, limit: int) -> tuple[bool, int]:
@@ -599,15 +622,24 @@ class RunReconciler:
         old_wire, new_wire = old.to_wire(), new.to_wire()
         if old_wire == new_wire:
             return
+        self._patch_status(body, new_wire)
+
+    def _patch_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
+        """Write status only over the version the pass read (StaleObject otherwise), and fold the written Run into
+        the watch cache at once: the next pass must not plan from the version before this write."""
         meta = body["metadata"]
-        self.cluster.patch_status("runs", meta["namespace"], meta["name"], new_wire)
+        written = self.cluster.patch_status(
+            "runs", meta["namespace"], meta["name"], status, resource_version=meta.get("resourceVersion")
+        )
+        if self.watched is not None:
+            self.watched.run_event("MODIFIED", written)
 
     def _events(
         self, body: dict[str, Any], old: RunStatus, plan: Plan, finished_now: list[tuple[str, StepState]]
     ) -> None:
         ns = body["metadata"]["namespace"]
         if old.started_at is None:
-            self.cluster.event(body, "Run", "Normal", "Started", "the run started")
+            self.post_event(body, "Run", "Normal", "Started", "the run started")
         for _, state in finished_now:
             result = {StepPhase.SUCCEEDED: "succeeded", StepPhase.FAILED: "failed"}.get(state.phase, "retried")
             metrics.STEPS.labels(ns, result).inc()
@@ -622,15 +654,15 @@ class RunReconciler:
                 metrics.STEPS.labels(ns, "skipped").inc()
         for step, state in finished_now:
             if state.phase is StepPhase.FAILED:
-                self.cluster.event(body, "Run", "Warning", "StepFailed", f"step {step} failed: {state.message}")
+                self.post_event(body, "Run", "Warning", "StepFailed", f"step {step} failed: {state.message}")
             elif state.phase is StepPhase.WAITING:
-                self.cluster.event(
+                self.post_event(
                     body, "Run", "Warning", "StepRetrying", f"step {step} failed, retrying: {state.message}"
                 )
         if plan.done and old.phase not in DONE:
             metrics.RUNS.labels(ns, plan.phase.value.lower()).inc()
             type_ = "Normal" if plan.phase is RunPhase.SUCCEEDED else "Warning"
-            self.cluster.event(body, "Run", type_, plan.reason or plan.phase.value, plan.message)
+            self.post_event(body, "Run", type_, plan.reason or plan.phase.value, plan.message)
 
     def _spec_problem(
         self, body: dict[str, Any], old: RunStatus, problem: SpecProblem, now: datetime, generation: int | None
@@ -649,5 +681,5 @@ class RunReconciler:
         )
         if status.to_wire() != old.to_wire():
             self._write_status(body, old, status)
-            self.cluster.event(body, "Run", "Warning", problem.reason, problem.message)
+            self.post_event(body, "Run", "Warning", problem.reason, problem.message)
         return None if problem.final else self.config.resync_seconds

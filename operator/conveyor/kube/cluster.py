@@ -116,6 +116,10 @@ class ClusterRefused(Exception):
     """The API server refused a request for good (forbidden, invalid, over quota): retrying alone will not help."""
 
 
+class StaleObject(Exception):
+    """A write made with a resourceVersion precondition found the object changed since it was read."""
+
+
 def _api_message(e: ApiException) -> str:
     try:
         body = json.loads(e.body or "{}")
@@ -184,7 +188,8 @@ class Cluster:
         """Create the Job; False when it already exists (a repeated create is a no-op). A refusal (no
         permission, a quota, admission) raises ClusterRefused with the API server's own words."""
         try:
-            self.batch.create_namespaced_job(job["metadata"]["namespace"], job)  # type: ignore[arg-type]
+            # The answer is not read: asking for it raw spares building a typed V1Job from it.
+            self.batch.create_namespaced_job(job["metadata"]["namespace"], job, _preload_content=False)  # type: ignore[arg-type]
         except ApiException as e:
             if e.status == 409:
                 return False
@@ -241,8 +246,24 @@ class Cluster:
             if e.status != 404:
                 raise
 
-    def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name, {"status": status})
+    def patch_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        """Merge `status` into the object's status; returns the object as written. With `resource_version`, the
+        write happens only if the object is still that version, else StaleObject (optimistic concurrency)."""
+        patch: dict[str, Any] = {"status": status}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
+        try:
+            resp: Any = self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, patch, _preload_content=False
+            )
+        except ApiException as e:
+            if e.status == 409 and resource_version:
+                raise StaleObject(f"{plural} {namespace}/{name} changed since version {resource_version}") from None
+            raise
+        written: dict[str, Any] = json.loads(resp.data)
+        return written
 
     def event(self, obj: dict[str, Any], kind: str, type_: str, reason: str, message: str) -> None:
         """Post an Event about a Conveyor object; never fails the caller."""
@@ -268,7 +289,7 @@ class Cluster:
             reporting_instance="conveyor",
         )
         try:
-            self.core.create_namespaced_event(meta["namespace"], body)
+            self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False)
         except ApiException as e:
             log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], e.reason)
 

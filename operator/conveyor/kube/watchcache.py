@@ -1,4 +1,5 @@
-"""What the watches have shown of step Jobs and pods and of Pipelines, so a pass need not LIST them.
+"""What the watches have shown of unfinished Runs, step Jobs and pods and of Pipelines, so a pass need not
+GET or LIST them.
 
 The kopf handlers already receive every event of Jobs and pods labelled with a Run, and of
 Pipelines; they feed this cache, and a Run's pass reads its Jobs and pods here instead of making
@@ -7,7 +8,9 @@ is kept (names, labels, status, a step Job's cache key), so the cache stays smal
 
 A watch can lag the API server by a moment, so the reconciler trusts the cache only where a lag
 cannot mislead it: see `RunReconciler._jobs` (a step it believes running whose Job the cache has
-not seen yet is looked up with a LIST before anything is concluded).
+not seen yet is looked up with a LIST before anything is concluded). A Run read from here is written
+back with its resourceVersion as a precondition, so a stale one costs a conflict and a GET, never a
+lost update; the reconciler's own status writes are folded in from their responses at once.
 """
 
 from __future__ import annotations
@@ -47,6 +50,33 @@ def _trim_pod(pod: Body) -> Body:
     }
 
 
+RUN_DONE = ("Succeeded", "Failed", "Cancelled")
+
+
+def _trim_run(run: Body) -> Body:
+    meta = run.get("metadata", {})
+    kept = ("name", "namespace", "uid", "generation", "resourceVersion", "creationTimestamp", "deletionTimestamp")
+    out: Body = {k: v for k, v in run.items() if k not in ("metadata", "status")}
+    out["metadata"] = {k: meta[k] for k in kept if k in meta}
+    if run.get("status"):
+        out["status"] = run["status"]
+    return out
+
+
+def _newer(candidate: Body, held: Body | None) -> bool:
+    """Whether `candidate` is a later version than `held`. resourceVersions are opaque by contract but etcd's
+    revisions in practice; when they do not compare as numbers the later arrival wins (a wrong guess costs
+    a conflict on the next status write, not a lost update)."""
+    if held is None:
+        return True
+    a = candidate.get("metadata", {}).get("resourceVersion", "")
+    b = held.get("metadata", {}).get("resourceVersion", "")
+    try:
+        return int(a) >= int(b)
+    except ValueError:
+        return True
+
+
 class WatchCache:
     """Thread-safe: kopf's handler threads write, reconcile passes read."""
 
@@ -54,6 +84,39 @@ class WatchCache:
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, str], tuple[dict[str, Body], dict[str, Body]]] = {}
         self._pipelines: dict[tuple[str, str], Body] = {}
+        self._run_bodies: dict[tuple[str, str], Body] = {}
+        self._finished_runs: dict[tuple[str, str], str] = {}
+
+    # ------------------------------------------------------------------ Runs
+
+    def run_event(self, event: str | None, body: Body) -> None:
+        """Fold in a Run's event (or the response to a write of it). Only unfinished Runs are held whole: a
+        finished Run leaves its resourceVersion behind (so a late event of an older version is not taken for
+        news) and its pass makes one GET, so the cache stays as small as the work in flight."""
+        meta = body.get("metadata", {})
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        status = body.get("status") or {}
+        with self._lock:
+            if event == "DELETED":
+                self._run_bodies.pop(key, None)
+                self._finished_runs.pop(key, None)
+                return
+            held = self._run_bodies.get(key)
+            if held is None and key in self._finished_runs:
+                held = {"metadata": {"resourceVersion": self._finished_runs[key]}}
+            if not _newer(body, held):
+                return
+            if status.get("phase") in RUN_DONE and status.get("recordUri"):
+                self._run_bodies.pop(key, None)
+                self._finished_runs[key] = str(meta.get("resourceVersion", ""))
+            else:
+                self._run_bodies[key] = _trim_run(body)
+                self._finished_runs.pop(key, None)
+
+    def run(self, namespace: str, name: str) -> Body | None:
+        """The Run as last seen (read-only: shared with other passes), or None."""
+        with self._lock:
+            return self._run_bodies.get((namespace, name))
 
     # ------------------------------------------------------------------ step Jobs and pods
 
@@ -113,6 +176,8 @@ class WatchCache:
     def forget_run(self, namespace: str, run: str) -> None:
         with self._lock:
             self._runs.pop((namespace, run), None)
+            self._run_bodies.pop((namespace, run), None)
+            self._finished_runs.pop((namespace, run), None)
 
     # ------------------------------------------------------------------ pipelines
 
@@ -129,9 +194,9 @@ class WatchCache:
         with self._lock:
             return self._pipelines.get((namespace, name))
 
-    def sizes(self) -> tuple[int, int, int]:
-        """(Jobs, pods, Pipelines) held: for tests and the memory benchmark."""
+    def sizes(self) -> tuple[int, int, int, int]:
+        """(Runs, Jobs, pods, Pipelines) held: for tests and the memory benchmark."""
         with self._lock:
             jobs = sum(len(j) for j, _ in self._runs.values())
             pods = sum(len(p) for _, p in self._runs.values())
-            return jobs, pods, len(self._pipelines)
+            return len(self._run_bodies), jobs, pods, len(self._pipelines)
