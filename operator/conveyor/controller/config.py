@@ -44,8 +44,9 @@ class OperatorConfig(BaseModel):
     resync_seconds: Annotated[float, Field(gt=0)] = 10.0
     """An unfinished Run's resync, in case an event was missed: this long after a pass that acted, doubling up to
     6x while passes find nothing to do (retries' backoff and timeouts are kept to their own times)."""
-    reconcile_workers: Annotated[int, Field(ge=1, le=64)] = 8
-    """Run passes in flight at once (each waits mostly on the API server)."""
+    reconcile_workers: Annotated[int, Field(ge=1, le=256)] = 32
+    """Run passes in flight at once. Each mostly waits for the API server: at 200 concurrent Runs on 2 cores, 32 workers
+    gave a quarter of the per-step overhead p99 of 8 (BENCHMARKS.md)."""
     artifact_gc_interval_seconds: Annotated[float, Field(ge=0)] = 3600.0
     """How often artifacts nothing references are collected (0: never; `conveyor gc` still works by hand)."""
     artifact_gc_grace_seconds: Annotated[float, Field(ge=0)] = 86400.0

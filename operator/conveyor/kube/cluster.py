@@ -19,13 +19,20 @@ from conveyor.manifests.names import LABEL_ATTEMPT, LABEL_ITEM, LABEL_RUN, LABEL
 log = logging.getLogger("conveyor.kube")
 
 
+CONNECTIONS = 64
+"""Kept-alive connections to the API server per client. The client's default (5 per CPU) is below the
+operator's worker threads: a request over it opened a fresh TLS connection and threw it away after."""
+
+
 def load_kube_config() -> client.ApiClient:
     """In-cluster credentials when running in a pod, else $KUBECONFIG / ~/.kube/config."""
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    settings = client.Configuration.get_default_copy()
+    settings.connection_pool_maxsize = max(settings.connection_pool_maxsize, CONNECTIONS)
+    return client.ApiClient(settings)
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ class S3Store:
                 connect_timeout=5,
                 read_timeout=60,
                 s3={"addressing_style": "path"},
+                max_pool_connections=64,  # the operator's passes share one client (botocore's default is 10)
             ),
         )
 
