@@ -507,6 +507,19 @@ class Session:
     def reconcile_histogram(self) -> Histogram:
         return parse_histogram(self.op.metrics(), "conveyor_reconcile_duration_seconds", {"kind": "Run"})
 
+    def operator_counters(self) -> dict[str, float]:
+        """The operator's own counters of how passes read and wrote (by "name label=value"), from its /metrics."""
+        wanted = {"conveyor_run_reads", "conveyor_job_views", "conveyor_stale_status_writes", "conveyor_events_dropped"}
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(self.op.metrics()):
+            if family.name not in wanted:
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                    out[f"{family.name} {labels}".strip()] = sample.value
+        return out
+
     def api_requests(self) -> dict[str, float]:
         """apiserver_request_total by "VERB resource[/subresource] code", from the API server's /metrics."""
         method, url, headers, body, _ = self.api.param_serialize("GET", "/metrics", auth_settings=["BearerToken"])
@@ -545,7 +558,7 @@ class Session:
         self.settle()
         self.rss.phase = name
         cpu0, rec0, t0 = self.cpu(), self.reconcile_histogram(), time.monotonic()
-        req0 = self.api_requests()
+        req0, ops0 = self.api_requests(), self.operator_counters()
         try:
             yield
         finally:
@@ -558,6 +571,8 @@ class Session:
             req1 = self.api_requests()
             delta = {k: v - req0.get(k, 0.0) for k, v in req1.items() if v - req0.get(k, 0.0) > 0}
             record["api_requests"] = dict(sorted(delta.items(), key=lambda kv: -kv[1])[:20])
+            ops1 = self.operator_counters()
+            record["operator_counters"] = {k: v - ops0.get(k, 0.0) for k, v in ops1.items() if v - ops0.get(k, 0.0) > 0}
             record["operator_rss_peak_mib"] = round(self.rss.peaks.get(name, 0) / 2**20, 1)
             print(f"[bench] {name}: {json.dumps({k: v for k, v in record.items() if k != 'samples'})}", flush=True)
 

@@ -189,3 +189,59 @@ def test_a_wish_due_while_its_pass_still_runs_waits_for_that_pass() -> None:
         assert calls == ["run"]
         release.set()
         wait_for(lambda: calls == ["run", "run"])
+
+
+def test_an_event_for_a_pass_waiting_for_a_worker_adds_nothing() -> None:
+    release = threading.Event()
+    calls: list[str] = []
+
+    def act(namespace: str, name: str) -> None:
+        calls.append(name)
+        if name == "busy":
+            release.wait(5)
+
+    with running(act, workers=1) as queue:
+        queue.now("ns", "busy")
+        wait_for(lambda: calls == ["busy"])
+        queue.now("ns", "waiting")  # handed to the pool, behind "busy"
+        time.sleep(0.05)
+        queue.now("ns", "waiting")  # it has not read anything yet: this event needs no pass of its own
+        queue.now("ns", "waiting")
+        release.set()
+        wait_for(lambda: calls == ["busy", "waiting"])
+        time.sleep(0.1)
+        assert calls == ["busy", "waiting"]
+
+
+def test_a_pass_of_an_object_forgotten_meanwhile_leaves_no_wish_behind_unless_it_came_back() -> None:
+    release = threading.Event()
+    calls: list[str] = []
+    holder: list[Requeue] = []
+
+    def act(namespace: str, name: str) -> None:
+        calls.append(name)
+        if len(calls) == 1:
+            release.wait(5)
+        holder[0].after(namespace, name, 0.05)  # a pass that did not notice the deletion asks for a resync
+
+    with running(act) as queue:
+        holder.append(queue)
+        queue.now("ns", "gone")
+        wait_for(lambda: len(calls) == 1)
+        queue.forget("ns", "gone")  # deleted while its pass ran
+        release.set()
+        time.sleep(0.3)
+        assert calls == ["gone"] and not queue.knows("ns", "gone") and queue.pending() == 0
+
+    calls.clear()
+    release.clear()
+    holder.clear()
+    with running(act) as queue:
+        holder.append(queue)
+        queue.now("ns", "again")
+        wait_for(lambda: len(calls) == 1)
+        queue.forget("ns", "again")
+        queue.now("ns", "again")  # re-created under the same name before the old pass ended
+        release.set()
+        wait_for(lambda: len(calls) >= 2)
+        assert queue.knows("ns", "again")

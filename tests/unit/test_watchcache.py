@@ -136,10 +136,12 @@ def test_pod_stopped_is_per_job_and_needs_the_containers_end() -> None:
     assert not cache.pod_stopped("ns", "r1", "r1-c-1")
 
 
-def run(rv: str, phase: str | None = None, record: bool = False, name: str = "r1") -> Any:
+def run(rv: str, phase: str | None = None, record: bool = False, name: str = "r1", started: bool = True) -> Any:
     status: dict[str, Any] = {}
     if phase:
         status["phase"] = phase
+        if started:
+            status["startedAt"] = "2026-11-22T12:00:00Z"
     if record:
         status["recordUri"] = "s3://b/records/r1.json"
     return {
@@ -198,3 +200,33 @@ def test_unnumbered_versions_take_the_later_arrival() -> None:
     cache.run_event("MODIFIED", run("a", "Running"))
     held = cache.run("ns", "r1")
     assert held is not None and held["metadata"]["resourceVersion"] == "a"
+
+
+def test_a_run_first_seen_finished_leaves_nothing_and_a_write_never_resurrects_a_forgotten_one() -> None:
+    cache = WatchCache()
+    cache.run_event(None, run("40", "Succeeded", record=True))  # the start-up listing's history
+    cache.run_event(None, run("41", "Failed", started=False, name="invalid"))  # failed before it started
+    cache.run_written(run("42", "Running", name="never-seen"))
+    assert cache.sizes() == (0, 0, 0, 0)
+    assert cache.run("ns", "r1") is None and cache.run("ns", "invalid") is None and cache.run("ns", "never-seen") is None
+    assert cache._finished_runs == {}  # no tombstones for Runs that were never held
+    cache.run_event("ADDED", run("50"))
+    cache.run_written(run("51", "Running"))  # the response to the pass's own status write
+    held = cache.run("ns", "r1")
+    assert held is not None and held["metadata"]["resourceVersion"] == "51"
+    cache.forget_run("ns", "r1")  # deleted while a pass was writing
+    cache.run_written(run("52", "Running"))
+    assert cache.run("ns", "r1") is None
+
+
+def test_a_run_not_heard_of_for_longer_than_max_age_is_read_afresh() -> None:
+    now = [100.0]
+    cache = WatchCache(clock=lambda: now[0])
+    cache.run_event("ADDED", run("10"))
+    now[0] += 9
+    assert cache.run("ns", "r1", max_age=10) is not None
+    now[0] += 2
+    assert cache.run("ns", "r1", max_age=10) is None  # a resync pass GETs: the watch may have missed a deletion
+    assert cache.run("ns", "r1") is not None
+    cache.run_event("MODIFIED", run("10"))  # the same version again (a relist) refreshes it
+    assert cache.run("ns", "r1", max_age=10) is not None

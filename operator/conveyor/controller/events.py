@@ -55,7 +55,10 @@ class EventRecorder:
     def stop(self, timeout: float = 5.0) -> None:
         """Post what is queued, then end the thread."""
         self.flush(timeout)
-        self._queue.put(_STOP)
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            return  # the poster is stuck on the API server; it is a daemon thread and dies with the process
         self._thread.join(timeout)
 
     def _loop(self) -> None:

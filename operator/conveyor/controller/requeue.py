@@ -45,9 +45,13 @@ class Requeue:
         self._clock = clock
         self._due: dict[Key, float] = {}
         self._known: set[Key] = set()
+        self._queued: set[Key] = set()
+        """Handed to the pool, not started: an event for it needs nothing more (the pass has yet to read)."""
         self._running: set[Key] = set()
         self._dirty: set[Key] = set()
         """Objects owed a pass while theirs ran: one more pass as soon as it ends."""
+        self._forgotten: set[Key] = set()
+        """Forgotten (deleted) while their pass ran; cleared when that pass ends."""
         self._heap: list[tuple[float, int, Key]] = []
         self._order = itertools.count()
         self._changed = threading.Condition()
@@ -72,6 +76,9 @@ class Requeue:
         key = (namespace, name)
         with self._changed:
             self._known.add(key)
+            self._forgotten.discard(key)  # re-created under the same name while the old one's pass ran
+            if key in self._queued:
+                return
             if key in self._running:
                 self._dirty.add(key)
                 return
@@ -100,11 +107,13 @@ class Requeue:
             self._due.pop(key, None)
             self._known.discard(key)
             self._dirty.discard(key)
+            if key in self._running:
+                self._forgotten.add(key)
 
     def pending(self) -> int:
         """Passes waiting for their time or for a worker (not the ones running)."""
         with self._changed:
-            return len(self._due) + len(self._dirty)
+            return len(self._due) + len(self._queued) + len(self._dirty)
 
     def _schedule(self, key: Key, due: float) -> None:
         """Caller holds the lock. Keeps the earlier of an existing wish and this one."""
@@ -126,10 +135,12 @@ class Requeue:
                     if self._heap and self._heap[0][0] <= now:
                         _, _, key = heapq.heappop(self._heap)
                         del self._due[key]
+                        if key in self._queued:
+                            continue
                         if key in self._running:
                             self._dirty.add(key)
                             continue
-                        self._running.add(key)
+                        self._queued.add(key)
                         break
                     self._changed.wait(timeout=(self._heap[0][0] - now) if self._heap else None)
                 else:
@@ -138,6 +149,9 @@ class Requeue:
 
     def _run(self, namespace: str, name: str) -> None:
         key = (namespace, name)
+        with self._changed:
+            self._queued.discard(key)
+            self._running.add(key)
         try:
             self._act(namespace, name)
         except Exception:  # the pass has already asked for its retry; a worker must not die of it
@@ -145,6 +159,12 @@ class Requeue:
         finally:
             with self._changed:
                 self._running.discard(key)
+                if key in self._forgotten:
+                    # Deleted while its pass ran: whatever that pass asked for is void.
+                    self._forgotten.discard(key)
+                    self._due.pop(key, None)
+                    self._known.discard(key)
+                    self._dirty.discard(key)
                 if key in self._dirty:
                     self._dirty.discard(key)
                     self._schedule(key, self._clock())

@@ -334,18 +334,31 @@ class RunReconciler:
             return
         generation = body["metadata"].get("generation")
         condition = succeeded_condition(old.phase, "StoreUnavailable", message, self.clock(), generation)
-        self._write_status(body, old, old.model_copy(update={"conditions": set_condition(old.conditions, condition)}))
+        try:
+            self._write_status(
+                body, old, old.model_copy(update={"conditions": set_condition(old.conditions, condition)})
+            )
+        except StaleObject:
+            return  # changed meanwhile; the next pass says it again if the store is still away
         self.post_event(body, "Run", "Warning", "StoreUnavailable", message)
 
     def _run_body(self, namespace: str, name: str, fresh: bool) -> dict[str, Any] | None:
-        """The Run from the watch cache (the pass writes its status back conditionally), else by GET."""
+        """The Run from the watch cache (the pass writes its status back conditionally), else by GET: when the pass
+        was redone after a stale write, and when the cached copy is older than the resync (a watch that missed
+        an event, a deletion among them, is not trusted for longer than that)."""
         if not fresh and self.watched is not None:
-            body = self.watched.run(namespace, name)
+            body = self.watched.run(namespace, name, max_age=self.config.resync_seconds)
             if body is not None:
                 metrics.RUN_READS.labels("watch").inc()
                 return body
         metrics.RUN_READS.labels("get").inc()
-        return self.cluster.get_custom("runs", namespace, name)
+        body = self.cluster.get_custom("runs", namespace, name)
+        if self.watched is not None:
+            if body is None:
+                self.watched.forget_run(namespace, name)  # deleted, whether or not its watch event has come
+            else:
+                self.watched.run_written(body)
+        return body
 
     def _reconcile(self, namespace: str, name: str, fresh: bool = False) -> float | None:
         body = self._run_body(namespace, name, fresh)
@@ -431,12 +444,12 @@ class RunReconciler:
                 ),
             }
         )
-        if refused and refused != [self._condition_message(old_status)]:
-            self.post_event(body, "Run", "Warning", "JobCreateRefused", "; ".join(refused))
         record_uri = self._write_record(body, resolved, status, states) if plan.done else None
         if record_uri is not None:
             status = status.model_copy(update={"record_uri": record_uri})
         self._write_status(body, old_status, status)
+        if refused and refused != [self._condition_message(old_status)]:
+            self.post_event(body, "Run", "Warning", "JobCreateRefused", "; ".join(refused))
         self._events(body, old_status, plan, finished_now)
         if plan.done:
             return None if record_uri is not None else self.config.resync_seconds
@@ -632,7 +645,7 @@ class RunReconciler:
             "runs", meta["namespace"], meta["name"], status, resource_version=meta.get("resourceVersion")
         )
         if self.watched is not None:
-            self.watched.run_event("MODIFIED", written)
+            self.watched.run_written(written)
 
     def _events(
         self, body: dict[str, Any], old: RunStatus, plan: Plan, finished_now: list[tuple[str, StepState]]

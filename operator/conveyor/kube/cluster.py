@@ -124,7 +124,7 @@ class ClusterRefused(Exception):
 
 
 class StaleObject(Exception):
-    """A write made with a resourceVersion precondition found the object changed since it was read."""
+    """A write made with a resourceVersion precondition found the object changed (or deleted) since it was read."""
 
 
 def _api_message(e: ApiException) -> str:
@@ -195,8 +195,10 @@ class Cluster:
         """Create the Job; False when it already exists (a repeated create is a no-op). A refusal (no
         permission, a quota, admission) raises ClusterRefused with the API server's own words."""
         try:
-            # The answer is not read: asking for it raw spares building a typed V1Job from it.
-            self.batch.create_namespaced_job(job["metadata"]["namespace"], job, _preload_content=False)  # type: ignore[arg-type]
+            # Raw: building a typed V1Job from the answer costs more than the request. Read it all, or the
+            # connection is dropped instead of going back to the pool.
+            resp: Any = self.batch.create_namespaced_job(job["metadata"]["namespace"], job, _preload_content=False)  # type: ignore[arg-type]
+            _ = resp.data
         except ApiException as e:
             if e.status == 409:
                 return False
@@ -266,8 +268,9 @@ class Cluster:
                 GROUP, VERSION, namespace, plural, name, patch, _preload_content=False
             )
         except ApiException as e:
-            if e.status == 409 and resource_version:
-                raise StaleObject(f"{plural} {namespace}/{name} changed since version {resource_version}") from None
+            if e.status in (404, 409) and resource_version:
+                what = "is gone" if e.status == 404 else "changed"
+                raise StaleObject(f"{plural} {namespace}/{name} {what} since version {resource_version}") from None
             raise
         written: dict[str, Any] = json.loads(resp.data)
         return written
@@ -296,7 +299,8 @@ class Cluster:
             reporting_instance="conveyor",
         )
         try:
-            self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False)
+            resp: Any = self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False)
+            _ = resp.data  # read, so the connection goes back to the pool
         except ApiException as e:
             log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], e.reason)
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from conveyor.kube.cluster import pod_job_name, task_cache_key
@@ -80,43 +82,67 @@ def _newer(candidate: Body, held: Body | None) -> bool:
 class WatchCache:
     """Thread-safe: kopf's handler threads write, reconcile passes read."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, str], tuple[dict[str, Body], dict[str, Body]]] = {}
         self._pipelines: dict[tuple[str, str], Body] = {}
-        self._run_bodies: dict[tuple[str, str], Body] = {}
+        self._run_bodies: dict[tuple[str, str], tuple[Body, float]] = {}
         self._finished_runs: dict[tuple[str, str], str] = {}
 
     # ------------------------------------------------------------------ Runs
 
     def run_event(self, event: str | None, body: Body) -> None:
-        """Fold in a Run's event (or the response to a write of it). Only unfinished Runs are held whole: a
-        finished Run leaves its resourceVersion behind (so a late event of an older version is not taken for
-        news) and its pass makes one GET, so the cache stays as small as the work in flight."""
-        meta = body.get("metadata", {})
-        key = (meta.get("namespace", ""), meta.get("name", ""))
-        status = body.get("status") or {}
+        """Fold in a Run's event. Only unfinished Runs are held whole. A Run seen finishing leaves its
+        resourceVersion behind until it is deleted (so a late event of an older version is not taken for
+        news); a Run first seen finished leaves nothing, and its pass, if any, makes one GET."""
+        key = self._run_key(body)
         with self._lock:
             if event == "DELETED":
                 self._run_bodies.pop(key, None)
                 self._finished_runs.pop(key, None)
                 return
-            held = self._run_bodies.get(key)
-            if held is None and key in self._finished_runs:
-                held = {"metadata": {"resourceVersion": self._finished_runs[key]}}
-            if not _newer(body, held):
-                return
-            if status.get("phase") in RUN_DONE and status.get("recordUri"):
-                self._run_bodies.pop(key, None)
-                self._finished_runs[key] = str(meta.get("resourceVersion", ""))
-            else:
-                self._run_bodies[key] = _trim_run(body)
-                self._finished_runs.pop(key, None)
+            self._fold_run(key, body, only_known=False)
 
-    def run(self, namespace: str, name: str) -> Body | None:
-        """The Run as last seen (read-only: shared with other passes), or None."""
+    def run_written(self, body: Body) -> None:
+        """Fold in a Run as a write or a GET returned it, unless the Run was deleted (forgotten) meanwhile."""
+        key = self._run_key(body)
         with self._lock:
-            return self._run_bodies.get((namespace, name))
+            self._fold_run(key, body, only_known=True)
+
+    @staticmethod
+    def _run_key(body: Body) -> tuple[str, str]:
+        meta = body.get("metadata", {})
+        return meta.get("namespace", ""), meta.get("name", "")
+
+    def _fold_run(self, key: tuple[str, str], body: Body, only_known: bool) -> None:
+        """Caller holds the lock."""
+        status = body.get("status") or {}
+        entry = self._run_bodies.get(key)
+        held = entry[0] if entry is not None else None
+        if held is None and key in self._finished_runs:
+            held = {"metadata": {"resourceVersion": self._finished_runs[key]}}
+        if only_known and held is None:
+            return
+        if not _newer(body, held):
+            return
+        finished = status.get("phase") in RUN_DONE and (status.get("recordUri") or not status.get("startedAt"))
+        if finished:
+            if held is not None:
+                self._finished_runs[key] = str(body.get("metadata", {}).get("resourceVersion", ""))
+            self._run_bodies.pop(key, None)
+        else:
+            self._run_bodies[key] = (_trim_run(body), self._clock())
+            self._finished_runs.pop(key, None)
+
+    def run(self, namespace: str, name: str, max_age: float | None = None) -> Body | None:
+        """The Run as last seen (read-only: shared with other passes), or None; None too when it has not been
+        seen for `max_age` seconds (a Run's resync pass then reads it afresh, in case a watch missed something)."""
+        with self._lock:
+            entry = self._run_bodies.get((namespace, name))
+        if entry is None or (max_age is not None and self._clock() - entry[1] > max_age):
+            return None
+        return entry[0]
 
     # ------------------------------------------------------------------ step Jobs and pods
 
