@@ -18,6 +18,7 @@ from typing import Any
 
 from conveyor.cli.records import ClusterRuns, LocalRuns, _source, _store_errors_exit_1, _where, table
 from conveyor.core.validation import InvalidSpec, Issue
+from conveyor.kube.timestamps import format_timestamp
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 MODEL_OUTPUTS = frozenset({"model"})
@@ -212,10 +213,6 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ gc
 
 
-def _fmt_time(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def cmd_gc(args: argparse.Namespace) -> int:
     from conveyor.lifecycle.collect import cluster_gatherer, collect_garbage, local_inputs  # noqa: PLC0415
     from conveyor.lifecycle.gc import parse_duration  # noqa: PLC0415
@@ -251,8 +248,8 @@ def print_gc(result: Any, now: datetime) -> None:
         if p.digest in plan.mark:
             what = f"{'would mark' if result.dry_run else 'marked'} {p.digest}: unreferenced from now"
         else:
-            what = f"marked {p.digest}: unreferenced since {_fmt_time(p.marked_at)}"
-        print(f"{what}, {'would be' if result.dry_run else 'to be'} deleted after {_fmt_time(p.due)}")
+            what = f"marked {p.digest}: unreferenced since {format_timestamp(p.marked_at)}"
+        print(f"{what}, {'would be' if result.dry_run else 'to be'} deleted after {format_timestamp(p.due)}")
     for digest in sorted(result.spared):
         print(f"kept {digest}: referenced again while collecting")
     print(

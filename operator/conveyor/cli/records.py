@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from conveyor.core.validation import InvalidSpec, Issue
+from conveyor.kube.timestamps import parse_timestamp
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -78,10 +79,6 @@ def checked_record(run: str, read: Any) -> dict[str, Any] | None:
     return record
 
 
-def _time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
-
-
 def _progress(record: Mapping[str, Any]) -> str:
     steps = record.get("steps", [])
     done = sum(1 for s in steps if s.get("phase") in ("Succeeded", "Failed", "Skipped", "Cancelled"))
@@ -136,7 +133,7 @@ class LocalRuns:
             if record is None:
                 out.append(RunSummary(d.name, "", "Running", "", created))
             else:
-                started = _time(record.get("startedAt")) or created
+                started = parse_timestamp(record.get("startedAt")) or created
                 out.append(RunSummary(d.name, record["pipeline"], record["phase"], _progress(record), started))
         return out
 
@@ -188,7 +185,7 @@ class ClusterRuns:
                     status.get("pipeline") or body.get("spec", {}).get("pipelineRef", {}).get("name", ""),
                     status.get("phase", ""),
                     status.get("progress", ""),
-                    _time(body["metadata"].get("creationTimestamp")),
+                    parse_timestamp(body["metadata"].get("creationTimestamp")),
                 )
             )
         return sorted(out, key=lambda r: (r.created or datetime.min.replace(tzinfo=UTC), r.name))
@@ -300,7 +297,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     for p in pipelines:
         ready = next((c["status"] for c in p.get("status", {}).get("conditions", []) if c["type"] == "Ready"), "")
         schedule = p.get("spec", {}).get("schedule") or {}
-        created = _time(p["metadata"].get("creationTimestamp"))
+        created = parse_timestamp(p["metadata"].get("creationTimestamp"))
         rows.append(
             [
                 p["metadata"]["name"],

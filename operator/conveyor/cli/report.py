@@ -16,11 +16,11 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from conveyor.cli.records import _source, _store_errors_exit_1, _value, _where
+from conveyor.kube.timestamps import parse_timestamp
 from conveyor.storage.store import ArtifactMissing, ArtifactStore, DigestMismatch
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -48,13 +48,9 @@ class Artifacts:
         return dest.read_bytes()
 
 
-def _time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
-
-
 def gantt_svg(steps: Sequence[Mapping[str, Any]], width: int = 760) -> str:
     """One bar per step from its start to its finish; cache hits and steps that never ran are marked."""
-    spans = [(s, _time(s.get("startedAt")), _time(s.get("finishedAt"))) for s in steps]
+    spans = [(s, parse_timestamp(s.get("startedAt")), parse_timestamp(s.get("finishedAt"))) for s in steps]
     starts = [a for _, a, _ in spans if a is not None]
     ends = [b for _, _, b in spans if b is not None] + starts
     label_w, row_h, top = 150, 22, 24

@@ -36,7 +36,7 @@ from conveyor.components.modelio import ArtifactMetadata, read_metadata
 from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig
 from conveyor.controller.locks import Coalescer
-from conveyor.controller.pipelines import LABEL_PIPELINE, LABEL_TRIGGER, _parse_time
+from conveyor.controller.pipelines import LABEL_PIPELINE, LABEL_TRIGGER
 from conveyor.controller.scrape import (
     ServerSamples,
     W,
@@ -67,6 +67,7 @@ from conveyor.core.rollout import (
 from conveyor.core.status import set_condition
 from conveyor.core.validation import issues_from_pydantic
 from conveyor.kube.cluster import Cluster, ClusterRefused
+from conveyor.kube.timestamps import parse_timestamp
 from conveyor.kube.workloads import Workloads
 from conveyor.manifests import serving
 from conveyor.manifests.names import (
@@ -483,7 +484,7 @@ class ModelDeploymentReconciler:
                     run=run["metadata"]["name"],
                     reason=run["metadata"]["labels"].get(LABEL_TRIGGER, decision.reason),
                     message=decision.message,
-                    at=_parse_time(run["metadata"].get("creationTimestamp")) or now,
+                    at=parse_timestamp(run["metadata"].get("creationTimestamp")) or now,
                 )
                 return
         run_body = {

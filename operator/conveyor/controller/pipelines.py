@@ -28,6 +28,7 @@ from conveyor.core.support import OPERATOR, unsupported
 from conveyor.core.triggers import ObjectSeen, TriggerDecision, drift_decision, s3_decision
 from conveyor.core.validation import Issue, issues_from_pydantic, issues_text, validate_pipeline
 from conveyor.kube.cluster import Cluster, ClusterRefused
+from conveyor.kube.timestamps import format_timestamp, parse_timestamp
 from conveyor.manifests.job import owner_reference
 from conveyor.manifests.names import LABEL_MANAGED, MANAGER, label_value
 from conveyor.storage.s3 import list_prefix
@@ -46,20 +47,6 @@ ModelDeployment's retraining)."""
 FINISHED_PHASES = ("Succeeded", "Failed", "Cancelled")
 
 
-def _timestamp(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(text: Any) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-
-
 def scheduled_run(pipeline: dict[str, Any], name: str, scheduled_at: datetime) -> dict[str, Any]:
     """The Run a schedule creates: owned by the Pipeline, so deleting the Pipeline deletes its scheduled Runs."""
     meta = pipeline["metadata"]
@@ -74,7 +61,7 @@ def scheduled_run(pipeline: dict[str, Any], name: str, scheduled_at: datetime) -
                 LABEL_SCHEDULED_AT: str(int(scheduled_at.timestamp())),
                 LABEL_MANAGED: MANAGER,
             },
-            "annotations": {ANNOTATION_SCHEDULED_TIME: _timestamp(scheduled_at)},
+            "annotations": {ANNOTATION_SCHEDULED_TIME: format_timestamp(scheduled_at)},
             "ownerReferences": [owner_reference("Pipeline", meta["name"], meta["uid"])],
         },
         "spec": {"pipelineRef": {"name": meta["name"]}},
@@ -105,7 +92,7 @@ def observed_run(body: dict[str, Any]) -> ScheduledRun:
         phase = RunPhase(status.get("phase", RunPhase.PENDING.value))
     except ValueError:
         phase = RunPhase.PENDING
-    created_at = _parse_time(meta.get("creationTimestamp")) or datetime.now(UTC)
+    created_at = parse_timestamp(meta.get("creationTimestamp")) or datetime.now(UTC)
     try:
         scheduled_at: datetime | None = datetime.fromtimestamp(int(meta["labels"][LABEL_SCHEDULED_AT]), UTC)
     except (KeyError, ValueError, OverflowError):
@@ -193,12 +180,15 @@ class PipelineReconciler:
         wake: float | None = None
         if pipeline is not None and not issues and pipeline.spec.schedule is not None:
             schedule = pipeline.spec.schedule
-            last = _parse_time(old.last_scheduled_time) or _parse_time(meta.get("creationTimestamp")) or now
+            last = parse_timestamp(old.last_scheduled_time) or parse_timestamp(meta.get("creationTimestamp")) or now
             plan = plan_schedule(name, schedule, last, now, self._scheduled_runs(body))
             self._apply(body, schedule, plan)
             if plan.last_scheduled_time is not None:
                 status = status.model_copy(
-                    update={"last_scheduled_time": _timestamp(plan.last_scheduled_time), "last_run": plan.last_run}
+                    update={
+                        "last_scheduled_time": format_timestamp(plan.last_scheduled_time),
+                        "last_run": plan.last_run,
+                    }
                 )
             wake = self._wake(plan)
         if pipeline is not None and not issues and pipeline.spec.triggers:
@@ -304,7 +294,7 @@ class PipelineReconciler:
                         f"cancelled run {action.name} to start {created} (concurrencyPolicy Replace)",
                     )
             elif isinstance(action, CreateRun):
-                when = _timestamp(action.scheduled_at)
+                when = format_timestamp(action.scheduled_at)
                 if self.cluster.create_run(scheduled_run(body, action.name, action.scheduled_at)):
                     missed = f"; passed over {plan.missed} earlier missed time(s)" if plan.missed else ""
                     log.info("created run %s/%s scheduled for %s%s", ns, action.name, when, missed)

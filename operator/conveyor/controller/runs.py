@@ -52,6 +52,7 @@ from conveyor.core.support import OPERATOR, unsupported_steps
 from conveyor.core.task import StoreConfig, TaskResult, result_document, step_of, units_document
 from conveyor.core.validation import issues_from_pydantic, issues_text, resolve_parameters, validate_pipeline
 from conveyor.kube.cluster import Cluster, ClusterRefused, JobObservation, StaleObject, observe_jobs
+from conveyor.kube.timestamps import parse_timestamp
 from conveyor.kube.watchcache import WatchCache
 from conveyor.lifecycle.specs import store_spec
 from conveyor.manifests.job import step_job
@@ -626,7 +627,7 @@ class RunReconciler:
         ready_at = max((e for e in ends if e is not None), default=None)
         if ready_at is None and not step_dependencies(step):
             created = body["metadata"].get("creationTimestamp")
-            ready_at = datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None
+            ready_at = parse_timestamp(created)
         if ready_at is not None:
             metrics.STEP_OVERHEAD.labels(namespace).observe(max(0.0, (now - ready_at).total_seconds()))
         metrics.ACTIVE_STEPS.labels(namespace).inc()

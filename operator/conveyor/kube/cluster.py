@@ -14,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from conveyor.api.base import GROUP, VERSION
 from conveyor.core.task import unit_key
+from conveyor.kube.timestamps import parse_timestamp
 from conveyor.manifests.names import LABEL_ATTEMPT, LABEL_ITEM, LABEL_RUN, LABEL_STEP, label_value
 
 log = logging.getLogger("conveyor.kube")
@@ -90,7 +91,7 @@ def observe_jobs(
                     phase == "Succeeded",
                     term.get("message"),
                     term.get("reason"),
-                    datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None,
+                    parse_timestamp(at),
                 )
     out = {}
     for job in jobs:
