@@ -51,7 +51,14 @@ PROMQL_KEYWORDS = {
     "offset",
 }
 # Series about the operator itself, without a Run namespace: not filtered by $namespace.
-OPERATOR_WIDE = {"conveyor_reconcile_duration_seconds_bucket", "conveyor_reconcile_errors_total"}
+OPERATOR_WIDE = {
+    "conveyor_reconcile_duration_seconds_bucket",
+    "conveyor_reconcile_errors_total",
+    "conveyor_run_reads_total",
+    "conveyor_job_views_total",
+    "conveyor_stale_status_writes_total",
+    "conveyor_events_dropped_total",
+}
 
 SUFFIXES = {
     "counter": ("_total",),
