@@ -270,6 +270,32 @@ def test_failing_step_is_retried_then_fails_the_run(api: k8s_client.ApiClient, n
     assert len(jobs_of(api, ns, "bad")) == 2
 
 
+def test_a_pod_that_cannot_start_fails_its_attempts_at_the_start_deadline(
+    api: k8s_client.ApiClient, ns: str, operator: Operator
+) -> None:
+    # A real refusal: the namespace's ResourceQuota allows no pods, so the Job controller cannot create one.
+    core = k8s_client.CoreV1Api(api)
+    core.create_namespaced_resource_quota(
+        ns, k8s_client.V1ResourceQuota(metadata=k8s_client.V1ObjectMeta(name="no-pods"), spec={"hard": {"pods": "0"}})
+    )
+    create(api, ns, "pipelines", _py_pipeline("starved", [
+        _py_step("never", "print('never')", startTimeoutSeconds=3, retries={"limit": 1, "backoff": {"initialSeconds": 1}}),
+        _py_step("after", "print(1)", dependsOn=["never"]),
+    ]))
+    create(api, ns, "runs", run_body("starved", "starved"))
+    run = wait_done(api, ns, "starved", operator, timeout=90)
+    status = run["status"]
+    assert status["phase"] == "Failed", status
+    cond = next(c for c in status["conditions"] if c["type"] == "Succeeded")
+    assert cond["reason"] == "StepFailed"
+    assert "did not start within 3s" in cond["message"] and "no pod exists" in cond["message"], cond["message"]
+    assert steps(run)["never"]["attempts"] == 2 and steps(run)["after"]["phase"] == "Cancelled"
+    # Both attempts' Jobs are deleted, so a pod the quota lets through later cannot run the step.
+    wait_until(lambda: not [j for j in jobs_of(api, ns, "starved") if not j.metadata.deletion_timestamp],
+               timeout=30, what="the starved Jobs deleted")
+    assert core.list_namespaced_pod(ns, label_selector="conveyor.dev/run=starved").items == []
+
+
 def test_invalid_pipeline_only_the_operator_can_see(api: k8s_client.ApiClient, ns: str, operator: Operator) -> None:
     create(api, ns, "pipelines", {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "Pipeline", "metadata": {"name": "typo"},

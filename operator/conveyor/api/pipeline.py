@@ -172,6 +172,10 @@ class Step(ApiModel):
     """Attempts after a failure."""
     timeout_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] | None = None
     """Wall-clock limit of one attempt."""
+    start_timeout_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] | None = None
+    """How long an attempt's pod may take to start (be created, scheduled, pull its image) before the attempt
+    fails, naming what its pod waits for, and the retry policy decides; default: the operator's
+    CONVEYOR_POD_START_TIMEOUT_SECONDS. On a cluster only: the local runner starts no pods."""
     cache: CachePolicy = Field(default_factory=CachePolicy)
     """Reuse of earlier identical executions."""
     resources: Resources | None = None

@@ -44,6 +44,9 @@ class OperatorConfig(BaseModel):
     resync_seconds: Annotated[float, Field(gt=0)] = 10.0
     """An unfinished Run's resync, in case an event was missed: this long after a pass that acted, doubling up to
     6x while passes find nothing to do (retries' backoff and timeouts are kept to their own times)."""
+    pod_start_timeout_seconds: Annotated[float, Field(ge=0)] = 1800.0
+    """How long a step's pod may take to start before its attempt fails (a ResourceQuota refusing pods, an image
+    that cannot be pulled, nowhere to schedule), unless the step sets startTimeoutSeconds; 0: no limit."""
     reconcile_workers: Annotated[int, Field(ge=1, le=256)] = 32
     """Run passes in flight at once. Each mostly waits for the API server: at 200 concurrent Runs on 2 cores, 32 workers
     gave a quarter of the per-step overhead p99 of 8 (BENCHMARKS.md)."""

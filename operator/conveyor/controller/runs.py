@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -220,14 +220,41 @@ class RunReconciler:
             raise SpecProblem("InvalidSpec", issues_text(param_issues), final=True)
         return Resolved(spec, pipeline_name, params)
 
+    def _start_deadline(self, step: Any, state: StepState) -> datetime | None:
+        """When an attempt whose pod has not started fails (None: never)."""
+        limit = step.start_timeout_seconds or self.config.pod_start_timeout_seconds
+        if not limit or state.started_at is None:
+            return None
+        return state.started_at + timedelta(seconds=limit)
+
+    def _not_started(
+        self, key: str, state: StepState, step: Any, obs: JobObservation | None, now: datetime
+    ) -> TaskResult | None:
+        """The attempt's failure if its pod is past its start deadline (a ResourceQuota refusing pods, an image that
+        cannot be pulled, nowhere to schedule): without it, such a step waits forever."""
+        deadline = self._start_deadline(step, state)
+        if obs is None or obs.finished or obs.started or deadline is None or now < deadline:
+            return None
+        limit = step.start_timeout_seconds or self.config.pod_start_timeout_seconds
+        why = (
+            f": {obs.waiting}"
+            if obs.waiting
+            else " (no pod exists: is a ResourceQuota or an admission policy refusing it? "
+            f"kubectl describe job {obs.name})"
+        )
+        return TaskResult(ok=False, message=f"the pod of Job {obs.name} did not start within {limit:g}s{why}")
+
     def _observe(
         self,
         run_id: str,
         states: dict[str, StepState],
         spec: PipelineSpec,
         jobs: Mapping[tuple[str, int], JobObservation],
+        namespace: str = "",
     ) -> list[tuple[str, StepState]]:
-        """Fold finished Jobs into the step states; returns the steps that finished in this pass."""
+        """Fold finished Jobs into the step states, and fail attempts whose pod did not start in time (deleting
+        their Job, so a late pod cannot run the step beside the retry); returns the steps that finished in this
+        pass."""
         steps = {s.name: s for s in spec.steps}
         now = self.clock()
         done = []
@@ -238,7 +265,12 @@ class RunReconciler:
             if step.for_each is not None and key == step.name:
                 continue  # a fan-out's own state is derived from its items by the planner
             obs = jobs.get((key, state.attempts))
-            if obs is None:
+            late = self._not_started(key, state, step, obs, now)
+            if late is not None and obs is not None:
+                self.cluster.delete_job(namespace, obs.name)
+                log.warning("%s step %s: %s", namespace, key, late.message)
+                result = late
+            elif obs is None:
                 result = TaskResult(ok=False, message=f"the Job of attempt {state.attempts} disappeared")
             elif not obs.finished:
                 continue
@@ -397,7 +429,7 @@ class RunReconciler:
         states = adopt_launched(
             states, [(k, a, obs.cache_key) for (k, a), obs in jobs.items() if k in states or k in known], now
         )
-        finished_now = self._observe(run_id, states, resolved.spec, jobs)
+        finished_now = self._observe(run_id, states, resolved.spec, jobs, namespace)
         started_at = old_status.started_at or now
         planner = RunPlanner(
             resolved.spec,
@@ -459,7 +491,25 @@ class RunReconciler:
         )
         if plan.wake_at is not None:
             wait = min(wait, max(0.5, (plan.wake_at - self.clock()).total_seconds()))
+        start_deadline = self._earliest_start_deadline(resolved.spec, states, jobs)
+        if start_deadline is not None:
+            wait = min(wait, max(0.5, (start_deadline - self.clock()).total_seconds()))
         return wait
+
+    def _earliest_start_deadline(
+        self, spec: PipelineSpec, states: Mapping[str, StepState], jobs: Mapping[tuple[str, int], JobObservation]
+    ) -> datetime | None:
+        """The first start deadline of an attempt whose pod has not started: the pass must look again then."""
+        steps = {s.name: s for s in spec.steps}
+        deadlines = []
+        for key, state in states.items():
+            step = steps.get(step_of(key))
+            obs = jobs.get((key, state.attempts))
+            if state.phase is StepPhase.RUNNING and step is not None and obs is not None and not obs.started:
+                deadline = self._start_deadline(step, state)
+                if deadline is not None:
+                    deadlines.append(deadline)
+        return min(deadlines, default=None)
 
     def _idle_wait(self, key: tuple[str, str], changed: bool) -> float:
         with self._guard:

@@ -51,6 +51,10 @@ class JobObservation:
     """When the step's container stopped (1-second resolution), not when we noticed."""
     cache_key: str | None = None
     """The cache key of the attempt the Job runs (from the task it was given)."""
+    started: bool = False
+    """A pod of the Job has started (running, or already ended)."""
+    waiting: str | None = None
+    """What a pod of the Job that has not started waits for, in the kubelet's or the scheduler's words."""
 
 
 def task_cache_key(job: dict[str, Any]) -> str | None:
@@ -80,9 +84,16 @@ def observe_jobs(
     # A step is over when its pod's container has terminated: the Job controller only marks the Job
     # Complete about a second later (its sync batch period), and every step would wait for that.
     ended: dict[str, tuple[bool, str | None, str | None, datetime | None]] = {}
+    started: set[str] = set()
+    waiting: dict[str, str] = {}
     for pod in pods:
         owner = pod_job_name(pod)
         phase = pod.get("status", {}).get("phase")
+        if owner:
+            if pod_started(pod):
+                started.add(owner)
+            elif (why := pod_waiting(pod)) is not None:
+                waiting[owner] = why
         for cs in pod.get("status", {}).get("containerStatuses", []):
             term = cs.get("state", {}).get("terminated")
             if term is not None and owner and phase in ("Succeeded", "Failed"):
@@ -116,8 +127,34 @@ def observe_jobs(
             reason=conditions.get("Failed", {}).get("reason") or term_reason,
             finished_at=finished_at,
             cache_key=task_cache_key(job),
+            started=job["metadata"]["name"] in started or pod_done,
+            waiting=waiting.get(job["metadata"]["name"]),
         )
     return out
+
+
+def pod_started(pod: dict[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Running", "Succeeded", "Failed"):
+        return True
+    return any(
+        "running" in (cs.get("state") or {}) or "terminated" in (cs.get("state") or {})
+        for cs in status.get("containerStatuses") or []
+    )
+
+
+def pod_waiting(pod: dict[str, Any]) -> str | None:
+    """Why a pod that has not started waits: a container's waiting reason (ImagePullBackOff,
+    CreateContainerConfigError...), else the scheduler's (Unschedulable), else None."""
+    status = pod.get("status") or {}
+    for cs in status.get("containerStatuses") or []:
+        state = (cs.get("state") or {}).get("waiting") or {}
+        if state.get("reason") and state["reason"] != "ContainerCreating":
+            return f"{state['reason']}: {state.get('message') or ''}".rstrip(": ")
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return f"{cond.get('reason') or 'Unschedulable'}: {cond.get('message') or ''}".rstrip(": ")
+    return None
 
 
 class ClusterRefused(Exception):

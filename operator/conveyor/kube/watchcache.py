@@ -41,15 +41,28 @@ def _trim_job(job: Body) -> Body:
 def _trim_pod(pod: Body) -> Body:
     meta = pod.get("metadata", {})
     status = pod.get("status") or {}
-    containers = [
-        {"state": {"terminated": cs["state"]["terminated"]}}
-        for cs in status.get("containerStatuses") or []
-        if (cs.get("state") or {}).get("terminated")
-    ]
-    return {
+    containers = []
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        if state.get("terminated"):
+            containers.append({"state": {"terminated": state["terminated"]}})
+        elif "running" in state:
+            containers.append({"state": {"running": {}}})
+        elif state.get("waiting"):
+            waiting = state["waiting"]
+            containers.append(
+                {"state": {"waiting": {"reason": waiting.get("reason"), "message": waiting.get("message")}}}
+            )
+    trimmed: Body = {
         "metadata": {"name": meta.get("name"), "labels": dict(meta.get("labels") or {})},
         "status": {"phase": status.get("phase"), "containerStatuses": containers},
     }
+    unscheduled = [
+        c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled" and c.get("status") == "False"
+    ]
+    if unscheduled:
+        trimmed["status"]["conditions"] = [{k: unscheduled[0].get(k) for k in ("type", "status", "reason", "message")}]
+    return trimmed
 
 
 RUN_DONE = ("Succeeded", "Failed", "Cancelled")
@@ -194,7 +207,7 @@ class WatchCache:
             pods = self._runs.get((namespace, run), ({}, {}))[1]
             return any(
                 pod["status"]["phase"] in ("Succeeded", "Failed")
-                and pod["status"]["containerStatuses"]
+                and any("terminated" in cs["state"] for cs in pod["status"]["containerStatuses"])
                 and pod_job_name(pod) == job
                 for pod in pods.values()
             )
