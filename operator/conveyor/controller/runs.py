@@ -227,9 +227,7 @@ class RunReconciler:
             return None
         return state.started_at + timedelta(seconds=limit)
 
-    def _not_started(
-        self, key: str, state: StepState, step: Any, obs: JobObservation | None, now: datetime
-    ) -> TaskResult | None:
+    def _not_started(self, state: StepState, step: Any, obs: JobObservation | None, now: datetime) -> TaskResult | None:
         """The attempt's failure if its pod is past its start deadline (a ResourceQuota refusing pods, an image that
         cannot be pulled, nowhere to schedule): without it, such a step waits forever."""
         deadline = self._start_deadline(step, state)
@@ -246,11 +244,11 @@ class RunReconciler:
 
     def _observe(
         self,
+        namespace: str,
         run_id: str,
         states: dict[str, StepState],
         spec: PipelineSpec,
         jobs: Mapping[tuple[str, int], JobObservation],
-        namespace: str = "",
     ) -> list[tuple[str, StepState]]:
         """Fold finished Jobs into the step states, and fail attempts whose pod did not start in time (deleting
         their Job, so a late pod cannot run the step beside the retry); returns the steps that finished in this
@@ -265,7 +263,7 @@ class RunReconciler:
             if step.for_each is not None and key == step.name:
                 continue  # a fan-out's own state is derived from its items by the planner
             obs = jobs.get((key, state.attempts))
-            late = self._not_started(key, state, step, obs, now)
+            late = self._not_started(state, step, obs, now)
             if late is not None and obs is not None:
                 self.cluster.delete_job(namespace, obs.name)
                 log.warning("%s step %s: %s", namespace, key, late.message)
@@ -429,7 +427,7 @@ class RunReconciler:
         states = adopt_launched(
             states, [(k, a, obs.cache_key) for (k, a), obs in jobs.items() if k in states or k in known], now
         )
-        finished_now = self._observe(run_id, states, resolved.spec, jobs, namespace)
+        finished_now = self._observe(namespace, run_id, states, resolved.spec, jobs)
         started_at = old_status.started_at or now
         planner = RunPlanner(
             resolved.spec,
