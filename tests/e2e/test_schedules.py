@@ -76,7 +76,12 @@ def test_invalid_cron_is_rejected_by_the_operator(api: k8s_client.ApiClient, ns:
     cond: Any = wait_until(judged, timeout=30, what="the Ready condition")
     assert cond["status"] == "False" and cond["reason"] == "InvalidSpec"
     assert "spec.schedule.cron: invalid cron expression '61 * * * *'" in cond["message"]
-    assert ("Warning", "InvalidSpec", cond["message"]) in events_of(api, ns, "bad-cron")
+    # The Event follows the status write that made the condition visible: wait for it rather than race it.
+    wait_until(
+        lambda: ("Warning", "InvalidSpec", cond["message"]) in events_of(api, ns, "bad-cron"),
+        timeout=30,
+        what="the InvalidSpec Event",
+    )
     # fixed by an edit: Ready again, and the schedule would run
     k8s_client.CustomObjectsApi(api).patch_namespaced_custom_object(
         GROUP, VERSION, ns, "pipelines", "bad-cron", {"spec": {"schedule": {"cron": "0 3 * * *"}}}
