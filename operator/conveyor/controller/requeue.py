@@ -104,11 +104,15 @@ class Requeue:
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         with self._changed:
-            self._due.pop(key, None)
-            self._known.discard(key)
-            self._dirty.discard(key)
+            self._drop(key)
             if key in self._running:
                 self._forgotten.add(key)
+
+    def _drop(self, key: Key) -> None:
+        """Caller holds the lock: no wish, no owed pass, not known."""
+        self._due.pop(key, None)
+        self._known.discard(key)
+        self._dirty.discard(key)
 
     def pending(self) -> int:
         """Passes waiting for their time or for a worker (not the ones running)."""
@@ -162,9 +166,7 @@ class Requeue:
                 if key in self._forgotten:
                     # Deleted while its pass ran: whatever that pass asked for is void.
                     self._forgotten.discard(key)
-                    self._due.pop(key, None)
-                    self._known.discard(key)
-                    self._dirty.discard(key)
+                    self._drop(key)
                 if key in self._dirty:
                     self._dirty.discard(key)
                     self._schedule(key, self._clock())

@@ -220,9 +220,13 @@ class RunReconciler:
             raise SpecProblem("InvalidSpec", issues_text(param_issues), final=True)
         return Resolved(spec, pipeline_name, params)
 
+    def _start_limit(self, step: Any) -> float:
+        """Seconds an attempt's pod may take to start (0: no limit)."""
+        return float(step.start_timeout_seconds or self.config.pod_start_timeout_seconds)
+
     def _start_deadline(self, step: Any, state: StepState) -> datetime | None:
         """When an attempt whose pod has not started fails (None: never)."""
-        limit = step.start_timeout_seconds or self.config.pod_start_timeout_seconds
+        limit = self._start_limit(step)
         if not limit or state.started_at is None:
             return None
         return state.started_at + timedelta(seconds=limit)
@@ -233,7 +237,7 @@ class RunReconciler:
         deadline = self._start_deadline(step, state)
         if obs is None or obs.finished or obs.started or deadline is None or now < deadline:
             return None
-        limit = step.start_timeout_seconds or self.config.pod_start_timeout_seconds
+        limit = self._start_limit(step)
         why = (
             f": {obs.waiting}"
             if obs.waiting
