@@ -12,8 +12,16 @@ from conveyor.controller.config import ConfigError, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="conveyor-operator", description="Reconcile Conveyor Pipelines and Runs.")
-    parser.add_argument("--standalone", action="store_true", help="no peering (a single replica, or tests)")
+    parser = argparse.ArgumentParser(
+        prog="conveyor-operator",
+        description="Reconcile Conveyor Pipelines, Runs and ModelDeployments. Settings come from CONVEYOR_* variables.",
+    )
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no peering, whatever CONVEYOR_PEERING says (a single replica, or tests); by default replicas elect "
+        "one active operator through the kopf peering object CONVEYOR_PEERING",
+    )
     parser.add_argument("--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
