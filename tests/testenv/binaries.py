@@ -7,6 +7,8 @@ says how to build it: integration tests never skip because a prerequisite is abs
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,16 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO_ROOT / "hack" / "install-testenv.sh"
 VERSIONS_FILE = REPO_ROOT / "hack" / "testenv.env"
+
+
+# The real node's runtime comes from the distribution (hack/install-testenv.sh installs it as root).
+_SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _system_binary(name: str) -> Path:
+    """``name`` on PATH or in the system directories; a path that does not exist when it is nowhere."""
+    found = shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + _SYSTEM_PATH)
+    return Path(found) if found else Path("/usr/bin") / name
 
 
 class MissingBinaryError(RuntimeError):
@@ -31,9 +43,28 @@ def pinned_versions() -> dict[str, str]:
     return versions
 
 
+# What only the real kubelet node needs; ``locate`` does not require these, KubeletNode does.
+NODE_FIELDS = (
+    "kubelet",
+    "cni_bin_dir",
+    "pause_image",
+    "pause_image_ref",
+    "nodetest_image",
+    "nodetest_image_ref",
+    "containerd",
+    "containerd_shim",
+    "ctr",
+    "runc",
+)
+
+
 @dataclass(frozen=True)
 class Binaries:
-    """Absolute paths of every binary the control plane, MinIO and the tools need."""
+    """Absolute paths of every binary the control plane, MinIO, the tools and the real node need.
+
+    ``pause_image`` and ``nodetest_image`` are image archives for ``ctr images import``; their
+    ``*_ref`` files hold the image reference each archive carries.
+    """
 
     etcd: Path
     etcdctl: Path
@@ -45,6 +76,16 @@ class Binaries:
     kwok_stages: Path
     minio: Path
     helm: Path
+    kubelet: Path
+    cni_bin_dir: Path
+    pause_image: Path
+    pause_image_ref: Path
+    nodetest_image: Path
+    nodetest_image_ref: Path
+    containerd: Path
+    containerd_shim: Path
+    ctr: Path
+    runc: Path
 
     @classmethod
     def locate(cls) -> Binaries:
@@ -62,9 +103,9 @@ class Binaries:
         except (subprocess.CalledProcessError, OSError) as exc:
             raise MissingBinaryError(f"cannot run `{INSTALL_SCRIPT} --print`: {exc}") from exc
         dirs = [Path(line) for line in out.splitlines() if line.strip()]
-        if len(dirs) != 5:
-            raise MissingBinaryError(f"`{INSTALL_SCRIPT} --print` printed {len(dirs)} lines, expected 5")
-        k8s, etcd, kwok, minio, helm = dirs
+        if len(dirs) != 8:
+            raise MissingBinaryError(f"`{INSTALL_SCRIPT} --print` printed {len(dirs)} lines, expected 8")
+        k8s, etcd, kwok, minio, helm, kubelet, cni, node_images = dirs
         found = cls(
             etcd=etcd / "bin" / "etcd",
             etcdctl=etcd / "bin" / "etcdctl",
@@ -76,9 +117,33 @@ class Binaries:
             kwok_stages=kwok / "stages",
             minio=minio / "bin" / "minio",
             helm=helm / "bin" / "helm",
+            kubelet=kubelet / "bin" / "kubelet",
+            cni_bin_dir=cni / "bin",
+            pause_image=node_images / "pause.tar",
+            pause_image_ref=node_images / "pause.ref",
+            nodetest_image=node_images / "nodetest.tar",
+            nodetest_image_ref=node_images / "nodetest.ref",
+            containerd=_system_binary("containerd"),
+            containerd_shim=_system_binary("containerd-shim-runc-v2"),
+            ctr=_system_binary("ctr"),
+            runc=_system_binary("runc"),
         )
-        found.require(*found.__dataclass_fields__)
+        found.require(*(name for name in found.__dataclass_fields__ if name not in NODE_FIELDS))
         return found
+
+    def require_node(self) -> None:
+        """Raise MissingBinaryError unless everything the real kubelet node needs is there."""
+        self.require(*NODE_FIELDS)
+
+    @property
+    def pause_image_reference(self) -> str:
+        """The reference the pause image archive carries (containerd's sandbox_image)."""
+        return self.pause_image_ref.read_text().strip()
+
+    @property
+    def nodetest_image_reference(self) -> str:
+        """The reference of the node tests' image (a static test program, see install-testenv.sh)."""
+        return self.nodetest_image_ref.read_text().strip()
 
     def require(self, *names: str) -> None:
         """Raise MissingBinaryError listing every named binary that does not exist."""
