@@ -16,11 +16,8 @@ that show falling accuracy start a retraining Run too.
 
 from __future__ import annotations
 
-import http.client
-import itertools
 import json
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,6 +35,7 @@ from testenv.controlplane import ControlPlane
 from testenv.minio import S3Endpoint
 from testenv.nodeagent import NodeAgentProcess
 from testenv.processes import wait_until
+from testenv.service import Load, Router, infer_body
 
 pytestmark = pytest.mark.e2e
 
@@ -67,108 +65,6 @@ def pipeline_body() -> dict[str, Any]:
         }
     )
     return body
-
-
-# ---------------------------------------------------------------- test-side "kube-proxy"
-
-
-class Router:
-    """Sends requests to the ready endpoints of a Service, refreshed from its EndpointSlices."""
-
-    def __init__(self, api: k8s_client.ApiClient, ns: str, service: str) -> None:
-        self.discovery = k8s_client.DiscoveryV1Api(api)
-        self.ns, self.service = ns, service
-        self.endpoints: list[tuple[str, int]] = []
-        self._rr = itertools.count()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._follow, daemon=True)
-
-    def __enter__(self) -> Router:
-        self.refresh()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def refresh(self) -> None:
-        slices = self.discovery.list_namespaced_endpoint_slice(
-            self.ns, label_selector=f"kubernetes.io/service-name={self.service}"
-        ).items
-        ready = []
-        for s in slices:
-            port = next((p.port for p in s.ports or [] if p.port), None)
-            for ep in s.endpoints or []:
-                c = ep.conditions
-                if port and c is not None and c.ready and not c.terminating:
-                    ready += [(addr, port) for addr in ep.addresses]
-        self.endpoints = sorted(ready)
-
-    def _follow(self) -> None:
-        while not self._stop.wait(0.2):
-            try:
-                self.refresh()
-            except Exception as e:
-                print(f"router refresh failed: {e}")
-
-    def request(self, method: str, path: str, body: Any = None, timeout: float = 10) -> tuple[int, Any]:
-        endpoints = self.endpoints
-        if not endpoints:
-            raise ConnectionError(f"service {self.service} has no ready endpoints")
-        host, port = endpoints[next(self._rr) % len(endpoints)]
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        try:
-            payload = json.dumps(body).encode() if body is not None else None
-            conn.request(method, path, payload, {"Content-Type": "application/json"} if payload else {})
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, json.loads(data) if data else None
-        finally:
-            conn.close()
-
-
-def infer_body(rows: np.ndarray, request_id: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "inputs": [{"name": "input-0", "shape": list(rows.shape), "datatype": "FP64", "data": rows.ravel().tolist()}]
-    }
-    if request_id:
-        body["id"] = request_id
-    return body
-
-
-class Load:
-    """A bounded request loop in a thread, counting every answer that was not a 200."""
-
-    def __init__(self, router: Router, rows: np.ndarray) -> None:
-        self.router, self.rows = router, rows
-        self.ok = 0
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            row = self.rows[i % len(self.rows) : i % len(self.rows) + 1]
-            i += 1
-            try:
-                status, body = self.router.request("POST", f"/v2/models/{MD}/infer", infer_body(row))
-                if status == 200:
-                    self.ok += 1
-                else:
-                    self.failures.append(f"{status}: {body}")
-            except Exception as e:
-                self.failures.append(f"{type(e).__name__}: {e}")
-            time.sleep(0.01)
 
 
 # ---------------------------------------------------------------- fixtures and helpers
@@ -352,7 +248,7 @@ def test_serves_the_latest_blessed_model_of_a_pipeline(
 def test_a_newly_blessed_model_rolls_out_under_load_without_dropping_a_request(
     api: k8s_client.ApiClient, sns: str, serving_operator: Operator
 ) -> None:
-    with Router(api, sns, MD) as router, Load(router, X.to_numpy()) as load:
+    with Router(api, sns, MD) as router, Load(router, MD, X.to_numpy()) as load:
         create(api, sns, "runs", run_body("train-b", PIPELINE, seed=7))
         run = wait_done(api, sns, "train-b", serving_operator)
         assert run["status"]["phase"] == "Succeeded", run["status"]
@@ -374,7 +270,7 @@ def test_a_model_with_a_wrong_digest_never_becomes_ready_and_the_old_one_keeps_s
     api: k8s_client.ApiClient, sns: str, serving_operator: Operator
 ) -> None:
     wrong = "sha256:" + "0" * 64
-    with Router(api, sns, MD) as router, Load(router, X.to_numpy()) as load:
+    with Router(api, sns, MD) as router, Load(router, MD, X.to_numpy()) as load:
         patch_md(api, sns, {"model": {"pipeline": None, "uri": STATE["a"]["uri"], "digest": wrong}})
         md = wait_md(
             api, sns, serving_operator, "the wrong digest to be rejected",
@@ -433,7 +329,7 @@ def test_a_canary_of_a_broken_model_rolls_back_by_itself(
             "analysis": {"maxErrorRate": 0.05, "minRequests": 20},
         },
     }
-    with Router(api, sns, MD) as router, Load(router, X.to_numpy()) as load:
+    with Router(api, sns, MD) as router, Load(router, MD, X.to_numpy()) as load:
         patch_md(api, sns, spec)
         wait_md(
             api, sns, serving_operator, "a canary to start",
@@ -579,7 +475,7 @@ def test_an_operator_killed_during_a_canary_leaves_it_finished_never_stuck_and_n
         },
     }
     kills = 0
-    with Router(api, sns, MD) as router, Load(router, X.to_numpy()) as load:
+    with Router(api, sns, MD) as router, Load(router, MD, X.to_numpy()) as load:
         patch_md(api, sns, spec)
         wait_md(
             api, sns, serving_operator, "a canary to start",

@@ -247,6 +247,12 @@ def test_default_settings_load_and_match_the_operator_defaults(helm: Helm) -> No
     assert config.step_image == "ghcr.io/conveyor-dev/conveyor-step:0.1.0"
 
 
+def test_api_server_address_overrides_the_service_variables_only_when_set(helm: Helm) -> None:
+    assert not {"KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"} & set(literal_env(container(helm.template("c", "ns"))))
+    env = literal_env(container(helm.template("c", "ns", {"apiServer": {"host": "10.0.0.5", "port": 6443}})))
+    assert (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"]) == ("10.0.0.5", "6443")
+
+
 def test_no_credentials_secret_means_no_aws_variables(helm: Helm) -> None:
     c = container(helm.template("conveyor", "ns", {"artifacts": {"credentials": {"secretName": ""}}}))
     assert not [e for e in c["env"] if "valueFrom" in e]
@@ -273,6 +279,7 @@ BAD_VALUES: list[tuple[str, dict[str, Any], list[str]]] = [
     ),
     ("resync-zero", {"operator": {"resyncSeconds": 0}}, ["/operator/resyncSeconds"]),
     ("empty-step-command", {"steps": {"command": []}}, ["/steps/command", "minItems"]),
+    ("api-server-port", {"apiServer": {"host": "10.0.0.5", "port": "https"}}, ["/apiServer/port"]),
 ]
 
 
