@@ -171,13 +171,13 @@ CASES: list[tuple[str, Doc, str, str]] = [
         "default-type-mismatch",
         edit(_set(["spec", "parameters", 0, "default"], "three")),
         "spec.parameters[0].default",
-        "expected integer, got str",
+        "expected an integer, got str",
     ),
     (
         "bool-is-not-integer",
         edit(_set(["spec", "parameters", 0, "default"], True)),
         "spec.parameters[0].default",
-        "expected integer, got bool",
+        "expected an integer, got bool",
     ),
     (
         "unknown-input-step",
@@ -293,7 +293,7 @@ CASES: list[tuple[str, Doc, str, str]] = [
         "foreach-param-not-list",
         edit(_set(["spec", "steps", 0, "forEach"], {"parameter": "n"})),
         "spec.steps[0].forEach.parameter",
-        "is a integer, not a list",
+        "is an integer, not a list",
     ),
     (
         "bad-cron",
@@ -396,6 +396,13 @@ def test_templated_component_settings_are_checked_once_resolved() -> None:
     assert parse_document(doc).kind == "Pipeline"
 
 
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 DOCUMENT_CASES = [
     ("not-a-mapping", ["a", "b"], "(document)", "expected a mapping"),
     (
@@ -403,6 +410,14 @@ DOCUMENT_CASES = [
         {"apiVersion": "conveyor.dev/v1alpha1", "kind": "Pipe", "spec": {}},
         "kind",
         "unknown kind 'Pipe'",
+    ),
+    ("kind-a-list", {**pipeline(), "kind": ["Pipeline"]}, "kind", "unknown kind ['Pipeline']"),
+    ("kind-a-mapping", {**pipeline(), "kind": {"a": 1}}, "kind", "unknown kind {'a': 1}"),
+    (
+        "nested-too-deep",
+        edit(lambda d: d["spec"]["steps"][0].update({"with": _nested(70)})),
+        "(document)",
+        "nested more than 64 levels deep",
     ),
     (
         "wrong-api-version",
@@ -444,7 +459,7 @@ DOCUMENT_CASES = [
             "spec": {"pipelineSpec": pipeline()["spec"], "parameters": {"n": "x"}},
         },
         "spec.parameters.n",
-        "expected integer",
+        "expected an integer",
     ),
     (
         "md-min-over-max",
@@ -541,6 +556,16 @@ YAML_CASES = [
     ("malformed", "kind: Pipeline\nspec: [unclosed\n", "line 3", "malformed YAML"),
     ("empty", "", "(document)", "holds no document"),
     ("bad-second-document", "apiVersion: conveyor.dev/v1alpha1\nkind: Pipe\n", "kind", "unknown kind"),
+    ("kind-a-list", "kind: [Pipeline]\n", "kind", "unknown kind ['Pipeline']"),
+    ("too-big", "kind: Pipeline\n" + "# padding\n" * 160_000, "(file)", "over the limit of 1,572,864 bytes"),
+    ("nested-too-deep", "a: " + "[" * 65 + "]" * 65 + "\n", "line 1, column 67", "nested more than 64 levels"),
+    (
+        "alias-bomb",
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcde", "bcdef", strict=True)),
+        "line 6",
+        "aliases expand the file to more than 1,000,000 nodes",
+    ),
 ]
 
 

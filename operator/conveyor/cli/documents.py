@@ -10,6 +10,7 @@ import yaml
 from conveyor.api.modeldeployment import ModelDeployment
 from conveyor.api.pipeline import Pipeline
 from conveyor.api.run import Run
+from conveyor.core.documents import DocumentTooLarge, load_yaml
 from conveyor.core.validation import InvalidSpec, Issue, parse_document
 
 
@@ -21,7 +22,9 @@ def load_documents(path: Path) -> list[Pipeline | Run | ModelDeployment]:
     except OSError as e:
         raise InvalidSpec([Issue("(file)", f"cannot read: {e.strerror or e}")], source) from None
     try:
-        raw: list[Any] = [d for d in yaml.safe_load_all(text) if d is not None]
+        raw: list[Any] = load_yaml(text)
+    except DocumentTooLarge as e:
+        raise InvalidSpec([Issue(e.where, e.problem)], source) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(document)"

@@ -22,6 +22,7 @@ from conveyor.api.run import RunPhase
 from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig
 from conveyor.controller.locks import ObjectLocks
+from conveyor.core.documents import object_problem
 from conveyor.core.schedule import CancelRun, CreateRun, DeleteRun, ScheduledRun, SchedulePlan, plan_schedule
 from conveyor.core.status import set_condition
 from conveyor.core.support import OPERATOR, unsupported
@@ -124,6 +125,8 @@ class PipelineReconciler:
     # ------------------------------------------------------------------ gather
 
     def _validate(self, body: dict[str, Any]) -> tuple[Pipeline | None, list[Issue]]:
+        if (too_deep := object_problem(body.get("spec"))) is not None:
+            return None, [Issue("spec", too_deep)]
         try:
             pipeline = Pipeline.model_validate({k: v for k, v in body.items() if k != "status"})
         except ValidationError as e:

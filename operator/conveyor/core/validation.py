@@ -20,6 +20,7 @@ from conveyor.api.modeldeployment import ModelDeployment
 from conveyor.api.pipeline import Parameter, ParameterType, Pipeline, PipelineSpec, Step
 from conveyor.api.run import Run
 from conveyor.core.dag import CycleFound, Dag
+from conveyor.core.documents import object_problem
 from conveyor.core.templates import TemplateError, references, strings_in
 
 KINDS: dict[str, type[BaseModel]] = {"Pipeline": Pipeline, "Run": Run, "ModelDeployment": ModelDeployment}
@@ -84,8 +85,10 @@ def parse_document(data: Any, source: str | None = None) -> Pipeline | Run | Mod
     """A YAML/JSON document → the model of its kind, fully validated; raises InvalidSpec."""
     if not isinstance(data, Mapping):
         raise InvalidSpec([Issue("(document)", "expected a mapping with apiVersion, kind and spec")], source)
+    if (too_deep := object_problem(data)) is not None:
+        raise InvalidSpec([Issue("(document)", too_deep)], source)
     kind = data.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         known = ", ".join(KINDS)
         raise InvalidSpec([Issue("kind", f"unknown kind {kind!r} (expected one of {known})")], source)
     if data.get("apiVersion") != "conveyor.dev/v1alpha1":
@@ -124,35 +127,53 @@ _PY_TYPES: dict[ParameterType, tuple[type, ...]] = {
 }
 
 
+def a_type(t: ParameterType) -> str:
+    """A parameter type with its article: "an integer", "a list"."""
+    return f"an {t.value}" if t.value[0] in "aeiou" else f"a {t.value}"
+
+
 def type_error(param: Parameter, value: Any) -> str | None:
     """Why `value` does not fit the parameter's type, or None."""
     expected = _PY_TYPES[param.type]
     ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
     if ok:
         return None
-    return f"expected {param.type.value}, got {type(value).__name__} {value!r}"
+    return f"expected {a_type(param.type)}, got {type(value).__name__} {value!r}"
 
 
 def coerce_cli_value(param: Parameter, text: str) -> Any:
-    """`-p key=value` arrives as text; read it as the parameter's type (lists as JSON)."""
+    """`-p key=value` arrives as text; read it as the parameter's type (lists as JSON). A ValueError names
+    the parameter, its type and the text."""
     import json  # noqa: PLC0415 - only the CLI path needs it
+
+    def refused(how: str = "") -> ValueError:
+        return ValueError(f"parameter {param.name!r} is {a_type(param.type)}{how}: cannot read {text!r} as one")
 
     match param.type:
         case ParameterType.STRING:
             return text
         case ParameterType.INTEGER:
-            return int(text)
+            try:
+                return int(text)
+            except ValueError:
+                raise refused() from None
         case ParameterType.NUMBER:
-            return float(text)
+            try:
+                return float(text)
+            except ValueError:
+                raise refused() from None
         case ParameterType.BOOLEAN:
             lowered = text.lower()
             if lowered not in ("true", "false"):
-                raise ValueError(f"expected true or false, got {text!r}")
+                raise refused(" (true or false)")
             return lowered == "true"
         case ParameterType.LIST:
-            value = json.loads(text)
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = None
             if not isinstance(value, list):
-                raise ValueError(f"expected a JSON list, got {text!r}")
+                raise refused(" (a JSON list such as [1, 2])")
             return value
 
 
@@ -387,7 +408,7 @@ def validate_pipeline(spec: PipelineSpec, path: str = "spec") -> list[Issue]:
             if param is None:
                 issues.append(Issue(fp, f"unknown parameter {step.for_each.parameter!r}"))
             elif param.type is not ParameterType.LIST:
-                issues.append(Issue(fp, f"parameter {param.name!r} is a {param.type.value}, not a list"))
+                issues.append(Issue(fp, f"parameter {param.name!r} is {a_type(param.type)}, not a list"))
         _check_templates(step, sp, params, inputs, outputs, issues)
         if step.when is not None:
             _check_when(step, sp, params, dag, issues)
