@@ -244,9 +244,10 @@ def test_ctrl_c_stops_children_and_records_cancelled(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    record = json.loads(out[out.index("{") :])
+    record = json.loads(out)  # --json: the record alone on stdout, progress on stderr
     assert record["phase"] == "Cancelled"
-    assert record["steps"][0]["phase"] == "Failed" or record["steps"][0]["phase"] == "Cancelled"
+    assert record["steps"][0]["phase"] == "Cancelled", record["steps"][0]
+    assert "sleepy: Running" in err and "sleepy: Cancelled" in err
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)
 
@@ -279,3 +280,16 @@ def test_fan_out_and_fan_in(tmp_path: Path) -> None:
     hits = sorted(k for k, s in second.states.items() if s.cache_hit)
     assert hits == ["square[0]", "square[1]", "square[2]"]
     assert second.states["total"].metrics["total"] == 39.0
+
+
+def test_cli_summary_counts_steps_not_fan_out_items(tmp_path: Path) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump({"apiVersion": "conveyor.dev/v1alpha1", "kind": "Pipeline",
+                                 "metadata": {"name": "fan"}, "spec": fan_pipeline().spec.to_wire()}))
+    first = cli("run", str(f), "--no-progress", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "0/2 steps from cache" in first.stdout
+    second = cli("run", str(f), "--no-progress", "--json", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "2/2 steps from cache" in second.stderr  # four items and the fan-in step: two steps
+    assert json.loads(second.stdout)["phase"] == "Succeeded"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from conveyor.core.planner import (
     StepState,
     adopt_launched,
     finished,
+    killed,
     started,
 )
 from conveyor.core.retry import backoff_seconds
@@ -297,6 +299,34 @@ def test_when_conditions(expr: str, kind: str) -> None:
     assert (kind, "b") in kinds(plan)
 
 
+MISSING_METRIC = [
+    ("dotted", "steps.a.metrics.acc > 0.9"),
+    ("bracketed", "steps['a'].metrics['acc'] > 0.9"),
+]
+
+
+@pytest.mark.parametrize("expr", [m[1] for m in MISSING_METRIC], ids=[m[0] for m in MISSING_METRIC])
+def test_a_condition_on_a_missing_metric_names_the_step_and_its_metrics(expr: str) -> None:
+    s = spec()
+    s.steps[1].when = expr
+    a = StepState(phase=StepPhase.SUCCEEDED, attempts=1, outputs=ok().outputs, metrics={"auc": 0.95, "f1": 0.9})
+    plan = planner(s).plan({"a": a, "d": ok()}, NOW, cache={})
+    assert ("FailStep", "b") in kinds(plan)
+    assert plan.states["b"].message == (
+        f"cannot evaluate when of step 'b' ({expr}): step 'a' has no metric 'acc' (its metrics: auc, f1)"
+    )
+
+
+def test_cancelling_a_run_cancels_its_running_attempts() -> None:
+    plan = planner().plan({"a": running()}, NOW, cache={}, cancel=True)
+    (kill,) = [x for x in plan.actions if isinstance(x, Kill)]
+    assert kill.run_cancelled
+    step = planner().spec.steps[0]
+    assert killed(running(), step, kill, NOW).phase is StepPhase.CANCELLED
+    timed_out = Kill("a", "step exceeded its timeout of 5s")
+    assert killed(replace(running(), attempts=1), step, timed_out, NOW).phase is not StepPhase.CANCELLED
+
+
 def test_skipped_upstream_skips_readers() -> None:
     s = spec()
     s.steps[1].when = "params.k > 5"
@@ -366,17 +396,26 @@ def test_cache_key_is_stable_and_sensitive() -> None:
 
 def fan_spec(**for_each: Any) -> PipelineSpec:
     """prep → train (fanned out) → pick (reads every train item's model)."""
-    return PipelineSpec.model_validate({
-        "parameters": [{"name": "depths", "type": "list", "default": [1, 2, 3]}],
-        "steps": [
-            {"name": "prep", "container": {"image": "i", "command": ["p"]}, "outputs": [{"name": "data"}]},
-            {"name": "train", "container": {"image": "i", "command": ["t", "{{ item }}"]},
-             "inputs": [{"name": "data", "step": "prep", "output": "data"}], "outputs": [{"name": "model"}],
-             "forEach": for_each or {"parameter": "depths"}},
-            {"name": "pick", "container": {"image": "i", "command": ["k", "{{ inputs.models }}"]},
-             "inputs": [{"name": "models", "step": "train", "output": "model"}]},
-        ],
-    })
+    return PipelineSpec.model_validate(
+        {
+            "parameters": [{"name": "depths", "type": "list", "default": [1, 2, 3]}],
+            "steps": [
+                {"name": "prep", "container": {"image": "i", "command": ["p"]}, "outputs": [{"name": "data"}]},
+                {
+                    "name": "train",
+                    "container": {"image": "i", "command": ["t", "{{ item }}"]},
+                    "inputs": [{"name": "data", "step": "prep", "output": "data"}],
+                    "outputs": [{"name": "model"}],
+                    "forEach": for_each or {"parameter": "depths"},
+                },
+                {
+                    "name": "pick",
+                    "container": {"image": "i", "command": ["k", "{{ inputs.models }}"]},
+                    "inputs": [{"name": "models", "step": "train", "output": "model"}],
+                },
+            ],
+        }
+    )
 
 
 def fan_planner(s: PipelineSpec, params: Mapping[str, Any] | None = None, parallelism: int | None = None) -> RunPlanner:
@@ -385,12 +424,18 @@ def fan_planner(s: PipelineSpec, params: Mapping[str, Any] | None = None, parall
 
 
 def prep_done() -> StepState:
-    return StepState(phase=StepPhase.SUCCEEDED, attempts=1, outputs={"data": ArtifactRef(name="data", uri="u", digest=D)})
+    return StepState(
+        phase=StepPhase.SUCCEEDED, attempts=1, outputs={"data": ArtifactRef(name="data", uri="u", digest=D)}
+    )
 
 
 def item_done(digest: str) -> StepState:
-    return StepState(phase=StepPhase.SUCCEEDED, attempts=1, finished_at=NOW,
-                     outputs={"model": ArtifactRef(name="model", uri="u", digest=digest)})
+    return StepState(
+        phase=StepPhase.SUCCEEDED,
+        attempts=1,
+        finished_at=NOW,
+        outputs={"model": ArtifactRef(name="model", uri="u", digest=digest)},
+    )
 
 
 def test_fan_out_launches_one_unit_per_item_with_the_item_resolved() -> None:
@@ -405,7 +450,8 @@ def test_fan_out_launches_one_unit_per_item_with_the_item_resolved() -> None:
 
 def test_fan_out_respects_max_concurrency_and_grid() -> None:
     plan = fan_planner(fan_spec(grid={"a": [1, 2], "b": ["x", "y"]}, maxConcurrency=2)).plan(
-        {"prep": prep_done()}, NOW, cache={})
+        {"prep": prep_done()}, NOW, cache={}
+    )
     launches = [a for a in plan.actions if isinstance(a, Launch)]
     assert [a.task.item for a in launches] == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"}]
 

@@ -577,3 +577,26 @@ def test_files_errors_name_file_and_place(tmp_path: Path, text: str, path: str, 
         load_documents(f)
     assert raised.value.source == str(f)
     assert any(i.path.startswith(path) and fragment in i.message for i in raised.value.issues), raised.value.issues
+
+
+def test_an_unknown_component_is_reported_once_not_again_by_its_readers() -> None:
+    doc = {
+        "apiVersion": "conveyor.dev/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": "u"},
+        "spec": {
+            "steps": [
+                {"name": "a", "uses": "ingset", "with": {"source": "sklearn://iris"}},
+                {
+                    "name": "b",
+                    "uses": "split",
+                    "inputs": [{"name": "dataset", "step": "a", "output": "dataset"}],
+                    "with": {"label": "target"},
+                },
+            ]
+        },
+    }
+    with pytest.raises(InvalidSpec) as raised:
+        parse_document(doc)
+    assert [i.path for i in raised.value.issues] == ["spec.steps[0].uses"]
+    assert "unknown component 'ingset'" in raised.value.issues[0].message

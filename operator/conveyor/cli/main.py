@@ -70,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from conveyor.storage.local import LocalStore  # noqa: PLC0415
 
     store_spec(LocalStore(args.state_dir.resolve() / "store"), spec, str(name))  # for `conveyor rerun`
-    console = Console(stderr=False)
+    console = Console(stderr=args.json)  # with --json, stdout holds the record alone (for jq)
     outcome = run_with_progress(
         spec,
         params,
@@ -86,13 +86,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Every file checked, each reported: its documents valid, or its problems."""
     from conveyor.cli.documents import load_documents  # noqa: PLC0415
 
+    invalid = 0
     for path in args.files:
-        docs = load_documents(path)
+        try:
+            docs = load_documents(path)
+        except InvalidSpec as e:
+            invalid += 1
+            report_invalid(e)
+            continue
         for d in docs:
             print(f"{path}: {d.kind} {d.metadata.get('name', '(unnamed)')} is valid")
-    return EXIT_OK
+    if invalid and len(args.files) > 1:
+        print(f"{invalid} of {len(args.files)} files are invalid", file=sys.stderr)
+    return EXIT_INVALID if invalid else EXIT_OK
 
 
 def cmd_crds(args: argparse.Namespace) -> int:
@@ -145,6 +154,16 @@ def cmd_components(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conveyor", description="Machine-learning pipelines as Kubernetes objects.")
     parser.add_argument("--version", action="version", version=f"conveyor {__version__}")
@@ -153,10 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a pipeline on this machine (no cluster needed)")
     run.add_argument("file", type=Path, help="a YAML file with one Pipeline (or a Run with an inline pipelineSpec)")
     run.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="override a parameter (repeatable)")
-    run.add_argument("--parallelism", type=int, default=None, help="at most this many steps at once (default: CPUs)")
+    run.add_argument(
+        "--parallelism", type=_at_least_one, default=None, help="at most this many steps at once (default: CPUs)"
+    )
     run.add_argument("--state-dir", type=Path, default=Path(".conveyor"), help="store, cache and run records")
     run.add_argument("--no-progress", action="store_true", help="no live view (for logs and CI)")
-    run.add_argument("--json", action="store_true", help="print the run record as JSON at the end")
+    run.add_argument(
+        "--json", action="store_true", help="print the run record as JSON at the end (progress goes to stderr)"
+    )
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check documents without running them")
@@ -193,9 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except InvalidSpec as e:
-        print(f"error: {e}" if len(e.issues) == 1 else f"error: {len(e.issues)} problems:\n{e}", file=sys.stderr)
+        report_invalid(e)
         return EXIT_INVALID
     return code
+
+
+def report_invalid(e: InvalidSpec) -> None:
+    print(f"error: {e}" if len(e.issues) == 1 else f"error: {len(e.issues)} problems:\n{e}", file=sys.stderr)
 
 
 if __name__ == "__main__":

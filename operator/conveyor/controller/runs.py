@@ -26,6 +26,7 @@ from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig
 from conveyor.controller.locks import Coalescer
 from conveyor.core.concurrency import RunSlot, may_start
+from conveyor.core.documents import object_problem
 from conveyor.core.planner import (
     Kill,
     Launch,
@@ -37,6 +38,7 @@ from conveyor.core.planner import (
     StepState,
     adopt_launched,
     finished,
+    killed,
 )
 from conveyor.core.record import record_document, run_record
 from conveyor.core.status import (
@@ -194,6 +196,8 @@ class RunReconciler:
         key = (namespace, name, str(body.get("metadata", {}).get("resourceVersion", "")))
         with self._guard:
             hit = self._validated.get(key)
+        if hit is None and (too_deep := object_problem(body.get("spec"))) is not None:
+            hit = (None, SpecProblem("InvalidPipeline", f"spec: {too_deep}", final=True))
         if hit is None:
             try:
                 hit = (Pipeline.model_validate(body).spec, None)
@@ -666,7 +670,7 @@ class RunReconciler:
                 step = steps[action.step]
                 # A killed attempt counts as failed; a cancelled run is not retried (the planner cancels it).
                 no_retry = step.model_copy(update={"retries": RetryPolicy(limit=0)})
-                states[action.key] = finished(state, no_retry, TaskResult(ok=False, message=action.reason), now)
+                states[action.key] = killed(state, no_retry, action, now)
         return refused
 
     def _observe_overhead(

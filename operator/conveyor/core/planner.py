@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -101,6 +102,8 @@ class Kill(_Keyed):
     step: str
     reason: str
     unit: str | None = None
+    run_cancelled: bool = False
+    """The run was cancelled: the stopped attempt is Cancelled, not Failed."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,14 @@ def finished(state: StepState, step: Step, result: TaskResult, now: datetime) ->
     return replace(state, phase=StepPhase.FAILED, finished_at=now, message=result.message)
 
 
+def killed(state: StepState, step: Step, kill: Kill, now: datetime) -> StepState:
+    """An attempt stopped by `kill`: Cancelled when its run was cancelled (never retried), else a failed
+    attempt under the step's retry policy."""
+    if kill.run_cancelled:
+        return replace(state, phase=StepPhase.CANCELLED, finished_at=now, message=kill.reason)
+    return finished(state, step, TaskResult(ok=False, message=kill.reason), now)
+
+
 def reused(state: StepState, entry: CacheEntry, now: datetime) -> StepState:
     return replace(
         state,
@@ -286,6 +297,11 @@ def _reads_outside_world(step: Step, template: Mapping[str, Any]) -> bool:
         return False
 
 
+_NAME_OR_KEY = r"(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*['\"]([^'\"]+)['\"]\s*\])"
+_METRIC_REF = re.compile(rf"steps\s*{_NAME_OR_KEY}\s*\.\s*metrics\s*{_NAME_OR_KEY}")
+"""`steps.train.metrics.acc` or `steps['train'].metrics['acc']` in a condition: groups (step, step, metric, metric)."""
+
+
 def _evaluate_when(expression: str, params: Mapping[str, Any], states: Mapping[str, StepState]) -> bool:
     import cel  # noqa: PLC0415 - only needed for steps with conditions
 
@@ -293,7 +309,15 @@ def _evaluate_when(expression: str, params: Mapping[str, Any], states: Mapping[s
         "params": dict(params),
         "steps": {n: {"phase": s.phase.value, "metrics": dict(s.metrics)} for n, s in states.items()},
     }
-    value = cel.evaluate(expression, context)
+    try:
+        value = cel.evaluate(expression, context)
+    except KeyError:
+        for ref in _METRIC_REF.finditer(expression):
+            step, metric = ref.group(1) or ref.group(2), ref.group(3) or ref.group(4)
+            if step in states and metric not in states[step].metrics:
+                known = ", ".join(sorted(states[step].metrics)) or "none"
+                raise ValueError(f"step {step!r} has no metric {metric!r} (its metrics: {known})") from None
+        raise
     if not isinstance(value, bool):
         raise ValueError(f"condition {expression!r} evaluated to {value!r}, not a boolean")
     return value
@@ -394,7 +418,7 @@ class RunPlanner:
         )
         if cancel or timed_out:
             for key in running:
-                actions.append(Kill(step_of(key), "run cancelled" if cancel else "run timed out", key))
+                actions.append(Kill(step_of(key), "run cancelled" if cancel else "run timed out", key, cancel))
             for key, st in list(progressed.items()):
                 if st.phase not in TERMINAL and key not in running:
                     actions.append(CancelStep(step_of(key), key))
@@ -438,7 +462,9 @@ class RunPlanner:
                 try:
                     go = _evaluate_when(step.when, self.params, {k: v for k, v in progressed.items() if k in steps})
                 except (ValueError, KeyError, TypeError) as e:
-                    self._decide(progressed, actions, FailStep(n, f"cannot evaluate when: {e}"), now)
+                    self._decide(
+                        progressed, actions, FailStep(n, f"cannot evaluate when of step {n!r} ({step.when}): {e}"), now
+                    )
                     continue
                 if not go:
                     self._decide(progressed, actions, Skip(n, f"condition is false: {step.when}"), now)

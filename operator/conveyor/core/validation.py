@@ -223,6 +223,10 @@ def _component_contract(step: Step) -> tuple[set[str] | None, set[str] | None, s
     )
 
 
+def _unknown_component(step: Step) -> bool:
+    return step.uses is not None and _component_contract(step)[3] is not None
+
+
 def step_outputs(step: Step) -> set[str]:
     """Names of the outputs a step produces (a component's declared outputs, or the container's)."""
     if step.uses is not None:
@@ -358,7 +362,7 @@ def validate_pipeline(spec: PipelineSpec, path: str = "spec") -> list[Issue]:
                 issues.append(Issue(f"{ip}.step", "a step cannot read its own output"))
             elif inp.step not in by_name:
                 issues.append(Issue(f"{ip}.step", f"unknown step {inp.step!r} (steps: {', '.join(by_name)})"))
-            else:
+            elif not _unknown_component(by_name[inp.step]):  # an unknown one is reported once, at its `uses`
                 produced = step_outputs(by_name[inp.step])
                 if inp.output not in produced:
                     issues.append(

@@ -39,6 +39,7 @@ from conveyor.core.planner import (
     RunPlanner,
     StepState,
     finished,
+    killed,
     units_of,
 )
 from conveyor.core.record import LOG_LIMIT_BYTES, log_document, record_document, run_record
@@ -53,7 +54,7 @@ from conveyor.storage.local import LocalStore
 class _Attempt:
     process: subprocess.Popen[bytes]
     log_path: Path
-    kill_reason: str | None = None
+    killed_by: Kill | None = None
 
 
 @dataclass
@@ -122,7 +123,7 @@ class LocalRunner:
         self.states: dict[str, StepState] = {}
         self.logs: dict[str, Path] = {}
         self._attempts: dict[str, _Attempt] = {}
-        self._events: queue.Queue[tuple[str, TaskResult]] = queue.Queue()
+        self._events: queue.Queue[tuple[str, TaskResult | Kill]] = queue.Queue()
         self.on_update = on_update
         self._cancel = False
 
@@ -166,13 +167,14 @@ class LocalRunner:
         def wait() -> None:
             code = proc.wait()
             attempt = self._attempts.get(key)
-            if attempt is not None and attempt.kill_reason:
-                result = TaskResult(ok=False, message=attempt.kill_reason)
+            result: TaskResult | Kill
+            if attempt is not None and attempt.killed_by is not None:
+                result = attempt.killed_by
             elif result_file.exists():
                 result = TaskResult.model_validate_json(result_file.read_text())
             else:
                 result = TaskResult(ok=False, message=f"the step process exited with code {code} without a result")
-            if not result.ok and not result_file.exists():  # the runtime itself died: show its log
+            if isinstance(result, TaskResult) and not result.ok and not result_file.exists():  # the runtime died
                 result = result.model_copy(update={"message": _with_log_tail(result.message, log_path)})
             self._archive_log(task, log_path, offset)
             self._events.put((key, result))
@@ -193,12 +195,12 @@ class LocalRunner:
         except OSError:
             pass  # the log stays on disk; the archive is a copy
 
-    def _kill(self, key: str, reason: str) -> None:
-        attempt = self._attempts.get(key)
+    def _kill(self, kill: Kill) -> None:
+        attempt = self._attempts.get(kill.key)
         if attempt is None or attempt.process.poll() is not None:
             return
-        if attempt.kill_reason is None:
-            attempt.kill_reason = reason
+        if attempt.killed_by is None:
+            attempt.killed_by = kill
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(attempt.process.pid, signal.SIGTERM)
             hard = threading.Timer(10, self._kill_hard, args=(attempt,))
@@ -218,11 +220,14 @@ class LocalRunner:
             if isinstance(action, Launch):
                 self._launch(action)
             elif isinstance(action, Kill):
-                self._kill(action.key, action.reason)
+                self._kill(action)
 
-    def _on_result(self, key: str, result: TaskResult) -> None:
+    def _on_result(self, key: str, result: TaskResult | Kill) -> None:
         step = next(s for s in self.spec.steps if s.name == step_of(key))
-        state = finished(self.states[key], step, result, _now())
+        if isinstance(result, Kill):
+            state = killed(self.states[key], step, result, _now())
+        else:
+            state = finished(self.states[key], step, result, _now())
         self.states[key] = state
         self._attempts.pop(key, None)
         if state.phase is StepPhase.SUCCEEDED and state.cache_key and step.cache.enabled:

@@ -59,7 +59,7 @@ def steps_table(order: list[str], states: Mapping[str, StepState], title: str) -
 def summary(outcome: RunOutcome, console: Console) -> None:
     style = {"Succeeded": "bold green", "Failed": "bold red", "Cancelled": "magenta"}.get(outcome.phase.value, "")
     console.print(steps_table(outcome.order, outcome.states, f"run {outcome.run_id}"))
-    hits = sum(1 for s in outcome.states.values() if s.cache_hit)
+    hits = sum(1 for name in outcome.order if outcome.states.get(name, StepState()).cache_hit)  # steps, not items
     console.print(
         Text(f"{outcome.phase.value}", style=style),
         f"in {outcome.seconds:.1f}s;",
