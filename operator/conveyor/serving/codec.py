@@ -223,12 +223,17 @@ def _cast(array: np.ndarray[Any, Any], dtype: np.dtype[Any], name: str, datatype
 
 
 def _numbers_with_nulls(array: np.ndarray[Any, Any], name: str, datatype: str) -> np.ndarray[Any, Any]:
-    """JSON null in a float tensor means a missing value (NaN); anything but numbers and nulls is refused."""
+    """A float tensor whose JSON `data` is not all numbers: refused, naming the first element that is not.
+
+    The protocol's tensors hold numbers only: a null is no FP64 value (a missing value travels as NaN in
+    binary data, or as null in a /predict instance)."""
     flat = array.reshape(-1)
-    for value in flat:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+    for i, value in enumerate(flat):
+        if value is None:
+            raise BadRequest(f"input {name!r}: null at element {i} is not an {datatype} number")
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise BadRequest(f"input {name!r}: got {type(value).__name__} for datatype {datatype}")
-    return np.array([math.nan if v is None else v for v in flat], dtype=np.float64).reshape(array.shape)
+    return np.array(flat.tolist(), dtype=np.float64).reshape(array.shape)
 
 
 def _binary_tensor(chunk: memoryview, datatype: str, count: int, name: str) -> np.ndarray[Any, Any]:

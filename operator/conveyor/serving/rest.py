@@ -129,6 +129,7 @@ class RestApp:
             )
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        _check_content_type(_header(scope, b"content-type"))
         declared = _header(scope, b"content-length")
         if declared is not None:
             try:
@@ -207,6 +208,23 @@ class RestApp:
             body = await self._read_body(scope, receive)
             return _json(dp.feedback(name, version, body), status=202), body
         raise ModelNotFound(f"no route {path!r}")
+
+
+_BODY_TYPES = (b"application/json", b"application/octet-stream")
+"""What a request body may be declared as: JSON, or the binary tensor extension (JSON header, then bytes)."""
+
+
+def _check_content_type(declared: bytes | None) -> None:
+    """Refuse a body declared as something else (text/plain, a form): it is not what the protocol reads.
+    No Content-Type at all is read as JSON, as the protocol's own clients send it."""
+    if declared is None:
+        return
+    media = declared.split(b";", 1)[0].strip().lower()
+    if media not in _BODY_TYPES and not media.endswith(b"+json"):
+        raise BadRequest(
+            f"Content-Type {media.decode(errors='replace')!r} is not accepted: send application/json "
+            "(or application/octet-stream with Inference-Header-Content-Length)"
+        )
 
 
 def _require(method: str, allowed: str) -> None:

@@ -137,6 +137,11 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         p.error("--model-uri: s3://bucket/key or file:///path")
     if args.monitoring_uri is not None and not args.monitoring_uri.startswith(("s3://", "file://")):
         p.error("--monitoring-uri: s3://bucket/prefix or file:///dir")
+    if args.work_dir is not None:  # created when missing, as a pod's emptyDir would be; refused when it cannot be
+        try:
+            args.work_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            p.error(f"--work-dir: cannot create {args.work_dir}: {exc.strerror or exc}")
     return ServerConfig(
         model_name=args.model_name,
         model_uri=args.model_uri,

@@ -90,11 +90,13 @@ GOOD = [
         [[1, 5, 9], [2, 6, 10]],
         id="binary-and-json-mixed",
     ),
-    pytest.param(
-        body([{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, None, 3]}]),
-        None,
+    pytest.param(  # a missing value in a numeric tensor: NaN in binary data (JSON has no NaN, and null is refused)
+        *binary_body(
+            [{"name": "x", "shape": [1, 3], "datatype": "FP64", "parameters": {"binary_data_size": 24}}],
+            [np.array([1.0, np.nan, 3.0], "<f8").tobytes()],
+        ),
         [[1, np.nan, 3]],
-        id="null-is-missing",
+        id="nan-in-binary-is-missing",
     ),
 ]
 
@@ -158,6 +160,8 @@ BAD: list[Any] = [
     (body([{**T, "data": ["1", "2", "3"]}]), None, "got strings for datatype FP32"),
     (body([{**T, "data": [1, "a", 3]}]), None, "got strings for datatype FP32"),
     (body([{**T, "data": [[1, 2], [3]]}]), None, "ragged"),
+    (body([{**T, "datatype": "FP64", "data": [1, None, 3]}]), None, "null at element 1 is not an FP64 number"),
+    (body([{**T, "data": [None, None, None]}]), None, "null at element 0 is not an FP32 number"),
     (body([{**T, "data": [True, False, True]}]), None, "booleans for datatype FP32"),
     (body([{**T, "datatype": "INT32", "data": [1.5, 2, 3]}]), None, "floats for datatype INT32"),
     (body([{**T, "data": {"a": 1}}]), None, "'data' must be a list"),
