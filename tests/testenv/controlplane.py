@@ -3,6 +3,10 @@
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as local processes built
 by hack/install-testenv.sh, on free ports, with their certificates, kubeconfigs and logs in one
 temporary directory; etcd's data lives on tmpfs. Nothing touches ~/.kube.
+
+For a real kubelet (testenv.kubeletnode) the API server can serve on another local address
+instead of loopback (the pod bridge's gateway, so pods reach it), and it always carries a
+client certificate for talking to kubelets (``kubectl logs``/``exec``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from testenv.processes import ServerProcess, free_port, http_ok, owned_temp_dir,
 SERVICE_CIDR = "10.96.0.0/16"
 # The first address of the service range belongs to the `kubernetes` Service.
 KUBERNETES_SERVICE_IP = "10.96.0.1"
+# Without the Node authorizer, RBAC's system:node role is bound to nobody by default.
+NODES_BINDING = "conveyor-testenv:system:nodes"
 
 # The controllers tests and the operator rely on (Jobs, Deployments, Services, garbage collection,
 # namespaces, service accounts, autoscaling, PodDisruptionBudgets, node health).
@@ -72,10 +78,22 @@ class ControlPlane:
 
     ``start()`` returns once every component reports healthy; ``stop()`` kills all process
     groups and removes the temporary directories unless ``keep`` is set.
+
+    ``serve_address`` binds the API server to that local address instead of 127.0.0.1 and
+    advertises it (it is in the serving certificate too, and every kubeconfig names it), so
+    pods on a bridge whose gateway it is can reach the API server. etcd, the controller manager
+    and the scheduler stay on loopback.
     """
 
-    def __init__(self, binaries: Binaries, work_dir: Path | None = None, keep: bool = False) -> None:
+    def __init__(
+        self,
+        binaries: Binaries,
+        work_dir: Path | None = None,
+        keep: bool = False,
+        serve_address: str | None = None,
+    ) -> None:
         self.binaries = binaries
+        self.api_host = serve_address or "127.0.0.1"
         self.work_dir = work_dir or owned_temp_dir("conveyor-testenv-")
         self.keep = keep
         self.log_dir = self.work_dir / "logs"
@@ -87,8 +105,8 @@ class ControlPlane:
         self.processes: list[ServerProcess] = []
         self.startup_seconds: float | None = None
         self.etcd_port = free_port()
-        self.apiserver_port = free_port()
-        self.server_url = f"https://127.0.0.1:{self.apiserver_port}"
+        self.apiserver_port = free_port(self.api_host)
+        self.server_url = f"https://{self.api_host}:{self.apiserver_port}"
         self.kubeconfig = self.work_dir / "admin.kubeconfig"
         self.ca: CertificateAuthority | None = None
         self.admin: KeyPair | None = None
@@ -202,6 +220,30 @@ class ControlPlane:
             raise RuntimeError(f"kubectl {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
         return done
 
+    def node_kubeconfig(self, node_name: str) -> Path:
+        """A kubeconfig for a kubelet registering ``node_name``: CN system:node:NAME, O system:nodes.
+
+        Binds RBAC's system:node ClusterRole to the system:nodes group (this API server runs RBAC
+        only, without the Node authorizer), so the kubelet may update its Node, Lease and pods.
+        """
+        assert self.ca is not None
+        pair = self.ca.issue(f"node-{node_name}", f"system:node:{node_name}", organization="system:nodes")
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": NODES_BINDING},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:node"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}],
+        }
+        with self.api_client() as api:
+            rbac = k8s_client.RbacAuthorizationV1Api(api)
+            try:
+                rbac.create_cluster_role_binding(binding)
+            except k8s_client.ApiException as exc:
+                if exc.status != 409:
+                    raise
+        return write_kubeconfig(self.work_dir / f"node-{node_name}.kubeconfig", self.server_url, self.ca.cert, pair)
+
     def log_tails(self, lines: int = 30) -> str:
         """The tail of every log in the log dir (components, MinIO, node agent) for a failure report."""
         states = {proc.log_path: proc for proc in self.processes}
@@ -219,11 +261,15 @@ class ControlPlane:
         self.serving = ca.issue(
             "serving",
             "kube-apiserver",
-            ip_sans=("127.0.0.1", KUBERNETES_SERVICE_IP),
+            ip_sans=tuple(dict.fromkeys(("127.0.0.1", self.api_host, KUBERNETES_SERVICE_IP))),
             dns_sans=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
             server=True,
         )
         self.admin = ca.issue("admin", "conveyor-test-admin", organization="system:masters")
+        # The API server's identity towards kubelets (logs, exec, port-forward).
+        self.kubelet_client = ca.issue(
+            "apiserver-kubelet-client", "kube-apiserver-kubelet-client", organization="system:masters"
+        )
         # The controller manager runs without per-controller service accounts, so it needs broad rights.
         kcm = ca.issue("kube-controller-manager", "system:kube-controller-manager", organization="system:masters")
         scheduler = ca.issue("kube-scheduler", "system:kube-scheduler")
@@ -269,8 +315,8 @@ class ControlPlane:
             [
                 str(self.binaries.kube_apiserver),
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.api_host}",
+                f"--advertise-address={self.api_host}",
                 f"--secure-port={self.apiserver_port}",
                 f"--cert-dir={self.work_dir / 'apiserver-certs'}",
                 f"--tls-cert-file={self.serving.cert}",
@@ -288,6 +334,12 @@ class ControlPlane:
                 f"--service-account-signing-key-file={self.sa_keys.key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
+                # Only a real kubelet (testenv.kubeletnode) is ever called: its serving certificate comes
+                # from the test CA and names its InternalIP.
+                f"--kubelet-client-certificate={self.kubelet_client.cert}",
+                f"--kubelet-client-key={self.kubelet_client.key}",
+                f"--kubelet-certificate-authority={self.ca.cert}",
+                "--kubelet-preferred-address-types=InternalIP",
                 # A loopback advertise address would be rejected in the `kubernetes` Endpoints.
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
