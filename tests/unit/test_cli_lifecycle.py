@@ -154,3 +154,43 @@ def test_gc_refuses_a_malformed_grace_and_collects_an_empty_store(
     assert capsys.readouterr().out.strip() == (
         "0 referenced, 0 waiting for the grace period, 0 would delete, 0 cache entries would be dropped"
     )
+
+
+def fan_record() -> dict[str, Any]:
+    """train fanned out over two items (their models B and C); select reads the fan-in collection E."""
+    return {
+        "kind": "RunRecord",
+        "runId": "r2",
+        "steps": [
+            {"name": "ingest", "inputs": [], "outputs": [{"name": "data", "digest": A, "uri": "u"}]},
+            {
+                "name": "train",
+                "inputs": [{"name": "train", "step": "ingest", "output": "data", "digest": A}],
+                "outputs": [{"name": "model", "digest": E, "uri": "collection:train/model", "size": 2}],
+            },
+            {
+                "name": "select",
+                "inputs": [{"name": "models", "step": "train", "output": "model", "digest": E}],
+                "outputs": [{"name": "model", "digest": C, "uri": "u"}],
+            },
+            {
+                "name": "gate",
+                "inputs": [{"name": "candidate", "step": "select", "output": "model", "digest": C}],
+                "outputs": [{"name": "verdict", "digest": D, "uri": "u"}],
+            },
+        ],
+        "items": {
+            "train": [
+                {"key": "train[0]", "outputs": [{"name": "model", "digest": B, "uri": "u"}]},
+                {"key": "train[1]", "outputs": [{"name": "model", "digest": C, "uri": "u"}]},
+            ]
+        },
+    }
+
+
+def test_a_fan_in_collection_is_checked_through_its_members_never_as_a_blob() -> None:
+    blobs = {A, B, C, D}  # E, the collection, is no blob
+    assert check_record(fan_record(), lambda d: None if d in blobs else MISSING) == []
+    problems = check_record(fan_record(), lambda d: None if d in blobs - {B} else MISSING)
+    assert [p.text() for p in problems] == [f"train[0].model {B} is missing; depends on it: select, gate"]
+    assert downstream_of(fan_record(), B) == (("select",), ("select", "gate"))

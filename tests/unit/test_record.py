@@ -319,3 +319,29 @@ def test_comparison_marks_what_differs() -> None:
     assert differing == {("parameter", "trees"), ("metric", "train.accuracy"), ("output", "train.model")}
     values = {name: v for _, name, v, _ in rows}
     assert values["trees"] == ["100", "50"] and values["train.accuracy"] == ["0.9", "0.8"]
+
+
+def test_items_of_a_fan_out_are_in_the_record_from_either_shell() -> None:
+    items = record()["items"]["square"]
+    assert [(u["key"], u["index"], u["outputs"][0]["digest"]) for u in items] == [
+        ("square[0]", 0, digest("1")),
+        ("square[1]", 1, digest("2")),
+    ]
+
+
+def grid_spec(*keys: str) -> PipelineSpec:
+    grid = {"max_depth": [2, 6], "n_estimators": [10, 40], "max_features": ["sqrt", 0.5]}
+    return spec(steps=[{**spec().to_wire()["steps"][2], "forEach": {"grid": {k: grid[k] for k in keys}}}])
+
+
+def test_a_grids_key_order_is_part_of_the_spec_and_survives_the_store(tmp_path: Any) -> None:
+    from conveyor.lifecycle.specs import load_spec, store_spec
+    from conveyor.storage.local import LocalStore
+
+    document_order = grid_spec("max_depth", "n_estimators", "max_features")
+    sorted_order = grid_spec("max_depth", "max_features", "n_estimators")
+    assert spec_digest(document_order) != spec_digest(sorted_order)  # their items come in another order
+    store = LocalStore(tmp_path)
+    loaded = load_spec(store, store_spec(store, document_order, "p"))
+    assert loaded is not None and loaded.steps[0].for_each is not None and loaded.steps[0].for_each.grid is not None
+    assert list(loaded.steps[0].for_each.grid) == ["max_depth", "n_estimators", "max_features"]

@@ -20,7 +20,7 @@ from conveyor.api.pipeline import PipelineSpec, Step
 from conveyor.api.run import RunPhase
 from conveyor.core.dag import Dag
 from conveyor.core.planner import StepState, units_of
-from conveyor.core.status import step_statuses
+from conveyor.core.status import item_statuses, step_statuses
 from conveyor.core.templates import TemplateError, references, strings_in
 
 RECORD_KIND = "RunRecord"
@@ -42,8 +42,16 @@ def log_document(run_id: str, key: str, attempt: int) -> str:
 
 
 def spec_digest(spec: PipelineSpec) -> str:
-    """sha256 of the resolved pipeline spec in canonical JSON (what ran, whatever file or object it came from)."""
-    canonical = json.dumps(spec.to_wire(), sort_keys=True, separators=(",", ":"), default=str).encode()
+    """sha256 of the resolved pipeline spec in canonical JSON (what ran, whatever file or object it came from).
+
+    Keys are sorted, except a `forEach.grid`'s: their order is the order of the grid's items (the first key
+    varies slowest), so two grids that differ only in it are different specs."""
+    wire = spec.to_wire()
+    for step in wire.get("steps", []):
+        grid = (step.get("forEach") or {}).get("grid")
+        if grid is not None:
+            step["forEach"]["grid"] = [[k, v] for k, v in grid.items()]
+    canonical = json.dumps(wire, sort_keys=True, separators=(",", ":"), default=str).encode()
     return f"sha256:{hashlib.sha256(canonical).hexdigest()}"
 
 
@@ -162,6 +170,9 @@ def run_record(
         "externalInputs": dict(external),
         "steps": records,
     }
+    items = {name: item_statuses(states, name) for name in order if units_of(states, name)}
+    if items:
+        record["items"] = items  # the members of each fan-in collection, in item order
     if environment is not None:
         record["environment"] = dict(environment)
     return record

@@ -35,24 +35,51 @@ class Problem:
         return f"{self.source} {self.digest} is {self.what}; depends on it: {deps}"
 
 
+def collections(record: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Fan-in collection digest → its members (item output `step[i].output` → digest), in item order.
+
+    A fanned-out step's output is the list of its items' outputs (`collection:step/output`), addressed by
+    the digest of that list: it is never a blob in the store, its members are."""
+    items = record.get("items") or {}
+    out: dict[str, dict[str, str]] = {}
+    for s in record.get("steps", []):
+        for o in s.get("outputs", []):
+            if str(o.get("uri", "")).startswith("collection:"):
+                out[o["digest"]] = {
+                    f"{u['key']}.{m['name']}": m["digest"]
+                    for u in items.get(s["name"], [])
+                    for m in u.get("outputs", [])
+                    if m["name"] == o["name"]
+                }
+    return out
+
+
 def _artifacts(record: Mapping[str, Any]) -> dict[str, str]:
-    """digest → where it came from (first mention wins: a producer before a reader)."""
+    """digest → where it came from (first mention wins: a producer before a reader); a collection stands
+    for its members."""
+    groups = collections(record)
     out: dict[str, str] = {}
     for s in record.get("steps", []):
         for o in s.get("outputs", []):
-            out.setdefault(o["digest"], f"{s['name']}.{o['name']}")
+            if o["digest"] in groups:
+                for where, digest in groups[o["digest"]].items():
+                    out.setdefault(digest, where)
+            else:
+                out.setdefault(o["digest"], f"{s['name']}.{o['name']}")
     for s in record.get("steps", []):
         for i in s.get("inputs", []):
-            if i.get("digest"):
+            if i.get("digest") and i["digest"] not in groups:
                 where = f"{i['step']}.{i['output']}" if i.get("step") else f"input {i.get('uri', '?')}"
                 out.setdefault(i["digest"], where)
     return out
 
 
 def downstream_of(record: Mapping[str, Any], digest: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(steps reading `digest`, every step depending on it transitively), in the record's order."""
+    """(steps reading `digest`, directly or as a member of a collection, every step depending on it
+    transitively), in the record's order."""
     steps = record.get("steps", [])
-    readers = [s["name"] for s in steps if any(i.get("digest") == digest for i in s.get("inputs", []))]
+    read_as = {digest} | {c for c, members in collections(record).items() if digest in members.values()}
+    readers = [s["name"] for s in steps if any(i.get("digest") in read_as for i in s.get("inputs", []))]
     tainted = set(readers)
     changed = True
     while changed:

@@ -40,10 +40,8 @@ from conveyor.core.planner import (
     StepState,
     finished,
     killed,
-    units_of,
 )
 from conveyor.core.record import LOG_LIMIT_BYTES, log_document, record_document, run_record
-from conveyor.core.status import item_statuses
 from conveyor.core.task import StoreConfig, TaskResult, TaskSpec, step_of
 from conveyor.storage.cache import StoreCache
 from conveyor.storage.digest import sha256_file
@@ -325,14 +323,9 @@ class LocalRunner:
         record["seconds"] = round(seconds, 3)
         for step in record["steps"]:
             step["log"] = str(self.logs[step["name"]]) if step["name"] in self.logs else None
-        record["items"] = {
-            name: [
-                {**u, "log": str(self.logs[str(u["key"])]) if u["key"] in self.logs else None}
-                for u in item_statuses(self.states, name)
-            ]
-            for name in self.order
-            if units_of(self.states, name)
-        }
+        for items in (record.get("items") or {}).values():
+            for u in items:
+                u["log"] = str(self.logs[str(u["key"])]) if u["key"] in self.logs else None
         path = self.run_dir / "record.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=2, default=str))

@@ -65,7 +65,7 @@ class LocalStore:
         return self.root / "docs" / check_document_name(name)
 
     def put_document(self, name: str, document: dict[str, Any]) -> str:
-        data = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
+        data = json.dumps(document, indent=2, default=str).encode()  # key order kept: a grid's
         path = self._doc(name)
         _atomic_write(path, lambda f: f.write(data))
         return path.as_uri()

@@ -120,7 +120,7 @@ class S3Store:
             tmp_path.unlink(missing_ok=True)
 
     def put_document(self, name: str, document: dict[str, Any]) -> str:
-        return self.put_text(name, json.dumps(document, indent=2, sort_keys=True, default=str))
+        return self.put_text(name, json.dumps(document, indent=2, default=str))  # key order kept: a grid's
 
     def get_document(self, name: str) -> dict[str, Any] | None:
         text = self.get_text(name)
