@@ -20,6 +20,8 @@ from conveyor.components.atomic import json_safe
 from conveyor.components.base import ComponentError, Metrics
 from conveyor.components.datasets import read_dataset, require_columns, require_rows, split_label
 from conveyor.components.modelio import (
+    OUTPUT_PREDICT,
+    OUTPUT_PROBA,
     PROFILE_QUANTILES,
     PROFILE_TOP_CATEGORIES,
     ArtifactMetadata,
@@ -139,7 +141,7 @@ def save_model(
         label=label,
         classes=classes,
         inputs=[FeatureSpec(name=c, dtype=str(features[c].dtype)) for c in features.columns],
-        outputs=["prediction"],
+        outputs=[OUTPUT_PREDICT, OUTPUT_PROBA] if hasattr(estimator, "predict_proba") else [OUTPUT_PREDICT],
         params=_describe_params(estimator),
         fit_warnings=fit_warnings,
         profile=profile_features(features, data.text_columns),

@@ -3,8 +3,9 @@
 The dataset is read with pyarrow in batches of at most `chunk_rows` rows (only the model's
 input columns and the `passthrough` ones), each batch is predicted and appended to the output
 Parquet file as its own row group, so memory stays bounded by the chunk, not the dataset.
-Output columns: the `passthrough` columns (say an id to join back on), then `output_column`,
-then with `include_probabilities` one `<output_column>_proba_<class>` column per class.
+Output columns: the `passthrough` columns (say an id to join back on), then `output_column`
+(`predict`), then with `include_probabilities` one `<output_column>_proba_<class>` column per class
+(`predict_proba_<class>`): the names the model server gives its outputs.
 The model is the artifact `train` wrote, digest-checked by the runtime like every input, so the
 predictions come from exactly the model that was evaluated and gated.
 
@@ -19,6 +20,7 @@ from pathlib import Path
 from pydantic import Field
 
 from conveyor.components.base import Component, ComponentConfig, Metrics
+from conveyor.components.modelio import OUTPUT_PREDICT
 
 
 class BatchPredictConfig(ComponentConfig):
@@ -26,8 +28,9 @@ class BatchPredictConfig(ComponentConfig):
 
     chunk_rows: int = Field(default=100_000, ge=1)
     """Rows read, predicted and written at a time: the memory bound."""
-    output_column: str = Field(default="prediction", min_length=1)
-    """Name of the prediction column."""
+    output_column: str = Field(default=OUTPUT_PREDICT, min_length=1)
+    """Name of the prediction column: `predict`, the model server's output name (set `prediction` for the
+    columns this component wrote before it spoke the server's vocabulary)."""
     include_probabilities: bool = False
     """Also write one probability column per class (classifiers with predict_proba only)."""
     passthrough: list[str] = []

@@ -45,6 +45,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from conveyor.components.atomic import atomic_output
 from conveyor.components.base import ComponentError
 
+OUTPUT_PREDICT = "predict"
+OUTPUT_PROBA = "predict_proba"
+"""A model's outputs, one vocabulary everywhere: the model server's Open Inference Protocol output names
+(which clients key on), the artifact metadata's `outputs` and batch-predict's columns (`predict`,
+`predict_proba_<class>`). scikit-learn's method names, as MLServer's scikit-learn runtime names them too."""
+
 ARTIFACT_FORMAT = "conveyor.model/v1"
 META_ENTRY = "meta.json"
 MODEL_ENTRY = "model.skops"
@@ -190,7 +196,8 @@ class ArtifactMetadata(BaseModel):
     inputs: list[FeatureSpec]
     """The input signature: the columns the object was fitted on, in order."""
     outputs: list[str] = []
-    """Names of the transformed features (transformers), or of the prediction (models)."""
+    """Names of the transformed features (transformers), or of the model's outputs (OUTPUT_PREDICT, and
+    OUTPUT_PROBA for a classifier with probabilities; older artifacts say `prediction`)."""
     params: dict[str, Any] = {}
     fit_warnings: list[str] = []
     """Warnings raised while fitting (e.g. non-convergence), kept with the model they describe."""

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from conveyor.components.modelio import OUTPUT_PREDICT, OUTPUT_PROBA
 from conveyor.serving.errors import BadRequest
 
 # Protocol datatype -> numpy dtype (little-endian, as the binary extension specifies).
@@ -42,8 +43,6 @@ DATATYPES: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype("<f8"),
     "BYTES": np.dtype(object),
 }
-OUTPUT_PREDICT = "predict"
-OUTPUT_PROBA = "predict_proba"
 OUTPUT_NAMES = (OUTPUT_PREDICT, OUTPUT_PROBA)
 _LENGTH = struct.Struct("<I")
 _MAX_DIMS = 8

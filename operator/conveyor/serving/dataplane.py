@@ -17,10 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from conveyor.components.modelio import OUTPUT_PREDICT, OUTPUT_PROBA
 from conveyor.serving.batcher import MicroBatcher
 from conveyor.serving.codec import (
-    OUTPUT_PREDICT,
-    OUTPUT_PROBA,
     OutputTensor,
     Rows,
     encode_infer_response,

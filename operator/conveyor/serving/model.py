@@ -20,8 +20,8 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from conveyor.components.base import ComponentError
-from conveyor.components.modelio import ArtifactMetadata, load_artifact
-from conveyor.serving.codec import OUTPUT_PREDICT, OUTPUT_PROBA, Rows, Signature, datatype_of
+from conveyor.components.modelio import OUTPUT_PREDICT, OUTPUT_PROBA, ArtifactMetadata, load_artifact
+from conveyor.serving.codec import Rows, Signature, datatype_of
 from conveyor.serving.fastpath import FastModel, compile_fast_path
 from conveyor.storage.digest import hex_of, sha256_file
 from conveyor.storage.store import ArtifactMissing, StoreUnavailable

@@ -43,15 +43,15 @@ def test_classifier_predictions_match_one_call_chunk_by_chunk(
     written = pq.ParquetFile(tmp_path / "predictions")
     assert written.metadata.num_row_groups == chunks  # written chunk by chunk, one row group each
     out = read_dataset(tmp_path / "predictions")
-    assert list(out.columns) == ["id", "prediction", "prediction_proba_0", "prediction_proba_1"]
+    assert list(out.columns) == ["id", "predict", "predict_proba_0", "predict_proba_1"]
     model = load_artifact(bc_models["good"]).obj
     features = frame.drop(columns=["id", "target"])
     assert out["id"].tolist() == frame["id"].tolist()
-    np.testing.assert_array_equal(out["prediction"].to_numpy(), model.predict(features))
+    np.testing.assert_array_equal(out["predict"].to_numpy(), model.predict(features))
     np.testing.assert_allclose(
-        out[["prediction_proba_0", "prediction_proba_1"]].to_numpy(), model.predict_proba(features)
+        out[["predict_proba_0", "predict_proba_1"]].to_numpy(), model.predict_proba(features)
     )
-    assert (out["prediction"] == frame["target"]).mean() > 0.95
+    assert (out["predict"] == frame["target"]).mean() > 0.95
 
 
 def test_regressor_and_deterministic_bytes(run_step: RunStep, tmp_path: Path, fit_model: Callable[..., Path]) -> None:
@@ -96,3 +96,18 @@ def test_bad_config_names_the_field() -> None:
         config.model_validate({"chunk_rows": 0})
     with pytest.raises(ValidationError, match="output_column"):
         config.model_validate({"output_column": ""})
+
+
+def test_one_output_vocabulary_in_metadata_server_and_batch_predict(
+    run_step: RunStep, tmp_path: Path, bc_models: dict[str, Path], breast_cancer: Path
+) -> None:
+    """OIP clients key on output names: the model's metadata, the server and batch-predict say the same."""
+    from conveyor.serving.model import ServedModel
+
+    loaded = load_artifact(bc_models["good"], kind="model")
+    assert loaded.metadata.outputs == ["predict", "predict_proba"]
+    served = ServedModel("m", "v1", "sha256:" + "0" * 64, loaded.obj, loaded.metadata)
+    assert [o["name"] for o in served.output_metadata()] == loaded.metadata.outputs
+    _predict(run_step, tmp_path, bc_models["good"], breast_cancer, {"include_probabilities": True})
+    columns = list(read_dataset(tmp_path / "predictions").columns)
+    assert columns[0] == "predict" and all(c.startswith("predict_proba_") for c in columns[1:])
