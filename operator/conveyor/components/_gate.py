@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.components._scoring import Scored, comparable, score_model
-from conveyor.components.atomic import write_json
+from conveyor.components.atomic import json_safe, write_json
 from conveyor.components.base import ComponentError, Metrics
 from conveyor.components.datasets import read_dataset
 from conveyor.components.gate import GateConfig
@@ -43,6 +43,36 @@ def _threshold_checks(config: GateConfig, candidate: Mapping[str, float], notes:
             check.update(passed=True, reason=f"{metric} {value:.4g} is within the threshold")
         checks.append(check)
     return checks
+
+
+def _degenerate_check(config: GateConfig, candidate: Scored) -> dict[str, Any] | None:
+    """Whether a classifier predicts a single class, or no better than the majority class; None when the
+    evaluation data holds one class (nothing to tell a constant model from)."""
+    classes, matrix = candidate.detail.get("classes", []), candidate.detail.get("confusion_matrix")
+    if candidate.task != "classification" or matrix is None or len(candidate.detail.get("class_counts", {})) < 2:
+        return None
+    predicted = [c for c, n in zip(classes, [sum(col) for col in zip(*matrix, strict=True)], strict=True) if n]
+    accuracy, majority = candidate.scores["accuracy"], candidate.scores["majority_class_accuracy"]
+    problems = []
+    if len(predicted) == 1:
+        problems.append(f"the candidate predicts one class ({json_safe(predicted[0])!r}) for every row")
+    if accuracy <= majority:
+        problems.append(
+            f"its accuracy {accuracy:.4g} is no better than always predicting the majority class ({majority:.4g})"
+        )
+    check: dict[str, Any] = {
+        "kind": "degenerate",
+        "predicted_classes": len(predicted),
+        "accuracy": accuracy,
+        "majority_class_accuracy": majority,
+        "allowed": config.allow_degenerate_classifier,
+    }
+    if not problems:
+        return {**check, "passed": True, "reason": f"predicts {len(predicted)} classes, beats the majority class"}
+    what = "degenerate classifier: " + " and ".join(problems)
+    if config.allow_degenerate_classifier:
+        return {**check, "passed": True, "reason": f"{what} (allowed by allow_degenerate_classifier)"}
+    return {**check, "passed": False, "reason": f"{what} (set allow_degenerate_classifier to bless it anyway)"}
 
 
 def _baseline_checks(
@@ -100,6 +130,8 @@ def run(config: GateConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Pa
             raise ComponentError(f"thresholds/compare: {metric!r} is not a {candidate.task} metric")
     notes: list[str] = candidate.detail.get("notes", [])
     checks = _threshold_checks(config, candidate_scores, notes)
+    if (degenerate := _degenerate_check(config, candidate)) is not None:
+        checks.append(degenerate)
     baseline_scores: dict[str, float] = {}
     baseline_meta = None
     if has_baseline:

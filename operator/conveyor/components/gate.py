@@ -11,6 +11,11 @@ candidate is blessed only if every check passes:
   may be worse than the baseline by at most `max_regression`, relative to the baseline's value
   (0.01 = 1 %; the default 0 means "no worse than what serves now"), in the metric's direction.
 
+A classifier is also refused when it is degenerate: it predicts one class for every row of the
+evaluation data, or its accuracy is no better than always predicting the majority class (the check
+`degenerate`; `allow_degenerate_classifier: true` lets such a model through, still saying so). A
+constant model can rank rows well enough for a high ROC AUC, so thresholds alone do not catch it.
+
 A metric that cannot be computed (say roc_auc on a one-class evaluation set) fails its check:
 the gate never blesses on a missing number. With neither thresholds nor a baseline there is
 nothing to judge by and the step fails ("the gate needs thresholds or a baseline") instead of
@@ -69,6 +74,10 @@ class GateConfig(ComponentConfig):
     """Metrics compared with the baseline (default: the threshold metrics, else the headline metric)."""
     on_reject: Literal["fail", "record"] = "fail"
     """`fail`: a rejected candidate fails the step; `record`: the step succeeds with blessed 0."""
+    allow_degenerate_classifier: bool = False
+    """Bless a classifier that predicts one class for every row, or is no more accurate than always
+    predicting the majority class. Off: such a candidate is refused whatever its other numbers (a
+    constant model can still rank rows well enough for a high ROC AUC)."""
 
     @field_validator("thresholds")
     @classmethod

@@ -84,7 +84,7 @@ def test_the_good_model_beats_the_crippled_ones(
     _, verdict = _gate(run_step, tmp_path, bc_models, test, "good", {"thresholds": ROC}, "shuffled")
     roc = verdict["metrics"]["roc_auc"]
     assert roc["candidate"] > 0.98 and 0.3 < roc["baseline"] < 0.7
-    assert [c["kind"] for c in verdict["checks"]] == ["threshold", "baseline"]
+    assert [c["kind"] for c in verdict["checks"]] == ["threshold", "degenerate", "baseline"]
 
 
 def test_rejection_fails_the_step_by_default_and_still_writes_the_verdict(
@@ -164,3 +164,41 @@ def test_bad_inputs_name_what_is_wrong(
         ComponentError, match="baseline: model inputs: column 'worst area' is not in input 'evaluation'"
     ):
         _gate(run_step, tmp_path, models, tmp_path / "no-worst-area", "narrow", {}, baseline="good")
+
+
+@pytest.mark.parametrize(
+    ("allow", "blessed"), [(False, False), (True, True)], ids=["refused-by-default", "allowed-by-setting"]
+)
+def test_a_degenerate_classifier_is_refused_unless_allowed(
+    run_step: RunStep,
+    tmp_path: Path,
+    breast_cancer_split: tuple[Path, Path],
+    fit_model: Callable[..., Path],
+    allow: bool,
+    blessed: bool,
+) -> None:
+    """Logistic regression with C=1e-6 predicts the majority class for every row, yet ranks rows well
+    (ROC AUC ≈ 0.99): a gate on ROC AUC alone blessed it."""
+    train, test = breast_cancer_split
+    transformer = tmp_path / "transformer"
+    run_step("preprocess", {"label": "target"}, {"train": train}, {"transformer": transformer})
+    models = {"constant": tmp_path / "constant"}
+    fit_model(train, transformer, models["constant"], "sklearn.linear_model.LogisticRegression", {"C": 1e-6})
+    config = {"thresholds": ROC, "on_reject": "record", "allow_degenerate_classifier": allow}
+    metrics, verdict = _gate(run_step, tmp_path, models, test, "constant", config)
+    assert verdict["metrics"]["roc_auc"]["candidate"] > 0.95  # the threshold alone would pass
+    (check,) = [c for c in verdict["checks"] if c["kind"] == "degenerate"]
+    assert check["predicted_classes"] == 1 and check["accuracy"] == check["majority_class_accuracy"]
+    assert "degenerate classifier: the candidate predicts one class (1) for every row" in check["reason"]
+    assert "no better than always predicting the majority class (0.6316)" in check["reason"]
+    assert verdict["blessed"] is blessed and metrics["blessed"] == float(blessed)
+    assert check["passed"] is allow and ("allowed by allow_degenerate_classifier" in check["reason"]) is allow
+
+
+def test_a_useful_classifier_passes_the_degenerate_check(
+    run_step: RunStep, tmp_path: Path, bc_models: dict[str, Path], breast_cancer_split: tuple[Path, Path]
+) -> None:
+    _, test = breast_cancer_split
+    _, verdict = _gate(run_step, tmp_path, bc_models, test, "good", {"thresholds": ROC})
+    (check,) = [c for c in verdict["checks"] if c["kind"] == "degenerate"]
+    assert check["passed"] and check["predicted_classes"] == 2
