@@ -98,7 +98,9 @@ def _read_file(path: Path, configured: FileFormat, name: str | None = None) -> p
     fmt = _file_format(path, configured)
     try:
         if fmt == "csv":
-            return pd.read_csv(path)
+            # Only an empty cell is missing: pandas' NA tokens (`n/a`, `NA`, `null`, `-nan`, ...) stay text, so a
+            # numeric column holding them is reported by `validate` as such instead of silently losing rows.
+            return pd.read_csv(path, keep_default_na=False, na_values=[""])
         if fmt == "parquet":
             return pq.read_table(path).to_pandas()
         return pd.read_json(path, lines=True)

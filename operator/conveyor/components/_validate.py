@@ -175,6 +175,11 @@ class ColumnProfile:
     out_of_range: int = 0
     unseen: int = 0
     unseen_examples: list[str] = field(default_factory=list)
+    numbers: int = 0
+    """Text values that read as numbers (a text column)."""
+    not_numbers: dict[str, int] = field(default_factory=dict)
+    """Text values that do not, with their counts (at most _MAX_LISTED kept; `not_number_count` has all)."""
+    not_number_count: int = 0
 
     @property
     def present(self) -> int:
@@ -240,6 +245,8 @@ class ColumnProfile:
         names = [_category(v) for v in value_counts.field("values").to_pylist()]
         counts = value_counts.field("counts").to_pylist()
         self._add_hashes(pd.util.hash_array(np.asarray(names, dtype=object)))
+        if self.kind == "string":
+            self._add_text_numbers(names, counts)
         if spec is not None and spec.get("categories") is not None:
             known = {str(v) for v in spec["categories"]}
             unseen = [(n, c) for n, c in zip(names, counts, strict=True) if n not in known]
@@ -247,6 +254,18 @@ class ColumnProfile:
             self.unseen_examples = sorted({*self.unseen_examples, *(n for n, _ in unseen)})[:_MAX_LISTED]
         if self.counts is not None:
             self._add_counts(names, counts)
+
+    def _add_text_numbers(self, names: list[str], counts: list[int]) -> None:
+        """Count the text values that are numbers and keep the ones that are not: a numeric column read as
+        text because some cells hold `n/a`, `-` or `?` is told apart from a real text column by them."""
+        parsed = pd.to_numeric(pd.Series(names, dtype=object), errors="coerce").notna().to_numpy()
+        for name, count, number in zip(names, counts, parsed, strict=True):
+            if number:
+                self.numbers += count
+            else:
+                self.not_number_count += count
+                if name in self.not_numbers or len(self.not_numbers) < _MAX_LISTED:
+                    self.not_numbers[name] = self.not_numbers.get(name, 0) + count
 
     def _add_counts(self, names: list[str], counts: list[int]) -> None:
         assert self.counts is not None
@@ -417,6 +436,23 @@ def check_schema(data: DatasetProfile, schema: dict[str, Any], config: ValidateC
                     rate,
                     config.max_unseen_category_rate,
                 )
+
+
+def check_not_numbers(column: ColumnProfile, found: Findings) -> None:
+    """A text column whose values are mostly numbers holds some that are not (`n/a`, `-`, `?`): report them
+    as such, whatever any threshold on missing values says, since a reader may have taken them for missing."""
+    if column.not_number_count == 0 or column.numbers < column.not_number_count:
+        return
+    shown = ", ".join(f"{v!r}: {n}" for v, n in sorted(column.not_numbers.items(), key=lambda x: (-x[1], x[0])))
+    found.scores(column.name)["not_numbers"] = column.not_number_count
+    found.anomaly(
+        "not_numbers",
+        column.name,
+        f"column {column.name!r} is numeric but {column.not_number_count} of {column.present} values are not "
+        f"numbers ({shown}); they were kept as text, not taken for missing",
+        column.not_number_count,
+        0,
+    )
 
 
 def _check_missing(column: ColumnProfile, spec: dict[str, Any], config: ValidateConfig, found: Findings) -> None:
@@ -631,6 +667,8 @@ def validate_sources(
         found.scores(name).update(type=column.kind, missing_rate=column.missing / column.rows if column.rows else 0.0)
     if schema is not None:
         check_schema(data, schema, config, found)
+    for column in data.columns.values():
+        check_not_numbers(column, found)
     duplicate_rate = data.duplicate_rows / data.rows if data.rows else 0.0
     if duplicate_rate > config.max_duplicate_rate:
         found.anomaly(

@@ -13,6 +13,9 @@ Checks (each firing check is one anomaly in the report; every score is reported 
   outside the baseline categories (`max_unseen_category_rate`), missing-rate increases
   (`max_missing_rate_increase`);
 - duplicate rows (`max_duplicate_rate`) and missing labels;
+- values that are not numbers in a numeric column (`not_numbers`): a text column whose values are
+  mostly numbers holds some that are not, such as `n/a`, `-` or `?` (ingest keeps them as text, so
+  they are never silently taken for missing); reported whatever the missing-value thresholds;
 - against `reference`: label class balance (alerts when a class share moves by at least
   `label_shift_threshold` and a chi-squared test on the class counts is significant), and
   per-feature drift.

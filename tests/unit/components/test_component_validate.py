@@ -432,3 +432,33 @@ def test_html_report_shows_the_verdict_every_anomaly_and_every_column(tmp_path: 
         assert f"&#x27;{column}&#x27; drifted" in page  # escaped, named in the anomaly table
     assert page.count("<tr>") >= 1 + len(report["columns"])  # a row per column, drifted or not
     assert "<script" not in page
+
+
+@pytest.mark.parametrize("token", ["n/a", "NA", "null", "-", "?"])
+def test_values_that_are_not_numbers_in_a_numeric_csv_column_are_reported(
+    run_step: Callable[..., Metrics], tmp_path: Path, token: str
+) -> None:
+    """`n/a` was read as missing by the CSV reader's defaults and, below the missing-value threshold,
+    nothing was said; whatever the token, it is now kept and reported as not a number."""
+    source = tmp_path / "data.csv"
+    rows = [f"{i}.5,{i % 3}" for i in range(40)] + [f"{token},1", ",2"]  # and one really empty cell
+    source.write_text("x,y\n" + "\n".join(rows) + "\n")
+    run_step("ingest", {"source": f"file://{source}"}, {}, {"dataset": tmp_path / "dataset", "report": tmp_path / "r"})
+    config = {"on_failure": "warn"}
+    outputs = {
+        "schema": tmp_path / "schema.json",
+        "report": tmp_path / "report.json",
+        "report_html": tmp_path / "r.html",
+    }
+    run_step("validate", config, {"dataset": tmp_path / "dataset"}, outputs)
+    report = json.loads((tmp_path / "report.json").read_text())
+    (anomaly,) = [a for a in report["anomalies"] if a["check"] == "not_numbers"]
+    assert anomaly["column"] == "x" and anomaly["value"] == 1
+    assert f"column 'x' is numeric but 1 of 41 values are not numbers ({token!r}: 1)" in anomaly["message"]
+    assert not report["passed"]
+
+
+def test_a_text_column_is_not_taken_for_a_numeric_one() -> None:
+    frame = pd.DataFrame({"colour": ["red", "blue", "1", "green"], "zip": ["02139", "10001", "94105", "60601"]})
+    report = validate(frame, ValidateConfig(), None, None)
+    assert [a for a in report["anomalies"] if a["check"] == "not_numbers"] == []
