@@ -293,3 +293,20 @@ def test_cli_summary_counts_steps_not_fan_out_items(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr
     assert "2/2 steps from cache" in second.stderr  # four items and the fan-in step: two steps
     assert json.loads(second.stdout)["phase"] == "Succeeded"
+
+
+def test_a_file_ingest_is_cached_until_the_file_changes(tmp_path: Path) -> None:
+    data = tmp_path / "data.csv"
+    data.write_text("x,y\n1,2\n3,4\n")
+    p = pipeline_of([{"name": "ingest", "uses": "ingest", "with": {"source": data.as_uri()}}])
+    state = tmp_path / "s"
+    first = run_pipeline(p, state)
+    assert first.phase is RunPhase.SUCCEEDED and not first.states["ingest"].cache_hit, first.message
+    again = run_pipeline(p, state)
+    assert again.states["ingest"].cache_hit
+    data.write_text("x,y\n1,2\n3,5\n")
+    changed = run_pipeline(p, state)
+    assert not changed.states["ingest"].cache_hit
+    assert changed.states["ingest"].outputs["dataset"].digest != first.states["ingest"].outputs["dataset"].digest
+    record = json.loads(changed.record_path.read_text())
+    assert record["externalInputs"] == {data.as_uri(): sha256_file(data)}

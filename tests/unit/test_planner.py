@@ -533,3 +533,27 @@ def test_steps_reading_the_outside_world_are_never_cache_hits(source: str, hit: 
     entry = CacheEntry(launch.task.cache_key, (ArtifactRef(name="dataset", uri="u", digest=D),), {})
     plan = p.plan({}, NOW, cache={launch.task.cache_key: entry})
     assert kinds(plan) == ([("ReuseCached", "ingest")] if hit else [("Launch", "ingest")])
+
+
+FILE = "file:///data/train.csv"
+
+
+@pytest.mark.parametrize(
+    ("digests_then", "digests_now", "hit"),
+    [
+        ({FILE: D}, {FILE: D}, True),  # the same content: cached like any other step
+        ({FILE: D}, {FILE: D2}, False),  # the file changed: a new key
+        ({}, {}, False),  # a shell that cannot digest the file (the operator) never serves it from the cache
+    ],
+    ids=["unchanged-file-hits", "changed-file-misses", "undigested-file-never-hits"],
+)
+def test_a_file_ingest_is_cached_by_the_files_content(
+    digests_then: dict[str, str], digests_now: dict[str, str], hit: bool
+) -> None:
+    s = PipelineSpec.model_validate({"steps": [{"name": "ingest", "uses": "ingest", "with": {"source": FILE}}]})
+    p = planner(s)
+    (launch,) = p.plan({}, NOW, cache={}, external_digests=digests_then).actions
+    assert isinstance(launch, Launch)
+    entry = CacheEntry(launch.task.cache_key, (ArtifactRef(name="dataset", uri="u", digest=D),), {})
+    plan = p.plan({}, NOW, cache={launch.task.cache_key: entry}, external_digests=digests_now)
+    assert kinds(plan) == ([("ReuseCached", "ingest")] if hit else [("Launch", "ingest")])

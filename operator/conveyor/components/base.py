@@ -46,3 +46,8 @@ class Component:
     """Whether a step with this (resolved) configuration reads data that its inputs do not pin down (a URL,
     a bucket, a database): such a step is never served from the cache, since the same key could name changed
     content. Its outputs are content-addressed, so unchanged data still gives cache hits downstream."""
+    content_uris: Callable[[Mapping[str, Any]], tuple[str, ...]] = field(default=lambda _config: ())
+    """Outside data a shell can digest (`file://` URIs) that the (resolved) configuration names: with each
+    one's content digest in the cache key, the step is cached like any other, and a changed file changes
+    the key. A shell that cannot digest one (the operator cannot read a pod's files) never serves the step
+    from the cache."""

@@ -25,9 +25,12 @@ component writes `report`: the source (without credentials), the sha256 and size
 read when the source is a file, the row count, and the inferred schema (pandas dtype and Parquet
 type per column, with missing counts). The step runtime records the snapshot's digest.
 
-Caching: a step's cache key covers its configuration, not the content behind a `source` URI, so
-an ingest from S3, HTTPS, SQL or a local file that changes under the same URI should set
-`cache: {enabled: false}` (or pass the object as the input `data`, whose digest is in the key).
+Caching: a `sklearn://` ingest is cached by its configuration; a `file://` one by its configuration and
+the sha256 of the file's content, which the local runner reads before planning, so a changed file is a
+new key and an unchanged one a hit (the operator cannot read a pod's files: there a `file://` ingest
+always runs). An ingest from S3, HTTPS or SQL is never served from the cache, since nothing pins down
+the content behind the URI or query; to cache one, pass the object as the input `data`, whose digest is
+in the key.
 
 This module is the contract, cheap to import; the work (pandas, pyarrow, scikit-learn, SQLAlchemy,
 boto3 through `conveyor.storage.s3`) is in `_ingest`.
@@ -139,9 +142,14 @@ COMPONENT = Component(
     run=run,
     optional_inputs=frozenset({"data"}),
     outputs=frozenset({"dataset", "report"}),
-    # Only the datasets scikit-learn ships are pinned by the configuration; a URL, bucket or query is not.
+    # The datasets scikit-learn ships are pinned by the configuration and a local file by its content digest
+    # (content_uris); a URL, bucket or query is pinned by nothing.
     reads_outside_world=lambda config: (
-        config.get("sql") is not None or not str(config.get("source") or "sklearn://").startswith("sklearn://")
+        config.get("sql") is not None
+        or not str(config.get("source") or "sklearn://").startswith(("sklearn://", "file://"))
+    ),
+    content_uris=lambda config: (
+        (str(config["source"]),) if str(config.get("source") or "").startswith("file://") else ()
     ),
     description=(
         "Load a dataset (scikit-learn sample data, a local, S3 or HTTPS CSV/Parquet/JSON-lines file, or an SQL "

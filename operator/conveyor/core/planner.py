@@ -285,16 +285,25 @@ class _Budget:
 # ---------------------------------------------------------------- the planner
 
 
-def _reads_outside_world(step: Step, template: Mapping[str, Any]) -> bool:
-    """A component step whose configuration names data outside its inputs (a URL, a query) is never a cache hit."""
+def outside_content(step: Step, template: Mapping[str, Any], external: Mapping[str, str]) -> dict[str, str] | None:
+    """The digests of the outside data a component step reads besides its inputs (a `file://` source),
+    for its cache key; None when it reads data that nothing pins down (a URL, a query, or a file this
+    shell could not digest): such a step is never a cache hit."""
     if step.uses is None:
-        return False
+        return {}
     from conveyor.components.registry import UnknownComponentError, get_component  # noqa: PLC0415
 
     try:
-        return get_component(step.uses).reads_outside_world(template.get("with", {}))
+        component = get_component(step.uses)
     except UnknownComponentError:
-        return False
+        return {}
+    config = template.get("with", {})
+    if component.reads_outside_world(config):
+        return None
+    digests = {uri: external.get(uri) for uri in component.content_uris(config)}
+    if any(d is None for d in digests.values()):
+        return None
+    return {f"content:{uri}": str(d) for uri, d in digests.items()}
 
 
 _NAME_OR_KEY = r"(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*['\"]([^'\"]+)['\"]\s*\])"
@@ -488,7 +497,7 @@ class RunPlanner:
                 self._decide(progressed, actions, FailStep(n, str(e)), now)
                 continue
             if step.for_each is None:
-                self._plan_unit(n, n, step, None, None, inputs, progressed, cache, now, actions, wake, budget)
+                self._plan_unit(n, n, step, None, None, inputs, external, progressed, cache, now, actions, wake, budget)
                 continue
             try:
                 items = fan_items(step, self.params)
@@ -504,7 +513,7 @@ class RunPlanner:
                     in_flight = sum(1 for _, u in units_of(progressed, n) if u.phase is StepPhase.RUNNING)
                     if in_flight >= cap:
                         continue
-                self._plan_unit(key, n, step, i, item, inputs, progressed, cache, now, actions, wake, budget)
+                self._plan_unit(key, n, step, i, item, inputs, external, progressed, cache, now, actions, wake, budget)
             progressed[n] = self._fan_in(n, step, items, progressed, now)
 
         return self._summarize(order, progressed, tuple(actions), wake)
@@ -535,6 +544,7 @@ class RunPlanner:
         index: int | None,
         item: Any,
         inputs: list[TaskInput],
+        external: Mapping[str, str],
         progressed: dict[str, StepState],
         cache: Mapping[str, CacheEntry],
         now: datetime,
@@ -560,13 +570,14 @@ class RunPlanner:
         except (ValueError, KeyError) as e:
             self._decide(progressed, actions, FailStep(name, str(e), key), now)
             return
+        content = outside_content(step, template, external)
         ck = cache_key(
             template=template,
-            input_digests={i.name: i.digest or i.uri or "" for i in inputs},
+            input_digests={**{i.name: i.digest or i.uri or "" for i in inputs}, **(content or {})},
             item=item,
             code_version=self.context.code_version,
         )
-        if step.cache.enabled and st.attempts == 0 and not _reads_outside_world(step, template) and ck in cache:
+        if step.cache.enabled and st.attempts == 0 and content is not None and ck in cache:
             self._decide(progressed, actions, ReuseCached(name, cache[ck], key), now)
             return
         if budget.slots <= 0:

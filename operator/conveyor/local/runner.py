@@ -73,14 +73,22 @@ def _now() -> datetime:
 
 
 def _external_digests(spec: PipelineSpec) -> dict[str, str]:
-    """Digests of local external inputs, so a changed input file changes the cache key."""
-    out = {}
+    """Digests of local external inputs and of the local files components read (an ingest's `file://`
+    source, when not templated), so a changed file changes the cache key."""
+    from conveyor.components.registry import UnknownComponentError, get_component  # noqa: PLC0415
+
+    uris = []
     for step in spec.steps:
-        for i in step.inputs:
-            if i.uri and i.uri.startswith("file://") and not i.digest:
-                path = Path(urllib.request.url2pathname(i.uri.removeprefix("file://")))
-                if path.is_file():
-                    out[i.uri] = sha256_file(path)
+        uris += [i.uri for i in step.inputs if i.uri and not i.digest]
+        if step.uses is not None:
+            with contextlib.suppress(UnknownComponentError):
+                uris += get_component(step.uses).content_uris(step.with_ or {})
+    out = {}
+    for uri in uris:
+        if uri.startswith("file://") and "{{" not in uri:
+            path = Path(urllib.request.url2pathname(uri.removeprefix("file://")))
+            if path.is_file():
+                out[uri] = sha256_file(path)
     return out
 
 
