@@ -158,6 +158,11 @@ def run(config: ExportConfig, inputs: Mapping[str, Path], outputs: Mapping[str, 
     actual = np.asarray(onnx_out[0]).reshape(len(frame), -1)[:, 0]
     expected = np.asarray(pipeline.predict(x)).reshape(len(frame), -1)[:, 0]
     differs = _disagreements(expected, actual, classifier, config)
+    proba_difference, proba_gap = None, None
+    if classifier and hasattr(pipeline, "predict_proba") and len(onnx_out) > 1:
+        proba_gap = np.abs(np.asarray(onnx_out[1], dtype=np.float64) - pipeline.predict_proba(x)).max(axis=1)
+        proba_difference = float(proba_gap.max())
+        differs = differs | (proba_gap > config.proba_atol)
     mismatches = int(differs.sum())
     rate = mismatches / len(frame)
     rows = np.flatnonzero(differs)[:_MAX_LISTED]
@@ -171,9 +176,18 @@ def run(config: ExportConfig, inputs: Mapping[str, Path], outputs: Mapping[str, 
         "mismatch_rate": rate,
         "max_mismatch_rate": config.max_mismatch_rate,
         "examples": [
-            {"row": int(i), "scikit_learn": expected[i].item(), "onnx": actual[i].item()} for i in rows.tolist()
+            {
+                "row": int(i),
+                "scikit_learn": expected[i].item(),
+                "onnx": actual[i].item(),
+                **({"proba_difference": float(proba_gap[i])} if proba_gap is not None else {}),
+            }
+            for i in rows.tolist()
         ],
     }
+    if proba_difference is not None:
+        comparison.update(compared="class and probabilities", proba_atol=config.proba_atol)
+        comparison["max_proba_difference"] = proba_difference
     if not classifier:
         comparison.update(
             rtol=config.rtol,
@@ -202,12 +216,19 @@ def run(config: ExportConfig, inputs: Mapping[str, Path], outputs: Mapping[str, 
     write_json(report, outputs["report"])
     if not passed:
         listed = ", ".join(
-            f"row {e['row']}: {e['scikit_learn']!r} vs {e['onnx']!r}" for e in comparison["examples"][:3]
+            f"row {e['row']}: {e['scikit_learn']!r} vs {e['onnx']!r}"
+            + (f" (probabilities {e['proba_difference']:.3g} apart)" if "proba_difference" in e else "")
+            for e in comparison["examples"][:3]
         )
         raise ComponentError(
             f"ONNX predictions differ from scikit-learn's on {mismatches} of {len(frame)} evaluation rows "
-            f"(mismatch rate {rate:.2%} > max_mismatch_rate {config.max_mismatch_rate:.2%}; {converted.precision}): "
-            f"{listed}"
+            f"(mismatch rate {rate:.2%} > max_mismatch_rate {config.max_mismatch_rate:.2%}; {converted.precision}"
+            + (
+                f"; probabilities differ by up to {proba_difference:.3g}, proba_atol {config.proba_atol:g}"
+                if proba_difference is not None
+                else ""
+            )
+            + f"): {listed}"
         )
     with atomic_output(outputs["onnx"]) as tmp:
         tmp.write_bytes(model_bytes)
@@ -215,6 +236,7 @@ def run(config: ExportConfig, inputs: Mapping[str, Path], outputs: Mapping[str, 
         "rows_compared": float(len(frame)),
         "mismatches": float(mismatches),
         "mismatch_rate": rate,
+        **({"max_proba_difference": proba_difference} if proba_difference is not None else {}),
         "onnx_bytes": float(len(model_bytes)),
         "float64": 1.0 if converted.precision == "float64" else 0.0,
     }

@@ -12,8 +12,10 @@ The graph's bytes are reproducible (fixed graph name, no timestamps), like every
 The conversion is then checked, not trusted: onnxruntime and scikit-learn both predict the
 required input `evaluation` (a dataset with the model's feature columns), and the step fails when
 the share of rows where they disagree exceeds `max_mismatch_rate`, naming that rate. For a
-classifier a row disagrees when the predicted class differs; for a regressor when the values
-differ by more than `atol + rtol * |scikit-learn's value|`.
+classifier a row disagrees when the predicted class differs or, for one with probabilities, when
+any class's probability differs by more than `proba_atol` (default 1e-4); for a regressor when the
+values differ by more than `atol + rtol * |scikit-learn's value|`. The report gives the largest
+difference seen (`max_proba_difference`, `max_abs_difference`) either way.
 
 Precision: `float64` keeps scikit-learn's arithmetic but onnxruntime lacks double kernels for some
 operators (the ONNX-ML Imputer, tree ensembles before opset 3 of ai.onnx.ml); `float32` runs
@@ -50,6 +52,10 @@ class ExportConfig(ComponentConfig):
     """Regression: relative tolerance of the comparison."""
     atol: float = Field(default=1e-4, ge=0.0)
     """Regression: absolute tolerance of the comparison."""
+    proba_atol: float = Field(default=1e-4, ge=0.0)
+    """Classifiers: the largest difference allowed between ONNX's and scikit-learn's probability of any
+    class on a row. float32 arithmetic moves a logistic regression's probabilities on breast_cancer by
+    about 1e-7; 1e-4 leaves room for that and catches a conversion that shifts them visibly."""
     target_opset: int | None = Field(default=None, ge=7)
     """ONNX opset to target; default: the newest the installed skl2onnx supports."""
 

@@ -143,3 +143,25 @@ def test_unconvertible_pipeline_names_the_converters_reason(run_step: RunStep, t
     out = {"onnx": tmp_path / "m.onnx", "report": tmp_path / "r.json"}
     with pytest.raises(ComponentError, match=r"skl2onnx could not convert the model \(float32\): .*missing values"):
         run_step("export", {}, {"model": tmp_path / "model", "evaluation": tmp_path / "data"}, out)
+
+
+def test_classifier_probabilities_are_compared_with_a_stated_tolerance(
+    run_step: RunStep, bc_model: Path, breast_cancer_split: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The float32 fallback moves probabilities a little: within proba_atol it passes, and the report says
+    by how much; a tolerance tighter than that fails the export although every class agrees."""
+    _, test = breast_cancer_split
+    out = {"onnx": tmp_path / "model.onnx", "report": tmp_path / "report.json"}
+    metrics = run_step("export", {}, {"model": bc_model, "evaluation": test}, out)
+    report = json.loads(out["report"].read_text())
+    comparison = report["comparison"]
+    assert comparison["compared"] == "class and probabilities" and comparison["proba_atol"] == 1e-4
+    assert 0 < comparison["max_proba_difference"] < 1e-4 and metrics["max_proba_difference"] > 0
+    tight = {"onnx": tmp_path / "tight.onnx", "report": tmp_path / "tight.json"}
+    with pytest.raises(
+        ComponentError,
+        match=r"probabilities differ by up to .*, proba_atol 1e-12\): row \d+: (\d) vs \1 \(probabilities",
+    ):
+        run_step("export", {"proba_atol": 1e-12}, {"model": bc_model, "evaluation": test}, tight)
+    failed = json.loads(tight["report"].read_text())["comparison"]
+    assert failed["mismatches"] > 0 and failed["examples"][0]["proba_difference"] > 1e-12
