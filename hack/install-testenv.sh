@@ -66,7 +66,7 @@ IFS= read -r -d '' NODETEST_GO <<'EOF' || true
 //
 //	print WORDS...   a line on stdout          eprint WORDS...  a line on stderr
 //	write PATH TEXT  write a file              cat PATH         print a file
-//	alloc MIB        allocate and touch MiB    get URL          HTTP GET, print status and body
+//	alloc MIB        allocate and touch MiB    get URL [CA]     HTTP GET (trusting the PEM file CA), print status and body
 //	id               print uid and gid         sleep SECONDS|forever
 //	exit CODE
 //
@@ -74,6 +74,8 @@ IFS= read -r -d '' NODETEST_GO <<'EOF' || true
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net/http"
@@ -136,6 +138,17 @@ func run(step []string) {
 	case "get":
 		need(1)
 		client := http.Client{Timeout: 10 * time.Second}
+		if len(args) > 1 {
+			pem, err := os.ReadFile(args[1])
+			if err != nil {
+				fail("get: %v", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				fail("get: no certificate in %s", args[1])
+			}
+			client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+		}
 		resp, err := client.Get(args[0])
 		if err != nil {
 			fail("get: %v", err)

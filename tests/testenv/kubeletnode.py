@@ -1,130 +1,675 @@
-"""A real Kubernetes node for tests: the kubelet with its own containerd, runc and CNI (test harness code).
+"""A real Kubernetes node for the test environment: kubelet, its own containerd, CNI (test harness code).
 
-Everything is built or installed by hack/install-testenv.sh: the kubelet at the pinned Kubernetes
-version and the CNI plugins from Go modules, containerd and runc from Debian, a pause image
-packed without Docker. Nothing is pulled: images reach the node by `import_image` (``docker save``
-into this node's containerd), and pods use them with ``imagePullPolicy: IfNotPresent``.
+Everything comes from hack/install-testenv.sh: the kubelet at the pinned Kubernetes version and the
+CNI plugins built from Go modules, containerd and runc from the distribution, a pause image and a
+node-test image packed without Docker. Nothing is pulled: images reach the node through
+``import_image(ref)`` (``docker save REF | ctr images import -``) or ``import_tar(path)``, and pods
+use them with ``imagePullPolicy: IfNotPresent`` (or ``Never``).
 
-The pieces, in start order:
+In start order:
 
-- `NodeNetwork`: a Linux bridge holding the gateway address of a private /24 that exists only on
-  this machine. It comes first, because the API server and MinIO listen on its gateway so pods
-  reach them, and the kubelet's node IP is that gateway (the kubelet refuses a loopback one).
-- containerd: its OWN instance (config, root, state and socket under the work dir; never the one
-  a Docker engine runs), CRI on, runc with cgroupfs, overlayfs snapshots, and
-  ``restrict_oom_score_adj`` (this VM lacks CAP_SYS_RESOURCE, so runc could not give the pause
+- ``NodeNetwork``: a bridge holding the .1 address of a private /24 that exists only on this
+  machine (10.243.N.0/24, never the 10.244-254 /16s of podnetwork.py). It comes first: the API
+  server and MinIO serve pods on its gateway, and the gateway is the kubelet's ``--node-ip``
+  (the kubelet refuses a loopback one).
+- containerd: its OWN instance (config, root, state and socket under the node's work dir; never
+  the one a Docker engine uses), CRI on, runc with cgroupfs, overlayfs, and
+  ``restrict_oom_score_adj`` (the VM lacks CAP_SYS_RESOURCE, so runc could not give the pause
   container a negative oom_score_adj and every sandbox would fail).
-- the kubelet: cgroup v1 allowed (``failCgroupV1: false``), no iptables chains, its own root and
-  pod-log directories, a client certificate from the test CA for the API server, a serving
-  certificate from the same CA for ``kubectl logs`` and ``exec``.
+- the kubelet: cgroup v1 allowed, no iptables chains, its own root and pod-log directories, a
+  node client certificate and a serving certificate from the test CA (the API server verifies the
+  latter for ``kubectl logs`` and ``exec``; the kubelet lets in only test-CA client certificates
+  and asks the API server, by SubjectAccessReview, what each may do).
 
-What keeps pod traffic on this machine: pods get an address in the bridge's /24 and a route to
-that /24 only (no default route, ``isGateway: false``, no masquerading), so a packet to anything
-but another pod or the gateway fails in the pod with "network unreachable". A Service ClusterIP
-would need kube-proxy, which these tests do not run; the host also gets a blackhole route for the
-Service range while the node runs, so even the host cannot send such a packet off the machine.
+What keeps pod traffic on this machine (no iptables is used, and nothing is masqueraded):
 
-`stop()` leaves nothing behind: pods are deleted through the API server (so the kubelet tears
-their sandboxes and CNI down), leftovers are killed through containerd, then the kubelet and
-containerd stop, mounts under the work dir are unmounted, the ``kubepods`` cgroups removed, and
-the bridge and its blackhole route deleted.
+- pods get an address in the /24 and no other route (host-local with no routes), so anything but
+  the bridge subnet and its gateway is "network unreachable" inside the pod;
+- the bridge plugin runs with ``isGateway: false`` (the bridge already holds the gateway), so it
+  never switches on the host's ``net.ipv4.ip_forward``;
+- a policy rule, ``ip rule add iif BRIDGE prohibit``, refuses to route anything that arrives from
+  the bridge and is not addressed to this host, should a pod add a route of its own or forwarding
+  be on for another reason (a Docker engine switches it on);
+- the Service CIDR has a host ``blackhole`` route while the node runs (no kube-proxy here, so a
+  ClusterIP never answers): not even the host sends such a packet towards its default gateway.
+
+hostNetwork pods are the host and are not covered; portmap acts only for hostPort pods (and then
+needs iptables, which the test environment does not install).
+
+``stop()`` leaves nothing behind: it cordons the Node and deletes its pods through the API server
+(so the kubelet stops their sandboxes and tears down their network), stops the kubelet, kills and
+removes leftover containers with ``ctr``, stops containerd, kills stray shims and pod processes,
+unmounts everything under the work dir, removes the node's cgroups, the CNI results libcni caches
+in /var/lib/cni, the bridge, rule and route, and restores the six kernel sysctls the kubelet sets
+at start (vm.overcommit_memory, kernel.panic, ...; with protectKernelDefaults it would refuse to
+start instead). A session killed before it could stop leaves a record in /run/conveyor-testenv;
+the next node start sweeps what it names.
+
+Each node's pods live under a cgroup root of its own (``/conveyor-BRIDGE/kubepods`` in every
+hierarchy, the kubelet's ``cgroupRoot``), not the usual ``/kubepods``: a kubelet kills the pods of
+pod cgroups it does not know, so two kubelets sharing ``/kubepods`` would kill each other's pods.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from kubernetes import client as k8s_client
 
 from testenv.binaries import Binaries
 from testenv.controlplane import SERVICE_CIDR, ControlPlane
-from testenv.podnetwork import ip
 from testenv.processes import ServerProcess, free_port, wait_until
 
-# Candidate pod subnets, tried in order: /24s outside the 10.244-254 /16s of podnetwork.py.
-_CANDIDATE_SUBNETS = ("10.243.0.0/24", "10.243.1.0/24", "10.242.0.0/24", "10.242.1.0/24")
 _OWNER_DIR = Path("/run/conveyor-testenv")
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+# One record per running node (kubelet-BRIDGE.json): what to sweep should its session die.
+_RECORD_GLOB = "kubelet-*.json"
+# Third octets tried for 10.243.N.0/24 (10.243.0.0/16 lies outside podnetwork.py's 10.244-254).
+_CANDIDATE_INDEXES = range(32)
+_CNI_RESULTS = Path("/var/lib/cni/results")
+# containerd 1.6 puts every shim's socket here, whatever its own state dir.
+_SHIM_SOCKET_DIR = Path("/run/containerd/s")
+_SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# What the kubelet writes at start (pkg/kubelet/cm: setupKernelTunables).
+KUBELET_SYSCTLS = (
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+)
+CRI_NAMESPACE = "k8s.io"
+# Debian's own client (the one on PATH may be another build); only `docker save` is used.
 DOCKER = os.environ.get("DOCKER", "/usr/bin/docker")
 
 
-def _routes_overlap(cidr: str) -> bool:
-    net = ipaddress.ip_network(cidr)
-    listing = ip("-4", "route", "show", check=False).stdout + ip("-4", "addr", "show", check=False).stdout
-    for word in listing.split():
-        with contextlib.suppress(ValueError):
-            other = ipaddress.ip_network(word, strict=False)
-            if other.prefixlen > 0 and other.overlaps(net):
-                return True
-    return False
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True, timeout=30)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------- network
+
+
+@dataclass(frozen=True)
+class NodeSubnet:
+    """One candidate node network: 10.243.``index``.0/24, its bridge name, gateway and guards."""
+
+    index: int
+
+    @property
+    def bridge(self) -> str:
+        return f"cvnode{self.index}"
+
+    @property
+    def cidr(self) -> str:
+        return f"10.243.{self.index}.0/24"
+
+    @property
+    def gateway(self) -> str:
+        return f"10.243.{self.index}.1"
+
+    @property
+    def rule_priority(self) -> int:
+        """Priority of the rule refusing to route pod traffic (before the main table's 32766)."""
+        return 30000 + self.index
+
+    @property
+    def blackhole_metric(self) -> int:
+        """Metric of this network's Service CIDR blackhole: each network removes only its own."""
+        return 4000 + self.index
+
+    @property
+    def owner_file(self) -> Path:
+        return _OWNER_DIR / f"{self.bridge}.pid"
+
+
+def _networks_in_use() -> list[ipaddress.IPv4Network]:
+    """Every IPv4 network on an interface or in any routing table, default routes aside."""
+    found: list[ipaddress.IPv4Network] = []
+    for line in _ip("-4", "-o", "addr", "show").stdout.splitlines():
+        words = line.split()
+        if "inet" in words:
+            found.append(ipaddress.IPv4Interface(words[words.index("inet") + 1]).network)
+    types = {"unicast", "local", "broadcast", "multicast", "blackhole", "unreachable", "prohibit", "throw", "nat"}
+    for line in _ip("-4", "-o", "route", "show", "table", "all").stdout.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        dest = words[1] if words[0] in types and len(words) > 1 else words[0]
+        if dest != "default":
+            with contextlib.suppress(ValueError):
+                found.append(ipaddress.IPv4Network(dest, strict=False))
+    return found
+
+
+def _remove_network(subnet: NodeSubnet) -> None:
+    """Delete the bridge, the pod-routing rule and the Service CIDR blackhole of ``subnet``."""
+    _ip("link", "del", subnet.bridge, check=False)
+    while _ip("rule", "del", "priority", str(subnet.rule_priority), check=False).returncode == 0:
+        pass
+    _ip("route", "del", "blackhole", SERVICE_CIDR, "metric", str(subnet.blackhole_metric), check=False)
+    subnet.owner_file.unlink(missing_ok=True)
 
 
 class NodeNetwork:
-    """The node's pod bridge: name, /24 subnet and gateway (the host's address on it)."""
+    """The node's bridge and guards: ``create()`` before the API server starts, ``destroy()`` last."""
 
     def __init__(self) -> None:
-        self.name = ""
-        self.cidr = ""
-        self.gateway = ""
+        self.subnet: NodeSubnet | None = None
+
+    def _taken(self) -> NodeSubnet:
+        assert self.subnet is not None, "NodeNetwork.create() was not called"
+        return self.subnet
+
+    @property
+    def gateway(self) -> str:
+        """The bridge's address: the node IP, and where pods reach the API server and MinIO."""
+        return self._taken().gateway
+
+    @property
+    def cidr(self) -> str:
+        """The /24 pods get their addresses from."""
+        return self._taken().cidr
+
+    @property
+    def bridge(self) -> str:
+        """The bridge's interface name."""
+        return self._taken().bridge
 
     def create(self) -> NodeNetwork:
-        """Take the first candidate /24 no route or address on this machine overlaps."""
+        """Take the first 10.243.N.0/24 nothing on this machine uses (reclaiming dead sessions' ones)."""
+        if os.geteuid() != 0:
+            raise RuntimeError("the kubelet node needs root (bridge, mounts, cgroups)")
+        if shutil.which("ip") is None:
+            raise RuntimeError("iproute2 (`ip`) is not installed; hack/install-testenv.sh installs it")
         _OWNER_DIR.mkdir(parents=True, exist_ok=True)
-        for index, cidr in enumerate(_CANDIDATE_SUBNETS):
-            name = f"cvknode{index}"
-            owner = _OWNER_DIR / f"{name}.pid"
-            if ip("link", "show", name, check=False).returncode == 0:
+        for index in _CANDIDATE_INDEXES:
+            subnet = NodeSubnet(index)
+            if subnet.owner_file.exists():
                 with contextlib.suppress(OSError, ValueError):
-                    pid = int(owner.read_text())
-                    if Path(f"/proc/{pid}").exists():
+                    if _pid_alive(int(subnet.owner_file.read_text())):
                         continue
-                ip("link", "del", name, check=False)  # a dead session's bridge
-            if _routes_overlap(cidr):
+                _remove_network(subnet)  # a dead session's
+            elif _ip("link", "show", subnet.bridge, check=False).returncode == 0:
+                continue  # an interface of that name nobody recorded: not ours to touch
+            wanted = ipaddress.IPv4Network(subnet.cidr)
+            if any(net.overlaps(wanted) for net in _networks_in_use()):
                 continue
-            net = ipaddress.ip_network(cidr)
-            self.name, self.cidr, self.gateway = name, cidr, str(net.network_address + 1)
-            owner.write_text(str(os.getpid()))
-            ip("link", "add", "name", name, "type", "bridge")
-            ip("addr", "add", f"{self.gateway}/{net.prefixlen}", "dev", name)
-            ip("link", "set", name, "up")
+            subnet.owner_file.write_text(str(os.getpid()))
+            self.subnet = subnet
+            try:
+                _ip("link", "add", "name", subnet.bridge, "type", "bridge")
+                _ip("addr", "add", f"{subnet.gateway}/24", "dev", subnet.bridge)
+                _ip("link", "set", subnet.bridge, "up")
+                _ip("rule", "add", "iif", subnet.bridge, "priority", str(subnet.rule_priority), "prohibit")
+                _ip("route", "add", "blackhole", SERVICE_CIDR, "metric", str(subnet.blackhole_metric))
+            except subprocess.CalledProcessError as exc:
+                self.destroy()
+                raise RuntimeError(f"creating the node network {subnet.cidr} failed: {exc.stderr}") from exc
             return self
-        raise RuntimeError(f"every candidate node subnet {', '.join(_CANDIDATE_SUBNETS)} is in use")
+        raise RuntimeError("no free subnet for the kubelet node among 10.243.0-31.0/24")
 
     def destroy(self) -> None:
-        """Delete the bridge (and with it every pod's veth end) and its owner file."""
-        if self.name:
-            ip("link", "del", self.name, check=False)
+        """Remove the bridge, rule, blackhole route and owner file (idempotent)."""
+        if self.subnet is not None:
+            _remove_network(self.subnet)
+            self.subnet = None
+
+
+# ---------------------------------------------------------------------------------- host cleanup
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(code, char)
+    return field
+
+
+def mounts_under(root: Path) -> list[str]:
+    """Mount points at or below ``root``, deepest first."""
+    prefix = str(root).rstrip("/") + "/"
+    points = set()
+    with Path("/proc/self/mountinfo").open() as fh:
+        for line in fh:
+            point = _unescape(line.split()[4])
+            if point == str(root) or point.startswith(prefix):
+                points.add(point)
+    return sorted(points, key=lambda p: (p.count("/"), p), reverse=True)
+
+
+def unmount_under(root: Path) -> list[str]:
+    """Unmount everything at or below ``root`` (lazily if it must); returns what stayed mounted."""
+    for _ in range(5):
+        points = mounts_under(root)
+        if not points:
+            return []
+        for point in points:
+            if subprocess.run(["umount", point], capture_output=True, check=False, timeout=30).returncode != 0:
+                subprocess.run(["umount", "-l", point], capture_output=True, check=False, timeout=30)
+    return mounts_under(root)
+
+
+def _cgroup_mounts() -> list[Path]:
+    """Mount points of every cgroup v1 hierarchy and of cgroup2."""
+    found = []
+    with Path("/proc/self/mountinfo").open() as fh:
+        for line in fh:
+            left, _, right = line.partition(" - ")
+            if right.split()[0] in ("cgroup", "cgroup2"):
+                found.append(Path(_unescape(left.split()[4])))
+    return found
+
+
+def node_cgroups(root: str) -> list[Path]:
+    """The cgroup ``root`` (a top-level name) in every hierarchy where it exists."""
+    return [mount / root for mount in _cgroup_mounts() if (mount / root).is_dir()]
+
+
+def _cgroup_pids(cgroup: Path) -> set[int]:
+    pids: set[int] = set()
+    for procs in cgroup.rglob("cgroup.procs"):
+        with contextlib.suppress(OSError, ValueError):
+            pids.update(int(p) for p in procs.read_text().split())
+    return pids
+
+
+def make_node_cgroups(root: str) -> None:
+    """Create the cgroup ``root`` in every v1 hierarchy (the kubelet wants its cgroupRoot to exist)."""
+    with Path("/proc/self/mountinfo").open() as fh:
+        mounts = [line.partition(" - ") for line in fh]
+    for left, _, right in mounts:
+        if right.split()[0] != "cgroup":
+            continue
+        path = Path(_unescape(left.split()[4])) / root
+        path.mkdir(exist_ok=True)
+        # A new cpuset cgroup has no CPUs or memory nodes until given its parent's.
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            if (path / name).exists() and not (path / name).read_text().strip():
+                (path / name).write_text((path.parent / name).read_text())
+
+
+def remove_node_cgroups(root: str, timeout: float = 20) -> list[Path]:
+    """Kill what still runs under cgroup ``root``, remove its cgroups bottom-up; returns those that stayed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for cgroup in node_cgroups(root):
+            for pid in _cgroup_pids(cgroup):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            children = sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+            for path in [*children, cgroup]:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+        left = node_cgroups(root)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def _processes(match: Callable[[list[bytes]], bool]) -> list[int]:
+    """Pids whose argv satisfies ``match``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
             with contextlib.suppress(OSError):
-                (_OWNER_DIR / f"{self.name}.pid").unlink()
-            self.name = ""
+                argv = (proc / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+                if argv and match(argv):
+                    pids.append(int(proc.name))
+    return pids
 
 
-def _containerd_config(root: Path, socket_path: Path, binaries: Binaries, cni_conf: Path) -> str:
-    cri = 'plugins."io.containerd.grpc.v1.cri"'
-    return f"""\
-version = 2
+def _shims_of(containerd_socket: Path) -> list[int]:
+    """Pids of the containerd shims serving the containerd at ``containerd_socket``."""
+    wanted = str(containerd_socket).encode()
+    return _processes(lambda argv: argv[0].endswith(b"containerd-shim-runc-v2") and wanted in argv)
+
+
+def _shim_socket(containerd_socket: Path, container_id: str) -> Path:
+    """Where containerd 1.6 puts a shim's socket (runtime/v2/shim.SocketAddress)."""
+    key = str(containerd_socket / CRI_NAMESPACE / container_id)
+    return _SHIM_SOCKET_DIR / hashlib.sha256(key.encode()).hexdigest()
+
+
+def read_sysctls() -> dict[str, str]:
+    """Current values of the sysctls the kubelet changes."""
+    return {name: (Path("/proc/sys") / name).read_text().strip() for name in KUBELET_SYSCTLS}
+
+
+def restore_sysctls(values: dict[str, str]) -> None:
+    """Write back the recorded values that differ now."""
+    for name, value in values.items():
+        path = Path("/proc/sys") / name
+        if path.read_text().strip() != value:
+            path.write_text(value)
+
+
+def _records() -> list[tuple[Path, dict[str, Any]]]:
+    found = []
+    for path in sorted(_OWNER_DIR.glob(_RECORD_GLOB)):
+        record = _read_json(path)
+        if record is not None:
+            found.append((path, record))
+    return found
+
+
+def _live_records() -> list[dict[str, Any]]:
+    """Records of nodes whose session is alive."""
+    return [record for _, record in _records() if _pid_alive(int(record.get("pid", 0)))]
+
+
+def sweep_dead_nodes() -> None:
+    """Sweep what nodes of sessions that died (SIGKILL, OOM) left behind."""
+    for path, record in _records():
+        if not _pid_alive(int(record.get("pid", 0))):
+            sweep_node(record)
+            path.unlink(missing_ok=True)
+
+
+def sweep_node(record: dict[str, Any]) -> None:
+    """Undo what the node described by ``record`` left on the machine (a dead session's, or ours)."""
+    socket = Path(record.get("socket", "/nonexistent"))
+    for pid in _shims_of(socket):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    stayed_cgroups = remove_node_cgroups(record["cgroup_root"]) if record.get("cgroup_root") else []
+    work_dir = record.get("work_dir")
+    if work_dir:
+        stayed = unmount_under(Path(work_dir))
+        if stayed:
+            raise RuntimeError(f"could not unmount {stayed}; {work_dir} stays in place")
+        shutil.rmtree(work_dir, ignore_errors=True)
+    for container_id in record.get("containers", []):
+        _shim_socket(socket, container_id).unlink(missing_ok=True)
+        # containerd's own loopback network, cached by libcni like ours.
+        (_CNI_RESULTS / f"cni-loopback-{container_id}-lo").unlink(missing_ok=True)
+    if record.get("cni_network") and _CNI_RESULTS.is_dir():
+        for path in _CNI_RESULTS.glob(f"{record['cni_network']}-*"):
+            path.unlink(missing_ok=True)
+    for created in record.get("created_dirs", []):
+        with contextlib.suppress(OSError):
+            Path(created).rmdir()  # only while empty: another runtime may use it by now
+    others = [
+        r for r in _live_records() if r.get("pid") != record.get("pid") or r.get("bridge") != record.get("bridge")
+    ]
+    if record.get("sysctls") and not others:
+        restore_sysctls(record["sysctls"])  # the last node running puts them back
+    if stayed_cgroups:
+        raise RuntimeError(f"cgroups could not be removed: {[str(c) for c in stayed_cgroups]}")
+
+
+# ---------------------------------------------------------------------------------- the node
+
+
+class KubeletNode:
+    """kubelet + containerd + CNI, registered with ``control_plane`` as the Node ``node_name``.
+
+    ``start()`` returns once the Node is Ready (``ready_seconds`` says how long that took);
+    ``stop()`` leaves nothing behind (see the module docstring).
+    """
+
+    def __init__(self, control_plane: ControlPlane, network: NodeNetwork, node_name: str = "conveyor-node") -> None:
+        self.control_plane = control_plane
+        self.binaries: Binaries = control_plane.binaries
+        self.network = network
+        self.node_name = node_name
+        self.log_dir = control_plane.log_dir
+        self.work_dir: Path | None = None
+        self.containerd: ServerProcess | None = None
+        self.kubelet: ServerProcess | None = None
+        self.kubelet_port: int | None = None
+        self.ready_seconds: float | None = None
+        self.cni_network = f"conveyor-{network.bridge}"
+        self._record: dict[str, Any] = {}
+
+    # -- where things are ----------------------------------------------------------------------
+
+    def _path(self, *parts: str) -> Path:
+        assert self.work_dir is not None, "KubeletNode.start() was not called"
+        return self.work_dir.joinpath(*parts)
+
+    @property
+    def containerd_socket(self) -> Path:
+        """containerd's socket (``ctr --address``; the kubelet's CRI endpoint)."""
+        return self._path("containerd", "containerd.sock")
+
+    @property
+    def gateway(self) -> str:
+        """The node's InternalIP: the bridge gateway, the host address pods can reach."""
+        return self.network.gateway
+
+    @property
+    def pod_cidr(self) -> str:
+        """The /24 pod IPs come from."""
+        return self.network.cidr
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self._path("kubelet")
+
+    @property
+    def pod_logs_dir(self) -> Path:
+        return self._path("pod-logs")
+
+    @property
+    def test_image(self) -> str:
+        """The node tests' image (a static test program; its steps are in hack/install-testenv.sh)."""
+        return self.binaries.nodetest_image_reference
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self, timeout: float = 120) -> KubeletNode:
+        """Claim the machine, start containerd, import the pause and test images, start the kubelet, wait for Ready."""
+        self.binaries.require_node()
+        began = time.monotonic()
+        try:
+            self._claim_machine()
+            self._write_cni_config()
+            self._start_containerd()
+            self.import_tar(self.binaries.pause_image)
+            self.import_tar(self.binaries.nodetest_image)
+            self._start_kubelet()
+            wait_until(
+                self._ready, timeout=timeout, what=f"Node {self.node_name} Ready", process=self.kubelet, interval=0.2
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.stop()
+            raise
+        self.ready_seconds = time.monotonic() - began
+        return self
+
+    def stop(self) -> None:
+        """Delete the node's pods, stop kubelet and containerd, undo every change to the host.
+
+        Every step runs even when one fails; then RuntimeError names what could not be done.
+        """
+        problems: list[str] = []
+
+        def attempt(what: str, action: Callable[[], object]) -> None:
+            try:
+                action()
+            except Exception as exc:
+                problems.append(f"{what}: {exc}")
+
+        kubelet, containerd = self.kubelet, self.containerd
+        if kubelet is not None:
+            if kubelet.exit_code() is None:
+                attempt("deleting the node's pods", self._delete_pods)
+            attempt("stopping the kubelet", lambda: kubelet.stop(grace=15))
+        if containerd is not None:
+            if containerd.exit_code() is None:
+                attempt("removing leftover containers", self._remove_containers)
+            attempt("stopping containerd", lambda: containerd.stop(grace=15))
+        if self._record:
+            attempt("cleaning the host", lambda: sweep_node(self._record))
+            self._record_file.unlink(missing_ok=True)
+            self._record = {}
+        self.kubelet = self.containerd = None
+        if problems:
+            raise RuntimeError("the kubelet node's teardown was incomplete:\n  " + "\n  ".join(problems))
+
+    # -- images --------------------------------------------------------------------------------
+
+    def _ctr_argv(self) -> list[str]:
+        return [str(self.binaries.ctr), "--address", str(self.containerd_socket), "--namespace", CRI_NAMESPACE]
+
+    def ctr(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run ``ctr`` against this node's containerd (CRI namespace); a failure carries its stderr."""
+        done = subprocess.run([*self._ctr_argv(), *args], capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"ctr {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+        return done
+
+    def import_tar(self, archive: Path) -> None:
+        """Import an image archive (``docker save`` or OCI layout) into the node, unpacked for overlayfs."""
+        self.ctr("images", "import", str(archive), timeout=900)
+
+    def import_image(self, ref: str) -> None:
+        """Copy ``ref`` from the local Docker engine into the node: ``docker save REF | ctr images import -``."""
+        with subprocess.Popen([DOCKER, "save", ref], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as save:
+            assert save.stdout is not None and save.stderr is not None
+            imported = subprocess.run(
+                [*self._ctr_argv(), "images", "import", "-"],
+                stdin=save.stdout,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
+            save.stdout.close()
+            save_error = save.stderr.read().decode(errors="replace")
+            save_code = save.wait(60)
+        if save_code != 0:
+            raise RuntimeError(f"docker save {ref} failed ({save_code}): {save_error.strip()}")
+        if imported.returncode != 0:
+            raise RuntimeError(f"ctr images import of {ref} failed ({imported.returncode}): {imported.stderr.strip()}")
+
+    def images(self) -> list[str]:
+        """References of the images the node holds."""
+        return self.ctr("images", "ls", "-q").stdout.split()
+
+    # -- start -----------------------------------------------------------------------------------
+
+    @property
+    def _record_file(self) -> Path:
+        return _OWNER_DIR / f"kubelet-{self.network.bridge}.json"
+
+    @property
+    def cgroup_root(self) -> str:
+        """The top-level cgroup the kubelet puts its pods under (``ROOT/kubepods/...``)."""
+        return f"conveyor-{self.network.bridge}"
+
+    def _claim_machine(self) -> None:
+        sweep_dead_nodes()
+        # The network is ours alone (NodeNetwork), so any cgroup of its name is a dead node's.
+        remove_node_cgroups(self.cgroup_root)
+        self.work_dir = Path(tempfile.mkdtemp(prefix="conveyor-kubelet-"))
+        created = [str(p) for p in (_SHIM_SOCKET_DIR, _SHIM_SOCKET_DIR.parent, _CNI_RESULTS, _CNI_RESULTS.parent)]
+        live = _live_records()
+        self._record = {
+            "pid": os.getpid(),
+            "bridge": self.network.bridge,
+            "work_dir": str(self.work_dir),
+            "socket": str(self.containerd_socket),
+            "cni_network": self.cni_network,
+            "cgroup_root": self.cgroup_root,
+            # A node already running has the values from before any kubelet changed them.
+            "sysctls": live[0]["sysctls"] if live and live[0].get("sysctls") else read_sysctls(),
+            "created_dirs": [p for p in created if not Path(p).exists()],
+            "containers": [],
+        }
+        _write_json(self._record_file, self._record)
+        make_node_cgroups(self.cgroup_root)
+
+    def _write_cni_config(self) -> None:
+        conf_dir = self._path("cni", "net.d")
+        conf_dir.mkdir(parents=True)
+        conflist = {
+            "cniVersion": "1.0.0",
+            "name": self.cni_network,
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": self.network.bridge,
+                    # The bridge holds the gateway already; isGateway would also switch on the host's
+                    # ip_forward, which nothing here needs (see the module docstring).
+                    "isGateway": False,
+                    "ipMasq": False,
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "dataDir": str(self._path("cni", "ipam")),
+                        "ranges": [[{"subnet": self.network.cidr, "gateway": self.network.gateway}]],
+                        "routes": [],
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ],
+        }
+        (conf_dir / "10-conveyor.conflist").write_text(json.dumps(conflist, indent=2))
+
+    def _containerd_config(self) -> str:
+        root = self._path("containerd")
+        cri = 'plugins."io.containerd.grpc.v1.cri"'
+        return f"""version = 2
 root = "{root / "root"}"
 state = "{root / "state"}"
-disabled_plugins = ["io.containerd.internal.v1.tracing", "io.containerd.snapshotter.v1.aufs",
-                    "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-                    "io.containerd.snapshotter.v1.devmapper"]
+temp = "{root / "tmp"}"
+oom_score = 0
+disabled_plugins = [
+  "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing",
+]
 
 [grpc]
-  address = "{socket_path}"
+  address = "{self.containerd_socket}"
 
 [ttrpc]
-  address = "{socket_path}.ttrpc"
+  address = ""
 
 [debug]
-  level = "info"
+  address = ""
 
 [metrics]
   address = ""
@@ -133,229 +678,146 @@ disabled_plugins = ["io.containerd.internal.v1.tracing", "io.containerd.snapshot
   path = "{root / "opt"}"
 
 [{cri}]
-  sandbox_image = "{binaries.pause_image_reference}"
+  sandbox_image = "{self.binaries.pause_image_reference}"
+  # The VM lacks CAP_SYS_RESOURCE: runc cannot give the pause container a negative oom_score_adj.
   restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  disable_tcp_service = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
-  [{cri}.containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [{cri}.containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [{cri}.containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        BinaryName = "{binaries.runc}"
-  [{cri}.cni]
-    bin_dir = "{binaries.cni_bin_dir}"
-    conf_dir = "{cni_conf}"
-    max_conf_num = 1
+
+[{cri}.containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+
+[{cri}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[{cri}.containerd.runtimes.runc.options]
+  SystemdCgroup = false
+  BinaryName = "{self.binaries.runc}"
+  Root = "{root / "state" / "runc"}"
+
+[{cri}.cni]
+  bin_dir = "{self.binaries.cni_bin_dir}"
+  conf_dir = "{self._path("cni", "net.d")}"
+  max_conf_num = 1
+
+[{cri}.registry]
+  config_path = ""
 """
 
-
-class KubeletNode:
-    """A Ready Node of the given control plane whose pods run in real containers."""
-
-    def __init__(self, cp: ControlPlane, bridge: NodeNetwork, name: str = "conveyor-node") -> None:
-        self.cp = cp
-        self.binaries = cp.binaries
-        self.binaries.require_node()
-        self.bridge = bridge
-        self.node_name = name
-        self.work_dir = cp.work_dir / "node"
-        self.log_dir = cp.log_dir
-        self.containerd_dir = self.work_dir / "containerd"
-        self.socket = self.containerd_dir / "containerd.sock"
-        self.cni_conf = self.work_dir / "cni" / "net.d"
-        self.kubelet_root = self.work_dir / "kubelet"
-        self.containerd: ServerProcess | None = None
-        self.kubelet: ServerProcess | None = None
-        self.ready_seconds: float | None = None
-        self._blackhole = False
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self, timeout: float = 120) -> KubeletNode:
-        began = time.monotonic()
-        try:
-            self._guard_service_range()
-            self._write_cni()
-            self._start_containerd()
-            self.import_tar(self.binaries.pause_image)
-            self._start_kubelet()
-            wait_until(self._ready, timeout=timeout, what=f"node {self.node_name} Ready", process=self.kubelet,
-                       interval=0.5)  # fmt: skip
-        except BaseException:
-            self.stop()
-            raise
-        self.ready_seconds = time.monotonic() - began
-        return self
-
-    def stop(self) -> None:
-        """Tear everything down; safe to call twice and after a failed start."""
-        if self.kubelet is not None and self.kubelet.exit_code() is None:
-            with contextlib.suppress(Exception):
-                self._delete_pods()
-        if self.kubelet is not None:
-            self.kubelet.stop(grace=10)
-            self.kubelet = None
-        if self.containerd is not None:
-            with contextlib.suppress(Exception):
-                self._kill_leftovers()
-            self.containerd.stop(grace=10)
-            self.containerd = None
-        self._unmount_all()
-        self._remove_cgroups()
-        if self._blackhole:
-            ip("route", "del", "blackhole", SERVICE_CIDR, check=False)
-            self._blackhole = False
-
-    # -- images ------------------------------------------------------------------------------
-
-    def ctr(self, *args: str, stdin: int | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [str(self.binaries.ctr), "--address", str(self.socket), "-n", "k8s.io", *args],
-            stdin=stdin, capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise RuntimeError(f"ctr {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
-        return done
-
-    def import_tar(self, path: Path) -> None:
-        """Import an image archive (docker-archive or OCI layout tar) into the node's containerd."""
-        with path.open("rb") as f:
-            self.ctr("images", "import", "--no-unpack=false", "-", stdin=f.fileno(), timeout=600)
-
-    def import_image(self, ref: str) -> None:
-        """Copy ``ref`` from the local Docker engine into the node (``docker save | ctr images import``)."""
-        save = subprocess.Popen([DOCKER, "save", ref], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert save.stdout is not None
-        try:
-            self.ctr("images", "import", "-", stdin=save.stdout.fileno(), timeout=900)
-        finally:
-            save.stdout.close()
-            _, err = save.communicate(timeout=60)
-        if save.returncode != 0:
-            raise RuntimeError(f"docker save {ref} failed ({save.returncode}): {err.decode(errors='replace')}")
-
-    def images(self) -> list[str]:
-        return self.ctr("images", "ls", "-q").stdout.split()
-
-    # -- pieces ------------------------------------------------------------------------------
-
-    def _guard_service_range(self) -> None:
-        if ip("route", "add", "blackhole", SERVICE_CIDR, check=False).returncode == 0:
-            self._blackhole = True
-
-    def _write_cni(self) -> None:
-        self.cni_conf.mkdir(parents=True, exist_ok=True)
-        net = ipaddress.ip_network(self.bridge.cidr)
-        conf = {
-            "cniVersion": "1.0.0",
-            "name": "conveyor-node",
-            "plugins": [
-                {
-                    "type": "bridge",
-                    "bridge": self.bridge.name,
-                    # The bridge and its gateway address exist already; pods get no default route.
-                    "isGateway": False,
-                    "ipMasq": False,
-                    "hairpinMode": True,
-                    "ipam": {
-                        "type": "host-local",
-                        "ranges": [[{"subnet": self.bridge.cidr, "gateway": self.bridge.gateway,
-                                     "rangeStart": str(net.network_address + 2)}]],
-                        "dataDir": str(self.work_dir / "cni" / "ipam"),
-                    },
-                },
-            ],
-        }  # fmt: skip
-        (self.cni_conf / "10-conveyor.conflist").write_text(json.dumps(conf, indent=1))
-
     def _start_containerd(self) -> None:
-        self.containerd_dir.mkdir(parents=True, exist_ok=True)
-        config = self.containerd_dir / "config.toml"
-        config.write_text(_containerd_config(self.containerd_dir, self.socket, self.binaries, self.cni_conf))
-        env = {"PATH": f"{self.binaries.containerd_shim.parent}:{self.binaries.runc.parent}:/usr/sbin:/usr/bin:/sbin:/bin"}
+        root = self._path("containerd")
+        root.mkdir(parents=True, exist_ok=True)
+        config = root / "config.toml"
+        config.write_text(self._containerd_config())
+        env = {"PATH": f"{self.binaries.containerd_shim.parent}:{_SYSTEM_PATH}"}
         self.containerd = ServerProcess(
-            "containerd", [str(self.binaries.containerd), "--config", str(config)], self.log_dir / "containerd.log",
-            env=env, parent_death_signal=signal.SIGTERM,
-        ).start()  # fmt: skip
+            "containerd",
+            [str(self.binaries.containerd), "--config", str(config)],
+            self.log_dir / "containerd.log",
+            env=env,
+        ).start()
 
         def serving() -> bool:
-            if not self.socket.exists():
-                return False
-            return subprocess.run(
-                [str(self.binaries.ctr), "--address", str(self.socket), "version"],
-                capture_output=True, timeout=10, check=False,
-            ).returncode == 0  # fmt: skip
+            # The CRI plugin must have loaded too, or the kubelet refuses the endpoint.
+            listing = self.ctr("plugins", "ls", "id==cri", timeout=10).stdout.split()
+            if "error" in listing:
+                raise AssertionError(f"containerd's CRI plugin failed to load; see {self.log_dir / 'containerd.log'}")
+            return "ok" in listing
 
-        wait_until(serving, timeout=60, what="containerd's socket", process=self.containerd, interval=0.2)
+        wait_until(serving, timeout=60, what="containerd with its CRI plugin", process=self.containerd, interval=0.2)
 
-    def _start_kubelet(self) -> None:
-        assert self.cp.ca is not None
-        self.kubelet_root.mkdir(parents=True, exist_ok=True)
-        kubeconfig = self.cp.node_kubeconfig(self.node_name)
-        serving = self.cp.ca.issue(
-            f"kubelet-{self.node_name}", f"system:node:{self.node_name}", organization="system:nodes",
-            ip_sans=(self.bridge.gateway,), dns_sans=(self.node_name,), server=True,
-        )  # fmt: skip
-        port, healthz = free_port(self.bridge.gateway), free_port()
-        self.kubelet_port = port
-        config = {
+    def _kubelet_config(self, serving_cert: Path, serving_key: Path) -> dict[str, Any]:
+        assert self.control_plane.ca is not None
+        self.kubelet_port = free_port(self.network.gateway)
+        return {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
-            "failCgroupV1": False,
-            "cgroupDriver": "cgroupfs",
-            "failSwapOn": False,
-            "address": self.bridge.gateway,
-            "port": port,
+            "address": self.network.gateway,
+            "port": self.kubelet_port,
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
-            "healthzPort": healthz,
-            "tlsCertFile": str(serving.cert),
-            "tlsPrivateKeyFile": str(serving.key),
+            "healthzPort": free_port(),
+            "tlsCertFile": str(serving_cert),
+            "tlsPrivateKeyFile": str(serving_key),
+            # Test-CA client certificates only; what each may do, the API server decides (the API
+            # server's own kubelet client is in system:masters).
             "authentication": {
-                "x509": {"clientCAFile": str(self.cp.ca.cert)},
-                "webhook": {"enabled": False},
                 "anonymous": {"enabled": False},
+                "webhook": {"enabled": False},
+                "x509": {"clientCAFile": str(self.control_plane.ca.cert)},
             },
-            "authorization": {"mode": "AlwaysAllow"},
-            "containerRuntimeEndpoint": f"unix://{self.socket}",
-            "podLogsDir": str(self.work_dir / "pod-logs"),
-            "makeIPTablesUtilChains": False,
+            "authorization": {
+                "mode": "Webhook",
+                "webhook": {"cacheAuthorizedTTL": "30s", "cacheUnauthorizedTTL": "1s"},
+            },
+            "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
+            "imageServiceEndpoint": f"unix://{self.containerd_socket}",
+            # kubelet 1.35+ refuses a cgroup v1 host unless told; containerd uses cgroupfs as well.
+            "failCgroupV1": False,
+            "cgroupDriver": "cgroupfs",
+            "cgroupRoot": f"/{self.cgroup_root}",
+            "failSwapOn": False,
+            # Nothing can be pulled again: never collect images; evict only on a nearly full machine.
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
-                             "nodefs.inodesFree": "1%"},
+            "evictionHard": {
+                "memory.available": "100Mi",
+                "nodefs.available": "1%",
+                "nodefs.inodesFree": "1%",
+                "imagefs.available": "1%",
+                "imagefs.inodesFree": "1%",
+            },
+            "makeIPTablesUtilChains": False,
+            # Lowering its own oom_score_adj needs CAP_SYS_RESOURCE, which the VM lacks.
+            "oomScoreAdj": 0,
+            "podLogsDir": str(self.pod_logs_dir),
             "serializeImagePulls": False,
             "registerNode": True,
-            "maxPods": 60,
             "nodeStatusUpdateFrequency": "4s",
             "syncFrequency": "10s",
             "shutdownGracePeriod": "0s",
-            "resolvConf": "",
-        }  # fmt: skip
-        config_path = self.work_dir / "kubelet-config.yaml"
-        config_path.write_text(yaml.safe_dump(config))
+        }
+
+    def _start_kubelet(self) -> None:
+        cp = self.control_plane
+        assert cp.ca is not None
+        serving = cp.ca.issue(
+            f"kubelet-{self.node_name}-serving",
+            f"system:node:{self.node_name}",
+            organization="system:nodes",
+            ip_sans=(self.network.gateway,),
+            dns_sans=(self.node_name,),
+            server=True,
+        )
+        kubeconfig = cp.node_kubeconfig(self.node_name)
+        self.kubelet_root.mkdir(parents=True)
+        self.pod_logs_dir.mkdir(parents=True)
+        config = self._path("kubelet-config.yaml")
+        config.write_text(yaml.safe_dump(self._kubelet_config(serving.cert, serving.key)))
         self.kubelet = ServerProcess(
             "kubelet",
             [
                 str(self.binaries.kubelet),
-                f"--config={config_path}",
+                f"--config={config}",
                 f"--kubeconfig={kubeconfig}",
                 f"--root-dir={self.kubelet_root}",
-                f"--cert-dir={self.work_dir / 'kubelet-pki'}",
+                f"--cert-dir={self._path('kubelet-pki')}",
                 f"--hostname-override={self.node_name}",
-                f"--node-ip={self.bridge.gateway}",
+                f"--node-ip={self.network.gateway}",
                 "--v=1",
             ],
             self.log_dir / "kubelet.log",
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            env={"PATH": _SYSTEM_PATH, "HOME": str(self.work_dir)},
         ).start()
 
     def _ready(self) -> bool:
-        with self.cp.api_client() as api:
+        if self.containerd is not None:
+            self.containerd.check_running()
+        with self.control_plane.api_client() as api:
             try:
                 node = k8s_client.CoreV1Api(api).read_node_status(self.node_name)
             except k8s_client.ApiException as exc:
@@ -364,53 +826,42 @@ class KubeletNode:
                 raise
         return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
 
-    # -- teardown ----------------------------------------------------------------------------
+    # -- stop ------------------------------------------------------------------------------------
 
-    def _delete_pods(self) -> None:
-        with self.cp.api_client() as api:
+    def _delete_pods(self, timeout: float = 90) -> None:
+        """Cordon the Node, delete its pods, wait until the kubelet has let them go, delete the Node."""
+        with self.control_plane.api_client() as api:
             core = k8s_client.CoreV1Api(api)
+            try:
+                core.patch_node(self.node_name, {"spec": {"unschedulable": True}})
+            except k8s_client.ApiException as exc:
+                if exc.status == 404:
+                    return
+                raise
             selector = f"spec.nodeName={self.node_name}"
-            for pod in core.list_pod_for_all_namespaces(field_selector=selector).items:
-                with contextlib.suppress(k8s_client.ApiException):
-                    core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
 
-            def gone() -> bool:
-                return not core.list_pod_for_all_namespaces(field_selector=selector).items
+            def remaining() -> list[Any]:
+                pods = core.list_pod_for_all_namespaces(field_selector=selector).items
+                for pod in pods:
+                    if pod.metadata.deletion_timestamp is None:
+                        with contextlib.suppress(k8s_client.ApiException):
+                            core.delete_namespaced_pod(
+                                pod.metadata.name, pod.metadata.namespace, grace_period_seconds=2
+                            )
+                return list(pods)
 
-            with contextlib.suppress(Exception):
-                wait_until(gone, timeout=60, what="the node's pods to be deleted", interval=0.5)
+            wait_until(lambda: not remaining(), timeout=timeout, what=f"the pods on {self.node_name} to be gone",
+                       process=self.kubelet, interval=0.5)  # fmt: skip
+            core.delete_node(self.node_name)
 
-    def _kill_leftovers(self) -> None:
-        for task_line in self.ctr("tasks", "ls", "-q", timeout=30).stdout.split():
+    def _remove_containers(self) -> None:
+        """Kill and delete what containers are left: the kubelet stops sandboxes but removes them only later."""
+        ids = self.ctr("containers", "ls", "-q", timeout=30).stdout.split()
+        self._record["containers"] = ids
+        _write_json(self._record_file, self._record)
+        for task in self.ctr("tasks", "ls", "-q", timeout=30).stdout.split():
             with contextlib.suppress(RuntimeError):
-                self.ctr("tasks", "kill", "-s", "SIGKILL", task_line, timeout=30)
-        time.sleep(0.5)
-        for task_line in self.ctr("tasks", "ls", "-q", timeout=30).stdout.split():
+                self.ctr("tasks", "rm", "-f", task, timeout=30)
+        for container in ids:
             with contextlib.suppress(RuntimeError):
-                self.ctr("tasks", "delete", "-f", task_line, timeout=30)
-        for container in self.ctr("containers", "ls", "-q", timeout=30).stdout.split():
-            with contextlib.suppress(RuntimeError):
-                self.ctr("containers", "delete", container, timeout=30)
-
-    def _unmount_all(self) -> None:
-        prefix = str(self.work_dir)
-        for _ in range(3):
-            mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
-                      if line.split()[1].startswith(prefix)]  # fmt: skip
-            if not mounts:
-                return
-            for target in sorted(mounts, key=len, reverse=True):
-                subprocess.run(["umount", "-l", target], capture_output=True, check=False, timeout=30)
-
-    def _remove_cgroups(self) -> None:
-        if not CGROUP_ROOT.is_dir():
-            return
-        for controller in CGROUP_ROOT.iterdir():
-            top = controller / "kubepods"
-            if not top.is_dir():
-                continue
-            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
-            for d in [*dirs, top]:
-                with contextlib.suppress(OSError):
-                    d.rmdir()
-
+                self.ctr("containers", "rm", container, timeout=30)
