@@ -600,3 +600,19 @@ def test_an_unknown_component_is_reported_once_not_again_by_its_readers() -> Non
         parse_document(doc)
     assert [i.path for i in raised.value.issues] == ["spec.steps[0].uses"]
     assert "unknown component 'ingset'" in raised.value.issues[0].message
+
+
+@pytest.mark.parametrize(("depth", "problem"), [(64, None), (65, "nested more than 64 levels deep (the limit)")])
+def test_the_operators_nesting_check_matches_the_clis(depth: int, problem: str | None) -> None:
+    """The operator gets bodies parsed by the API server and checks them with the limit the CLI's loader
+    applies to YAML: a spec the CLI accepts, the operator accepts."""
+    from conveyor.core.documents import load_yaml, object_problem
+
+    body = {"spec": _nested(depth - 1)}  # `depth` collections: the body mapping and depth - 1 lists
+    assert object_problem(body) == problem
+    text = "spec: " + "[" * (depth - 1) + "leaf" + "]" * (depth - 1) + "\n"
+    if problem is None:
+        assert load_yaml(text) == [body]
+    else:
+        with pytest.raises(ValueError, match="nested more than 64 levels"):
+            load_yaml(text)

@@ -182,6 +182,8 @@ class RunReconciler:
             if body is None:
                 raise SpecProblem("PipelineNotFound", f"pipeline {pipeline_name!r} does not exist", final=False)
             return self._with_params(run, self._validated_pipeline(namespace, pipeline_name, body, path), pipeline_name)
+        if (too_deep := object_problem(spec.to_wire())) is not None:
+            raise SpecProblem("InvalidSpec", f"{path}: {too_deep}", final=True)
         issues = validate_pipeline(spec, path) + unsupported_steps(spec, OPERATOR, path)
         recorded_params = run.status.parameters if run.status and run.status.parameters else None
         params, param_issues = resolve_parameters(spec, recorded_params or run.spec.parameters, "spec.parameters")
