@@ -1,0 +1,203 @@
+"""The real-node benchmark: how fast the kubelet node of tests/testenv starts and starts pods.
+
+A container stack of its own (control plane serving on the node bridge's gateway, MinIO, the
+kubelet with its own containerd; see tests/testenv/kubeletnode.py) is started and measured:
+
+  node          seconds from KubeletNode.start() to the Node Ready (containerd up, the pause and
+                test images imported, the kubelet registered), and the whole stack's start-up
+  pod start     PODS pods of the node-test image created back to back, ROUNDS times: each pod's
+                latency is its create call → the pod first seen Running (polled every 50 ms);
+                p50/p99 are nearest-rank over all rounds' pods, and per round
+  memory        PSS of containerd, its shims and the kubelet, idle and with PODS pods running
+
+Usage: .venv/bin/python bench/node_bench.py [--pods 20] [--rounds 3] [--json-out FILE]
+Prints one JSON document (and writes it to --json-out when given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from kubernetes import client as k8s_client  # noqa: E402
+
+from testenv.binaries import pinned_versions  # noqa: E402
+from testenv.containerstack import ContainerStack, container_stack  # noqa: E402
+from testenv.processes import wait_until  # noqa: E402
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    """Nearest-rank quantile (no interpolation: with few samples p99 is the maximum)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    def seconds(value: float | None) -> float | None:
+        return None if value is None else round(value, 3)
+
+    return {
+        "n": len(values),
+        "p50_s": seconds(quantile(values, 0.5)),
+        "p99_s": seconds(quantile(values, 0.99)),
+        "max_s": seconds(max(values) if values else None),
+    }
+
+
+def pss_mib(pids: list[int]) -> float:
+    """Proportional set size of ``pids`` together, in MiB."""
+    total_kib = 0
+    for pid in pids:
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total_kib += sum(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
+    return round(total_kib / 1024, 1)
+
+
+def runtime_pids(stack: ContainerStack) -> list[int]:
+    """containerd, the kubelet and the shims of this node's containerd."""
+    node = stack.node
+    assert node.containerd is not None and node.kubelet is not None
+    socket = str(node.containerd_socket).encode()
+    shims = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0].endswith(b"containerd-shim-runc-v2") and socket in argv:
+                shims.append(int(proc.name))
+    return [node.containerd.pid, node.kubelet.pid, *shims]
+
+
+def pod(name: str, image: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"bench": "node"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "args": ["sleep", "forever"],
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                }
+            ],
+        },
+    }
+
+
+def start_round(core: k8s_client.CoreV1Api, namespace: str, image: str, count: int) -> list[float]:
+    """Create ``count`` pods back to back; each one's seconds from its create call to Running."""
+    created: dict[str, float] = {}
+    for i in range(count):
+        name = f"p{i:03d}"
+        created[name] = time.monotonic()
+        core.create_namespaced_pod(namespace, pod(name, image))
+    running: dict[str, float] = {}
+    deadline = time.monotonic() + 300
+    while len(running) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(running)} of {count} pods Running after 300 s")
+        now = time.monotonic()
+        for item in core.list_namespaced_pod(namespace, label_selector="bench=node").items:
+            if item.status.phase == "Running" and item.metadata.name not in running:
+                running[item.metadata.name] = now - created[item.metadata.name]
+            if item.status.phase in ("Failed", "Succeeded"):
+                raise RuntimeError(f"pod {item.metadata.name} ended {item.status.phase}: {item.status}")
+        time.sleep(0.05)
+    return [running[name] for name in created]
+
+
+def delete_round(core: k8s_client.CoreV1Api, namespace: str) -> float:
+    began = time.monotonic()
+    core.delete_collection_namespaced_pod(namespace, label_selector="bench=node", grace_period_seconds=1)
+    wait_until(
+        lambda: not core.list_namespaced_pod(namespace, label_selector="bench=node").items,
+        timeout=120,
+        what="the benchmark's pods to be gone",
+    )
+    return time.monotonic() - began
+
+
+def machine() -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?")
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pods", type=int, default=20, help="pods created at once per round (default 20)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument("--json-out", type=Path, help="also write the JSON document here")
+    args = parser.parse_args()
+
+    result: dict[str, Any] = {
+        "benchmark": "node",
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": pinned_versions(),
+        "pods_per_round": args.pods,
+    }
+    began = time.monotonic()
+    with container_stack() as stack:
+        result["stack_startup_s"] = round(time.monotonic() - began, 2)
+        result["control_plane_startup_s"] = round(stack.control_plane.startup_seconds or 0, 2)
+        result["node_ready_s"] = round(stack.node.ready_seconds or 0, 2)
+        time.sleep(5)  # let the kubelet's start-up work settle before measuring it idle
+        result["runtime_pss_idle_mib"] = pss_mib(runtime_pids(stack))
+        with stack.control_plane.api_client() as api:
+            core = k8s_client.CoreV1Api(api)
+            namespace = "node-bench"
+            core.create_namespace({"metadata": {"name": namespace}})
+            wait_until(
+                lambda: core.list_namespaced_service_account(namespace, field_selector="metadata.name=default").items,
+                timeout=30,
+                what="the default ServiceAccount",
+            )
+            rounds = []
+            every: list[float] = []
+            for number in range(args.rounds):
+                latencies = start_round(core, namespace, stack.node.test_image, args.pods)
+                pss = pss_mib(runtime_pids(stack))
+                deleted = delete_round(core, namespace)
+                every += latencies
+                row = {"round": number + 1, **summary(latencies), "runtime_pss_mib": pss, "delete_s": round(deleted, 2)}
+                rounds.append(row)
+                print(f"round {number + 1}: {summary(latencies)}", file=sys.stderr)
+            result["rounds"] = rounds
+            result["pod_start"] = summary(every)
+    result["wall_s"] = round(time.monotonic() - began, 1)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json_out:
+        args.json_out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
