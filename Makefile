@@ -48,7 +48,12 @@ IMAGE_TAG ?= $(VERSION)
 OPERATOR_IMAGE ?= $(IMAGE_REPO)/conveyor-operator:$(IMAGE_TAG)
 STEP_IMAGE ?= $(IMAGE_REPO)/conveyor-step:$(IMAGE_TAG)
 SERVER_IMAGE ?= $(IMAGE_REPO)/conveyor-server:$(IMAGE_TAG)
-DOCKER ?= docker
+# Empty: hack/images.sh uses Debian's client, /usr/bin/docker (the client on PATH may lack buildx).
+DOCKER ?=
+# The release base; when it cannot be pulled, hack/images.sh builds a stand-in from Debian's packages.
+PYTHON_IMAGE ?= python:3.11.13-slim-bookworm
+# Extra `docker build` flags, e.g. DOCKER_BUILD_FLAGS='--no-cache' or '--build-arg ...'.
+DOCKER_BUILD_FLAGS ?=
 KIND ?= kind
 HELM ?= helm
 KUBECTL ?= kubectl
@@ -60,11 +65,10 @@ S3_BUCKET ?= conveyor
 S3_ACCESS_KEY ?=
 S3_SECRET_KEY ?=
 
-images: ## build the operator, step and model-server images with docker build (needs a running Docker engine)
-	@$(DOCKER) info >/dev/null 2>&1 || { echo "make images: no Docker engine reachable ('$(DOCKER) info' failed). Build the images on a machine with Docker; the tests do not need them." >&2; exit 1; }
-	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/operator/Dockerfile -t $(OPERATOR_IMAGE) .
-	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/step/Dockerfile -t $(STEP_IMAGE) .
-	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/server/Dockerfile -t $(SERVER_IMAGE) .
+images: ## build the operator, step and model-server images (installs and starts Docker if needed; no registry needed)
+	IMAGE_REPO='$(IMAGE_REPO)' IMAGE_TAG='$(IMAGE_TAG)' OPERATOR_IMAGE='$(OPERATOR_IMAGE)' STEP_IMAGE='$(STEP_IMAGE)' \
+	  SERVER_IMAGE='$(SERVER_IMAGE)' PYTHON_IMAGE='$(PYTHON_IMAGE)' DOCKER_BUILD_FLAGS='$(DOCKER_BUILD_FLAGS)' \
+	  DOCKER='$(DOCKER)' hack/images.sh
 
 kind-up: images ## kind cluster + the images + the chart: make kind-up S3_ENDPOINT=http://... S3_ACCESS_KEY=... S3_SECRET_KEY=...
 	@test -n "$(S3_ENDPOINT)" || { echo "make kind-up: set S3_ENDPOINT to an S3 endpoint reachable from pods (and S3_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY)" >&2; exit 1; }
