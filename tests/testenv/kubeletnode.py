@@ -413,12 +413,22 @@ def sweep_node(record: dict[str, Any]) -> None:
             os.kill(pid, signal.SIGKILL)
     stayed_cgroups = remove_node_cgroups(record["cgroup_root"]) if record.get("cgroup_root") else []
     work_dir = record.get("work_dir")
+    container_ids = set(record.get("containers", []))
     if work_dir:
+        # A session that died never listed its containers; containerd's own directories name them.
+        containerd_dir = Path(work_dir) / "containerd"
+        for listing in (
+            containerd_dir / "state" / "io.containerd.runtime.v2.task" / CRI_NAMESPACE,
+            containerd_dir / "root" / "io.containerd.grpc.v1.cri" / "sandboxes",
+            containerd_dir / "root" / "io.containerd.grpc.v1.cri" / "containers",
+        ):
+            if listing.is_dir():
+                container_ids.update(entry.name for entry in listing.iterdir())
         stayed = unmount_under(Path(work_dir))
         if stayed:
             raise RuntimeError(f"could not unmount {stayed}; {work_dir} stays in place")
         shutil.rmtree(work_dir, ignore_errors=True)
-    for container_id in record.get("containers", []):
+    for container_id in container_ids:
         _shim_socket(socket, container_id).unlink(missing_ok=True)
         # containerd's own loopback network, cached by libcni like ours.
         (_CNI_RESULTS / f"cni-loopback-{container_id}-lo").unlink(missing_ok=True)
