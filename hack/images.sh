@@ -86,21 +86,22 @@ ensure_engine() {
     fi
     say "starting dockerd in the background (log: $dockerd_log)"
     as_root mkdir -p "$(dirname "$dockerd_log")"
-    # setsid: the engine outlives this script and its terminal; it is left running for the next build.
-    as_root setsid "$(command -v dockerd || echo /usr/sbin/dockerd)" >>"$dockerd_log" 2>&1 </dev/null &
-    local pid=$! i
+    local mark i
+    mark=$(($(wc -l <"$dockerd_log" 2>/dev/null || echo 0) + 1))
+    # setsid --fork: the engine is in a session of its own, outlives this script and its terminal, and
+    # is left running for the next build.
+    as_root sh -c 'exec setsid --fork "$0" >>"$1" 2>&1 </dev/null' "$(command -v dockerd || echo /usr/sbin/dockerd)" "$dockerd_log"
     for ((i = 0; i < 120; i++)); do
         engine_up && return 0
-        if ! kill -0 "$pid" 2>/dev/null; then
-            sleep 1
+        if tail -n "+$mark" "$dockerd_log" 2>/dev/null | grep -q -e 'failed to start daemon' -e 'level=fatal'; then
             engine_up && return 0 # another dockerd won the race for the socket
-            tail -n 20 "$dockerd_log" >&2
+            tail -n "+$mark" "$dockerd_log" | tail -n 20 >&2
             echo "images: dockerd exited; its log is $dockerd_log" >&2
             return 1
         fi
         sleep 0.5
     done
-    tail -n 20 "$dockerd_log" >&2
+    tail -n "+$mark" "$dockerd_log" | tail -n 20 >&2
     echo "images: dockerd did not answer '$DOCKER info' within 60 s" >&2
     return 1
 }
@@ -116,7 +117,7 @@ step="base image"
 builder_image=$PYTHON_IMAGE
 if "$DOCKER" image inspect "$PYTHON_IMAGE" >/dev/null 2>&1; then
     say "base: $PYTHON_IMAGE (present)"
-elif timeout 300 "$DOCKER" pull --quiet "$PYTHON_IMAGE" >/dev/null 2>&1; then
+elif timeout 60 "$DOCKER" pull --quiet "$PYTHON_IMAGE" >/dev/null 2>&1; then
     say "base: $PYTHON_IMAGE (pulled)"
 else
     say "base: $PYTHON_IMAGE cannot be pulled; using a stand-in built from Debian's packages"
@@ -157,7 +158,8 @@ secrets=(--secret "id=pip-env,src=$scratch/pip.env")
 # ---- the three images
 mkdir -p "$build_logs"
 build() {
-    local target=$1 image=$2 start=$SECONDS log=$build_logs/build-$1.log
+    local target=$1 image=$2 start=$SECONDS log=$build_logs/build-$1.log before after
+    before=$("$DOCKER" image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
     step="docker build --target $target (log: $log)"
     # shellcheck disable=SC2086 # DOCKER_BUILD_FLAGS is a list of flags
     DOCKER_BUILDKIT=1 "$DOCKER" build --network host --progress plain \
@@ -167,6 +169,11 @@ build() {
         tail -n 40 "$log" >&2
         return 1
     }
+    # The image this build replaced under the tag, unless something still uses or names it.
+    after=$("$DOCKER" image inspect -f '{{.Id}}' "$image")
+    if [[ -n $before && $before != "$after" ]]; then
+        "$DOCKER" rmi "$before" >/dev/null 2>&1 || true
+    fi
     say "$image: built in $((SECONDS - start)) s ($("$DOCKER" image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1 / 1e6}'))"
 }
 build operator "$OPERATOR_IMAGE"
