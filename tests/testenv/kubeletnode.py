@@ -187,7 +187,27 @@ def _remove_network(subnet: NodeSubnet) -> None:
     while _ip("rule", "del", "priority", str(subnet.rule_priority), check=False).returncode == 0:
         pass
     _ip("route", "del", "blackhole", SERVICE_CIDR, "metric", str(subnet.blackhole_metric), check=False)
+    _bridge_forwarding(subnet.bridge, allow=False)
     subnet.owner_file.unlink(missing_ok=True)
+
+
+def _bridge_forwarding(bridge: str, *, allow: bool) -> None:
+    """Accept frames that enter and leave ``bridge`` in the host's iptables FORWARD chain, or drop that rule.
+
+    With bridge netfilter loaded (a Docker engine loads it) bridged frames pass the FORWARD chain, whose
+    policy Docker sets to DROP: pod-to-pod packets (the operator scraping a model server, a canary's
+    analysis) would vanish. The rule matches only traffic in and out of this bridge, so it forwards
+    nothing anywhere else. Without iptables there is no such chain to pass.
+    """
+    iptables = shutil.which("iptables")
+    if iptables is None:
+        return
+    rule = ["FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
+    present = subprocess.run([iptables, "-C", *rule], capture_output=True, check=False, timeout=30).returncode == 0
+    if allow and not present:
+        subprocess.run([iptables, "-I", *rule], capture_output=True, check=True, timeout=30)
+    while not allow and subprocess.run([iptables, "-D", *rule], capture_output=True, check=False, timeout=30).returncode == 0:
+        pass
 
 
 class NodeNetwork:
@@ -242,6 +262,7 @@ class NodeNetwork:
                 _ip("link", "set", subnet.bridge, "up")
                 _ip("rule", "add", "iif", subnet.bridge, "priority", str(subnet.rule_priority), "prohibit")
                 _ip("route", "add", "blackhole", SERVICE_CIDR, "metric", str(subnet.blackhole_metric))
+                _bridge_forwarding(subnet.bridge, allow=True)
             except subprocess.CalledProcessError as exc:
                 self.destroy()
                 raise RuntimeError(f"creating the node network {subnet.cidr} failed: {exc.stderr}") from exc
