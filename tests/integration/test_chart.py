@@ -38,7 +38,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "conveyor"
 PACKAGE = ROOT / "operator" / "conveyor"
-OPERATOR_DOCKERFILE = ROOT / "images" / "operator" / "Dockerfile"
+DOCKERFILE = ROOT / "images" / "Dockerfile"
 
 Triple = tuple[str, str, str]  # (apiGroup, resource, verb)
 
@@ -652,8 +652,10 @@ def test_install_dry_run_prints_what_to_do_next(
 
 
 def operator_entrypoint() -> list[str]:
-    """The operator image's ENTRYPOINT, with this interpreter for `python`."""
-    line = next(x for x in OPERATOR_DOCKERFILE.read_text().splitlines() if x.startswith("ENTRYPOINT"))
+    """The ENTRYPOINT of images/Dockerfile's operator stage, with this interpreter for `python`."""
+    lines = DOCKERFILE.read_text().splitlines()
+    stage = next(i for i, x in enumerate(lines) if x.startswith("FROM ") and x.endswith(" AS operator"))
+    line = next(x for x in lines[stage:] if x.startswith("ENTRYPOINT"))
     argv: list[str] = json.loads(line.removeprefix("ENTRYPOINT"))
     assert argv[0] == "python"
     return [sys.executable, *argv[1:]]
