@@ -68,6 +68,7 @@ IFS= read -r -d '' NODETEST_GO <<'EOF' || true
 //	write PATH TEXT  write a file              cat PATH         print a file
 //	alloc MIB        allocate and touch MiB    get URL [CA]     HTTP GET (trusting the PEM file CA), print status and body
 //	id               print uid and gid         sleep SECONDS|forever
+//	serve PORT TEXT  answer every HTTP request with TEXT, forever
 //	exit CODE
 //
 // A failing step prints why on stderr and exits 1. SIGTERM ends it with 0 (it runs as PID 1).
@@ -156,6 +157,13 @@ func run(step []string) {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		resp.Body.Close()
 		fmt.Printf("status %d\n%s\n", resp.StatusCode, body)
+	case "serve":
+		need(2)
+		text := strings.Join(args[1:], " ")
+		err := http.ListenAndServe(":"+args[0], http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintln(w, text)
+		}))
+		fail("serve: %v", err)
 	case "id":
 		fmt.Printf("uid=%d gid=%d\n", os.Getuid(), os.Getgid())
 	case "sleep":

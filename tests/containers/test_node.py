@@ -237,6 +237,15 @@ def test_a_pod_reaches_minio_and_the_api_server_on_the_gateway(pods: Pods) -> No
     assert pinned_versions()["K8S_VERSION"] in log
 
 
+def test_a_pod_reaches_another_pod_by_its_address(pods: Pods) -> None:
+    # Bridged pod-to-pod frames pass the host's FORWARD chain when bridge netfilter is loaded.
+    server = pods.create(pod_manifest("server", container(pods.stack, steps("serve 8080 hello from the server"))))
+    address = pods.wait_phase(server, "Running").status.pod_ip
+    client = pods.create(pod_manifest("client", container(pods.stack, steps(f"get http://{address}:8080/"))))
+    assert pods.terminated(client).exit_code == 0, pods.kubectl("logs", client, check=False).stdout
+    assert pods.kubectl("logs", client).stdout == "status 200\nhello from the server\n\n"
+
+
 def test_pod_traffic_to_anything_but_the_node_subnet_goes_nowhere(pods: Pods) -> None:
     # A ClusterIP (no kube-proxy), the machine's own gateway, the internet: no route in the pod.
     targets = ("http://10.96.0.1:443/", "http://192.0.2.1/", "http://1.1.1.1/")

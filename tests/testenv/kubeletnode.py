@@ -21,7 +21,7 @@ In start order:
   latter for ``kubectl logs`` and ``exec``; the kubelet lets in only test-CA client certificates
   and asks the API server, by SubjectAccessReview, what each may do).
 
-What keeps pod traffic on this machine (no iptables is used, and nothing is masqueraded):
+What keeps pod traffic on this machine (nothing is masqueraded, no NAT rule is added):
 
 - pods get an address in the /24 and no other route (host-local with no routes), so anything but
   the bridge subnet and its gateway is "network unreachable" inside the pod;
@@ -32,6 +32,10 @@ What keeps pod traffic on this machine (no iptables is used, and nothing is masq
   be on for another reason (a Docker engine switches it on);
 - the Service CIDR has a host ``blackhole`` route while the node runs (no kube-proxy here, so a
   ClusterIP never answers): not even the host sends such a packet towards its default gateway.
+
+The one iptables rule the node adds (when the host has iptables) accepts frames that enter and leave
+its own bridge in the FORWARD chain, which bridge netfilter makes them pass: a Docker engine loads
+it and sets that chain's policy to DROP, which would drop pod-to-pod traffic.
 
 hostNetwork pods are the host and are not covered; portmap acts only for hostPort pods (and then
 needs iptables, which the test environment does not install).
@@ -206,7 +210,10 @@ def _bridge_forwarding(bridge: str, *, allow: bool) -> None:
     present = subprocess.run([iptables, "-C", *rule], capture_output=True, check=False, timeout=30).returncode == 0
     if allow and not present:
         subprocess.run([iptables, "-I", *rule], capture_output=True, check=True, timeout=30)
-    while not allow and subprocess.run([iptables, "-D", *rule], capture_output=True, check=False, timeout=30).returncode == 0:
+    while (
+        not allow
+        and subprocess.run([iptables, "-D", *rule], capture_output=True, check=False, timeout=30).returncode == 0
+    ):
         pass
 
 
