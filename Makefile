@@ -35,13 +35,13 @@ crds-check: install
 unit: install ## fast tests: no network, no subprocess cluster
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test: install testenv lint crds-check ## everything CI runs: lint, unit, integration and e2e tests
+test: install testenv images lint crds-check ## everything CI runs: lint, unit, integration, e2e and container tests
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 dev-cluster: install testenv ## a local control plane + MinIO + node agent + operator, in the foreground
 	cd tests && ../$(BIN)/python -m testenv.devcluster
 
-# ---- packaging: images, a kind cluster, the Helm chart (needs Docker, kind and helm; our tests need none of them)
+# ---- packaging: images, a kind cluster, the Helm chart (kind-up needs kind and a registry-capable Docker; the tests build the images and run them on a real kubelet node)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE_REPO ?= ghcr.io/conveyor-dev
 IMAGE_TAG ?= $(VERSION)
