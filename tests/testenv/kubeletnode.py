@@ -76,7 +76,8 @@ from kubernetes import client as k8s_client
 
 from testenv.binaries import Binaries
 from testenv.controlplane import SERVICE_CIDR, ControlPlane
-from testenv.processes import ServerProcess, free_port, wait_until
+from testenv.podnetwork import ip
+from testenv.processes import ServerProcess, free_port, pid_alive, wait_until
 
 _OWNER_DIR = Path("/run/conveyor-testenv")
 # One record per running node (kubelet-BRIDGE.json): what to sweep should its session die.
@@ -99,20 +100,6 @@ KUBELET_SYSCTLS = (
 CRI_NAMESPACE = "k8s.io"
 # Debian's own client (the one on PATH may be another build); only `docker save` is used.
 DOCKER = os.environ.get("DOCKER", "/usr/bin/docker")
-
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True, timeout=30)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -169,12 +156,12 @@ class NodeSubnet:
 def _networks_in_use() -> list[ipaddress.IPv4Network]:
     """Every IPv4 network on an interface or in any routing table, default routes aside."""
     found: list[ipaddress.IPv4Network] = []
-    for line in _ip("-4", "-o", "addr", "show").stdout.splitlines():
+    for line in ip("-4", "-o", "addr", "show").stdout.splitlines():
         words = line.split()
         if "inet" in words:
             found.append(ipaddress.IPv4Interface(words[words.index("inet") + 1]).network)
     types = {"unicast", "local", "broadcast", "multicast", "blackhole", "unreachable", "prohibit", "throw", "nat"}
-    for line in _ip("-4", "-o", "route", "show", "table", "all").stdout.splitlines():
+    for line in ip("-4", "-o", "route", "show", "table", "all").stdout.splitlines():
         words = line.split()
         if not words:
             continue
@@ -187,10 +174,10 @@ def _networks_in_use() -> list[ipaddress.IPv4Network]:
 
 def _remove_network(subnet: NodeSubnet) -> None:
     """Delete the bridge, the pod-routing rule and the Service CIDR blackhole of ``subnet``."""
-    _ip("link", "del", subnet.bridge, check=False)
-    while _ip("rule", "del", "priority", str(subnet.rule_priority), check=False).returncode == 0:
+    ip("link", "del", subnet.bridge, check=False)
+    while ip("rule", "del", "priority", str(subnet.rule_priority), check=False).returncode == 0:
         pass
-    _ip("route", "del", "blackhole", SERVICE_CIDR, "metric", str(subnet.blackhole_metric), check=False)
+    ip("route", "del", "blackhole", SERVICE_CIDR, "metric", str(subnet.blackhole_metric), check=False)
     _bridge_forwarding(subnet.bridge, allow=False)
     subnet.owner_file.unlink(missing_ok=True)
 
@@ -253,10 +240,10 @@ class NodeNetwork:
             subnet = NodeSubnet(index)
             if subnet.owner_file.exists():
                 with contextlib.suppress(OSError, ValueError):
-                    if _pid_alive(int(subnet.owner_file.read_text())):
+                    if pid_alive(int(subnet.owner_file.read_text())):
                         continue
                 _remove_network(subnet)  # a dead session's
-            elif _ip("link", "show", subnet.bridge, check=False).returncode == 0:
+            elif ip("link", "show", subnet.bridge, check=False).returncode == 0:
                 continue  # an interface of that name nobody recorded: not ours to touch
             wanted = ipaddress.IPv4Network(subnet.cidr)
             if any(net.overlaps(wanted) for net in _networks_in_use()):
@@ -264,11 +251,11 @@ class NodeNetwork:
             subnet.owner_file.write_text(str(os.getpid()))
             self.subnet = subnet
             try:
-                _ip("link", "add", "name", subnet.bridge, "type", "bridge")
-                _ip("addr", "add", f"{subnet.gateway}/24", "dev", subnet.bridge)
-                _ip("link", "set", subnet.bridge, "up")
-                _ip("rule", "add", "iif", subnet.bridge, "priority", str(subnet.rule_priority), "prohibit")
-                _ip("route", "add", "blackhole", SERVICE_CIDR, "metric", str(subnet.blackhole_metric))
+                ip("link", "add", "name", subnet.bridge, "type", "bridge")
+                ip("addr", "add", f"{subnet.gateway}/24", "dev", subnet.bridge)
+                ip("link", "set", subnet.bridge, "up")
+                ip("rule", "add", "iif", subnet.bridge, "priority", str(subnet.rule_priority), "prohibit")
+                ip("route", "add", "blackhole", SERVICE_CIDR, "metric", str(subnet.blackhole_metric))
                 _bridge_forwarding(subnet.bridge, allow=True)
             except subprocess.CalledProcessError as exc:
                 self.destroy()
@@ -422,13 +409,13 @@ def _records() -> list[tuple[Path, dict[str, Any]]]:
 
 def _live_records() -> list[dict[str, Any]]:
     """Records of nodes whose session is alive."""
-    return [record for _, record in _records() if _pid_alive(int(record.get("pid", 0)))]
+    return [record for _, record in _records() if pid_alive(int(record.get("pid", 0)))]
 
 
 def sweep_dead_nodes() -> None:
     """Sweep what nodes of sessions that died (SIGKILL, OOM) left behind."""
     for path, record in _records():
-        if not _pid_alive(int(record.get("pid", 0))):
+        if not pid_alive(int(record.get("pid", 0))):
             sweep_node(record)
             path.unlink(missing_ok=True)
 

@@ -17,6 +17,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from testenv.processes import pid_alive
+
 # Second octets tried for 10.X.0.0/16; several sessions on one machine each take their own.
 _CANDIDATE_OCTETS = range(244, 255)
 _OWNER_DIR = Path("/run/conveyor-testenv")
@@ -41,16 +43,6 @@ def unavailable_reason() -> str | None:
 
 def _link_exists(name: str) -> bool:
     return ip("link", "show", name, check=False).returncode == 0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -81,7 +73,7 @@ class PodBridge:
             owner = _OWNER_DIR / f"{name}.pid"
             if _link_exists(name):
                 with contextlib.suppress(OSError, ValueError):
-                    if _pid_alive(int(owner.read_text())):
+                    if pid_alive(int(owner.read_text())):
                         continue
                 delete_bridge(BridgeSpec(name, f"10.{octet}.0.0/16", f"10.{octet}.0.1"))
             spec = BridgeSpec(name, f"10.{octet}.0.0/16", f"10.{octet}.0.1")

@@ -49,14 +49,15 @@ def owned_temp_dir(prefix: str, base: Path | None = None) -> Path:
     for old in root.glob(f"{prefix}*"):
         owner = old / _OWNER_FILE
         with contextlib.suppress(OSError, ValueError):
-            if old.is_dir() and not _pid_alive(int(owner.read_text())):
+            if old.is_dir() and not pid_alive(int(owner.read_text())):
                 shutil.rmtree(old, ignore_errors=True)
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
     (path / _OWNER_FILE).write_text(str(os.getpid()))
     return path
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
