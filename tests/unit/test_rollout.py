@@ -239,3 +239,24 @@ def test_planning_twice_on_the_same_observation_is_stable() -> None:
     first = plan_rollout(spec(), status, B, ServingObservation(view(B)), NOW, 2)
     again = plan_rollout(spec(), first.status, B, ServingObservation(view(B)), NOW, 2)
     assert again.status == first.status and again.events == []
+
+
+@pytest.mark.parametrize(
+    ("canary", "says"),
+    [
+        (None, "waiting for its Deployment"),
+        (view(B, replicas=2, ready=1), "waiting for its pods (1 of 2 ready)"),  # one pod found no room
+        (view(B, replicas=2, ready=2, updated=1), "waiting for its pods (2 of 2 ready)"),  # old pod still there
+        (view(B, replicas=1, ready=1), None),  # all ready: the pause runs
+    ],
+)
+def test_a_canary_waiting_for_its_pods_says_how_many_are_ready(canary: DeploymentView | None, says: str | None) -> None:
+    plan = plan_rollout(spec(**CANARY), canary_status(), B, ServingObservation(view(A), canary), NOW, 2)
+    progressing = next(c for c in plan.status.conditions if c.type == "Progressing")
+    assert progressing.reason == "Canary"
+    if says is None:
+        assert "waiting" not in progressing.message, progressing.message
+        assert plan.status.canary is not None and plan.status.canary.step_started_at == NOW
+    else:
+        assert progressing.message.endswith(says), progressing.message
+        assert plan.status.canary is not None and plan.status.canary.step_started_at is None

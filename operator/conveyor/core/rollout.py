@@ -241,7 +241,10 @@ def plan_rollout(
     ready_canary = observed.canary.ready if (observed.canary and canary_model) else 0
     st.ready_replicas = ready_stable + ready_canary
     st.traffic = _traffic(stable, stable_model, observed.canary if canary_model else None, canary_model)
-    st.conditions = _conditions(st, stable_model, canary_model, stable, target, desired, unresolved, now, generation)
+    canary_view = observed.canary if canary_model else None
+    st.conditions = _conditions(
+        st, stable_model, canary_model, stable, canary_view, target, desired, unresolved, now, generation
+    )
     return ServingPlan(stable_model, canary_model, n_canary, st, events)
 
 
@@ -337,6 +340,7 @@ def _conditions(
     stable_model: ServedModel | None,
     canary_model: ServedModel | None,
     stable: DeploymentView | None,
+    canary: DeploymentView | None,
     target: ServedModel | None,
     desired: ServedModel | None,
     unresolved: str,
@@ -374,6 +378,14 @@ def _conditions(
             if st.canary.promoting
             else f"canary {version_of(st.canary.model.digest)} at step {st.canary.step + 1}"
         )
+        if not st.canary.promoting and (canary is None or not canary.rolled_out):
+            # The step's pause starts only once every canary pod is ready; say what it waits for, since
+            # pods that cannot be scheduled (no room on the nodes) otherwise look like a stalled rollout.
+            message += (
+                ": waiting for its Deployment"
+                if canary is None
+                else f": waiting for its pods ({canary.ready} of {canary.replicas} ready)"
+            )
         progressing = _condition("Progressing", True, "Canary", message, now, gen)
     elif rolling_back:
         progressing = _condition("Progressing", True, "RollingBack", "returning to the current model", now, gen)
