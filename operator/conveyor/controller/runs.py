@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from conveyor import __version__
 from conveyor.api.base import ConditionStatus
-from conveyor.api.pipeline import Pipeline, PipelineSpec, RetryPolicy
+from conveyor.api.pipeline import Pipeline, PipelineSpec
 from conveyor.api.run import Run, RunPhase, RunStatus, StepPhase
 from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig
@@ -41,6 +41,7 @@ from conveyor.core.planner import (
     killed,
 )
 from conveyor.core.record import record_document, run_record
+from conveyor.core.retry import step_timeout_message
 from conveyor.core.status import (
     progress,
     set_condition,
@@ -284,7 +285,13 @@ class RunReconciler:
                 continue
             else:
                 result = self._result_of(run_id, key, state.attempts, obs)
-            new = finished(state, step, result, self._finish_time(state, result, obs, now))
+            at = self._finish_time(state, result, obs, now)
+            if obs is not None and obs.reason == "DeadlineExceeded" and not result.ok:
+                # The Job controller enforced the step's timeout (the Job's activeDeadlineSeconds) before the
+                # planner's Kill did: the same stop, decided the same way.
+                new = killed(state, step, Kill(step.name, step_timeout_message(step.timeout_seconds), key), at)
+            else:
+                new = finished(state, step, result, at)
             states[key] = new
             done.append((key, new))
             if new.phase is StepPhase.SUCCEEDED and new.cache_key and step.cache.enabled:
@@ -668,11 +675,10 @@ class RunReconciler:
                 if created:
                     self._observe_overhead(meta["namespace"], step, states, now, body)
             elif isinstance(action, Kill):
+                # Deleting the Job stops the attempt at once, so its outcome is decided now (core killed(): a
+                # step timeout retries under the step's policy, as the local runner does).
                 self.cluster.delete_job(meta["namespace"], job_name(meta["name"], action.key, state.attempts))
-                step = steps[action.step]
-                # A killed attempt counts as failed; a cancelled run is not retried (the planner cancels it).
-                no_retry = step.model_copy(update={"retries": RetryPolicy(limit=0)})
-                states[action.key] = killed(state, no_retry, action, now)
+                states[action.key] = killed(state, steps[action.step], action, now)
         return refused
 
     def _observe_overhead(

@@ -20,7 +20,7 @@ from conveyor.api.pipeline import PipelineSpec, Step
 from conveyor.api.run import ArtifactRef, Decision, RunPhase, StepApproval, StepPhase
 from conveyor.core.cachekey import cache_key
 from conveyor.core.dag import Dag
-from conveyor.core.retry import backoff_seconds, may_retry
+from conveyor.core.retry import Outcome, Stop, after_failure, after_stop, backoff_seconds, step_timeout_message
 from conveyor.core.task import CollectionItem, StoreConfig, TaskInput, TaskResult, TaskSpec, step_of, unit_key
 from conveyor.core.templates import render_text, render_value
 
@@ -102,8 +102,13 @@ class Kill(_Keyed):
     step: str
     reason: str
     unit: str | None = None
-    run_cancelled: bool = False
-    """The run was cancelled: the stopped attempt is Cancelled, not Failed."""
+    stop: Stop = Stop.STEP_TIMEOUT
+    """Why: it decides what becomes of the stopped attempt (`killed`), the same on both shells."""
+
+    @property
+    def run_cancelled(self) -> bool:
+        """The run was cancelled: the stopped attempt is Cancelled, not Failed."""
+        return self.stop is Stop.RUN_CANCELLED
 
 
 @dataclass(frozen=True)
@@ -187,24 +192,28 @@ def finished(state: StepState, step: Step, result: TaskResult, now: datetime) ->
             metrics=dict(result.metrics),
             message=None,
         )
-    if may_retry(step.retries, state.attempts):
+    return _ended(state, step, after_failure(step.retries, state.attempts), result.message, now)
+
+
+def killed(state: StepState, step: Step, kill: Kill, now: datetime) -> StepState:
+    """An attempt stopped by `kill`, as `core.retry.after_stop` decides: a step timeout is a failed attempt
+    under the step's retry policy, a run timeout fails it for good, a cancel cancels it. Both shells call
+    this once the attempt has stopped."""
+    return _ended(state, step, after_stop(step.retries, state.attempts, kill.stop), kill.reason, now)
+
+
+def _ended(state: StepState, step: Step, outcome: Outcome, message: str | None, now: datetime) -> StepState:
+    if outcome is Outcome.RETRY:
         delay = backoff_seconds(step.retries, state.attempts)
         return replace(
             state,
             phase=StepPhase.WAITING,
             finished_at=now,
-            message=result.message,
+            message=message,
             next_attempt_at=now + timedelta(seconds=delay),
         )
-    return replace(state, phase=StepPhase.FAILED, finished_at=now, message=result.message)
-
-
-def killed(state: StepState, step: Step, kill: Kill, now: datetime) -> StepState:
-    """An attempt stopped by `kill`: Cancelled when its run was cancelled (never retried), else a failed
-    attempt under the step's retry policy."""
-    if kill.run_cancelled:
-        return replace(state, phase=StepPhase.CANCELLED, finished_at=now, message=kill.reason)
-    return finished(state, step, TaskResult(ok=False, message=kill.reason), now)
+    phase = StepPhase.CANCELLED if outcome is Outcome.CANCEL else StepPhase.FAILED
+    return replace(state, phase=phase, finished_at=now, message=message)
 
 
 def reused(state: StepState, entry: CacheEntry, now: datetime) -> StepState:
@@ -427,7 +436,8 @@ class RunPlanner:
         )
         if cancel or timed_out:
             for key in running:
-                actions.append(Kill(step_of(key), "run cancelled" if cancel else "run timed out", key, cancel))
+                stop = Stop.RUN_CANCELLED if cancel else Stop.RUN_TIMEOUT
+                actions.append(Kill(step_of(key), "run cancelled" if cancel else "run timed out", key, stop))
             for key, st in list(progressed.items()):
                 if st.phase not in TERMINAL and key not in running:
                     actions.append(CancelStep(step_of(key), key))
@@ -532,7 +542,7 @@ class RunPlanner:
         if st.phase is StepPhase.RUNNING and step.timeout_seconds and st.started_at:
             deadline = st.started_at + timedelta(seconds=step.timeout_seconds)
             if now >= deadline:
-                actions.append(Kill(step.name, f"step exceeded its timeout of {step.timeout_seconds}s", key))
+                actions.append(Kill(step.name, step_timeout_message(step.timeout_seconds), key))
             else:
                 wake.append(deadline)
 
