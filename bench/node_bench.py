@@ -9,8 +9,15 @@ kubelet with its own containerd; see tests/testenv/kubeletnode.py) is started an
                 latency is its create call → the pod first seen Running (polled every 50 ms);
                 p50/p99 are nearest-rank over all rounds' pods, and per round
   memory        PSS of containerd, its shims and the kubelet, idle and with PODS pods running
+  step overhead (unless --no-runs) the project's images built (hack/images.sh) and the chart
+                installed by helm (testenv/release.py: two operator pods from the operator image),
+                then RUNS Runs one after another of a CHAIN-step Pipeline of container steps in the
+                step image; per-step overhead = a step's pod seen terminated by this benchmark's
+                watch → the next step's container seen running (sub-second), and the same from the
+                pods' own timestamps (terminated.finishedAt → the next startedAt: whole seconds)
 
-Usage: .venv/bin/python bench/node_bench.py [--pods 20] [--rounds 3] [--json-out FILE]
+Usage: .venv/bin/python bench/node_bench.py [--pods 20] [--rounds 3] [--runs 4] [--chain 5] [--no-runs]
+                                            [--json-out FILE]
 Prints one JSON document (and writes it to --json-out when given).
 """
 
@@ -23,6 +30,7 @@ import math
 import os
 import platform
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,10 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from kubernetes import client as k8s_client  # noqa: E402
+from kubernetes import watch as k8s_watch  # noqa: E402
 
 from testenv.binaries import pinned_versions  # noqa: E402
 from testenv.containerstack import ContainerStack, container_stack  # noqa: E402
+from testenv.images import build_project_images  # noqa: E402
 from testenv.processes import wait_until  # noqa: E402
+from testenv.release import install  # noqa: E402
 
 
 def quantile(values: list[float], q: float) -> float | None:
@@ -140,6 +151,116 @@ def delete_round(core: k8s_client.CoreV1Api, namespace: str) -> float:
     return time.monotonic() - began
 
 
+class PodTimes:
+    """When this process's watch first saw each step pod's container running and terminated."""
+
+    def __init__(self, core: k8s_client.CoreV1Api, namespace: str) -> None:
+        self.core, self.namespace = core, namespace
+        self.started: dict[str, float] = {}
+        self.ended: dict[str, float] = {}
+        self.pods: dict[str, Any] = {}
+        self._watch = k8s_watch.Watch()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> PodTimes:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._watch.stop()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        for event in self._watch.stream(self.core.list_namespaced_pod, self.namespace, timeout_seconds=3600):
+            now = time.monotonic()
+            pod_ = event["object"]
+            name = pod_.metadata.name
+            self.pods[name] = pod_
+            for status in pod_.status.container_statuses or []:
+                if status.state.running is not None or status.state.terminated is not None:
+                    self.started.setdefault(name, now)
+                if status.state.terminated is not None:
+                    self.ended.setdefault(name, now)
+
+
+def chain_pipeline(name: str, image: str, chain: int) -> dict[str, Any]:
+    steps = [
+        {
+            "name": f"s{i + 1}",
+            "container": {"image": image, "command": ["python", "-c", f"print('step {i + 1}')"]},
+            **({"dependsOn": [f"s{i}"]} if i else {}),
+        }
+        for i in range(chain)
+    ]
+    return {
+        "apiVersion": "conveyor.dev/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": name},
+        "spec": {"steps": steps},
+    }
+
+
+def step_overhead(stack: ContainerStack, runs: int, chain: int) -> dict[str, Any]:
+    """RUNS Runs of a CHAIN-step Pipeline on the real node, one after another, under the chart's operator."""
+    out: dict[str, Any] = {"runs": runs, "chain": chain}
+    began = time.monotonic()
+    images = build_project_images()
+    out["images_build_s"] = round(time.monotonic() - began, 1)
+    began = time.monotonic()
+    release = install(stack, images)
+    out["import_and_helm_install_s"] = round(time.monotonic() - began, 1)
+    ns = release.run_ns
+    watched: list[float] = []
+    stamped: list[float] = []
+    walls: list[float] = []
+    try:
+        with release.api() as api:
+            custom, core = k8s_client.CustomObjectsApi(api), k8s_client.CoreV1Api(api)
+            custom.create_namespaced_custom_object(
+                "conveyor.dev", "v1alpha1", ns, "pipelines", chain_pipeline("chain", images.step, chain)
+            )
+            with PodTimes(core, ns) as times:
+                for number in range(runs):
+                    name = f"chain-{number + 1}"
+                    t0 = time.monotonic()
+                    custom.create_namespaced_custom_object("conveyor.dev", "v1alpha1", ns, "runs", {
+                        "apiVersion": "conveyor.dev/v1alpha1", "kind": "Run", "metadata": {"name": name},
+                        "spec": {"pipelineRef": {"name": "chain"}},
+                    })  # fmt: skip
+
+                    def finished(run: str = name) -> dict[str, Any] | None:
+                        obj: Any = custom.get_namespaced_custom_object("conveyor.dev", "v1alpha1", ns, "runs", run)
+                        phase = (obj.get("status") or {}).get("phase")
+                        return dict(obj) if phase in ("Succeeded", "Failed") else None
+
+                    run_obj = wait_until(finished, timeout=600, what=f"run {name}", interval=0.25)
+                    walls.append(time.monotonic() - t0)
+                    if run_obj["status"]["phase"] != "Succeeded":
+                        raise RuntimeError(f"run {name} failed: {json.dumps(run_obj['status'])[:2000]}")
+                    time.sleep(1)  # the watch's last events
+                    by_step = {
+                        p.metadata.labels.get("conveyor.dev/step"): p
+                        for p in times.pods.values()
+                        if p.metadata.labels.get("conveyor.dev/run") == name
+                    }
+                    for i in range(1, chain):
+                        up, down = by_step[f"s{i}"], by_step[f"s{i + 1}"]
+                        a, b = up.metadata.name, down.metadata.name
+                        if a in times.ended and b in times.started:
+                            watched.append(times.started[b] - times.ended[a])
+                        finished_at = up.status.container_statuses[0].state.terminated.finished_at
+                        state = down.status.container_statuses[0].state
+                        started_at = (state.terminated or state.running).started_at
+                        stamped.append((started_at - finished_at).total_seconds())
+                    print(f"run {name}: {walls[-1]:.1f}s", file=sys.stderr)
+    finally:
+        release.uninstall()
+    out["overhead_watch"] = summary(watched)
+    out["overhead_pod_timestamps"] = summary(stamped)
+    out["run_wall"] = summary(walls)
+    return out
+
+
 def machine() -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?")
@@ -155,6 +276,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pods", type=int, default=20, help="pods created at once per round (default 20)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument("--runs", type=int, default=4, help="Runs of the chain Pipeline, one after another (default 4)")
+    parser.add_argument("--chain", type=int, default=5, help="steps per Run (default 5)")
+    parser.add_argument("--no-runs", action="store_true", help="skip the step overhead phase (no images, no chart)")
     parser.add_argument("--json-out", type=Path, help="also write the JSON document here")
     args = parser.parse_args()
 
@@ -194,6 +318,8 @@ def main() -> None:
                 print(f"round {number + 1}: {summary(latencies)}", file=sys.stderr)
             result["rounds"] = rounds
             result["pod_start"] = summary(every)
+        if not args.no_runs:
+            result["step_overhead"] = step_overhead(stack, args.runs, args.chain)
     result["wall_s"] = round(time.monotonic() - began, 1)
     text = json.dumps(result, indent=2)
     print(text)

@@ -13,6 +13,7 @@ import itertools
 import json
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -92,6 +93,8 @@ class Load:
         self.router, self.model, self.rows, self.limit = router, model, rows, limit
         self.ok = 0
         self.failures: list[str] = []
+        self.versions: Counter[str] = Counter()
+        """Answers per model_version (12 hex digits of the model's digest): who served the traffic."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -112,6 +115,7 @@ class Load:
                 status, body = self.router.request("POST", f"/v2/models/{self.model}/infer", infer_body(row))
                 if status == 200:
                     self.ok += 1
+                    self.versions[str(body.get("model_version"))] += 1
                 else:
                     self.failures.append(f"{status}: {body}")
             except Exception as e:
