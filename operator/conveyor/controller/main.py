@@ -158,17 +158,26 @@ async def job_changed(
 
 
 # ---------------------------------------------------------------- pipelines
-# Any event on a Pipeline re-validates it (its Ready condition) and acts on its schedule. A timer on
-# scheduled, non-suspended Pipelines creates their Runs on time (at most resync_seconds late) and
-# notices Runs that finished (a time Forbid held back, history limits) without watching every Run.
+# Any event on a Pipeline re-validates it (its Ready condition) and acts on its schedule. Passes run on
+# their own work queue, and each pass asks for the next at the Pipeline's next scheduled time, so a Run is
+# created at its minute. A timer on scheduled, non-suspended Pipelines notices Runs that finished (a time
+# Forbid held back, history limits) without watching every Run.
 
 _pipelines: PipelineReconciler | None = None
+PIPELINES = Requeue(lambda namespace, name: pipeline_reconciler().reconcile(namespace, name), workers=4)
+"""Every pass of every Pipeline: owed now by an event or the timer, or at its next scheduled time."""
 
 
 @kopf.on.startup()
 def configure_pipelines(**_: Any) -> None:
     global _pipelines  # noqa: PLW0603 - clients are built once per process; no Pipeline state lives here
-    _pipelines = PipelineReconciler(Cluster(load_kube_config()), CONFIG)
+    _pipelines = PipelineReconciler(Cluster(load_kube_config()), CONFIG, requeue=PIPELINES.after)
+    PIPELINES.start()
+
+
+@kopf.on.cleanup()
+def stop_pipelines(**_: Any) -> None:
+    PIPELINES.stop()
 
 
 def pipeline_reconciler() -> PipelineReconciler:
@@ -184,19 +193,20 @@ def _scheduled(spec: kopf.Spec, **_: Any) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, "pipelines")
-def pipeline_changed(type: str, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> None:
+async def pipeline_changed(type: str, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> None:
     assert namespace is not None
     WATCHED.pipeline_event(type, dict(body))
     if type == "DELETED":
         pipeline_reconciler().forget(namespace, name)
+        PIPELINES.forget(namespace, name)
         return
-    pipeline_reconciler().reconcile(namespace, name)
+    PIPELINES.now(namespace, name)
 
 
 @kopf.timer(GROUP, VERSION, "pipelines", interval=CONFIG.resync_seconds, backoff=CONFIG.resync_seconds, when=_scheduled)
-def pipeline_schedule(namespace: str | None, name: str, **_: Any) -> None:
+async def pipeline_schedule(namespace: str | None, name: str, **_: Any) -> None:
     assert namespace is not None
-    pipeline_reconciler().reconcile(namespace, name)
+    PIPELINES.now(namespace, name)
 
 
 # ---------------------------------------------------------------- model deployments

@@ -110,10 +110,14 @@ class PipelineReconciler:
         cluster: Cluster,
         config: OperatorConfig,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        requeue: Callable[[str, str, float | None], None] | None = None,
     ) -> None:
         self.cluster = cluster
         self.config = config
         self.clock = clock
+        self.requeue = requeue
+        """Told after every pass when the Pipeline next wants one (its next scheduled time; None: never), so a
+        schedule fires at its minute rather than at the next resync."""
         self._locks = ObjectLocks()
         self._polled: dict[tuple[str, str, int], datetime] = {}
 
@@ -150,12 +154,18 @@ class PipelineReconciler:
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Validate one Pipeline and act on its schedule; returns seconds until it wants another pass (None: never)."""
-        with self._locks.of(namespace, name), metrics.RECONCILE.labels("Pipeline").time():
-            try:
-                return self._reconcile(namespace, name)
-            except Exception:
-                metrics.RECONCILE_ERRORS.labels("Pipeline").inc()
-                raise
+        wait: float | None = self.config.resync_seconds  # also what a pass that raised asks for
+        try:
+            with self._locks.of(namespace, name), metrics.RECONCILE.labels("Pipeline").time():
+                try:
+                    wait = self._reconcile(namespace, name)
+                except Exception:
+                    metrics.RECONCILE_ERRORS.labels("Pipeline").inc()
+                    raise
+        finally:
+            if self.requeue is not None:
+                self.requeue(namespace, name, wait)
+        return wait
 
     def _reconcile(self, namespace: str, name: str) -> float | None:
         body = self.cluster.get_custom("pipelines", namespace, name)
