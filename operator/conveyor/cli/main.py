@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     from conveyor.cli.records import add_commands as add_record_commands  # noqa: PLC0415
 
     add_record_commands(sub)
+    from conveyor.cli.compile_command import add_commands as add_compile_commands  # noqa: PLC0415
+
+    add_compile_commands(sub)
 
     from conveyor.cli.lifecycle_commands import add_commands as add_lifecycle_commands  # noqa: PLC0415
     from conveyor.cli.report import add_commands as add_report_commands  # noqa: PLC0415

@@ -1,0 +1,76 @@
+"""Pipelines in Python: `@pipeline` functions whose `step()` calls compile to the Pipeline YAML.
+
+    from conveyor import sdk
+
+    @sdk.pipeline(schedule="0 3 * * *")
+    def nightly(seed: int = 42) -> None:
+        \"\"\"Retrain every night.\"\"\"
+        data = sdk.step("ingest", uses="ingest", with_={"source": "sklearn://iris"})
+        sdk.step("split", uses="split", inputs={"dataset": data.outputs.dataset}, with_={"seed": seed})
+
+`conveyor compile module:nightly -o pipeline.yaml` writes the YAML; `nightly.run_local()` runs it here and
+`nightly.submit()` on a cluster. The settings are the api models' own (RetryPolicy, Resources, ...).
+"""
+
+from conveyor.api.pipeline import (
+    Approval,
+    Backoff,
+    CachePolicy,
+    ConcurrencyPolicy,
+    ContainerSpec,
+    EnvVar,
+    FanOut,
+    Resources,
+    RetryPolicy,
+    Schedule,
+    StepInput,
+    Trigger,
+)
+from conveyor.sdk.builder import (
+    External,
+    PipelineDefinition,
+    StepHandle,
+    on_drift,
+    on_s3,
+    param,
+    pipeline,
+    step,
+    uri,
+)
+from conveyor.sdk.errors import Location, PipelineError
+from conveyor.sdk.refs import Expr, OutputRef, ParamRef, input_path, item, output_path, run_id, run_name, run_namespace
+
+__all__ = [
+    "Approval",
+    "Backoff",
+    "CachePolicy",
+    "ConcurrencyPolicy",
+    "ContainerSpec",
+    "EnvVar",
+    "Expr",
+    "External",
+    "FanOut",
+    "Location",
+    "OutputRef",
+    "ParamRef",
+    "PipelineDefinition",
+    "PipelineError",
+    "Resources",
+    "RetryPolicy",
+    "Schedule",
+    "StepHandle",
+    "StepInput",
+    "Trigger",
+    "input_path",
+    "item",
+    "on_drift",
+    "on_s3",
+    "output_path",
+    "param",
+    "pipeline",
+    "run_id",
+    "run_name",
+    "run_namespace",
+    "step",
+    "uri",
+]
