@@ -270,6 +270,34 @@ def test_failing_step_is_retried_then_fails_the_run(api: k8s_client.ApiClient, n
     assert len(jobs_of(api, ns, "bad")) == 2
 
 
+def test_a_step_past_its_timeout_is_retried_the_same_way_locally_and_on_the_cluster(
+    api: k8s_client.ApiClient, ns: str, operator: Operator, tmp_path: Path
+) -> None:
+    from conveyor.api.pipeline import Pipeline
+    from conveyor.local.runner import LocalRunner
+
+    body = _py_pipeline("stuck", [
+        _py_step("stuck", "import time; time.sleep(120)", timeoutSeconds=2,
+                 retries={"limit": 1, "backoff": {"initialSeconds": 1}}),
+        _py_step("after", "print(1)", dependsOn=["stuck"]),
+    ])
+    local = LocalRunner(Pipeline.model_validate(body).spec, {}, pipeline_name="stuck", state_dir=tmp_path).run()
+    create(api, ns, "pipelines", body)
+    create(api, ns, "runs", run_body("stuck", "stuck"))
+    run = wait_done(api, ns, "stuck", operator, timeout=90)
+
+    cond = next(c for c in run["status"]["conditions"] if c["type"] == "Succeeded")
+    on_cluster = (run["status"]["phase"], cond["reason"], cond["message"],
+                  {n: (s["phase"], s["attempts"], s.get("message")) for n, s in steps(run).items()})
+    locally = (local.phase.value, local.reason, local.message,
+               {n: (s.phase.value, s.attempts, s.message) for n, s in local.states.items()})
+    timed_out = "step exceeded its timeout of 2s"
+    assert locally == on_cluster == (
+        "Failed", "StepFailed", f"step 'stuck' failed: {timed_out}",
+        {"stuck": ("Failed", 2, timed_out), "after": ("Cancelled", 0, None)},
+    )
+
+
 def test_a_pod_that_cannot_start_fails_its_attempts_at_the_start_deadline(
     api: k8s_client.ApiClient, ns: str, operator: Operator
 ) -> None:
