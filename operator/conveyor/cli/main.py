@@ -208,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_lifecycle_commands(sub)
     add_report_commands(sub)
 
+    from conveyor.cli.console_command import add_commands as add_console_commands  # noqa: PLC0415
+
+    add_console_commands(sub)
+
     comps = sub.add_parser("components", help="list the built-in components")
     comps.add_argument("--json", action="store_true")
     comps.set_defaults(func=cmd_components)

@@ -5,14 +5,19 @@ stopping, and the pass's own request for a later one (retries' backoff, timeouts
 something was missed), which also covers every unfinished Run found when the operator starts. The Run,
 Job and pod handlers are coroutines that only feed the watch cache and queue the pass (`Requeue`, a work
 queue with its own workers): they never wait for a pass, so the watches, and so the cache, keep up however
-busy the passes are. kopf's own bookkeeping lives in annotations under conveyor.dev, so `status` is
-entirely ours.
+busy the passes are. Pipelines' passes run on a queue of their own. kopf's own bookkeeping lives in
+annotations under conveyor.dev, so `status` is entirely ours.
+
+Everything the handlers act through (clients, reconcilers, queues, the watch cache) is one `Operator`,
+built by the start-up handler and handed to every handler in kopf's `memo`.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -34,21 +39,88 @@ from conveyor.storage.s3 import S3Store
 
 log = logging.getLogger("conveyor.operator")
 CONFIG: OperatorConfig = load_config()
-WATCHED = WatchCache()
-"""Unfinished Runs, step Jobs and pods and Pipelines as the watches below last showed them (passes read them
-instead of GETting and LISTing)."""
-_reconciler: RunReconciler | None = None
+"""Read once at import: the timers below take their intervals from it."""
 STANDALONE = False
 """Set by the entry point: one replica, whose watches (and so the watch cache) never pause."""
-REQUEUE = Requeue(lambda namespace, name: reconciler().reconcile(namespace, name), workers=CONFIG.reconcile_workers)
-"""Every pass of every Run: owed now by an event, or later by the Run's last pass."""
-_events: EventRecorder | None = None
 
 
-def reconciler() -> RunReconciler:
-    if _reconciler is None:
+@dataclass(frozen=True)
+class Operator:
+    """Everything the handlers act through, built once at start-up and handed to them in kopf's memo (no
+    module-level singletons). It holds clients, queues and caches; all Run, Pipeline and deployment state
+    lives in the objects themselves."""
+
+    config: OperatorConfig
+    standalone: bool
+    watched: WatchCache
+    """Unfinished Runs, step Jobs and pods and Pipelines as the watches last showed them (passes read them
+    instead of GETting and LISTing)."""
+    events: EventRecorder
+    runs: RunReconciler
+    run_queue: Requeue
+    """Every pass of every Run: owed now by an event, or later by the Run's last pass."""
+    pipelines: PipelineReconciler
+    pipeline_queue: Requeue
+    """Every pass of every Pipeline: owed now by an event or the timer, or at its next scheduled time."""
+    serving: ModelDeploymentReconciler
+    cluster: Cluster
+    store: S3Store
+    stopped: threading.Event = field(default_factory=threading.Event)
+    """Set at clean-up: ends the artifact collector."""
+
+    @classmethod
+    def build(cls, config: OperatorConfig, standalone: bool) -> Operator:
+        """The clients, reconcilers and queues; nothing runs until `start`."""
+        cluster = Cluster(load_kube_config())
+        store = S3Store(config.s3_bucket, config.s3_prefix, config.s3_endpoint)
+        watched = WatchCache()
+        events = EventRecorder(cluster.event)
+
+        def run_pass(namespace: str, name: str) -> None:
+            runs.reconcile(namespace, name)
+
+        def pipeline_pass(namespace: str, name: str) -> None:
+            pipelines.reconcile(namespace, name)
+
+        run_queue = Requeue(run_pass, workers=config.reconcile_workers)
+        pipeline_queue = Requeue(pipeline_pass, workers=4)
+        runs = RunReconciler(cluster, store, config, watched=watched, requeue=run_queue.after, events=events)
+        pipelines = PipelineReconciler(Cluster(load_kube_config()), config, requeue=pipeline_queue.after)
+        serving_api = load_kube_config()
+        serving = ModelDeploymentReconciler(Cluster(serving_api), Workloads(serving_api), config)
+        return cls(
+            config=config,
+            standalone=standalone,
+            watched=watched,
+            events=events,
+            runs=runs,
+            run_queue=run_queue,
+            pipelines=pipelines,
+            pipeline_queue=pipeline_queue,
+            serving=serving,
+            cluster=cluster,
+            store=store,
+        )
+
+    def start(self) -> None:
+        self.run_queue.start()
+        self.pipeline_queue.start()
+        artifact_gc.start(self.cluster, self.store, self.config, self.stopped)
+        metrics.serve(self.config.metrics_port)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.run_queue.stop()
+        self.pipeline_queue.stop()
+        self.events.stop()
+
+
+def of(memo: kopf.Memo) -> Operator:
+    """The operator the start-up handler put in kopf's memo (each object's memo is a shallow copy of it)."""
+    op = memo.get("operator")
+    if not isinstance(op, Operator):
         raise kopf.TemporaryError("the operator is still starting", delay=1)
-    return _reconciler
+    return op
 
 
 @kopf.on.startup()
@@ -61,8 +133,7 @@ def wait_for_the_api(**_: Any) -> None:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _reconciler, _events  # noqa: PLW0603 - clients are built once per process; no Run state lives here
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -73,21 +144,17 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
     settings.execution.max_workers = 8
     settings.peering.lifetime = CONFIG.peering_lifetime_seconds
-    cluster = Cluster(load_kube_config())
-    store = S3Store(CONFIG.s3_bucket, CONFIG.s3_prefix, CONFIG.s3_endpoint)
-    _events = EventRecorder(cluster.event)
-    _reconciler = RunReconciler(cluster, store, CONFIG, watched=WATCHED, requeue=REQUEUE.after, events=_events)
-    REQUEUE.start()
-    artifact_gc.start(cluster, store, CONFIG)
-    metrics.serve(CONFIG.metrics_port)
+    op = Operator.build(CONFIG, standalone=STANDALONE)
+    op.start()
+    memo["operator"] = op
     log.info("started: bucket %s, step image %s", CONFIG.s3_bucket, CONFIG.step_image)
 
 
 @kopf.on.cleanup()
-def stop_requeue(**_: Any) -> None:
-    REQUEUE.stop()
-    if _events is not None:
-        _events.stop()
+def stop(memo: kopf.Memo, **_: Any) -> None:
+    op = memo.get("operator")
+    if isinstance(op, Operator):
+        op.stop()
 
 
 def _unfinished(status: kopf.Status, **_: Any) -> bool:
@@ -98,22 +165,31 @@ def _unfinished(status: kopf.Status, **_: Any) -> bool:
 
 @kopf.on.event(GROUP, VERSION, "runs")
 async def run_changed(
-    type: str, namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, body: kopf.Body, **_: Any
+    type: str,
+    namespace: str | None,
+    name: str,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     assert namespace is not None
+    op = of(memo)
     if type == "DELETED":
-        reconciler().forget(namespace, name)
-        REQUEUE.forget(namespace, name)
+        op.runs.forget(namespace, name)
+        op.run_queue.forget(namespace, name)
         return
-    WATCHED.run_event(type, dict(body))
-    if type == "ADDED" and STANDALONE:
-        reconciler().born_watched(namespace, name)
+    op.watched.run_event(type, dict(body))
+    if type == "ADDED" and op.standalone:
+        op.runs.born_watched(namespace, name)
     # Our own status writes come back as events too; a pass is only owed when the Run is new or its spec
     # changed (cancel, approvals), or when this process has not looked at it yet (found unfinished at
     # start-up). Progress is driven by Job and pod events, and each pass asks for the next one it needs.
     spec_changed = status.get("observedGeneration") != meta.get("generation")
-    if _unfinished(status) and (spec_changed or not status.get("startedAt") or not REQUEUE.knows(namespace, name)):
-        REQUEUE.now(namespace, name)
+    known = op.run_queue.knows(namespace, name)
+    if _unfinished(status) and (spec_changed or not status.get("startedAt") or not known):
+        op.run_queue.now(namespace, name)
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
@@ -124,28 +200,31 @@ async def pod_changed(
     meta: kopf.Meta,
     status: kopf.Status,
     body: kopf.Body,
+    memo: kopf.Memo,
     **_: Any,
 ) -> None:
     """A step pod that stopped: plan at once rather than when the Job controller marks its Job done (~1 s later)."""
     assert namespace is not None
-    changed = WATCHED.pod_event(type, dict(body))
+    op = of(memo)
+    changed = op.watched.pod_event(type, dict(body))
     stopped = status.get("phase") in ("Succeeded", "Failed")
     # Only the event that shows it stopped (or brings its termination message), also from a watch's (re)listing
     # after an outage: a stopped pod gets further updates (its Job's tracking finalizer removed, conditions)
     # that tell a pass nothing new.
     if type != "DELETED" and changed and stopped and not meta.get("deletionTimestamp"):
-        REQUEUE.now(namespace, labels[LABEL_RUN])
+        op.run_queue.now(namespace, labels[LABEL_RUN])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN: kopf.PRESENT})
 async def job_changed(
-    type: str, namespace: str | None, meta: kopf.Meta, status: kopf.Status, body: kopf.Body, **_: Any
+    type: str, namespace: str | None, meta: kopf.Meta, status: kopf.Status, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
     """Only a Job reaching its end matters (its creation is ours, its progress is its pod's), once: later
     updates of an ended Job change nothing a pass reads. A Job that disappears while running is noticed by
     the Run's resync; Jobs found at start-up are read by each unfinished Run's first pass."""
     assert namespace is not None
-    changed = WATCHED.job_event(type, dict(body))
+    op = of(memo)
+    changed = op.watched.job_event(type, dict(body))
     ended = any(
         c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in status.get("conditions") or []
     )
@@ -153,8 +232,8 @@ async def job_changed(
         return
     for owner in meta.get("ownerReferences", []):
         # The pass owed for its pod's stop has read the step's end already (the Job ends ~1 s after its pod).
-        if owner.get("kind") == "Run" and not WATCHED.pod_stopped(namespace, owner["name"], meta["name"]):
-            REQUEUE.now(namespace, owner["name"])
+        if owner.get("kind") == "Run" and not op.watched.pod_stopped(namespace, owner["name"], meta["name"]):
+            op.run_queue.now(namespace, owner["name"])
 
 
 # ---------------------------------------------------------------- pipelines
@@ -162,28 +241,6 @@ async def job_changed(
 # their own work queue, and each pass asks for the next at the Pipeline's next scheduled time, so a Run is
 # created at its minute. A timer on scheduled, non-suspended Pipelines notices Runs that finished (a time
 # Forbid held back, history limits) without watching every Run.
-
-_pipelines: PipelineReconciler | None = None
-PIPELINES = Requeue(lambda namespace, name: pipeline_reconciler().reconcile(namespace, name), workers=4)
-"""Every pass of every Pipeline: owed now by an event or the timer, or at its next scheduled time."""
-
-
-@kopf.on.startup()
-def configure_pipelines(**_: Any) -> None:
-    global _pipelines  # noqa: PLW0603 - clients are built once per process; no Pipeline state lives here
-    _pipelines = PipelineReconciler(Cluster(load_kube_config()), CONFIG, requeue=PIPELINES.after)
-    PIPELINES.start()
-
-
-@kopf.on.cleanup()
-def stop_pipelines(**_: Any) -> None:
-    PIPELINES.stop()
-
-
-def pipeline_reconciler() -> PipelineReconciler:
-    if _pipelines is None:
-        raise kopf.TemporaryError("the operator is still starting", delay=1)
-    return _pipelines
 
 
 def _scheduled(spec: kopf.Spec, **_: Any) -> bool:
@@ -193,20 +250,23 @@ def _scheduled(spec: kopf.Spec, **_: Any) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, "pipelines")
-async def pipeline_changed(type: str, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> None:
+async def pipeline_changed(
+    type: str, namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
     assert namespace is not None
-    WATCHED.pipeline_event(type, dict(body))
+    op = of(memo)
+    op.watched.pipeline_event(type, dict(body))
     if type == "DELETED":
-        pipeline_reconciler().forget(namespace, name)
-        PIPELINES.forget(namespace, name)
+        op.pipelines.forget(namespace, name)
+        op.pipeline_queue.forget(namespace, name)
         return
-    PIPELINES.now(namespace, name)
+    op.pipeline_queue.now(namespace, name)
 
 
 @kopf.timer(GROUP, VERSION, "pipelines", interval=CONFIG.resync_seconds, backoff=CONFIG.resync_seconds, when=_scheduled)
-async def pipeline_schedule(namespace: str | None, name: str, **_: Any) -> None:
+async def pipeline_schedule(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     assert namespace is not None
-    PIPELINES.now(namespace, name)
+    of(memo).pipeline_queue.now(namespace, name)
 
 
 # ---------------------------------------------------------------- model deployments
@@ -214,42 +274,27 @@ async def pipeline_schedule(namespace: str | None, name: str, **_: Any) -> None:
 # Deployments, and a timer (canary pauses and analysis, drift and accuracy windows, a Pipeline's
 # newly blessed model) each trigger one pass; the pass itself decides everything.
 
-_serving: ModelDeploymentReconciler | None = None
-
-
-@kopf.on.startup()
-def configure_serving(**_: Any) -> None:
-    global _serving  # noqa: PLW0603 - clients are built once per process; no deployment state lives here
-    api = load_kube_config()
-    _serving = ModelDeploymentReconciler(Cluster(api), Workloads(api), CONFIG)
-
-
-def serving_reconciler() -> ModelDeploymentReconciler:
-    if _serving is None:
-        raise kopf.TemporaryError("the operator is still starting", delay=1)
-    return _serving
-
 
 @kopf.on.event(GROUP, VERSION, "modeldeployments")
 def model_deployment_changed(
-    type: str, namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any
+    type: str, namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, memo: kopf.Memo, **_: Any
 ) -> None:
     assert namespace is not None
     if type == "DELETED":
-        serving_reconciler().forget(namespace, name)
+        of(memo).serving.forget(namespace, name)
         return
     if status.get("observedGeneration") != meta.get("generation"):
-        serving_reconciler().reconcile(namespace, name)
+        of(memo).serving.reconcile(namespace, name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MODEL_DEPLOYMENT: kopf.PRESENT})
-def server_deployment_changed(type: str, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+def server_deployment_changed(type: str, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     assert namespace is not None
     if type != "DELETED":
-        serving_reconciler().reconcile(namespace, labels[LABEL_MODEL_DEPLOYMENT])
+        of(memo).serving.reconcile(namespace, labels[LABEL_MODEL_DEPLOYMENT])
 
 
 @kopf.timer(GROUP, VERSION, "modeldeployments", interval=CONFIG.resync_seconds, backoff=CONFIG.resync_seconds)
-def model_deployment_resync(namespace: str | None, name: str, **_: Any) -> None:
+def model_deployment_resync(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     assert namespace is not None
-    serving_reconciler().reconcile(namespace, name)
+    of(memo).serving.reconcile(namespace, name)

@@ -1,0 +1,44 @@
+"""Running the console: one uvicorn server on a socket bound here, so `--port 0` can say where it listens."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+
+from conveyor.console.app import ConsoleApp
+from conveyor.console.source import ConsoleSource
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (IPv6 when the host is an IPv6 address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def serve(source: ConsoleSource, host: str, port: int) -> int:
+    """Serve until interrupted; prints the console's address first (on stdout, one line, for scripts)."""
+    try:
+        import uvicorn  # noqa: PLC0415  # the HTTP stack loads only for `conveyor ui`
+    except ImportError:
+        print("error: `conveyor ui` needs uvicorn: pip install 'conveyor[server]'", file=sys.stderr)
+        return 1
+    sock = bind(host, port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = uvicorn.Config(ConsoleApp(source), log_level="warning", access_log=False, lifespan="on")
+    print(f"Conveyor console for {source.description} on {url_of(sock)}", flush=True)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn has shut down cleanly and re-raises Ctrl-C: no traceback for that
+        pass
+    return 0

@@ -1,0 +1,325 @@
+"""Where the console's runs come from: the seam between the console and a state (local now, a cluster later).
+
+A `ConsoleSource` answers five questions: which runs exist (rows for the list), one run's view, one
+attempt's log, a run's evaluation plots, and the records of runs to compare. `LocalSource` answers
+them from the local runner's state directory through the CLI's `LocalRuns` (records and archived logs
+in the store); a cluster source will answer them from the API server and the S3 store the same way
+`ClusterRuns` does. Every answer is already redacted: the app serves what it gets.
+
+A running local run has no record yet; its view is built from the attempts the runner has started
+(`runs/<id>/steps/<key>-<attempt>/`: which step and attempt, and the result once there is one). The
+attempt's task file also holds the step's environment, which is never read here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import threading
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from conveyor.console.redact import redact_text
+from conveyor.console.views import FINAL_PHASES, RunRow, run_row, run_view
+from conveyor.core.record import log_document
+from conveyor.core.validation import InvalidSpec
+
+_RUN_ID_SUFFIX = re.compile(r"-\d{8}-\d{6}-[0-9a-f]{6}$")
+_ATTEMPT_DIR = re.compile(r"^(?P<key>.+)-(?P<attempt>\d+)$")
+
+
+class NotFound(LookupError):
+    """No such run, log or plot (the app answers 404 with the message)."""
+
+
+@dataclass(frozen=True)
+class Plot:
+    step: str
+    index: int
+    title: str
+    file: str
+
+
+class ConsoleSource(Protocol):
+    description: str
+    """Where the runs are, for the page header (no credentials)."""
+
+    def rows(self) -> list[RunRow]: ...
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """The Run page's document (views.run_view); NotFound for an unknown run."""
+        ...
+
+    def log(self, run_id: str, key: str, attempt: int) -> str | None:
+        """One attempt's log, redacted; None when it has none (yet); NotFound for an attempt the run never had."""
+        ...
+
+    def plot_png(self, run_id: str, step: str, index: int) -> bytes: ...
+
+    def records(self, run_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Final records of the runs to compare; NotFound naming the first that has none."""
+        ...
+
+
+class LocalSource:
+    """The local runner's state directory (`conveyor run --state-dir`)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        from conveyor.cli.records import LocalRuns  # noqa: PLC0415
+
+        self.local = LocalRuns(state_dir)
+        self.state_dir = self.local.state_dir
+        self.description = f"local state {state_dir}"
+        self._final: dict[str, dict[str, Any]] = {}  # records never change once written
+        self._views: dict[str, dict[str, Any]] = {}
+        self._plots: dict[str, list[tuple[Plot, bytes]]] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ runs
+
+    def _run_dirs(self) -> dict[str, Path]:
+        root = self.state_dir / "runs"
+        return {d.name: d for d in root.iterdir() if d.is_dir()} if root.is_dir() else {}
+
+    def _dir(self, run_id: str) -> Path:
+        """The run's directory; only names that exist are accepted, so no request can point elsewhere."""
+        found = self._run_dirs().get(run_id)
+        if found is None:
+            raise NotFound(f"run {run_id!r} does not exist in this state directory")
+        return found
+
+    def _record(self, run_id: str, run_dir: Path) -> dict[str, Any] | None:
+        """The final record, or None while the run has none; InvalidSpec when it is corrupt."""
+        cached = self._final.get(run_id)
+        if cached is not None:
+            return cached
+        from conveyor.core.record import record_document  # noqa: PLC0415
+
+        stored = self.state_dir / "store" / "docs" / record_document(run_id)
+        if not (run_dir / "record.json").exists() and not stored.exists():
+            return None
+        record = self.local.record(run_id)
+        with self._lock:
+            self._final[run_id] = record
+        return record
+
+    def rows(self) -> list[RunRow]:
+        out = []
+        for run_id, run_dir in self._run_dirs().items():
+            created = datetime.fromtimestamp(run_dir.stat().st_ctime, UTC)
+            try:
+                record = self._record(run_id, run_dir)
+            except InvalidSpec:
+                out.append(RunRow(run_id, _pipeline_of(run_id), "(corrupt record)", created, None, ""))
+                continue
+            out.append(run_row(record if record is not None else _live_record(run_id, run_dir, created), created))
+        return out
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        cached = self._views.get(run_id)
+        if cached is not None:
+            return cached
+        run_dir = self._dir(run_id)
+        created = datetime.fromtimestamp(run_dir.stat().st_ctime, UTC)
+        try:
+            record = self._record(run_id, run_dir)
+        except InvalidSpec as e:
+            live = _live_record(run_id, run_dir, created)
+            return run_view(live, {}, live=True, problem=redact_text(str(e)))
+        if record is None:
+            return run_view(_live_record(run_id, run_dir, created), {}, live=True)
+        view = run_view(record, self._depends_on(record), [_plot_json(run_id, p) for p, _ in self._plots_of(record)])
+        if record.get("phase") in FINAL_PHASES:
+            with self._lock:
+                self._views[run_id] = view
+        return view
+
+    def _depends_on(self, record: Mapping[str, Any]) -> dict[str, list[str]]:
+        """`dependsOn` edges from the stored spec (inputs alone give the rest); none when it is not stored."""
+        from conveyor.lifecycle.specs import load_spec  # noqa: PLC0415
+
+        digest = record.get("pipelineSpecDigest")
+        spec = load_spec(self.local.store, digest) if isinstance(digest, str) else None
+        return {s.name: list(s.depends_on) for s in spec.steps} if spec is not None else {}
+
+    def records(self, run_ids: Sequence[str]) -> list[dict[str, Any]]:
+        out = []
+        for run_id in run_ids:
+            run_dir = self._dir(run_id)
+            try:
+                record = self._record(run_id, run_dir)
+            except InvalidSpec as e:
+                raise NotFound(redact_text(str(e))) from None
+            if record is None:
+                raise NotFound(f"run {run_id!r} is still running: runs are compared once they have a record")
+            out.append(record)
+        return out
+
+    # ------------------------------------------------------------ logs
+
+    def log(self, run_id: str, key: str, attempt: int) -> str | None:
+        run_dir = self._dir(run_id)
+        name = log_document(run_id, key, attempt)
+        try:
+            record = self._record(run_id, run_dir)
+        except InvalidSpec:
+            record = None
+        if record is not None:
+            known = {n for s in record.get("steps", []) for n in s.get("logs", [])}
+        else:
+            known = {log_document(run_id, k, n) for k, n in _attempts(run_dir)}
+        if name not in known:
+            raise NotFound(f"run {run_id!r} has no attempt {attempt} of {key!r}")
+        text = self.local.text(name)
+        if text is None and record is None:
+            text = _live_log(run_dir / "logs" / f"{key}.log", attempt)  # still running: what it printed so far
+        return None if text is None else redact_text(text)
+
+    # ------------------------------------------------------------ plots
+
+    def _plots_of(self, record: Mapping[str, Any]) -> list[tuple[Plot, bytes]]:
+        """Every PNG in the `plots` outputs (evaluate's zip with an index.json), read through the store,
+        which checks its digest; an unreadable archive shows no plots rather than breaking the page."""
+        from conveyor.storage.store import ArtifactMissing, DigestMismatch  # noqa: PLC0415
+
+        run_id = str(record["runId"])
+        if run_id in self._plots:
+            return self._plots[run_id]
+        found: list[tuple[Plot, bytes]] = []
+        for s in record.get("steps", []):
+            ref = next((o for o in s.get("outputs", []) if o.get("name") == "plots"), None)
+            if ref is None:
+                continue
+            with tempfile.TemporaryDirectory(prefix="conveyor-console-") as tmp:
+                path = Path(tmp) / "plots.zip"
+                try:
+                    self.local.store.get_file(ref["digest"], path)
+                    with zipfile.ZipFile(path) as archive:
+                        index = json.loads(archive.read("index.json"))
+                        for i, plot in enumerate(index.get("plots", [])):
+                            title = str(plot.get("title") or plot["file"])
+                            found.append((Plot(s["name"], i, title, plot["file"]), archive.read(plot["file"])))
+                except (ArtifactMissing, DigestMismatch, zipfile.BadZipFile, KeyError, ValueError, OSError):
+                    continue
+        with self._lock:
+            self._plots[run_id] = found
+        return found
+
+    def plot_png(self, run_id: str, step: str, index: int) -> bytes:
+        run_dir = self._dir(run_id)
+        record = self._record(run_id, run_dir)
+        for plot, data in self._plots_of(record) if record is not None else []:
+            if plot.step == step and plot.index == index:
+                return data
+        raise NotFound(f"run {run_id!r} has no plot {index} of step {step!r}")
+
+
+def _plot_json(run_id: str, p: Plot) -> dict[str, Any]:
+    return {"step": p.step, "index": p.index, "title": p.title}
+
+
+def _pipeline_of(run_id: str) -> str:
+    """The local runner names runs `<pipeline>-<date>-<time>-<hex>`."""
+    return _RUN_ID_SUFFIX.sub("", run_id)
+
+
+def _attempts(run_dir: Path) -> list[tuple[str, int]]:
+    """(key, attempt) of every attempt the runner has started, from its attempt directories."""
+    out = []
+    steps = run_dir / "steps"
+    for d in steps.iterdir() if steps.is_dir() else []:
+        m = _ATTEMPT_DIR.match(d.name)
+        if m and d.is_dir():
+            out.append((m["key"], int(m["attempt"])))
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # absent, or being written
+    return doc if isinstance(doc, dict) else None
+
+
+def _live_record(run_id: str, run_dir: Path, created: datetime) -> dict[str, Any]:
+    """A record-shaped document of a run still going: one entry per step seen so far, fan-outs counted.
+
+    Only the attempt's key and number and its result (outputs, metrics, message) are read; the task
+    file's environment and command never are."""
+    by_key: dict[str, dict[str, Any]] = {}
+    for key, attempt in sorted(_attempts(run_dir), key=lambda a: a[1]):
+        attempt_dir = run_dir / "steps" / f"{key}-{attempt}"
+        result = _read_json(attempt_dir / "result.json")
+        started = datetime.fromtimestamp(attempt_dir.stat().st_mtime, UTC)
+        phase = "Running" if result is None else ("Succeeded" if result.get("ok") else "Failed")
+        entry = by_key.setdefault(key, {"startedAt": started.isoformat()})
+        entry.update(
+            {
+                "name": key,
+                "phase": phase,
+                "attempts": attempt,
+                "finishedAt": (result or {}).get("finished_at"),
+                "outputs": (result or {}).get("outputs") or [],
+                "metrics": (result or {}).get("metrics") or {},
+                "message": (result or {}).get("message"),
+                "logs": [log_document(run_id, key, n) for n in range(1, attempt + 1)],
+            }
+        )
+    steps: dict[str, dict[str, Any]] = {}
+    items: dict[str, list[dict[str, Any]]] = {}
+    for key, entry in sorted(by_key.items(), key=lambda kv: str(kv[1]["startedAt"])):
+        name, bracket, rest = key.partition("[")
+        if not bracket:
+            steps[key] = entry
+            continue
+        index = int(rest.rstrip("]")) if rest.rstrip("]").isdigit() else 0
+        items.setdefault(name, []).append({**entry, "name": name, "key": key, "index": index})
+    for name, members in items.items():
+        members.sort(key=lambda i: int(i["index"]))
+        count = {p: sum(1 for i in members if i["phase"] == p) for p in ("Succeeded", "Failed", "Running")}
+        steps[name] = {
+            "name": name,
+            "phase": "Running" if count["Running"] else ("Failed" if count["Failed"] else "Running"),
+            "attempts": 0,
+            "startedAt": min(str(i["startedAt"]) for i in members),
+            "outputs": [],
+            "metrics": {},
+            "logs": [n for i in members for n in i["logs"]],
+            "fanOut": {
+                "total": len(members),
+                "succeeded": count["Succeeded"],
+                "failed": count["Failed"],
+                "running": count["Running"],
+                "skipped": 0,
+            },
+        }
+    return {
+        "runId": run_id,
+        "name": run_id,
+        "pipeline": _pipeline_of(run_id),
+        "phase": "Running",
+        "startedAt": created.isoformat(),
+        "parameters": {},
+        "steps": sorted(steps.values(), key=lambda s: str(s["startedAt"])),
+        "items": items,
+    }
+
+
+def _live_log(path: Path, attempt: int) -> str | None:
+    """The part of a step's live log file from the runner's `--- attempt N` line on (it appends attempts)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    marker = f"--- attempt {attempt} at "
+    start = text.find(marker)
+    if start < 0:
+        return None
+    end = text.find("--- attempt ", start + len(marker))
+    return text[start : end if end >= 0 else None]

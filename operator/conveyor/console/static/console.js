@@ -1,0 +1,333 @@
+// The console's front end: plain JavaScript, no build step, nothing fetched but this origin's JSON API.
+// Every value goes into the page with textContent or an attribute set through the DOM, never as HTML;
+// the only markup inserted is the DAG and timing SVGs the server draws, which escape every name.
+"use strict";
+
+const POLL_MS = 1000;
+const FINAL = new Set(["Succeeded", "Failed", "Cancelled"]);
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+// GET a JSON document; with `etags`, an unchanged one (304) resolves to null.
+const etags = new Map();
+async function api(url, { conditional = false } = {}) {
+  const headers = {};
+  if (conditional && etags.has(url)) headers["If-None-Match"] = etags.get(url).etag;
+  const r = await fetch(url, { headers, cache: "no-store" });
+  if (r.status === 304) return null;
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.error || `${r.status} ${r.statusText}`);
+  const etag = r.headers.get("ETag");
+  if (etag) etags.set(url, { etag });
+  return body;
+}
+
+function runHref(id) { return "/runs/" + encodeURIComponent(id); }
+function runApi(id) { return "/api/runs/" + encodeURIComponent(id); }
+
+function fmtTime(iso) {
+  if (!iso) return "-";
+  const d = new Date(iso);
+  return isNaN(d) ? iso : d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+}
+function fmtSeconds(s) {
+  if (s === null || s === undefined) return "-";
+  return s < 120 ? `${Number(s).toFixed(1)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+}
+function fmtBytes(n) {
+  if (n === null || n === undefined) return "-";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0, v = Number(n);
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]} (${n} B)`;
+}
+function fmtValue(v) { return typeof v === "string" ? v : JSON.stringify(v); }
+function fmtMetric(v) { return typeof v === "number" ? Number(v.toPrecision(6)).toString() : fmtValue(v); }
+
+function phase(p) { return h("span", { class: `phase phase-${String(p || "").replace(/[^A-Za-z]/g, "")}` }, p || "-"); }
+
+// Replace `el`'s children; nulls dropped and arrays flattened, as in h().
+function mount(el, ...children) { el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false)); }
+
+// A two-column table of facts, without a header row.
+function facts(cls, rows) {
+  return h("table", { class: `facts ${cls}` }, h("tbody", {}, rows.map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, v)))));
+}
+
+function table(cls, header, rows) {
+  return h("table", { class: cls },
+    h("thead", {}, h("tr", {}, header.map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c))))));
+}
+
+function fail(app, e) { app.replaceChildren(h("p", { class: "error", role: "alert" }, String(e.message || e))); }
+
+function pollEvery(fn) {
+  let busy = false;
+  const tick = async () => {
+    if (busy || document.hidden) return;
+    busy = true;
+    try { await fn(); } finally { busy = false; }
+  };
+  return setInterval(tick, POLL_MS);
+}
+
+// ------------------------------------------------------------------ the runs list
+
+function toLocalInput(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  if (isNaN(d)) return "";
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+function fromLocalInput(v) { return v ? new Date(v).toISOString() : ""; }
+
+async function runsPage(app) {
+  const params = new URLSearchParams(location.search);
+  const state = {
+    pipeline: params.get("pipeline") || "", phase: params.get("phase") || "",
+    since: params.get("since") || "", until: params.get("until") || "",
+    page: Number(params.get("page") || 1), per: params.get("per") || "",
+  };
+  const selected = new Set();
+  const pipelineSel = h("select", { id: "filter-pipeline", name: "pipeline" });
+  const phaseSel = h("select", { id: "filter-phase", name: "phase" });
+  const since = h("input", { id: "filter-since", type: "datetime-local", step: "1", value: toLocalInput(state.since) });
+  const until = h("input", { id: "filter-until", type: "datetime-local", step: "1", value: toLocalInput(state.until) });
+  const body = h("tbody", {});
+  const count = h("p", { id: "run-count", class: "count" });
+  const pageInfo = h("span", { id: "page-info" });
+  const newer = h("button", { type: "button", id: "page-newer" }, "← Newer");
+  const older = h("button", { type: "button", id: "page-older" }, "Older →");
+  const compare = h("a", { id: "compare-selected", class: "button disabled", href: "#", "aria-disabled": "true" }, "Compare selected");
+  let last = null;
+
+  function query() {
+    const q = new URLSearchParams();
+    for (const k of ["pipeline", "phase", "since", "until", "per"]) if (state[k]) q.set(k, state[k]);
+    if (state.page > 1) q.set("page", String(state.page));
+    return q.toString();
+  }
+  function updateCompare() {
+    const ids = [...selected];
+    const ok = ids.length >= 2;
+    compare.classList.toggle("disabled", !ok);
+    compare.setAttribute("aria-disabled", String(!ok));
+    compare.href = ok ? "/compare?" + ids.map((id) => "run=" + encodeURIComponent(id)).join("&") : "#";
+    compare.textContent = `Compare selected (${ids.length})`;
+  }
+  function options(select, values, current, allLabel) {
+    const want = [allLabel, ...values];
+    const have = [...select.options].map((o) => o.textContent);
+    if (JSON.stringify(want) !== JSON.stringify(have)) {
+      select.replaceChildren(h("option", { value: "" }, allLabel), ...values.map((v) => h("option", { value: v }, v)));
+    }
+    select.value = current;
+  }
+  function render(doc) {
+    options(pipelineSel, doc.pipelines, state.pipeline, "all pipelines");
+    options(phaseSel, doc.phases, state.phase, "all phases");
+    body.replaceChildren(...doc.runs.map((r) => h("tr", { class: "run", dataset: { run: r.id, phase: r.phase } },
+      h("td", {}, h("input", {
+        type: "checkbox", class: "select", "aria-label": `select ${r.id} to compare`, checked: selected.has(r.id),
+        onchange: (e) => { if (e.target.checked) selected.add(r.id); else selected.delete(r.id); updateCompare(); },
+      })),
+      h("td", { class: "run-id" }, h("a", { href: runHref(r.id) }, r.id)),
+      h("td", { class: "pipeline" }, r.pipeline || "-"),
+      h("td", {}, phase(r.phase)),
+      h("td", { class: "progress" }, r.progress),
+      h("td", { class: "started" }, fmtTime(r.startedAt)),
+      h("td", { class: "duration" }, fmtSeconds(r.seconds)))));
+    if (!doc.runs.length) body.append(h("tr", { class: "empty" }, h("td", { colspan: "7" }, "No runs match.")));
+    count.textContent = `${doc.total} run${doc.total === 1 ? "" : "s"}`;
+    pageInfo.textContent = `page ${doc.page} of ${doc.pages}`;
+    newer.disabled = doc.page <= 1;
+    older.disabled = doc.page >= doc.pages;
+  }
+  async function load(conditional) {
+    const url = "/api/runs?" + query();
+    const doc = await api(url, { conditional });
+    if (doc) { last = doc; render(doc); }
+  }
+  function changed() {
+    state.page = 1;
+    history.replaceState(null, "", "/" + (query() ? "?" + query() : ""));
+    load(false).catch((e) => fail(app, e));
+  }
+  pipelineSel.addEventListener("change", () => { state.pipeline = pipelineSel.value; changed(); });
+  phaseSel.addEventListener("change", () => { state.phase = phaseSel.value; changed(); });
+  since.addEventListener("change", () => { state.since = fromLocalInput(since.value); changed(); });
+  until.addEventListener("change", () => { state.until = fromLocalInput(until.value); changed(); });
+  newer.addEventListener("click", () => { state.page = Math.max(1, state.page - 1); history.replaceState(null, "", "/?" + query()); load(false); });
+  older.addEventListener("click", () => { state.page += 1; history.replaceState(null, "", "/?" + query()); load(false); });
+
+  document.title = "Runs · Conveyor";
+  mount(app,
+    h("h1", {}, "Runs"),
+    h("form", { class: "filters", role: "search", onsubmit: (e) => e.preventDefault() },
+      h("label", { for: "filter-pipeline" }, "Pipeline"), pipelineSel,
+      h("label", { for: "filter-phase" }, "Phase"), phaseSel,
+      h("label", { for: "filter-since" }, "Started after"), since,
+      h("label", { for: "filter-until" }, "Started before"), until),
+    h("div", { class: "toolbar" }, count, compare),
+    h("table", { id: "runs", class: "runs" },
+      h("thead", {}, h("tr", {}, ["", "Run", "Pipeline", "Phase", "Steps", "Started", "Duration"].map(
+        (c, i) => h("th", { scope: "col" }, i === 0 ? h("span", { class: "visually-hidden" }, "Select") : c)))),
+      body),
+    h("nav", { class: "pager", "aria-label": "pages" }, newer, pageInfo, older));
+  updateCompare();
+  try { await load(false); } catch (e) { fail(app, e); return; }
+  pollEvery(() => load(true).catch(() => {}));
+  return last;
+}
+
+// ------------------------------------------------------------------ one run
+
+function keyValues(cls, obj, fmt = fmtValue) {
+  const entries = Object.entries(obj || {});
+  if (!entries.length) return h("p", { class: "none" }, "none");
+  return table(cls, ["name", "value"], entries.sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [k, fmt(v)]));
+}
+
+function logBlock(runId, key, attempt, openLogs, refresh) {
+  const id = `${key}#${attempt}`;
+  const pre = h("pre", { class: "log-text", dataset: { key, attempt: String(attempt) } });
+  const box = h("details", { class: "log", dataset: { key, attempt: String(attempt) } },
+    h("summary", {}, `log: ${key}, attempt ${attempt}`), pre);
+  async function fill() {
+    try {
+      const doc = await api(`${runApi(runId)}/logs/${encodeURIComponent(key)}/${attempt}`);
+      pre.textContent = doc.text === null ? "(no archived log yet: still running, or it could not be stored)" : doc.text;
+    } catch (e) { pre.textContent = `(could not read the log: ${e.message})`; }
+  }
+  box.addEventListener("toggle", () => {
+    if (box.open) { openLogs.add(id); fill(); } else openLogs.delete(id);
+  });
+  if (openLogs.has(id)) { box.open = true; if (refresh) fill(); }
+  return box;
+}
+
+function stepBlock(run, s, openSteps, openLogs) {
+  const notes = [s.cacheHit ? "cache hit" : "", s.fanOutText, s.attempts ? `${s.attempts} attempt${s.attempts === 1 ? "" : "s"}` : ""].filter(Boolean);
+  const block = h("details", { class: "step", id: `step-${s.name}`, dataset: { step: s.name, phase: s.phase } },
+    h("summary", {}, h("span", { class: "step-name" }, s.name), " ", phase(s.phase), notes.length ? h("span", { class: "notes" }, " " + notes.join(" · ")) : null),
+    facts("step-facts", [
+      ["what", s.component ? `component ${s.component}` : `image ${s.image || "-"}`],
+      ["started", fmtTime(s.startedAt)], ["finished", fmtTime(s.finishedAt)], ["duration", fmtSeconds(s.seconds)],
+      ["cache", s.cacheHit ? "hit: outputs reused, nothing ran" : "miss"], ["cache key", s.cacheKey || "-"],
+    ]),
+    s.message ? h("pre", { class: "message" }, s.message) : null,
+    h("h4", {}, "Inputs"),
+    s.inputs.length ? table("inputs", ["input", "from", "digest"], s.inputs.map((i) => [i.name, i.from || "-", h("code", { class: "digest" }, i.digest || "(no digest)")])) : h("p", { class: "none" }, "none"),
+    h("h4", {}, "Outputs"),
+    s.outputs.length ? table("outputs", ["output", "digest", "size", "uri"], s.outputs.map((o) => [o.name, h("code", { class: "digest" }, o.digest), fmtBytes(o.size), h("span", { class: "uri" }, o.uri || "-")])) : h("p", { class: "none" }, "none"),
+    h("h4", {}, "Metrics"), keyValues("metrics", s.metrics, fmtMetric),
+    Object.keys(s.parameters).length ? [h("h4", {}, "Parameters used"), keyValues("step-params", s.parameters)] : null,
+    s.items.length ? [h("h4", {}, `Items (${s.items.length})`), table("items", ["item", "phase", "attempts", "duration", "cache", "message"],
+      s.items.map((i) => [i.key, phase(i.phase), String(i.attempts), fmtSeconds(i.seconds), i.cacheHit ? "hit" : "", i.message || ""]))] : null,
+    h("h4", {}, "Logs"),
+    s.logs.length ? h("div", { class: "logs" }, s.logs.map((l) => logBlock(run.id, l.key, l.attempt, openLogs, !run.final)))
+      : h("p", { class: "none" }, s.cacheHit ? "a cache hit: nothing ran, so there is no log" : "no archived log"));
+  block.addEventListener("toggle", () => { if (block.open) openSteps.add(s.name); else openSteps.delete(s.name); });
+  if (openSteps.has(s.name)) block.open = true;
+  return block;
+}
+
+async function runPage(app) {
+  const runId = decodeURIComponent(location.pathname.split("/")[2] || "");
+  const url = runApi(runId);
+  const openSteps = new Set(), openLogs = new Set();
+  function render(run) {
+    document.title = `${run.id} · Conveyor`;
+    const svg = (cls, markup) => { const d = h("div", { class: cls }); d.innerHTML = markup; return d; };
+    const dag = svg("dag", run.dag);
+    dag.addEventListener("click", (e) => {
+      const node = e.target.closest("g.node");
+      if (!node) return;
+      const block = document.getElementById(`step-${node.dataset.id}`);
+      if (block) { block.open = true; block.scrollIntoView({ block: "start" }); }
+    });
+    mount(app,
+      h("h1", {}, "Run ", h("span", { id: "run-id" }, run.id), " ", phase(run.phase)),
+      run.live ? h("p", { class: "live" }, "Running: this page follows it live; the full record appears when the run ends.") : null,
+      run.problem ? h("p", { class: "error", role: "alert" }, run.problem) : null,
+      run.failure ? h("section", { id: "failure", class: "failure", "aria-labelledby": "failure-title" },
+        h("h2", { id: "failure-title" }, "Why it failed"),
+        h("p", {}, h("strong", {}, run.failure.reason || "Failed"), ": ", run.failure.message),
+        run.failure.steps.map((f) => [h("h3", {}, f.step), h("pre", { class: "message" }, f.message)])) : null,
+      h("section", { id: "summary" }, facts("summary", [
+        ["pipeline", run.pipeline || "-"], ["phase", run.phase], ["started", fmtTime(run.startedAt)],
+        ["finished", fmtTime(run.finishedAt)], ["duration", fmtSeconds(run.seconds)],
+        ["pipeline spec", run.pipelineSpecDigest || "-"], ["code version", run.codeVersion ? `conveyor ${run.codeVersion}` : "-"],
+      ])),
+      h("h2", {}, "Parameters"), keyValues("parameters", run.parameters),
+      h("h2", {}, "Pipeline"), run.dag ? dag : h("p", { class: "none" }, "no step has started yet"),
+      h("h2", {}, "Timings"), run.timing ? svg("timing", run.timing) : h("p", { class: "none" }, "-"),
+      h("h2", {}, "Steps"), h("div", { id: "steps" }, run.steps.map((s) => stepBlock(run, s, openSteps, openLogs))),
+      run.plots.length ? [h("h2", {}, "Evaluation plots"), h("div", { class: "plots" }, run.plots.map((p) =>
+        h("figure", {}, h("img", { src: `${url}/plots/${encodeURIComponent(p.step)}/${p.index}`, alt: `${p.step}: ${p.title}` }),
+          h("figcaption", {}, `${p.step}: ${p.title}`))))] : null,
+      Object.keys(run.environment || {}).length ? [h("h2", {}, "Environment"), keyValues("environment", run.environment)] : null);
+  }
+  let run;
+  try { run = await api(url); } catch (e) { fail(app, e); return; }
+  render(run);
+  if (run.final) return;
+  const timer = pollEvery(async () => {
+    const next = await api(url, { conditional: true }).catch(() => null);
+    if (!next) return;
+    render(next);
+    if (next.final) clearInterval(timer);
+  });
+}
+
+// ------------------------------------------------------------------ compare
+
+async function comparePage(app) {
+  const ids = new URLSearchParams(location.search).getAll("run");
+  document.title = "Compare · Conveyor";
+  if (ids.length < 2) {
+    app.replaceChildren(h("h1", {}, "Compare"), h("p", {}, "Choose two or more runs on the ", h("a", { href: "/" }, "runs list"), " to compare them."));
+    return;
+  }
+  let doc;
+  try { doc = await api("/api/compare?" + ids.map((id) => "run=" + encodeURIComponent(id)).join("&")); } catch (e) { fail(app, e); return; }
+  const only = h("input", { type: "checkbox", id: "only-differences" });
+  const tbl = h("table", { id: "comparison", class: "comparison" },
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "differs")), h("th", { scope: "col" }, "section"), h("th", { scope: "col" }, "name"),
+      doc.runs.map((r) => h("th", { scope: "col" }, h("a", { href: runHref(r.id) }, r.id))))),
+    h("tbody", {}, doc.rows.map((row) => h("tr", { class: row.differs ? "row differs" : "row", dataset: { section: row.section, name: row.name } },
+      h("td", { class: "marker", title: row.differs ? "differs" : "" }, row.differs ? "≠" : ""),
+      h("td", {}, row.section), h("th", { scope: "row" }, row.name),
+      row.values.map((v) => h("td", { class: "value" }, v))))));
+  only.addEventListener("change", () => tbl.classList.toggle("only-differences", only.checked));
+  mount(app,
+    h("h1", {}, `Compare ${doc.runs.length} runs`),
+    h("p", { id: "differing" }, `${doc.differing} of ${doc.rows.length} rows differ (marked ≠)`),
+    h("p", {}, only, " ", h("label", { for: "only-differences" }, "show only differences")),
+    tbl);
+}
+
+// ------------------------------------------------------------------ start
+
+document.addEventListener("DOMContentLoaded", () => {
+  const app = document.getElementById("app");
+  api("/api/source").then((s) => { document.getElementById("where").textContent = s.description; }).catch(() => {});
+  const page = document.body.dataset.page;
+  const pages = { runs: runsPage, run: runPage, compare: comparePage };
+  (pages[page] || runsPage)(app).catch((e) => fail(app, e));
+});
