@@ -401,28 +401,12 @@ class ModelDeploymentReconciler:
                 threshold = spec.monitoring.drift.threshold
                 status.drift = monitoring.next_drift(status.drift, measured, threshold, now)
                 status.drift_score = status.drift.score
-            drifting = monitoring.drifting(status.drift, spec.monitoring.drift.window_seconds, now)
-            above = status.drift is not None and status.drift.above_since is not None
-            reason = "Drifting" if drifting else "ShiftDetected" if above else "WithinThreshold"
-            message = (
-                f"drift score {status.drift.score:.2f} (threshold {threshold:.2f}) over {status.drift.rows} rows"
-                if status.drift is not None and (threshold := spec.monitoring.drift.threshold) is not None
-                else "not enough traffic measured yet"
-            )
             was = next((c for c in status.conditions if c.type == "Drifting"), None)
-            status.conditions = set_condition(
-                status.conditions,
-                Condition(
-                    type="Drifting",
-                    status=ConditionStatus.TRUE if drifting else ConditionStatus.FALSE,
-                    reason=reason,
-                    message=message,
-                    last_transition_time=now,
-                    observed_generation=meta.get("generation"),
-                ),
-            )
-            if drifting and (was is None or was.status != ConditionStatus.TRUE):
-                self.cluster.event(body, "ModelDeployment", "Warning", "Drifting", message)
+            report = monitoring.drift_report(spec.monitoring.drift, status.drift, was, now, meta.get("generation"))
+            status.conditions = set_condition(status.conditions, report.condition)
+            if report.event is not None:
+                event = report.event
+                self.cluster.event(body, "ModelDeployment", event.type, event.reason, event.message)
         accuracy: LiveAccuracy | None = None
         if spec.monitoring.min_accuracy is not None or spec.monitoring.retrain is not None:
             status.live_accuracy = self._live_accuracy(ns, name, watch, model_meta)

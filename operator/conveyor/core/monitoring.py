@@ -38,8 +38,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from conveyor.api.base import Condition, ConditionStatus
 from conveyor.api.modeldeployment import (
     DriftMeasure,
+    DriftMonitor,
     DriftStatus,
     FeatureDrift,
     LiveAccuracy,
@@ -47,6 +49,7 @@ from conveyor.api.modeldeployment import (
     RetrainingStatus,
 )
 from conveyor.core.categories import OTHER_CATEGORY, category_slots
+from conveyor.core.rollout import Event
 
 FEATURE_SHIFT = 0.5
 STD_RATIO = (0.5, 2.0)
@@ -228,6 +231,45 @@ def drifting(drift: DriftStatus | None, window_seconds: float, now: datetime) ->
         and drift.above_since is not None
         and (now - drift.above_since).total_seconds() >= window_seconds
     )
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """What a deployment says about its drift: its Drifting condition, and the Event that goes with it."""
+
+    condition: Condition
+    event: Event | None
+    """A Warning when the deployment has just started drifting (not on every pass while it drifts)."""
+
+
+def drift_report(
+    policy: DriftMonitor,
+    drift: DriftStatus | None,
+    previous: Condition | None,
+    now: datetime,
+    generation: int | None,
+) -> DriftReport:
+    """The Drifting condition after a pass: True (Drifting) once the score has stayed above the threshold for the
+    whole window; False with ShiftDetected while it is above but not for long enough yet, else WithinThreshold.
+    `previous` is the condition as it stood, so the Event marks the transition only."""
+    is_drifting = drifting(drift, policy.window_seconds, now)
+    above = drift is not None and drift.above_since is not None
+    reason = "Drifting" if is_drifting else "ShiftDetected" if above else "WithinThreshold"
+    message = (
+        f"drift score {drift.score:.2f} (threshold {policy.threshold:.2f}) over {drift.rows} rows"
+        if drift is not None
+        else "not enough traffic measured yet"
+    )
+    condition = Condition(
+        type="Drifting",
+        status=ConditionStatus.TRUE if is_drifting else ConditionStatus.FALSE,
+        reason=reason,
+        message=message,
+        last_transition_time=now,
+        observed_generation=generation,
+    )
+    started = is_drifting and (previous is None or previous.status is not ConditionStatus.TRUE)
+    return DriftReport(condition, Event("Warning", "Drifting", message) if started else None)
 
 
 def live_accuracy(
