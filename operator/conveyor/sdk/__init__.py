@@ -9,7 +9,8 @@
         sdk.step("split", uses="split", inputs={"dataset": data.outputs.dataset}, with_={"seed": seed})
 
 `conveyor compile module:nightly -o pipeline.yaml` writes the YAML; `nightly.run_local()` runs it here and
-`nightly.submit()` on a cluster. The settings are the api models' own (RetryPolicy, Resources, ...).
+`nightly.submit()` on a cluster. The settings are the api models' own (RetryPolicy, Resources, ...);
+`@function_step` makes a plain Python function a step that runs in the step image.
 """
 
 from conveyor.api.pipeline import (
@@ -38,6 +39,7 @@ from conveyor.sdk.builder import (
     uri,
 )
 from conveyor.sdk.errors import Location, PipelineError
+from conveyor.sdk.functions import FunctionStep, InputPath, OutputPath, function_step
 from conveyor.sdk.refs import Expr, OutputRef, ParamRef, input_path, item, output_path, run_id, run_name, run_namespace
 
 __all__ = [
@@ -50,7 +52,10 @@ __all__ = [
     "Expr",
     "External",
     "FanOut",
+    "FunctionStep",
+    "InputPath",
     "Location",
+    "OutputPath",
     "OutputRef",
     "ParamRef",
     "PipelineDefinition",
@@ -61,6 +66,7 @@ __all__ = [
     "StepHandle",
     "StepInput",
     "Trigger",
+    "function_step",
     "input_path",
     "item",
     "on_drift",
