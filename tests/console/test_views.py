@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -197,7 +198,9 @@ def call(
         "query_string": query.encode(),
         "headers": headers or [],
     }
-    asyncio.run(app(scope, receive, send))
+    # in a thread of its own: the browser tests' Playwright keeps an event loop running in this one
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, app(scope, receive, send)).result()
     return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]
 
 

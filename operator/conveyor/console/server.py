@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import sys
@@ -37,8 +38,6 @@ def serve(source: ConsoleSource, host: str, port: int) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = uvicorn.Config(ConsoleApp(source), log_level="warning", access_log=False, lifespan="on")
     print(f"Conveyor console for {source.description} on {url_of(sock)}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn has shut down cleanly and re-raises Ctrl-C
         uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn has shut down cleanly and re-raises Ctrl-C: no traceback for that
-        pass
     return 0
