@@ -3,7 +3,9 @@ object a submit creates is the one the operator accepts (no cluster: a recording
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +124,23 @@ def test_run_local_hands_the_local_runner_what_conveyor_run_would(
         False,
     )
     assert list((tmp_path / "store").rglob("*.json")), "the spec is stored for `conveyor rerun`"
+
+
+def test_a_function_step_runs_locally_with_this_python_first_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @sdk.function_step
+    def hello(who: str) -> None:
+        print(who)
+
+    @sdk.pipeline(name="hello")
+    def greet() -> None:
+        hello("world")
+
+    paths: list[str] = []
+    monkeypatch.setenv("PATH", "/nowhere")
+    monkeypatch.setattr("conveyor.local.view.run_with_progress", lambda *a, **k: paths.append(os.environ["PATH"]))
+    greet.run_local(state_dir=tmp_path)
+    tiny.run_local({"note": "x"}, state_dir=tmp_path)
+    assert paths == [f"{Path(sys.executable).parent}{os.pathsep}/nowhere", "/nowhere"]
+    assert os.environ["PATH"] == "/nowhere"

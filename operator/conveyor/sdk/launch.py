@@ -6,8 +6,11 @@ run from a notebook is checked, cached and recorded exactly like one run from it
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -61,15 +64,39 @@ def run_local(
     state = Path(state_dir)
     name = str(pipeline.metadata["name"])
     store_spec(LocalStore(state.resolve() / "store"), pipeline.spec, name)  # for `conveyor rerun`
-    return run_with_progress(
-        pipeline.spec,
-        values,
-        pipeline_name=name,
-        state_dir=state,
-        parallelism=parallelism,
-        console=Console(),
-        live=progress,
+    with _this_python_first(pipeline):
+        return run_with_progress(
+            pipeline.spec,
+            values,
+            pipeline_name=name,
+            state_dir=state,
+            parallelism=parallelism,
+            console=Console(),
+            live=progress,
+        )
+
+
+@contextlib.contextmanager
+def _this_python_first(pipeline: Pipeline) -> Iterator[None]:
+    """A function step runs `python -m conveyor.sdk.function_runtime`: in the image that is the image's Python;
+    here it must be this one (a notebook's kernel often runs a virtualenv that is not on PATH)."""
+    from conveyor.sdk.functions import RUNTIME_MODULE  # noqa: PLC0415
+
+    functions = any(
+        s.container is not None and s.container.command[:3] == ["python", "-m", RUNTIME_MODULE]
+        for s in pipeline.spec.steps
     )
+    before = os.environ.get("PATH")
+    if functions:
+        os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *([before] if before else [])])
+    try:
+        yield
+    finally:
+        if functions:
+            if before is None:
+                os.environ.pop("PATH", None)
+            else:
+                os.environ["PATH"] = before
 
 
 def run_object(
