@@ -363,6 +363,7 @@ def test_a_mistake_is_named_by_file_and_line(tmp_path: Path, lines: list[str], m
     [
         ("seed: dict = {}", 6, "parameter 'seed': annotate it as str, int, float, bool or list"),
         ('seed: int = "x"', 6, "spec.parameters[0].default: expected an integer, got str 'x'"),
+        ("seed: int | None = None", 6, "a parameter is never None: one without a default is required"),
         ("*seeds: int", 6, "a pipeline parameter needs a name and a type, not *seeds"),
         ("seed: int = 1,\n    bad: str = sdk.param(type='text')", 7, "spec.parameters[1].type: Input should be"),
     ],

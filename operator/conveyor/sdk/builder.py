@@ -98,9 +98,6 @@ def _parameter_type(annotation: Any, default: Any) -> ParameterType | None:
         return _parameter_type(typing.get_args(annotation)[0], default)
     if base in _PARAMETER_TYPES:
         return _PARAMETER_TYPES[base]
-    if base is typing.Union or str(base) == "types.UnionType":
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _parameter_type(args[0], default) if len(args) == 1 else None
     if annotation is inspect.Parameter.empty and default is not None:
         return _PARAMETER_TYPES.get(type(default))
     if isinstance(base, type) and issubclass(base, Sequence) and not issubclass(base, str):
@@ -504,10 +501,12 @@ class PipelineDefinition:
             )
             type_ = spec.type or _parameter_type(hints.get(p.name, inspect.Parameter.empty), spec.default)
             if type_ is None:
+                annotation = hints.get(p.name, "no annotation")
+                optional = type(None) in typing.get_args(annotation)
                 raise fail(
                     at,
-                    f"parameter {p.name!r}: annotate it as str, int, float, bool or list "
-                    f"(got {hints.get(p.name, 'no annotation')!r})",
+                    f"parameter {p.name!r}: annotate it as str, int, float, bool or list (got {annotation!r})"
+                    + ("; a parameter is never None: one without a default is required" if optional else ""),
                     f"{path}.type",
                 )
             data: dict[str, Any] = {"name": p.name, "type": type_}
