@@ -261,3 +261,26 @@ def test_the_console_is_read_only_and_sets_a_strict_policy(console: Console, sta
         except urllib.error.HTTPError as e:
             assert e.code == 404, bad
             assert "error" in json.loads(e.read())
+
+
+def test_every_page_passes_an_accessibility_check(page: Watched, state: State) -> None:
+    """axe-core (the copy inside axe-playwright-python, injected by Playwright) on each page, every step and log open."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    axe = Axe()
+    pg = page.page
+    both = "run=" + urllib.parse.quote(state.first["runId"]) + "&run=" + urllib.parse.quote(state.failed["runId"])
+    for url in ("/", run_url(state.first["runId"]), run_url(state.failed["runId"]), "/compare?" + both):
+        pg.goto(url)
+        expect(pg.locator("main h1")).to_be_visible()
+        for details in pg.locator("details.step").all():
+            details.locator("summary").first.click()
+        for log in pg.locator("details.log").all():
+            log.locator("summary").click()
+        if pg.locator("pre.log-text").count():
+            expect(pg.locator("pre.log-text").last).not_to_be_empty()
+        violations = [
+            (v["impact"], v["id"], v["help"], [n["target"] for n in v["nodes"]][:3])
+            for v in axe.run(pg).response["violations"]
+        ]
+        assert violations == [], url

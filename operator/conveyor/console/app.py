@@ -56,7 +56,8 @@ PAGE = """<!DOCTYPE html>
 <script src="/static/console.js" defer></script>
 </head>
 <body data-page="{page}">
-<header><a class="home" href="/">Conveyor</a> <span class="where" id="where"></span></header>
+<header><a class="home" href="/">Conveyor</a> <span class="where" id="where"></span>
+<span class="status" id="status" role="status"></span></header>
 <main id="app" aria-live="polite"><p class="loading">Loading…</p></main>
 </body>
 </html>

@@ -75,12 +75,19 @@ function table(cls, header, rows) {
 
 function fail(app, e) { app.replaceChildren(h("p", { class: "error", role: "alert" }, String(e.message || e))); }
 
+// Call `fn` every POLL_MS while the tab is visible, one call at a time; a failing call says so in the header.
 function pollEvery(fn) {
   let busy = false;
+  const status = document.getElementById("status");
   const tick = async () => {
     if (busy || document.hidden) return;
     busy = true;
-    try { await fn(); } finally { busy = false; }
+    try {
+      await fn();
+      status.textContent = "";
+    } catch (e) {
+      status.textContent = `not updating: ${e.message || e}; retrying`;
+    } finally { busy = false; }
   };
   return setInterval(tick, POLL_MS);
 }
@@ -191,7 +198,7 @@ async function runsPage(app) {
     h("nav", { class: "pager", "aria-label": "pages" }, newer, pageInfo, older));
   updateCompare();
   try { await load(false); } catch (e) { fail(app, e); return; }
-  pollEvery(() => load(true).catch(() => {}));
+  pollEvery(() => load(true));
   return last;
 }
 
@@ -231,15 +238,15 @@ function stepBlock(run, s, openSteps, openLogs) {
       ["cache", s.cacheHit ? "hit: outputs reused, nothing ran" : "miss"], ["cache key", s.cacheKey || "-"],
     ]),
     s.message ? h("pre", { class: "message" }, s.message) : null,
-    h("h4", {}, "Inputs"),
+    h("h3", {}, "Inputs"),
     s.inputs.length ? table("inputs", ["input", "from", "digest"], s.inputs.map((i) => [i.name, i.from || "-", h("code", { class: "digest" }, i.digest || "(no digest)")])) : h("p", { class: "none" }, "none"),
-    h("h4", {}, "Outputs"),
+    h("h3", {}, "Outputs"),
     s.outputs.length ? table("outputs", ["output", "digest", "size", "uri"], s.outputs.map((o) => [o.name, h("code", { class: "digest" }, o.digest), fmtBytes(o.size), h("span", { class: "uri" }, o.uri || "-")])) : h("p", { class: "none" }, "none"),
-    h("h4", {}, "Metrics"), keyValues("metrics", s.metrics, fmtMetric),
-    Object.keys(s.parameters).length ? [h("h4", {}, "Parameters used"), keyValues("step-params", s.parameters)] : null,
-    s.items.length ? [h("h4", {}, `Items (${s.items.length})`), table("items", ["item", "phase", "attempts", "duration", "cache", "message"],
+    h("h3", {}, "Metrics"), keyValues("metrics", s.metrics, fmtMetric),
+    Object.keys(s.parameters).length ? [h("h3", {}, "Parameters used"), keyValues("step-params", s.parameters)] : null,
+    s.items.length ? [h("h3", {}, `Items (${s.items.length})`), table("items", ["item", "phase", "attempts", "duration", "cache", "message"],
       s.items.map((i) => [i.key, phase(i.phase), String(i.attempts), fmtSeconds(i.seconds), i.cacheHit ? "hit" : "", i.message || ""]))] : null,
-    h("h4", {}, "Logs"),
+    h("h3", {}, "Logs"),
     s.logs.length ? h("div", { class: "logs" }, s.logs.map((l) => logBlock(run.id, l.key, l.attempt, openLogs, !run.final)))
       : h("p", { class: "none" }, s.cacheHit ? "a cache hit: nothing ran, so there is no log" : "no archived log"));
   block.addEventListener("toggle", () => { if (block.open) openSteps.add(s.name); else openSteps.delete(s.name); });
@@ -288,7 +295,7 @@ async function runPage(app) {
   render(run);
   if (run.final) return;
   const timer = pollEvery(async () => {
-    const next = await api(url, { conditional: true }).catch(() => null);
+    const next = await api(url, { conditional: true });
     if (!next) return;
     render(next);
     if (next.final) clearInterval(timer);
