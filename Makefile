@@ -18,9 +18,10 @@ install: $(STAMP) ## the package and its development tools, in .venv
 example: install ## run the breast-cancer example on the local runner and print its metrics
 	$(BIN)/conveyor run examples/breast-cancer/pipeline.yaml
 
-testenv: ## build etcd, kube-*, kubectl, kwok, MinIO and helm into the cache; PostgreSQL from packages (skips what exists)
+testenv: ## build etcd, kube-*, kubectl, kwok, MinIO, helm, the kubelet and CNI plugins into the cache; PostgreSQL and Prometheus from packages (skips what exists)
 	hack/install-testenv.sh
 	hack/install-postgres.sh
+	hack/install-prometheus.sh
 
 lint: install ## ruff and mypy (strict on the package)
 	$(BIN)/ruff check operator tests $(wildcard bench)
