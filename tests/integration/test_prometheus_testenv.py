@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import yaml
 from kubernetes import client as k8s_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
@@ -25,6 +26,7 @@ from testenv.controlplane import ControlPlane
 from testenv.dashboards import ALL, DASHBOARDS, UnfilledVariableError, dashboard_queries, seconds
 from testenv.processes import free_port, pid_alive, wait_until
 from testenv.prometheus import (
+    Alert,
     PodDiscovery,
     PrometheusServer,
     QueryError,
@@ -136,6 +138,42 @@ def test_reload_swaps_the_scrape_jobs(prometheus: PrometheusServer, exporter: Ex
     assert value_of(prometheus.wait_for_data('testenv_temperature{job="again"}')) == 21.5
     with pytest.raises(RuntimeError, match="refused the new config"):
         prometheus.reload({"scrape_configs": [{"job_name": "broken", "static_configs": "not a list"}]})
+
+
+def test_rules_are_loaded_evaluated_and_their_alerts_listed(tmp_path: Path, exporter: Exporter) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "testenv",
+                        "rules": [
+                            {
+                                "alert": "TemperatureHigh",
+                                "expr": "testenv_temperature > 20",
+                                "labels": {"severity": "warning"},
+                                "annotations": {"summary": "{{ $value }} degrees"},
+                            },
+                            {"alert": "Never", "expr": "testenv_temperature > 1000"},
+                            {"record": "testenv:requests:sum", "expr": "sum(testenv_requests_total)"},
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    config = prometheus_config([static_job("exporter", [exporter.target])], rule_files=[rules])
+    with PrometheusServer(config, tmp_path / "logs") as prom:
+        (alert,) = cast(list[Alert], wait_until(prom.alerts, timeout=30, what="an alert", interval=0.5))
+        assert (alert.name, alert.state, alert.value) == ("TemperatureHigh", "firing", 21.5)
+        assert alert.labels["severity"] == "warning" and alert.annotations == {"summary": "21.5 degrees"}
+        assert {(r.name, r.kind, r.health) for r in prom.rules()} == {
+            ("TemperatureHigh", "alerting", "ok"),
+            ("Never", "alerting", "ok"),
+            ("testenv:requests:sum", "recording", "ok"),
+        }
+        assert value_of(prom.wait_for_data("testenv:requests:sum")) >= 9
 
 
 def test_stop_leaves_no_process_port_or_file(tmp_path: Path, exporter: Exporter) -> None:

@@ -32,7 +32,9 @@ so run it on the node's host, where they route)::
                 assert prom.query(q.expr), f"panel {q.panel!r} ({q.ref_id}) returned no data: {q.expr}"
 
 ``wait_for_data`` polls until a query's result is accepted; a query Prometheus refuses raises
-QueryError naming it at once. Static targets: ``static_job("name", ["127.0.0.1:8000"])``. A token
+QueryError naming it at once. With ``prometheus_config(..., rule_files=[...])`` (e.g. the chart's
+rendered PrometheusRule groups), ``rules()`` tells each rule's health and ``alerts()`` the pending
+and firing alerts. Static targets: ``static_job("name", ["127.0.0.1:8000"])``. A token
 instead of a kubeconfig: ``PodDiscovery(api_server=url, ca_file=ca, token_file=path)``.
 """
 
@@ -368,6 +370,30 @@ class Target:
     last_error: str
 
 
+@dataclass(frozen=True)
+class Alert:
+    """An alert Prometheus's rules produced: pending (its `for` not yet over) or firing."""
+
+    name: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    state: str
+    value: float
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A loaded rule and how its last evaluation went."""
+
+    group: str
+    name: str
+    kind: str
+    """"alerting" or "recording"."""
+    health: str
+    """"ok", "err" or "unknown" (not evaluated yet)."""
+    last_error: str
+
+
 # ------------------------------------------------------------------ the server
 
 
@@ -506,6 +532,25 @@ class PrometheusServer:
         return [
             Series(r["metric"], [(float(t), float(v)) for t, v in r["values"]])
             for r in data["result"]  # resultType is always matrix
+        ]
+
+    def rules(self) -> list[Rule]:
+        """Every loaded rule (pass rule files to ``prometheus_config``)."""
+        data = self._api("rules", {}, "rules")
+        return [
+            Rule(g["name"], r["name"], r["type"], r.get("health", "unknown"), r.get("lastError", ""))
+            for g in data["groups"]
+            for r in g["rules"]
+        ]
+
+    def alerts(self) -> list[Alert]:
+        """The pending and firing alerts."""
+        data = self._api("alerts", {}, "alerts")
+        return [
+            Alert(
+                a["labels"].get("alertname", ""), a["labels"], a.get("annotations", {}), a["state"], float(a["value"])
+            )
+            for a in data["alerts"]
         ]
 
     def targets(self) -> list[Target]:
