@@ -331,6 +331,11 @@ MISTAKES = [
         "TypeError: parameter 'seed' has no value while the pipeline is built",
     ),
     ("python error", ["    print(undefined_name)  #<"], "NameError: name 'undefined_name' is not defined"),
+    (
+        "a module the pipeline imports is missing",
+        ["    import no_such_dependency_xyz  #<"],
+        "ModuleNotFoundError: No module named 'no_such_dependency_xyz'",
+    ),
     ("syntax error", ["    sdk.step(  #<"], "invalid Python"),
     (
         "input of another kind",
@@ -463,6 +468,8 @@ def test_compile_reads_a_module_reference(
     ("reference", "message"),
     [
         ("no_such_module_here:p", "no module named 'no_such_module_here'"),
+        ("no_such_package_here.sub:p", "no module named 'no_such_package_here.sub'"),
+        ("json.no_such_sub:p", "no module named 'json.no_such_sub'"),
         ("{examples}/diabetes/pipeline.py:nope", "nope: not defined in the module (pipelines: diabetes)"),
         ("{examples}/diabetes/missing.py", "(file): no such file"),
         ("{examples}/diabetes/pipeline.py:sdk", "sdk: is a module, not a @pipeline function"),

@@ -117,7 +117,7 @@ def _import(target: str) -> ModuleType:
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as e:
-        if e.name is not None and target.startswith(e.name):
+        if e.name is not None and (target == e.name or target.startswith(e.name + ".")):
             raise InvalidSpec([Issue("(module)", f"no module named {target!r}")], target) from None
         raise
 
