@@ -215,3 +215,23 @@ def test_app_answers_304_for_an_unchanged_document_and_refuses_writes(tmp_path: 
     assert call(app, "GET", "/api/runs?phase=Nope")[0] == 400
     assert call(app, "GET", "/static/..%2Fapp.py")[0] == 404
     assert call(app, "GET", "/static/console.js")[1][b"content-type"].startswith(b"text/javascript")
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [(b"127.0.0.1:8420", 200), (b"localhost:8420", 200), (b"[::1]:8420", 200), (b"evil.example:8420", 421), (b"", 421)],
+)
+def test_a_loopback_console_answers_only_to_loopback_names(tmp_path: Path, host: bytes, status: int) -> None:
+    """A page elsewhere that re-points its own name at 127.0.0.1 (DNS rebinding) must not read the runs."""
+    from conveyor.console.server import LOOPBACK_NAMES
+
+    (tmp_path / "runs").mkdir()
+    app = ConsoleApp(LocalSource(tmp_path), LOOPBACK_NAMES)
+    assert call(app, "GET", "/api/runs", [(b"host", host)] if host else [])[0] == status
+
+
+def test_ui_refuses_a_missing_state_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conveyor.cli.main import main
+
+    assert main(["ui", "--state-dir", str(tmp_path / "nope")]) == 1
+    assert "is not a directory" in capsys.readouterr().err

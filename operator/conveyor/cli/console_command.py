@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 from pathlib import Path
 
@@ -21,18 +20,14 @@ def _port(text: str) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from conveyor.console.server import serve  # noqa: PLC0415
+    from conveyor.console.server import loopback, serve  # noqa: PLC0415
     from conveyor.console.source import LocalSource  # noqa: PLC0415
 
     state_dir: Path = args.state_dir
     if not state_dir.is_dir():
         print(f"error: {state_dir} is not a directory: run `conveyor run` first, or give --state-dir", file=sys.stderr)
         return EXIT_FAILED
-    try:
-        loopback = ipaddress.ip_address(args.host).is_loopback
-    except ValueError:
-        loopback = args.host == "localhost"
-    if not loopback:
+    if not loopback(args.host):
         print(
             f"warning: serving on {args.host}: anyone who reaches it reads every run and log (no login yet)",
             file=sys.stderr,

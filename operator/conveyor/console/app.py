@@ -97,8 +97,11 @@ def _static(name: str) -> Response:
 class ConsoleApp:
     """The ASGI application over one source. Source calls read files, so they run in a worker thread."""
 
-    def __init__(self, source: ConsoleSource) -> None:
+    def __init__(self, source: ConsoleSource, allowed_hosts: frozenset[str] | None = None) -> None:
+        """`allowed_hosts`: the host names a request may name (any port); None accepts any. On loopback this
+        refuses a page elsewhere that re-points its own name at 127.0.0.1 (DNS rebinding) to read the runs."""
         self.source = source
+        self.allowed_hosts = allowed_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -112,7 +115,9 @@ class ConsoleApp:
         if scope["type"] != "http":
             return
         method = scope["method"]
-        if method not in ("GET", "HEAD"):
+        if not self._host_allowed(scope):
+            response = _error(421, "this console answers only to the address it was started on")
+        elif method not in ("GET", "HEAD"):
             response = _error(405, "the console is read-only: only GET and HEAD")
             response.extra.append((b"allow", b"GET, HEAD"))
         else:
@@ -135,6 +140,13 @@ class ConsoleApp:
         ]
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else response.body})
+
+    def _host_allowed(self, scope: Scope) -> bool:
+        if self.allowed_hosts is None:
+            return True
+        host = (_header(scope, b"host") or b"").decode("latin-1").lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host  # [::1]:8420 → [::1]
+        return name in self.allowed_hosts
 
     def route(self, scope: Scope) -> Response:
         raw = scope.get("raw_path") or scope["path"].encode()

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import socket
 import sys
 
 from conveyor.console.app import ConsoleApp
 from conveyor.console.source import ConsoleSource
+
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+def loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -36,7 +46,8 @@ def serve(source: ConsoleSource, host: str, port: int) -> int:
         return 1
     sock = bind(host, port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = uvicorn.Config(ConsoleApp(source), log_level="warning", access_log=False, lifespan="on")
+    app = ConsoleApp(source, LOOPBACK_NAMES if loopback(host) else None)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     print(f"Conveyor console for {source.description} on {url_of(sock)}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn has shut down cleanly and re-raises Ctrl-C
         uvicorn.Server(config).run(sockets=[sock])
