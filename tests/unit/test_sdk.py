@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -498,3 +499,20 @@ def test_canonical_keeps_every_parameter_type() -> None:
         "string",
         "integer",
     ]
+
+
+def _doc_pipelines() -> list[str]:
+    text = (ROOT / "docs" / "sdk.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    return [b for b in blocks if "@sdk.pipeline\n" in b or "@sdk.pipeline(name" in b]
+
+
+@pytest.mark.parametrize("block", _doc_pipelines())
+def test_the_guides_pipelines_compile(tmp_path: Path, block: str) -> None:
+    path = tmp_path / "from_the_guide.py"
+    path.write_text(block if block.startswith("from conveyor import sdk") else "from conveyor import sdk\n\n" + block)
+    assert load(str(path)).spec.steps
+
+
+def test_the_guide_has_pipelines_to_check() -> None:
+    assert len(_doc_pipelines()) >= 2
