@@ -52,8 +52,8 @@ class RecordingCluster:
 
 def test_the_submitted_run_carries_the_compiled_spec_inline() -> None:
     cluster = RecordingCluster()
-    name = tiny.submit({"note": "hi"}, namespace="ml", cluster=cluster)
-    assert name == "tiny-x7k2p"
+    submitted = tiny.submit({"note": "hi"}, namespace="ml", cluster=cluster)
+    assert (submitted.namespace, submitted.name, submitted.phase) == ("ml", "tiny-x7k2p", None)
     (body,) = cluster.created
     assert body["metadata"] == {"namespace": "ml", "labels": {LABEL_SDK_PIPELINE: "tiny"}, "generateName": "tiny-"}
     run = parse_document(body)  # what `conveyor validate` and the operator's admission accept
@@ -64,7 +64,7 @@ def test_the_submitted_run_carries_the_compiled_spec_inline() -> None:
 
 def test_a_named_submit_refuses_to_replace_an_existing_run() -> None:
     cluster = RecordingCluster()
-    assert tiny.submit({"note": "a"}, name="tiny-1", cluster=cluster) == "tiny-1"
+    assert tiny.submit({"note": "a"}, name="tiny-1", cluster=cluster).name == "tiny-1"
     assert cluster.created[0]["metadata"]["name"] == "tiny-1"
     cluster.exists = True
     with pytest.raises(InvalidSpec, match="run default/tiny-1 exists already"):
@@ -73,8 +73,8 @@ def test_a_named_submit_refuses_to_replace_an_existing_run() -> None:
 
 def test_submit_waits_for_a_finished_phase() -> None:
     cluster = RecordingCluster(phases=[None, "Running", "Running", "Failed"])
-    submit(tiny.build(), {"note": "a"}, name="w", cluster=cluster, wait=True, poll_seconds=0)
-    assert cluster.phases == []
+    done = submit(tiny.build(), {"note": "a"}, name="w", cluster=cluster, wait=True, poll_seconds=0)
+    assert cluster.phases == [] and done.phase == "Failed" and done.status == {"phase": "Failed"}
     slow = RecordingCluster(phases=["Running"] * 1000)
     with pytest.raises(TimeoutError, match="did not finish within 0s"):
         submit(tiny.build(), {"note": "a"}, name="w", cluster=slow, wait=True, timeout_seconds=0, poll_seconds=0)

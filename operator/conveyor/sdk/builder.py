@@ -46,6 +46,7 @@ from conveyor.sdk.refs import Expr, MetricRef, OutputRef, ParamRef, condition_te
 
 if TYPE_CHECKING:
     from conveyor.local.runner import RunOutcome
+    from conveyor.sdk.launch import Submitted
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -598,9 +599,9 @@ class PipelineDefinition:
 
         return run_local(self.build(), parameters, **options)
 
-    def submit(self, parameters: Mapping[str, Any] | None = None, **options: Any) -> str:
-        """Create a Run with this pipeline inline on the current kubeconfig's cluster; returns its name.
-        Options: namespace, name, wait, timeout_seconds, cluster."""
+    def submit(self, parameters: Mapping[str, Any] | None = None, **options: Any) -> Submitted:
+        """Create a Run with this pipeline inline on the current kubeconfig's cluster (its name, and with
+        wait=True its final status). Options: namespace, name, wait, timeout_seconds, cluster."""
         from conveyor.sdk.launch import submit  # noqa: PLC0415
 
         return submit(self.build(), parameters, **options)

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -125,6 +126,20 @@ def run_object(
     return body
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """A Run created from Python: its name, and with `wait` the status it finished with."""
+
+    namespace: str
+    name: str
+    status: Mapping[str, Any] | None = None
+
+    @property
+    def phase(self) -> str | None:
+        """Succeeded, Failed or Cancelled once waited for; None when not waited for."""
+        return None if self.status is None else self.status.get("phase")
+
+
 def submit(
     pipeline: Pipeline,
     parameters: Mapping[str, Any] | None = None,
@@ -135,9 +150,9 @@ def submit(
     wait: bool = False,
     timeout_seconds: float = 3600,
     poll_seconds: float = 2,
-) -> str:
-    """Create a Run of `pipeline` on the cluster of the current kubeconfig; returns the Run's name. With
-    `wait`, return once it has finished (TimeoutError after `timeout_seconds`); its phase is in its status."""
+) -> Submitted:
+    """Create a Run of `pipeline` on the cluster of the current kubeconfig. With `wait`, return once it has
+    finished, with its status (TimeoutError after `timeout_seconds`)."""
     body = run_object(pipeline, parameters, namespace=namespace, name=name)
     if cluster is None:
         from conveyor.kube.cluster import Cluster, load_kube_config  # noqa: PLC0415
@@ -147,15 +162,16 @@ def submit(
         name = cluster.create_generated_run(body)
     elif not cluster.create_run(body):
         raise InvalidSpec([Issue("name", f"run {namespace}/{name} exists already")])
-    if wait:
-        deadline = time.monotonic() + timeout_seconds
-        while True:
-            current = cluster.get_custom("runs", namespace, name)
-            if current is None:
-                raise InvalidSpec([Issue("run", f"run {namespace}/{name} was deleted while it ran")])
-            if ((current.get("status") or {}).get("phase")) in FINISHED:
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"run {namespace}/{name} did not finish within {timeout_seconds:.0f}s")
-            time.sleep(poll_seconds)
-    return name
+    if not wait:
+        return Submitted(namespace, name)
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        current = cluster.get_custom("runs", namespace, name)
+        if current is None:
+            raise InvalidSpec([Issue("run", f"run {namespace}/{name} was deleted while it ran")])
+        status = current.get("status") or {}
+        if status.get("phase") in FINISHED:
+            return Submitted(namespace, name, status)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"run {namespace}/{name} did not finish within {timeout_seconds:.0f}s")
+        time.sleep(poll_seconds)
