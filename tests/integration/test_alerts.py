@@ -20,13 +20,15 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from prometheus_client.metrics import MetricWrapperBase
 
+from conveyor.api.modeldeployment import DriftStatus, ModelDeploymentStatus
 from conveyor.controller import metrics as operator_metrics
 from conveyor.serving.metrics import ServerMetrics
 from testenv.binaries import Binaries
-from testenv.prometheus import package_binary
+from testenv.processes import free_port, wait_until
+from testenv.prometheus import PrometheusServer, package_binary, prometheus_config, static_job
 
 pytestmark = pytest.mark.integration
 
@@ -254,3 +256,48 @@ def test_promtool_unit_tests_catch_a_changed_threshold(promtool: Path, chart: Ch
     assert done.returncode != 0
     output = done.stdout + done.stderr
     assert "FAILED" in output and "ConveyorRunsFailing" in output, output
+
+
+# ------------------------------------------------------------------ a real Prometheus
+
+
+def test_the_rendered_alerts_fire_in_prometheus_on_the_operators_own_series(chart: Chart, tmp_path: Path) -> None:
+    """The operator's real metric code exports a ModelDeployment with no ready replica and a drifted
+    input; Prometheus, scraping it and loaded with the chart's rules (short `for`s), fires both alerts
+    with their annotations filled in, and no other."""
+    values = {"thresholds": {"modelNotReadyFor": "1s", "driftFor": "1s"}}
+    (rule,) = chart.rules({"metrics": {"prometheusRule": {"enabled": True, **values}}})
+    rules = tmp_path / RULES_FILE
+    rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
+    namespace, name = "alerts-test", f"md-{secrets.token_hex(3)}"
+    operator_metrics.observe_model_deployment(
+        namespace, name, ModelDeploymentStatus(ready_replicas=0, drift=DriftStatus(score=0.5))
+    )
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=REGISTRY)  # the operator's registry
+    try:
+        job = static_job("operator", [f"127.0.0.1:{port}"], honor_labels=True)
+        with PrometheusServer(prometheus_config([job], rule_files=[rules]), tmp_path / "logs") as prom:
+
+            def firing() -> dict[str, Any]:
+                alerts = {a.name: a for a in prom.alerts() if a.labels.get("deployment") == name}
+                done = all(
+                    alerts.get(n) and alerts[n].state == "firing"
+                    for n in ("ConveyorModelNotReady", "ConveyorModelDrift")
+                )
+                return alerts if done else {}
+
+            alerts = wait_until(firing, timeout=60, what="ConveyorModelNotReady and ConveyorModelDrift firing")
+            assert isinstance(alerts, dict) and set(alerts) == {"ConveyorModelNotReady", "ConveyorModelDrift"}
+            assert alerts["ConveyorModelNotReady"].labels["severity"] == "critical"
+            assert alerts["ConveyorModelNotReady"].annotations["summary"] == (
+                f"ModelDeployment {namespace}/{name} has no ready server"
+            )
+            assert "has been 0.50, above 0.2, for 1s" in alerts["ConveyorModelDrift"].annotations["description"]
+            unhealthy = [(r.name, r.last_error) for r in prom.rules() if r.health == "err"]
+            assert not unhealthy, unhealthy
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+        operator_metrics.forget_model_deployment(namespace, name)
