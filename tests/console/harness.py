@@ -119,7 +119,12 @@ def broken_pipeline() -> dict[str, Any]:
         "spec": {
             "steps": [
                 py_step("prepare", "print('AWS_SECRET_ACCESS_KEY=abcdEFGH1234 printed by mistake'); print('prepared')"),
-                py_step("explode", "import sys; print('<b>about to fail</b>'); sys.exit(3)", dependsOn=["prepare"]),
+                py_step(
+                    "explode",
+                    "import sys; print('<b>about to fail</b>'); sys.exit(3)",
+                    dependsOn=["prepare"],
+                    retries={"limit": 1, "backoff": {"initialSeconds": 0.1}},
+                ),
                 py_step("never", "print(1)", dependsOn=["explode"]),
             ]
         },

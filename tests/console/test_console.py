@@ -114,6 +114,12 @@ def test_run_page_shows_the_dag_with_step_states_and_fan_out_counts(page: Watche
     expect(failure).to_contain_text("command exited with code 3")
     expect(failure).to_contain_text("<b>about to fail</b>")  # the log tail, as text
     assert failure.locator("b").count() == 0
+    explode = pg.locator('details.step[data-step="explode"]')
+    explode.locator("summary").first.click()
+    attempts = explode.locator("table.attempts tbody tr")
+    expect(attempts).to_have_count(2)  # retried once, failed both times
+    assert [r.locator("td").nth(3).inner_text() for r in attempts.all()] == ["failed", "failed"]
+    expect(explode.locator("details.log")).to_have_count(2)
 
 
 def test_step_details_show_digests_sizes_metrics_and_the_archived_log(page: Watched, state: State) -> None:

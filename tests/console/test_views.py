@@ -235,3 +235,18 @@ def test_ui_refuses_a_missing_state_directory(tmp_path: Path, capsys: pytest.Cap
 
     assert main(["ui", "--state-dir", str(tmp_path / "nope")]) == 1
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_a_record_being_written_is_a_running_run_and_an_old_broken_one_is_corrupt(tmp_path: Path) -> None:
+    import os
+
+    run = tmp_path / "runs" / "p-20261201-120000-abcdef"
+    run.mkdir(parents=True)
+    (run / "record.json").write_text('{"kind": "RunRec')  # the runner is in the middle of writing it
+    source = LocalSource(tmp_path)
+    assert [r.phase for r in source.rows()] == ["Running"]
+    assert source.run(run.name)["live"] and source.run(run.name)["problem"] is None
+    os.utime(run / "record.json", (1.0e9, 1.0e9))  # written long ago and still broken
+    assert [r.phase for r in source.rows()] == ["(corrupt record)"]
+    view = source.run(run.name)
+    assert "corrupt" in view["problem"] and view["live"]

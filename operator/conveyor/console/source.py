@@ -17,6 +17,7 @@ import json
 import re
 import tempfile
 import threading
+import time
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from conveyor.console.views import FINAL_PHASES, RunRow, run_row, run_view
 from conveyor.core.record import log_document
 from conveyor.core.validation import InvalidSpec
 
+RECORD_WRITE_SECONDS = 10.0
 _RUN_ID_SUFFIX = re.compile(r"-\d{8}-\d{6}-[0-9a-f]{6}$")
 _ATTEMPT_DIR = re.compile(r"^(?P<key>.+)-(?P<attempt>\d+)$")
 
@@ -101,9 +103,17 @@ class LocalSource:
         from conveyor.core.record import record_document  # noqa: PLC0415
 
         stored = self.state_dir / "store" / "docs" / record_document(run_id)
-        if not (run_dir / "record.json").exists() and not stored.exists():
+        plain = run_dir / "record.json"
+        if not plain.exists() and not stored.exists():
             return None
-        record = self.local.record(run_id)
+        try:
+            record = self.local.record(run_id)
+        except InvalidSpec:
+            # the runner writes record.json in place, then the store's copy atomically: a record.json that
+            # does not parse yet, with no store copy, is one being written, not a corrupt one
+            if not stored.exists() and time.time() - plain.stat().st_mtime < RECORD_WRITE_SECONDS:
+                return None
+            raise
         with self._lock:
             self._final[run_id] = record
         return record
@@ -132,8 +142,9 @@ class LocalSource:
             live = _live_record(run_id, run_dir, created)
             return run_view(live, {}, live=True, problem=redact_text(str(e)))
         if record is None:
-            return run_view(_live_record(run_id, run_dir, created), {}, live=True)
-        view = run_view(record, self._depends_on(record), [_plot_json(run_id, p) for p, _ in self._plots_of(record)])
+            return run_view(_live_record(run_id, run_dir, created), {}, attempts=_attempt_list(run_dir), live=True)
+        plots = [_plot_json(run_id, p) for p, _ in self._plots_of(record)]
+        view = run_view(record, self._depends_on(record), plots, _attempt_list(run_dir))
         if record.get("phase") in FINAL_PHASES:
             with self._lock:
                 self._views[run_id] = view
@@ -239,6 +250,29 @@ def _attempts(run_dir: Path) -> list[tuple[str, int]]:
     return out
 
 
+def _attempt_list(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every attempt of each step (not of fan-out items), in order: when it started and how it ended."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for key, attempt in sorted(_attempts(run_dir), key=lambda a: a[1]):
+        if "[" in key:
+            continue
+        attempt_dir = run_dir / "steps" / f"{key}-{attempt}"
+        task = attempt_dir / "task.json"
+        started = datetime.fromtimestamp((task if task.exists() else attempt_dir).stat().st_mtime, UTC)
+        result = _read_json(attempt_dir / "result.json")
+        outcome = "running" if result is None else ("succeeded" if result.get("ok") else "failed")
+        out.setdefault(key, []).append(
+            {
+                "attempt": attempt,
+                "startedAt": started.isoformat(),
+                "finishedAt": (result or {}).get("finished_at"),
+                "outcome": outcome,
+                "message": (result or {}).get("message"),
+            }
+        )
+    return out
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         doc = json.loads(path.read_text())
@@ -256,7 +290,8 @@ def _live_record(run_id: str, run_dir: Path, created: datetime) -> dict[str, Any
     for key, attempt in sorted(_attempts(run_dir), key=lambda a: a[1]):
         attempt_dir = run_dir / "steps" / f"{key}-{attempt}"
         result = _read_json(attempt_dir / "result.json")
-        started = datetime.fromtimestamp(attempt_dir.stat().st_mtime, UTC)
+        task = attempt_dir / "task.json"  # written once at launch (the directory's own mtime moves later)
+        started = datetime.fromtimestamp((task if task.exists() else attempt_dir).stat().st_mtime, UTC)
         phase = "Running" if result is None else ("Succeeded" if result.get("ok") else "Failed")
         entry = by_key.setdefault(key, {"startedAt": started.isoformat()})
         entry.update(

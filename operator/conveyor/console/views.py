@@ -210,9 +210,16 @@ def _input(i: Mapping[str, Any]) -> dict[str, Any]:
     return {"name": i.get("name"), "from": source, "step": i.get("step"), "digest": i.get("digest")}
 
 
-def step_view(step: Mapping[str, Any], items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def step_view(
+    step: Mapping[str, Any], items: Sequence[Mapping[str, Any]], attempts: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """`attempts`: one entry per attempt (attempt, startedAt, finishedAt, outcome, message), where the source
+    keeps them; a record holds only the last attempt's times."""
     return {
         "name": step["name"],
+        "attemptList": [
+            {k: a.get(k) for k in ("attempt", "startedAt", "finishedAt", "outcome", "message")} for a in attempts
+        ],
         "phase": step.get("phase"),
         "attempts": step.get("attempts", 0),
         "cacheHit": bool(step.get("cacheHit")),
@@ -256,12 +263,14 @@ def run_view(
     record: Mapping[str, Any],
     depends_on: Mapping[str, Sequence[str]],
     plots: Sequence[Mapping[str, Any]] = (),
+    attempts: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     *,
     live: bool = False,
     problem: str | None = None,
 ) -> dict[str, Any]:
     """The Run page's document. `live`: built from a running run's attempts, not from its final record."""
     record = redact(record)
+    tries = redact(dict(attempts or {}))
     steps = record.get("steps", [])
     items = record.get("items") or {}
     run_id = str(record["runId"])
@@ -283,7 +292,7 @@ def run_view(
         "parameters": dict(record.get("parameters") or {}),
         "externalInputs": dict(record.get("externalInputs") or {}),
         "environment": {k: v for k, v in (record.get("environment") or {}).items() if isinstance(v, str | None)},
-        "steps": [step_view(s, items.get(s["name"], [])) for s in steps],
+        "steps": [step_view(s, items.get(s["name"], []), tries.get(s["name"], [])) for s in steps],
         "dag": dag_svg(steps, depends_on, f"DAG of {run_id}") if steps else "",
         "timing": gantt_svg(steps) if steps else "",
         "failure": failure(record),

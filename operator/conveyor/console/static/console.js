@@ -238,6 +238,8 @@ function stepBlock(run, s, openSteps, openLogs) {
       ["cache", s.cacheHit ? "hit: outputs reused, nothing ran" : "miss"], ["cache key", s.cacheKey || "-"],
     ]),
     s.message ? h("pre", { class: "message" }, s.message) : null,
+    s.attemptList.length ? [h("h3", {}, "Attempts"), table("attempts", ["attempt", "started", "finished", "outcome", "message"],
+      s.attemptList.map((a) => [String(a.attempt), fmtTime(a.startedAt), fmtTime(a.finishedAt), a.outcome, a.message || ""]))] : null,
     h("h3", {}, "Inputs"),
     s.inputs.length ? table("inputs", ["input", "from", "digest"], s.inputs.map((i) => [i.name, i.from || "-", h("code", { class: "digest" }, i.digest || "(no digest)")])) : h("p", { class: "none" }, "none"),
     h("h3", {}, "Outputs"),
