@@ -3,7 +3,8 @@ attempts succeed, fail, time out or get cancelled at random, and converges, neve
 
 The simulation plays the operator's shell: it keeps each plan's `states`, carries out Launches (an
 attempt finishes after 0-2 passes, successfully or not, as hypothesis draws) and Kills (the attempt
-counts as failed without a retry, as controller/runs.py does), and moves the clock to the next wake-up.
+stops and core's `killed()` decides what becomes of it, as on both shells), and moves the clock to the
+next wake-up.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conveyor.api.pipeline import PipelineSpec, RetryPolicy, Step
+from conveyor.api.pipeline import PipelineSpec, Step
 from conveyor.api.run import ArtifactRef, RunPhase, StepPhase
 from conveyor.core.dag import Dag
 from conveyor.core.planner import (
@@ -30,6 +31,7 @@ from conveyor.core.planner import (
     StepState,
     fan_items,
     finished,
+    killed,
     step_of,
 )
 from conveyor.core.task import StoreConfig, TaskResult
@@ -121,17 +123,13 @@ def simulate(p: RunPlanner, data: st.DataObject) -> tuple[Plan, bool, bool]:
                 FIGURES["attempts launched"] += 1
                 running[action.key] = (data.draw(st.integers(0, 2)), data.draw(st.integers(0, 3)) > 0)
             elif isinstance(action, Kill):
-                # As controller/runs.py does: delete the attempt's Job, count the key as failed without retry.
-                # (The local runner only signals a live attempt: see test_cancel_between_fan_out_attempts_...)
+                # Both shells stop the attempt (controller/runs.py deletes its Job, the local runner signals
+                # it), then core decides its outcome with killed(): the one rule, not a copy of it here.
                 FIGURES["kills carried out"] += 1
                 running.pop(action.key, None)
-                no_retry = steps[action.step].model_copy(update={"retries": RetryPolicy(limit=0)})
-                failed = TaskResult(ok=False, message=action.reason)
-                states[action.key] = finished(states[action.key], no_retry, failed, now)
-                no_retry = steps[action.step].model_copy(update={"retries": RetryPolicy(limit=0)})
-                states[action.key] = finished(
-                    states[action.key], no_retry, TaskResult(ok=False, message=action.reason), now
-                )
+                states[action.key] = killed(states[action.key], steps[action.step], action, now)
+                if states[action.key].phase is StepPhase.WAITING:
+                    FIGURES["killed attempts retried (step timeout)"] += 1
         for key, (left, ok) in list(running.items()):
             if left > 0:
                 running[key] = (left - 1, ok)
@@ -154,8 +152,9 @@ def simulate(p: RunPlanner, data: st.DataObject) -> tuple[Plan, bool, bool]:
         if not cancel and data.draw(st.integers(0, 40)) == 0:
             cancel = True
             FIGURES["runs cancelled mid-way"] += 1
-        # the clock: a step's worth of time while attempts run, else straight to the next wake-up
-        later = now + timedelta(seconds=30)
+        # the clock: a step's worth of time while attempts run (now and then long enough for a step timeout),
+        # else straight to the next wake-up
+        later = now + timedelta(seconds=data.draw(st.sampled_from([30, 30, 30, 3600])))
         now = max(later, plan.wake_at) if not running and plan.wake_at else later
     raise AssertionError(f"no final phase after {bound} passes")
 
@@ -203,6 +202,43 @@ def test_the_simulation_counts_a_retry() -> None:
     assert [type(a).__name__ for a in retry.actions] == ["Launch"]
     done = finished(retry.states["a"], p.spec.steps[0], TaskResult(ok=True), NOW)
     assert p.plan({"a": replace(done)}, NOW, cache={}).phase is RunPhase.SUCCEEDED
+
+
+def test_a_step_timeout_in_the_simulation_is_retried_under_the_steps_policy() -> None:
+    """The harness's Kill follows core: a step past its timeoutSeconds with a retry left runs again, and
+    fails for good once its retries are spent (as on both shells)."""
+    doc = {
+        "apiVersion": "conveyor.dev/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": "p"},
+        "spec": {
+            "steps": [
+                {
+                    "name": "a",
+                    "container": {"image": "i", "command": ["x"]},
+                    "timeoutSeconds": 60,
+                    "retries": {"limit": 1},
+                }
+            ]
+        },
+    }
+    p = planner_of(doc)
+    assert p is not None
+    step = p.spec.steps[0]
+    states = dict(p.plan({}, NOW, cache={}).states)
+    late = NOW + timedelta(seconds=61)
+    (kill,) = p.plan(states, late, cache={}).actions
+    assert isinstance(kill, Kill)
+    first = killed(states["a"], step, kill, late)
+    assert first.phase is StepPhase.WAITING and first.next_attempt_at is not None
+    retry = p.plan({"a": first}, first.next_attempt_at, cache={})
+    assert [type(a).__name__ for a in retry.actions] == ["Launch"]
+    states = dict(retry.states)
+    assert states["a"].attempts == 2
+    later = first.next_attempt_at + timedelta(seconds=61)
+    (kill,) = p.plan(states, later, cache={}).actions
+    assert isinstance(kill, Kill)
+    assert killed(states["a"], step, kill, later).phase is StepPhase.FAILED
 
 
 def _two_independent_steps(**spec: Any) -> RunPlanner:
