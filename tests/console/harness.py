@@ -131,8 +131,16 @@ def broken_pipeline() -> dict[str, Any]:
     }
 
 
-def slow_pipeline(seconds: float) -> dict[str, Any]:
-    wait = f"import time; print('waiting now', flush=True); time.sleep({seconds}); print('done waiting')"
+def slow_pipeline(gate: Path) -> dict[str, Any]:
+    """A run whose second step runs until the test creates `gate` (at most a minute), however busy the machine."""
+    wait = (
+        "import pathlib, time\n"
+        "print('waiting now', flush=True)\n"
+        f"gate, t0 = pathlib.Path({str(gate)!r}), time.monotonic()\n"
+        "while not gate.exists() and time.monotonic() - t0 < 60:\n"
+        "    time.sleep(0.05)\n"
+        "print('done waiting')\n"
+    )
     return {
         "apiVersion": "conveyor.dev/v1alpha1",
         "kind": "Pipeline",

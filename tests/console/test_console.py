@@ -224,7 +224,8 @@ def test_live_updates_without_reloading(page: Watched, state: State, console: Co
     pg.goto("/")
     expect(pg.locator("#run-count")).to_have_text(re.compile(r"\d+ runs"))
     before = set(listed(pg))
-    proc = run_pipeline(slow_pipeline(4), state.work)
+    gate = state.work / "gate"
+    proc = run_pipeline(slow_pipeline(gate), state.work)
     try:
         new_row = pg.locator("#runs tr.run", has=pg.locator("td.pipeline", has_text="slow"))
         expect(new_row).to_have_count(1, timeout=15_000)
@@ -238,10 +239,13 @@ def test_live_updates_without_reloading(page: Watched, state: State, console: Co
         wait.locator("summary").first.click()
         wait.locator("details.log summary").click()
         expect(wait.locator("pre.log-text")).to_contain_text("waiting now")
+        expect(pg.locator("h1 .phase")).to_have_text("Running")
+        gate.touch()  # let the step finish
         expect(pg.locator("h1 .phase")).to_have_text("Succeeded", timeout=20_000)
         expect(node).to_have_attribute("data-state", "Succeeded")
         expect(wait.locator("pre.log-text")).to_contain_text("done waiting")  # the open log followed it
     finally:
+        gate.touch()
         record = record_of(proc)
     assert record["runId"] == run_id
 

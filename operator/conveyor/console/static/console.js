@@ -165,10 +165,12 @@ async function runsPage(app) {
     newer.disabled = doc.page <= 1;
     older.disabled = doc.page >= doc.pages;
   }
+  let latest = 0;
   async function load(conditional) {
+    const seq = ++latest;  // answers can arrive out of order: only the newest request's is shown
     const url = "/api/runs?" + query();
     const doc = await api(url, { conditional });
-    if (doc) { last = doc; render(doc); }
+    if (doc && seq === latest) { last = doc; render(doc); }
   }
   function changed() {
     state.page = 1;
@@ -210,25 +212,35 @@ function keyValues(cls, obj, fmt = fmtValue) {
   return table(cls, ["name", "value"], entries.sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [k, fmt(v)]));
 }
 
-function logBlock(runId, key, attempt, openLogs, refresh) {
+// One attempt's log, fetched when opened. `logs` outlives re-renders: which logs are open, their last
+// text, and how to refresh each (a running run's page refreshes its open logs on every poll).
+function logBlock(runId, key, attempt, logs) {
   const id = `${key}#${attempt}`;
+  const url = `${runApi(runId)}/logs/${encodeURIComponent(key)}/${attempt}`;
   const pre = h("pre", { class: "log-text", dataset: { key, attempt: String(attempt) } });
   const box = h("details", { class: "log", dataset: { key, attempt: String(attempt) } },
     h("summary", {}, `log: ${key}, attempt ${attempt}`), pre);
+  function show() {
+    const text = logs.texts.get(id);
+    pre.textContent = text === undefined ? "" : text === null ? "(no archived log yet: still running, or it could not be stored)" : text;
+  }
   async function fill() {
     try {
-      const doc = await api(`${runApi(runId)}/logs/${encodeURIComponent(key)}/${attempt}`);
-      pre.textContent = doc.text === null ? "(no archived log yet: still running, or it could not be stored)" : doc.text;
+      const doc = await api(url, { conditional: logs.texts.has(id) });  // unchanged: 304, keep the text
+      if (doc) logs.texts.set(id, doc.text);
+      show();
     } catch (e) { pre.textContent = `(could not read the log: ${e.message})`; }
   }
+  logs.fills.set(id, fill);
+  show();
   box.addEventListener("toggle", () => {
-    if (box.open) { openLogs.add(id); fill(); } else openLogs.delete(id);
+    if (box.open) { logs.open.add(id); fill(); } else logs.open.delete(id);
   });
-  if (openLogs.has(id)) { box.open = true; if (refresh) fill(); }
+  if (logs.open.has(id)) box.open = true;  // fires "toggle", which refreshes it
   return box;
 }
 
-function stepBlock(run, s, openSteps, openLogs) {
+function stepBlock(run, s, openSteps, logs) {
   const notes = [s.cacheHit ? "cache hit" : "", s.fanOutText, s.attempts ? `${s.attempts} attempt${s.attempts === 1 ? "" : "s"}` : ""].filter(Boolean);
   const block = h("details", { class: "step", id: `step-${s.name}`, dataset: { step: s.name, phase: s.phase } },
     h("summary", {}, h("span", { class: "step-name" }, s.name), " ", phase(s.phase), notes.length ? h("span", { class: "notes" }, " " + notes.join(" · ")) : null),
@@ -249,7 +261,7 @@ function stepBlock(run, s, openSteps, openLogs) {
     s.items.length ? [h("h3", {}, `Items (${s.items.length})`), table("items", ["item", "phase", "attempts", "duration", "cache", "message"],
       s.items.map((i) => [i.key, phase(i.phase), String(i.attempts), fmtSeconds(i.seconds), i.cacheHit ? "hit" : "", i.message || ""]))] : null,
     h("h3", {}, "Logs"),
-    s.logs.length ? h("div", { class: "logs" }, s.logs.map((l) => logBlock(run.id, l.key, l.attempt, openLogs, !run.final)))
+    s.logs.length ? h("div", { class: "logs" }, s.logs.map((l) => logBlock(run.id, l.key, l.attempt, logs)))
       : h("p", { class: "none" }, s.cacheHit ? "a cache hit: nothing ran, so there is no log" : "no archived log"));
   block.addEventListener("toggle", () => { if (block.open) openSteps.add(s.name); else openSteps.delete(s.name); });
   if (openSteps.has(s.name)) block.open = true;
@@ -259,7 +271,7 @@ function stepBlock(run, s, openSteps, openLogs) {
 async function runPage(app) {
   const runId = decodeURIComponent(location.pathname.split("/")[2] || "");
   const url = runApi(runId);
-  const openSteps = new Set(), openLogs = new Set();
+  const openSteps = new Set(), logs = { open: new Set(), texts: new Map(), fills: new Map() };
   function render(run) {
     document.title = `${run.id} · Conveyor`;
     const svg = (cls, markup) => { const d = h("div", { class: cls }); d.innerHTML = markup; return d; };
@@ -286,7 +298,7 @@ async function runPage(app) {
       h("h2", {}, "Parameters"), keyValues("parameters", run.parameters),
       h("h2", {}, "Pipeline"), run.dag ? dag : h("p", { class: "none" }, "no step has started yet"),
       h("h2", {}, "Timings"), run.timing ? svg("timing", run.timing) : h("p", { class: "none" }, "-"),
-      h("h2", {}, "Steps"), h("div", { id: "steps" }, run.steps.map((s) => stepBlock(run, s, openSteps, openLogs))),
+      h("h2", {}, "Steps"), h("div", { id: "steps" }, run.steps.map((s) => stepBlock(run, s, openSteps, logs))),
       run.plots.length ? [h("h2", {}, "Evaluation plots"), h("div", { class: "plots" }, run.plots.map((p) =>
         h("figure", {}, h("img", { src: `${url}/plots/${encodeURIComponent(p.step)}/${p.index}`, alt: `${p.step}: ${p.title}` }),
           h("figcaption", {}, `${p.step}: ${p.title}`))))] : null,
@@ -298,9 +310,9 @@ async function runPage(app) {
   if (run.final) return;
   const timer = pollEvery(async () => {
     const next = await api(url, { conditional: true });
-    if (!next) return;
-    render(next);
-    if (next.final) clearInterval(timer);
+    if (next) render(next);
+    else await Promise.all([...logs.open].map((id) => logs.fills.get(id)?.()));  // a running step's log grows
+    if (next && next.final) clearInterval(timer);
   });
 }
 
