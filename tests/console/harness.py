@@ -305,6 +305,8 @@ def page(
 
     pg.on("response", on_response)
     pg.on("pageerror", lambda e: watched.errors.append(f"page error: {e}"))
+    # a Content-Security-Policy violation, a failed request or a script error is reported on the console
+    pg.on("console", lambda m: watched.errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     pg.on("dialog", lambda d: (watched.errors.append(f"dialog: {d.message}"), d.dismiss()))
     yield watched
     shots = tmp_path_factory.getbasetemp() / "screenshots"
