@@ -28,6 +28,8 @@ Schema = dict[str, Any]
 
 # Keys of JSON Schema that a structural OpenAPI v3.0 schema does not accept.
 _DROPPED_KEYS = frozenset({"title", "$defs", "const", "discriminator", "propertyNames"})
+# A model's own list map key (class attribute __list_map_key__), when its name is not unique in a list.
+_LIST_KEY_MARKER = "x-conveyor-list-map-key"
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,8 @@ class _KubernetesJsonSchema(GenerateJsonSchema):
 
     def model_schema(self, schema: core_schema.ModelSchema) -> JsonSchemaValue:
         js = super().model_schema(schema)
+        if key := getattr(schema["cls"], "__list_map_key__", None):
+            js[_LIST_KEY_MARKER] = key  # read, and removed, by _add_list_types
         rules = rules_of(schema["cls"])
         if rules:
             js["x-kubernetes-validations"] = [{"rule": r.rule, "message": r.message} for r in reversed(rules)]
@@ -210,7 +214,9 @@ def _add_list_types(schema: Schema) -> Schema:
     """Lists of named things become map-lists keyed by name: the API server rejects duplicates."""
     if schema.get("type") == "array":
         items = schema.get("items", {})
-        key = next((k for k in ("name", "type") if k in items.get("required", [])), None)
+        key = items.pop(_LIST_KEY_MARKER, None) or next(
+            (k for k in ("name", "type") if k in items.get("required", [])), None
+        )
         if items.get("type") == "object" and key:
             schema["x-kubernetes-list-type"] = "map"
             schema["x-kubernetes-list-map-keys"] = [key]

@@ -10,6 +10,7 @@ from pydantic import Field, JsonValue, model_validator
 
 from conveyor.api.base import ApiModel, Condition, DnsLabel, Identifier, Quantity
 from conveyor.api.cel import cel
+from conveyor.api.pod import PodSettings
 
 
 class ParameterType(StrEnum):
@@ -182,6 +183,8 @@ class Step(ApiModel):
     """CPU, memory and GPUs for the step's pod."""
     approval: Approval | None = None
     """Require a person's approval before the step starts."""
+    pod: PodSettings | None = None
+    """Pod settings of this step (Secrets, volumes, placement, ...), merged over the pipeline's spec.pod."""
 
 
 class ConcurrencyPolicy(StrEnum):
@@ -256,6 +259,9 @@ class PipelineSpec(ApiModel):
     """Create Runs on a cron schedule."""
     triggers: list[Trigger] = Field(default_factory=list, max_length=16)
     """Events that start Runs."""
+    pod: PodSettings | None = None
+    """Pod settings every step starts from (Secrets, volumes, placement, ...); a step's own pod settings merge
+    over them."""
 
 
 class TriggerStatus(ApiModel):

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from conveyor import __version__
 from conveyor.api.base import ConditionStatus
 from conveyor.api.pipeline import Pipeline, PipelineSpec
+from conveyor.api.pod import merge_pod_settings
 from conveyor.api.run import Run, RunPhase, RunStatus, StepPhase
 from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig
@@ -40,6 +41,7 @@ from conveyor.core.planner import (
     finished,
     killed,
 )
+from conveyor.core.podstart import POD_CONDITION, WaitingPod, pods_started_condition
 from conveyor.core.record import record_document, run_record
 from conveyor.core.retry import step_timeout_message
 from conveyor.core.status import (
@@ -445,6 +447,7 @@ class RunReconciler:
             states, [(k, a, obs.cache_key) for (k, a), obs in jobs.items() if k in states or k in known], now
         )
         finished_now = self._observe(namespace, run_id, states, resolved.spec, jobs)
+        waiting_pods = self._waiting_pods(states, resolved.spec, jobs)
         started_at = old_status.started_at or now
         planner = RunPlanner(
             resolved.spec,
@@ -474,6 +477,15 @@ class RunReconciler:
         units = {k: v for k, v in states.items() if k not in order}
         if units != old_units:
             self._save_units(run_id, units)
+        conditions = set_condition(
+            old_status.conditions,
+            succeeded_condition(plan.phase, plan.reason or "Running", plan.message, now, generation)
+            if not refused
+            else succeeded_condition(RunPhase.RUNNING, "JobCreateRefused", "; ".join(refused), now, generation),
+        )
+        old_pods = next((c for c in old_status.conditions if c.type == POD_CONDITION), None)
+        if (pods := pods_started_condition(waiting_pods, old_pods, now, generation)) is not None:
+            conditions = set_condition(conditions, pods)
         status = old_status.model_copy(
             update={
                 "observed_generation": generation,
@@ -484,12 +496,7 @@ class RunReconciler:
                 "finished_at": now if plan.done else None,
                 "progress": progress(states, order),
                 "steps": self._step_statuses(name, run_id, order, states),
-                "conditions": set_condition(
-                    old_status.conditions,
-                    succeeded_condition(plan.phase, plan.reason or "Running", plan.message, now, generation)
-                    if not refused
-                    else succeeded_condition(RunPhase.RUNNING, "JobCreateRefused", "; ".join(refused), now, generation),
-                ),
+                "conditions": conditions,
             }
         )
         record_uri = self._write_record(body, resolved, status, states) if plan.done else None
@@ -498,6 +505,9 @@ class RunReconciler:
         self._write_status(body, old_status, status)
         if refused and refused != [self._condition_message(old_status)]:
             self.post_event(body, "Run", "Warning", "JobCreateRefused", "; ".join(refused))
+        newly_waiting = pods is not None and pods.status is ConditionStatus.FALSE
+        if pods is not None and newly_waiting and pods.message != (old_pods.message if old_pods else None):
+            self.post_event(body, "Run", "Warning", pods.reason, pods.message)
         self._events(body, old_status, plan, finished_now)
         if plan.done:
             return None if record_uri is not None else self.config.resync_seconds
@@ -510,6 +520,20 @@ class RunReconciler:
         if start_deadline is not None:
             wait = min(wait, max(0.5, (start_deadline - self.clock()).total_seconds()))
         return wait
+
+    def _waiting_pods(
+        self, states: Mapping[str, StepState], spec: PipelineSpec, jobs: Mapping[tuple[str, int], JobObservation]
+    ) -> list[WaitingPod]:
+        """Running attempts whose pod exists but waits (a missing Secret, an image, no node), in the pod's words."""
+        steps = {s.name: s for s in spec.steps}
+        out = []
+        for key, state in states.items():
+            step = steps.get(step_of(key))
+            obs = jobs.get((key, state.attempts))
+            running = state.phase is StepPhase.RUNNING and step is not None
+            if running and obs is not None and obs.waiting and not obs.started and not obs.finished:
+                out.append(WaitingPod(key, obs.name, obs.waiting, self._start_limit(step)))
+        return out
 
     def _earliest_start_deadline(
         self, spec: PipelineSpec, states: Mapping[str, StepState], jobs: Mapping[tuple[str, int], JobObservation]
@@ -656,6 +680,7 @@ class RunReconciler:
                     resources=step.resources,
                     timeout_seconds=step.timeout_seconds,
                     service_account=self.config.step_service_account,
+                    pod=merge_pod_settings(resolved.spec.pod, step.pod),
                 )
                 try:
                     created = self.cluster.create_job(job)

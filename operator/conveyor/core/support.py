@@ -4,6 +4,7 @@ by name ("not supported yet"), never silently ignored; this table shrinks as fea
 from __future__ import annotations
 
 from conveyor.api.pipeline import PipelineSpec
+from conveyor.api.pod import PodSettings
 from conveyor.core.validation import Issue
 
 LOCAL = "local runner"
@@ -14,11 +15,23 @@ def _no(where: str, what: str, shell: str) -> Issue:
     return Issue(where, f"{what} is not supported yet by the {shell}")
 
 
+def _pod_settings(pod: PodSettings | None, shell: str, path: str) -> list[Issue]:
+    """The local runner runs steps as this machine's processes: no Secrets, volumes, nodes or pod metadata."""
+    if pod is None or shell != LOCAL:
+        return []
+    return [
+        _no(f"{path}.{field.alias}", f"pod setting {field.alias} (pod settings apply on a cluster)", shell)
+        for name, field in PodSettings.model_fields.items()
+        if field.alias and getattr(pod, name)
+    ]
+
+
 def unsupported_steps(spec: PipelineSpec, shell: str, path: str = "spec") -> list[Issue]:
     """Step features a shell cannot run yet (checked for every Run)."""
-    issues = []
+    issues = _pod_settings(spec.pod, shell, f"{path}.pod")
     for i, step in enumerate(spec.steps):
         sp = f"{path}.steps[{i}]"
+        issues += _pod_settings(step.pod, shell, f"{sp}.pod")
         if step.approval is not None and step.approval.required and shell == LOCAL:
             issues.append(_no(f"{sp}.approval", "approval (approve on a cluster: conveyor approve)", shell))
         for j, inp in enumerate(step.inputs):

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from conveyor.api.modeldeployment import ModelDeployment
 from conveyor.api.pipeline import Parameter, ParameterType, Pipeline, PipelineSpec, Step
+from conveyor.api.pod import PodSettings
 from conveyor.api.run import Run
 from conveyor.core.dag import CycleFound, Dag
 from conveyor.core.documents import object_problem
@@ -430,6 +431,7 @@ def validate_pipeline(spec: PipelineSpec, path: str = "spec") -> list[Issue]:
             ZoneInfo(sc.time_zone)
         except (ZoneInfoNotFoundError, ValueError):
             issues.append(Issue(f"{path}.schedule.timeZone", f"unknown time zone {sc.time_zone!r}"))
+    issues += _check_pod_settings(spec, path)
     return issues
 
 
@@ -459,4 +461,121 @@ def _check_component_config(step: Step, sp: str) -> list[Issue]:
             if field in templated:
                 continue  # supplied by a template, checked once resolved
             issues.append(issue)
+    return issues
+
+
+# ---------------------------------------------------------------- pod settings
+
+RESERVED_PREFIX = "conveyor.dev/"
+# Labels the operator sets on every step pod besides its conveyor.dev/ ones.
+RESERVED_LABELS = frozenset({"app.kubernetes.io/managed-by"})
+# Variables the step runtime is given (its task, scratch, store credentials); a step cannot replace them.
+RESERVED_ENV = frozenset({"TMPDIR", "HOME", "PYTHONUNBUFFERED", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"})
+RESERVED_ENV_PREFIX = "CONVEYOR_"
+# Paths a mount may be neither at, under, nor above: the step's scratch, the runtime's install and termination
+# message, the kernel's filesystems.
+RESERVED_TREES = ("/tmp", "/opt/conveyor", "/dev", "/proc", "/sys")  # noqa: S108 - the scratch emptyDir
+# System directories a mount may not replace (a mount below them, such as /etc/config, is fine).
+SYSTEM_DIRS = ("/bin", "/etc", "/lib", "/lib64", "/sbin", "/usr", "/var")
+
+
+def _normal_path(path: str) -> str:
+    import posixpath  # noqa: PLC0415
+
+    return posixpath.normpath(path).replace("//", "/")
+
+
+def mount_path_problem(mount_path: str) -> str | None:
+    """Why a volume cannot be mounted at `mount_path`, or None."""
+    p = _normal_path(mount_path)
+    if p == "/":
+        return "cannot mount over / (the root filesystem stays read-only)"
+    for tree in RESERVED_TREES:
+        if p == tree or p.startswith(tree + "/"):
+            where = "the step's scratch directory" if tree == "/tmp" else "a path the step runtime needs"  # noqa: S108
+            return f"{mount_path} is at or under {tree}, {where}: mount elsewhere, e.g. /data"
+        if tree.startswith(p + "/"):
+            return f"{mount_path} would hide {tree}, a path the step runtime needs"
+    for system in SYSTEM_DIRS:
+        if p == system or system.startswith(p + "/"):
+            return f"{mount_path} would replace the system directory {system}: mount below it or elsewhere"
+    return None
+
+
+def _check_metadata(keys: Iterable[str], path: str, what: str, reserved: frozenset[str]) -> list[Issue]:
+    return [
+        Issue(
+            f"{path}[{key!r}]",
+            f"{what} {key!r} is reserved: the operator sets the {RESERVED_PREFIX} {what}s of step pods"
+            if key.startswith(RESERVED_PREFIX)
+            else f"{what} {key!r} is reserved: the operator sets it on every step pod",
+        )
+        for key in keys
+        if key.startswith(RESERVED_PREFIX) or key in reserved
+    ]
+
+
+def _check_pod_level(pod: PodSettings, pp: str) -> list[Issue]:
+    """What one spec.pod or steps[i].pod block gets wrong on its own."""
+    issues: list[Issue] = []
+    for i, n in _duplicates(e.name for e in pod.env):
+        issues.append(Issue(f"{pp}.env[{i}].name", f"duplicate variable {n!r}"))
+    for i, e in enumerate(pod.env):
+        if e.name in RESERVED_ENV or e.name.startswith(RESERVED_ENV_PREFIX):
+            issues.append(
+                Issue(
+                    f"{pp}.env[{i}].name",
+                    f"{e.name!r} is reserved: the step runtime sets it ({RESERVED_ENV_PREFIX}*, "
+                    f"{', '.join(sorted(RESERVED_ENV))})",
+                )
+            )
+    for i, n in _duplicates(v.name for v in pod.volumes):
+        issues.append(Issue(f"{pp}.volumes[{i}].name", f"duplicate volume name {n!r}"))
+    for i, v in enumerate(pod.volumes):
+        if v.name == "scratch":
+            issues.append(Issue(f"{pp}.volumes[{i}].name", "'scratch' is reserved: the step's /tmp volume"))
+    for i, n in _duplicates(_normal_path(m.mount_path) for m in pod.volume_mounts):
+        issues.append(Issue(f"{pp}.volumeMounts[{i}].mountPath", f"duplicate mountPath {n!r}"))
+    for i, m in enumerate(pod.volume_mounts):
+        if (problem := mount_path_problem(m.mount_path)) is not None:
+            issues.append(Issue(f"{pp}.volumeMounts[{i}].mountPath", problem))
+    for i, n in _duplicates(s.name for s in pod.image_pull_secrets):
+        issues.append(Issue(f"{pp}.imagePullSecrets[{i}].name", f"duplicate imagePullSecret {n!r}"))
+    for i, t in enumerate(pod.tolerations):
+        if t.operator == "Exists" and t.value:
+            issues.append(Issue(f"{pp}.tolerations[{i}].value", "a toleration with operator Exists takes no value"))
+        if t.toleration_seconds is not None and t.effect != "NoExecute":
+            issues.append(
+                Issue(f"{pp}.tolerations[{i}].tolerationSeconds", "tolerationSeconds only applies to effect NoExecute")
+            )
+    issues += _check_metadata(pod.labels, f"{pp}.labels", "label", RESERVED_LABELS)
+    issues += _check_metadata(pod.annotations, f"{pp}.annotations", "annotation", frozenset())
+    return issues
+
+
+def _check_mounts(pod: PodSettings, pp: str, declared: set[str], where: str) -> list[Issue]:
+    return [
+        Issue(
+            f"{pp}.volumeMounts[{i}].name",
+            f"mounts volume {m.name!r}, which is not declared in {where} (volumes: {_names(declared)})",
+        )
+        for i, m in enumerate(pod.volume_mounts)
+        if m.name not in declared
+    ]
+
+
+def _check_pod_settings(spec: PipelineSpec, path: str) -> list[Issue]:
+    """Pod settings at both levels: each block alone, then every mount against the volumes its step will have."""
+    issues: list[Issue] = []
+    defaults = {v.name for v in spec.pod.volumes} if spec.pod else set()
+    if spec.pod is not None:
+        issues += _check_pod_level(spec.pod, f"{path}.pod")
+        issues += _check_mounts(spec.pod, f"{path}.pod", defaults, f"{path}.pod.volumes")
+    for si, step in enumerate(spec.steps):
+        if step.pod is None:
+            continue
+        pp = f"{path}.steps[{si}].pod"
+        issues += _check_pod_level(step.pod, pp)
+        own = {v.name for v in step.pod.volumes}
+        issues += _check_mounts(step.pod, pp, own | defaults, f"{pp}.volumes or {path}.pod.volumes")
     return issues

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from conveyor.api.pipeline import Resources
+from conveyor.api.pod import PodSettings
 from conveyor.core.task import TaskSpec
 from conveyor.manifests.names import (
     LABEL_ATTEMPT,
@@ -57,6 +60,15 @@ def _resources(resources: Resources | None) -> dict[str, Any]:
     return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
 
 
+def _k8s(models: list[Any]) -> list[dict[str, Any]]:
+    """Kubernetes' own JSON of pod-setting models; defaults left out (Kubernetes defaults them the same way)."""
+    return [m.model_dump(mode="json", by_alias=True, exclude_defaults=True) for m in models]
+
+
+def _one(model: BaseModel) -> dict[str, Any]:
+    return _k8s([model])[0]
+
+
 def step_job(
     *,
     run_name: str,
@@ -69,8 +81,11 @@ def step_job(
     resources: Resources | None = None,
     timeout_seconds: int | None = None,
     service_account: str | None = None,
+    pod: PodSettings | None = None,
 ) -> dict[str, Any]:
-    """The Job for `task`. Retries are the operator's (backoffLimit 0), so every attempt is its own Job."""
+    """The Job for `task`. Retries are the operator's (backoffLimit 0), so every attempt is its own Job.
+    `pod` is the step's effective pod settings (merge_pod_settings); the security settings stay ours."""
+    pod = pod or PodSettings()
     name = job_name(run_name, task.key, task.attempt)
     labels = {
         LABEL_RUN: label_value(run_name),
@@ -91,6 +106,7 @@ def step_job(
             {"name": var, "valueFrom": {"secretKeyRef": {"name": credentials_secret, "key": key}}}
             for var, key in (("AWS_ACCESS_KEY_ID", "accessKey"), ("AWS_SECRET_ACCESS_KEY", "secretKey"))
         ]
+    env += _k8s(pod.env)
     container: dict[str, Any] = {
         "name": "step",
         "image": image,
@@ -98,23 +114,38 @@ def step_job(
         "env": env,
         "securityContext": CONTAINER_SECURITY,
         "terminationMessagePolicy": "File",
-        "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],  # noqa: S108
+        "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}, *_k8s(pod.volume_mounts)],  # noqa: S108
     }
+    if pod.env_from:
+        container["envFrom"] = _k8s(pod.env_from)
     if res := _resources(resources):
         container["resources"] = res
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "securityContext": POD_SECURITY,
         "containers": [container],
-        "volumes": [{"name": "scratch", "emptyDir": {}}],
+        "volumes": [{"name": "scratch", "emptyDir": {}}, *_k8s(pod.volumes)],
         "automountServiceAccountToken": False,
     }
-    if service_account:
-        pod_spec["serviceAccountName"] = service_account
+    if pod.service_account_name or service_account:
+        pod_spec["serviceAccountName"] = pod.service_account_name or service_account
+    if pod.node_selector:
+        pod_spec["nodeSelector"] = dict(pod.node_selector)
+    if pod.tolerations:
+        pod_spec["tolerations"] = _k8s(pod.tolerations)
+    if pod.affinity is not None:
+        pod_spec["affinity"] = _one(pod.affinity)
+    if pod.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = _k8s(pod.image_pull_secrets)
+    if pod.priority_class_name:
+        pod_spec["priorityClassName"] = pod.priority_class_name
+    template_meta: dict[str, Any] = {"labels": {**pod.labels, **labels}}  # ours win (validation refuses clashes)
+    if pod.annotations:
+        template_meta["annotations"] = dict(pod.annotations)
     spec: dict[str, Any] = {
         "backoffLimit": 0,
         "ttlSecondsAfterFinished": 3600,
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        "template": {"metadata": template_meta, "spec": pod_spec},
     }
     if timeout_seconds:
         spec["activeDeadlineSeconds"] = timeout_seconds
