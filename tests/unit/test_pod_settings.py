@@ -17,6 +17,7 @@ from conveyor.core.podstart import POD_CONDITION, WaitingPod, pods_started_condi
 from conveyor.core.support import LOCAL, OPERATOR, unsupported
 from conveyor.core.task import StoreConfig, TaskSpec
 from conveyor.core.validation import InvalidSpec, parse_document
+from conveyor.kube.cluster import pod_started, pod_waiting
 from conveyor.manifests.job import step_job
 
 Doc = dict[str, Any]
@@ -559,3 +560,44 @@ def test_a_pod_that_cannot_start_shows_on_the_run(
     assert got is not None
     assert (got.status.value, got.reason, got.message) == expected
     assert got.observed_generation == 3
+
+
+def _pod(phase: str, state: Doc, restarts: int = 0, last: Doc | None = None) -> Doc:
+    return {
+        "metadata": {"name": "p", "namespace": "ns", "labels": {"job-name": "j"}},
+        "status": {
+            "phase": phase,
+            "containerStatuses": [{"name": "step", "state": state, "restartCount": restarts, "lastState": last or {}}],
+        },
+    }
+
+
+KUBELET_MISSING = {"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "db" not found'}}
+
+
+@pytest.mark.parametrize(
+    ("the_pod", "started", "waiting"),
+    [
+        # What a kubelet reports for a missing Secret: Pending, the container waiting.
+        (_pod("Pending", KUBELET_MISSING), False, 'CreateContainerConfigError: secret "db" not found'),
+        # A node that says Running with the container never started (every other state null) has not started either.
+        (
+            _pod("Running", {**KUBELET_MISSING, "running": None, "terminated": None}),
+            False,
+            'CreateContainerConfigError: secret "db" not found',
+        ),
+        # A container that ran and now waits to restart has started.
+        (_pod("Running", {"waiting": {"reason": "CrashLoopBackOff"}}, restarts=1), True, None),
+        (
+            _pod("Running", {"waiting": {"reason": "CrashLoopBackOff"}}, last={"terminated": {"exitCode": 1}}),
+            True,
+            None,
+        ),
+        (_pod("Running", {"running": {"startedAt": "2026-12-07T10:00:00Z"}, "waiting": None}), True, None),
+        ({"metadata": {"name": "p"}, "status": {"phase": "Running"}}, True, None),  # no container statuses yet
+    ],
+)
+def test_the_start_observation_trusts_the_container_state(the_pod: Doc, started: bool, waiting: str | None) -> None:
+    assert pod_started(the_pod) is started
+    if not started:
+        assert pod_waiting(the_pod) == waiting

@@ -131,7 +131,7 @@ class ConfigMapSource(ApiModel):
 
     name: ObjectName
     """Name of the ConfigMap."""
-    items: list[KeyToPath] | None = None
+    items: Annotated[list[KeyToPath], Field(max_length=256)] | None = None
     """Only these keys, at these paths (default: every key, named after it)."""
     default_mode: Annotated[int, Field(ge=0, le=0o777)] | None = None
     """File mode bits of the files."""
@@ -144,7 +144,7 @@ class SecretSource(ApiModel):
 
     secret_name: ObjectName
     """Name of the Secret."""
-    items: list[KeyToPath] | None = None
+    items: Annotated[list[KeyToPath], Field(max_length=256)] | None = None
     """Only these keys, at these paths (default: every key, named after it)."""
     default_mode: Annotated[int, Field(ge=0, le=0o777)] | None = None
     """File mode bits of the files."""
@@ -262,16 +262,16 @@ class SelectorRequirement(ApiModel):
 class NodeSelectorTerm(ApiModel):
     """Requirements a node must all meet."""
 
-    match_expressions: list[SelectorRequirement] = Field(default_factory=list)
+    match_expressions: list[SelectorRequirement] = Field(default_factory=list, max_length=16)
     """On node labels."""
-    match_fields: list[SelectorRequirement] = Field(default_factory=list)
+    match_fields: list[SelectorRequirement] = Field(default_factory=list, max_length=16)
     """On node fields (metadata.name)."""
 
 
 class NodeSelector(ApiModel):
     """Terms of which a node must meet at least one."""
 
-    node_selector_terms: list[NodeSelectorTerm] = Field(min_length=1)
+    node_selector_terms: list[NodeSelectorTerm] = Field(min_length=1, max_length=16)
     """Alternatives, ORed."""
 
 
@@ -289,16 +289,20 @@ class NodeAffinity(ApiModel):
 
     required_during_scheduling_ignored_during_execution: NodeSelector | None = None
     """Nodes the pod must run on."""
-    preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] = Field(default_factory=list)
+    preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] = Field(
+        default_factory=list, max_length=16
+    )
     """Nodes the scheduler prefers."""
 
 
 class LabelSelector(ApiModel):
     """Pods selected by labels."""
 
-    match_labels: dict[MetadataKey, LabelValue] = Field(default_factory=dict, max_length=64)
+    # Keys unchecked here: a CEL key check this deep in lists costs the API server more than it allows; the
+    # Job's admission checks them.
+    match_labels: dict[Annotated[str, Field(max_length=317)], LabelValue] = Field(default_factory=dict, max_length=64)
     """Labels that must all be equal."""
-    match_expressions: list[SelectorRequirement] = Field(default_factory=list)
+    match_expressions: list[SelectorRequirement] = Field(default_factory=list, max_length=16)
     """Requirements that must all hold."""
 
 
@@ -325,9 +329,13 @@ class WeightedPodAffinityTerm(ApiModel):
 class PodAffinity(ApiModel):
     """Run near (or away from) other pods."""
 
-    required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] = Field(default_factory=list)
+    required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] = Field(
+        default_factory=list, max_length=16
+    )
     """Must hold."""
-    preferred_during_scheduling_ignored_during_execution: list[WeightedPodAffinityTerm] = Field(default_factory=list)
+    preferred_during_scheduling_ignored_during_execution: list[WeightedPodAffinityTerm] = Field(
+        default_factory=list, max_length=16
+    )
     """Preferred."""
 
 

@@ -134,13 +134,21 @@ def observe_jobs(
 
 
 def pod_started(pod: dict[str, Any]) -> bool:
+    """Whether the pod's container has run (or the pod ended). The container states decide before the phase: a
+    container that never started (every state `waiting`, no restart) has not, whatever phase a node reports."""
     status = pod.get("status") or {}
-    if status.get("phase") in ("Running", "Succeeded", "Failed"):
+    if status.get("phase") in ("Succeeded", "Failed"):
         return True
-    return any(
-        "running" in (cs.get("state") or {}) or "terminated" in (cs.get("state") or {})
-        for cs in status.get("containerStatuses") or []
-    )
+    statuses = status.get("containerStatuses") or []
+    for cs in statuses:
+        state, last = cs.get("state") or {}, cs.get("lastState") or {}
+        if state.get("running") is not None or state.get("terminated") is not None:
+            return True
+        if last.get("terminated") is not None or cs.get("restartCount"):
+            return True
+    if statuses and all((cs.get("state") or {}).get("waiting") is not None for cs in statuses):
+        return False
+    return status.get("phase") == "Running"
 
 
 def pod_waiting(pod: dict[str, Any]) -> str | None:
