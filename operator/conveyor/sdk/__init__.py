@@ -27,6 +27,7 @@ from conveyor.api.pipeline import (
     StepInput,
     Trigger,
 )
+from conveyor.api.pod import PodSettings
 from conveyor.sdk.builder import (
     External,
     PipelineDefinition,
@@ -60,6 +61,7 @@ __all__ = [
     "ParamRef",
     "PipelineDefinition",
     "PipelineError",
+    "PodSettings",
     "Resources",
     "RetryPolicy",
     "Schedule",

@@ -40,6 +40,7 @@ from conveyor.api.pipeline import (
     StepInput,
     Trigger,
 )
+from conveyor.api.pod import PodSettings
 from conveyor.core.validation import issues_from_pydantic, validate_pipeline
 from conveyor.sdk.errors import LocatedIssue, Location, PipelineError, caller, fail
 from conveyor.sdk.refs import Expr, MetricRef, OutputRef, ParamRef, condition_text, template_value
@@ -362,6 +363,7 @@ def step(
     cache: bool | CachePolicy | Mapping[str, Any] | None = None,
     resources: Resources | Mapping[str, Any] | None = None,
     approval: bool | str | Approval | Mapping[str, Any] | None = None,
+    pod: PodSettings | Mapping[str, Any] | None = None,
 ) -> StepHandle:
     """Add a step: a built-in component (`uses=` with its settings in `with_`) or a container (`image=` and
     `command=`, or `container=`). `inputs` wire other steps' outputs (or URIs) in; a metric of a step read in
@@ -433,6 +435,8 @@ def step(
             data["resources"] = resources
         if approval is not None:
             data["approval"] = _approval(approval)
+        if pod is not None:
+            data["pod"] = pod
     except TypeError as e:
         raise fail(where, str(e), path) from None
     handle = StepHandle(builder, index, _model(Step, data, where, path), where)
@@ -631,6 +635,7 @@ def pipeline(
     max_concurrent_runs: int | None = None,
     schedule: Schedule | str | Mapping[str, Any] | None = None,
     triggers: Sequence[Trigger | Mapping[str, Any]] = (),
+    pod: PodSettings | Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], PipelineDefinition]: ...
 
 
@@ -649,6 +654,7 @@ def pipeline(
     max_concurrent_runs: int | None = None,
     schedule: Schedule | str | Mapping[str, Any] | None = None,
     triggers: Sequence[Trigger | Mapping[str, Any]] = (),
+    pod: PodSettings | Mapping[str, Any] | None = None,
 ) -> PipelineDefinition | Callable[[Callable[..., Any]], PipelineDefinition]:
     """Declare a pipeline: the function's arguments are its typed parameters, its body calls `step()`.
 
@@ -663,6 +669,7 @@ def pipeline(
             "maxConcurrentRuns": max_concurrent_runs,
             "schedule": {"cron": schedule} if isinstance(schedule, str) else schedule,
             "triggers": list(triggers) or None,
+            "pod": pod,
         }
         metadata: dict[str, Any] = {}
         if namespace is not None:
