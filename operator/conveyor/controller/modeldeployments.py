@@ -65,6 +65,7 @@ from conveyor.core.rollout import (
     version_of,
 )
 from conveyor.core.status import set_condition
+from conveyor.core.task import StoreConfig
 from conveyor.core.validation import issues_from_pydantic
 from conveyor.kube.cluster import Cluster, ClusterRefused
 from conveyor.kube.timestamps import parse_timestamp
@@ -77,8 +78,9 @@ from conveyor.manifests.names import (
     LABEL_TRACK,
     label_value,
 )
-from conveyor.storage.s3 import S3Store, download_object
-from conveyor.storage.store import StoreUnavailable
+from conveyor.storage.factory import open_store
+from conveyor.storage.s3 import download_object
+from conveyor.storage.store import ArtifactStore, StoreUnavailable
 
 log = logging.getLogger("conveyor.serving")
 
@@ -101,7 +103,7 @@ class _Watch:
     version: str | None = None
     predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     labels: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    store: S3Store | None = None
+    store: ArtifactStore | None = None
     """The deployment's monitoring log, opened once (a boto3 client is costly to build every pass)."""
 
 
@@ -417,13 +419,18 @@ class ModelDeploymentReconciler:
         self, ns: str, name: str, watch: _Watch, model_meta: ArtifactMetadata | None
     ) -> list[LiveAccuracy]:
         if watch.store is None:
-            watch.store = S3Store(
-                self.config.s3_bucket, f"{self._prefix()}monitoring/{ns}/{name}", self.config.s3_endpoint
+            watch.store = open_store(
+                StoreConfig(
+                    kind="s3",
+                    bucket=self.config.s3_bucket,
+                    prefix=f"{self._prefix()}monitoring/{ns}/{name}",
+                    endpoint=self.config.s3_endpoint,
+                )
             )
         store = watch.store
         try:
             for kind, cache in (("predictions/", watch.predictions), ("feedback/", watch.labels)):
-                keys = store.list_keys(kind)[-MONITORING_RETENTION_OBJECTS:]
+                keys = [o.key for o in store.list_objects(kind)][-MONITORING_RETENTION_OBJECTS:]
                 for key in keys:
                     if key in cache:
                         continue

@@ -32,7 +32,7 @@ from conveyor.kube.cluster import Cluster, ClusterRefused
 from conveyor.kube.timestamps import format_timestamp, parse_timestamp
 from conveyor.manifests.job import owner_reference
 from conveyor.manifests.names import LABEL_MANAGED, MANAGER, label_value
-from conveyor.storage.s3 import list_prefix
+from conveyor.storage.factory import open_location
 from conveyor.storage.store import StoreUnavailable
 
 log = logging.getLogger("conveyor.pipelines")
@@ -46,6 +46,8 @@ LABEL_TRIGGER = "conveyor.dev/trigger"
 """Why a Run was started by the operator: S3, Drift (a Pipeline trigger) or Drift, AccuracyDropped (a
 ModelDeployment's retraining)."""
 FINISHED_PHASES = ("Succeeded", "Failed", "Cancelled")
+TRIGGER_LIST_LIMIT = 100_000
+"""At most this many objects are listed under a trigger's watched prefix per poll."""
 
 
 def scheduled_run(pipeline: dict[str, Any], name: str, scheduled_at: datetime) -> dict[str, Any]:
@@ -255,13 +257,16 @@ class PipelineReconciler:
             last = self._polled.get((ns, name, i))
             if last is not None and (now - last).total_seconds() < trigger.s3.poll_seconds:
                 return None
+            store, prefix = open_location(trigger.s3.uri, self.config.s3_endpoint)
             try:
-                listed = list_prefix(trigger.s3.uri, self.config.s3_endpoint)
+                listed = store.list_objects(prefix, limit=TRIGGER_LIST_LIMIT)
             except StoreUnavailable as e:
                 log.warning("trigger %d of %s/%s cannot list %s: %s", i, ns, name, trigger.s3.uri, e)
                 return None
+            finally:
+                store.close()
             self._polled[(ns, name, i)] = now
-            return s3_decision(status, [ObjectSeen(k, t) for k, t in listed], finished, now)
+            return s3_decision(status, [ObjectSeen(o.key, o.modified) for o in listed], finished, now)
         assert trigger.drift is not None
         md = self.cluster.get_custom("modeldeployments", ns, trigger.drift.model_deployment)
         if md is None:

@@ -1,21 +1,16 @@
-"""Listing and deleting in the artifact store, which the ArtifactStore protocol does not offer (yet).
+"""Listing and deleting blobs and documents for garbage collection, over the ArtifactStore protocol.
 
-The protocol covers what steps and the planner need (put, get, exists, documents by name). Garbage
-collection also needs to enumerate blobs and documents and to delete them; until the two stores grow
-those methods this module provides them over each store's known layout (`blobs/sha256/xx/<hex>`,
-`docs/<name>`), through the store's own root directory or S3 client.
+The store's layout (`blobs/sha256/xx/<hex>`, a blob's sidecar beside it, `docs/<name>`) is known here and
+in storage/ only; any store that implements the protocol's raw keys can be collected.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from conveyor.storage.digest import hex_of
-from conveyor.storage.local import LocalStore
-from conveyor.storage.s3 import S3Store
-from conveyor.storage.store import ArtifactStore, StoreUnavailable, blob_key, check_document_name
+from conveyor.storage.store import ArtifactStore, blob_key, check_document_name, sidecar_key
 
 _BLOBS = "blobs/sha256/"
 
@@ -30,7 +25,7 @@ class StoreInventory(Protocol):
         ...
 
     def delete_blob(self, digest: str) -> None:
-        """Delete a blob; already gone is fine."""
+        """Delete a blob (and its sidecar); already gone is fine."""
         ...
 
     def delete_document(self, name: str) -> None: ...
@@ -41,77 +36,32 @@ def _digest_of(name: str) -> str | None:
     try:
         hex_of(f"sha256:{hexpart}")
     except ValueError:
-        return None  # a stray object (an interrupted upload's temporary file): not an artifact
+        return None  # a sidecar, or a stray object (an interrupted upload's temporary file): not an artifact
     return f"sha256:{hexpart}"
 
 
-class LocalInventory:
-    def __init__(self, store: LocalStore) -> None:
-        self.root = store.root
+class LayoutInventory:
+    """A StoreInventory over any ArtifactStore's raw keys (a listing failure raises StoreUnavailable)."""
 
-    def blobs(self) -> Iterator[str]:
-        base = self.root / _BLOBS
-        if not base.is_dir():
-            return
-        for path in sorted(base.glob("*/*")):
-            if path.is_file() and (digest := _digest_of(path.name)) is not None:
-                yield digest
-
-    def documents(self, prefix: str) -> Iterator[str]:
-        docs = self.root / "docs"
-        base = docs / check_document_name(prefix.rstrip("/"))
-        if not base.is_dir():
-            return
-        for path in sorted(base.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
-                yield str(path.relative_to(docs))
-
-    def delete_blob(self, digest: str) -> None:
-        path: Path = self.root / blob_key(hex_of(digest))
-        path.unlink(missing_ok=True)
-
-    def delete_document(self, name: str) -> None:
-        (self.root / "docs" / check_document_name(name)).unlink(missing_ok=True)
-
-
-class S3Inventory:
-    def __init__(self, store: S3Store) -> None:
+    def __init__(self, store: ArtifactStore) -> None:
         self.store = store
 
-    def _keys(self, prefix: str) -> Iterator[str]:
-        paginator = self.store.client.get_paginator("list_objects_v2")
-        try:
-            for page in paginator.paginate(Bucket=self.store.bucket, Prefix=self.store.prefix + prefix):
-                for obj in page.get("Contents", []):
-                    yield obj["Key"][len(self.store.prefix) :]
-        except Exception as e:  # botocore's errors: only storage/s3.py imports boto3 and botocore
-            raise StoreUnavailable(f"listing s3://{self.store.bucket} failed: {type(e).__name__}") from None
-
     def blobs(self) -> Iterator[str]:
-        for key in self._keys(_BLOBS):
-            if (digest := _digest_of(key)) is not None:
+        for obj in self.store.list_objects(_BLOBS):
+            if (digest := _digest_of(obj.key)) is not None:
                 yield digest
 
     def documents(self, prefix: str) -> Iterator[str]:
-        for key in self._keys("docs/" + check_document_name(prefix.rstrip("/")) + "/"):
-            yield key.removeprefix("docs/")
-
-    def _delete(self, key: str) -> None:
-        try:
-            self.store.client.delete_object(Bucket=self.store.bucket, Key=self.store.prefix + key)
-        except Exception as e:  # see _keys
-            raise StoreUnavailable(f"deleting from s3://{self.store.bucket} failed: {type(e).__name__}") from None
+        for obj in self.store.list_objects("docs/" + check_document_name(prefix.rstrip("/")) + "/"):
+            yield obj.key.removeprefix("docs/")
 
     def delete_blob(self, digest: str) -> None:
-        self._delete(blob_key(hex_of(digest)))
+        self.store.delete(blob_key(hex_of(digest)))
+        self.store.delete(sidecar_key(hex_of(digest)))
 
     def delete_document(self, name: str) -> None:
-        self._delete("docs/" + check_document_name(name))
+        self.store.delete("docs/" + check_document_name(name))
 
 
-def inventory_of(store: ArtifactStore | Any) -> StoreInventory:
-    if isinstance(store, LocalStore):
-        return LocalInventory(store)
-    if isinstance(store, S3Store):
-        return S3Inventory(store)
-    raise TypeError(f"cannot list or delete in a {type(store).__name__}: garbage collection needs a local or S3 store")
+def inventory_of(store: ArtifactStore) -> StoreInventory:
+    return LayoutInventory(store)

@@ -34,6 +34,8 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import orjson
 
+from conveyor.core.task import StoreConfig
+
 log = logging.getLogger("conveyor.serving.monitoring")
 
 
@@ -63,17 +65,15 @@ class DirectorySink:
 
 
 class S3Sink:
-    """Objects in s3://bucket/prefix/, through the project's S3 store client."""
+    """Objects in s3://bucket/prefix/, through the artifact store protocol's raw writes."""
 
     def __init__(self, bucket: str, prefix: str, endpoint: str | None) -> None:
-        from conveyor.storage.s3 import S3Store  # noqa: PLC0415  # boto3 only when monitoring goes to S3
+        from conveyor.storage.factory import open_store  # noqa: PLC0415  # boto3 only when monitoring goes to S3
 
-        self.store = S3Store(bucket, prefix, endpoint)
+        self.store = open_store(StoreConfig(kind="s3", bucket=bucket, prefix=prefix, endpoint=endpoint))
 
     def write(self, key: str, data: bytes) -> None:
-        self.store.client.put_object(
-            Bucket=self.store.bucket, Key=self.store.prefix + key, Body=data, ContentType="application/x-ndjson"
-        )
+        self.store.put_raw(key, data, "application/x-ndjson")
 
 
 def open_sink(uri: str, s3_endpoint: str | None = None) -> RecordSink:

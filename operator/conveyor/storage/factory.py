@@ -20,3 +20,11 @@ def open_store(config: StoreConfig) -> ArtifactStore:
     if not config.bucket:
         raise ValueError("an S3 store needs a bucket")
     return S3Store(config.bucket, config.prefix, config.endpoint)
+
+
+def open_location(uri: str, s3_endpoint: str | None = None) -> tuple[ArtifactStore, str]:
+    """A store rooted at the bucket of `s3://bucket/prefix`, with a connection of its own, and the key prefix
+    within it: for reading data outside the artifact store (a trigger's watched prefix). Close it when done."""
+    from conveyor.storage.s3 import S3Store  # noqa: PLC0415 - boto3 only where S3 is used
+
+    return S3Store.at(uri, s3_endpoint)

@@ -6,11 +6,20 @@ import json
 import os
 import shutil
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from conveyor.storage.digest import hex_of, sha256_file
-from conveyor.storage.store import ArtifactMissing, DigestMismatch, StoredArtifact, blob_key, check_document_name
+from conveyor.storage.store import (
+    ArtifactMissing,
+    DigestMismatch,
+    ListedObject,
+    StoredArtifact,
+    blob_key,
+    check_document_name,
+    sidecar_key,
+)
 
 
 def _atomic_write(dest: Path, write: Any) -> None:
@@ -85,3 +94,46 @@ class LocalStore:
     def get_text(self, name: str) -> str | None:
         path = self._doc(name)
         return path.read_text() if path.exists() else None
+
+    def put_sidecar(self, digest: str, document: dict[str, Any]) -> str:
+        return self.put_raw(sidecar_key(hex_of(digest)), json.dumps(document, indent=2, default=str).encode())
+
+    def get_sidecar(self, digest: str) -> dict[str, Any] | None:
+        raw = self.get_raw(sidecar_key(hex_of(digest)))
+        if raw is None:
+            return None
+        doc: dict[str, Any] = json.loads(raw)
+        return doc
+
+    def _raw(self, key: str) -> Path:
+        return self.root / check_document_name(key)
+
+    def list_objects(self, under: str, limit: int | None = None) -> list[ListedObject]:
+        """Files whose key starts with `under`; dot-files (an atomic write in progress) are not objects yet."""
+        directory = under.rpartition("/")[0]
+        base = self._raw(directory) if directory else self.root
+        if not base.is_dir():
+            return []
+        out: list[ListedObject] = []
+        for path in base.rglob("*"):
+            key = path.relative_to(self.root).as_posix()
+            if key.startswith(under) and path.is_file() and not path.name.startswith("."):
+                stat = path.stat()
+                out.append(ListedObject(key, datetime.fromtimestamp(stat.st_mtime, UTC), stat.st_size))
+        out.sort(key=lambda o: o.key)
+        return out[:limit] if limit is not None else out
+
+    def get_raw(self, key: str) -> bytes | None:
+        path = self._raw(key)
+        return path.read_bytes() if path.is_file() else None
+
+    def put_raw(self, key: str, data: bytes, content_type: str | None = None) -> str:
+        path = self._raw(key)
+        _atomic_write(path, lambda f: f.write(data))
+        return path.as_uri()
+
+    def delete(self, key: str) -> None:
+        self._raw(key).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Nothing to release: a directory holds no connections."""

@@ -22,10 +22,12 @@ from conveyor.storage.digest import hex_of, sha256_file
 from conveyor.storage.store import (
     ArtifactMissing,
     DigestMismatch,
+    ListedObject,
     StoredArtifact,
     StoreUnavailable,
     blob_key,
     check_document_name,
+    sidecar_key,
 )
 
 if TYPE_CHECKING:
@@ -146,20 +148,31 @@ class S3Store:
             raise
         return bytes(body).decode()
 
-    @_unavailable_on_error
-    def list_keys(self, under: str) -> list[str]:
-        """Keys below `under` (relative to this store's prefix, and returned relative to it), sorted.
+    def put_sidecar(self, digest: str, document: dict[str, Any]) -> str:
+        data = json.dumps(document, indent=2, default=str).encode()
+        return self.put_raw(sidecar_key(hex_of(digest)), data, "application/json")
 
-        For logs other programs append as separate objects (the model servers' prediction samples)."""
-        keys: list[str] = []
+    def get_sidecar(self, digest: str) -> dict[str, Any] | None:
+        raw = self.get_raw(sidecar_key(hex_of(digest)))
+        if raw is None:
+            return None
+        doc: dict[str, Any] = json.loads(raw)
+        return doc
+
+    @_unavailable_on_error
+    def list_objects(self, under: str, limit: int | None = None) -> list[ListedObject]:
+        out: list[ListedObject] = []
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(under)):
-            keys += [obj["Key"][len(self.prefix) :] for obj in page.get("Contents", []) if "Key" in obj]
-        return sorted(keys)
+            for obj in page.get("Contents", []):
+                if "Key" in obj and "LastModified" in obj:
+                    out.append(ListedObject(obj["Key"][len(self.prefix) :], obj["LastModified"], obj.get("Size", 0)))
+                if limit is not None and len(out) >= limit:
+                    return out
+        return out  # S3 lists in key order
 
     @_unavailable_on_error
     def get_raw(self, key: str) -> bytes | None:
-        """An object's bytes by key relative to this store's prefix (None when absent)."""
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(check_document_name(key)))["Body"].read()
         except ClientError as e:
@@ -167,6 +180,39 @@ class S3Store:
                 return None
             raise
         return bytes(body)
+
+    @_unavailable_on_error
+    def put_raw(self, key: str, data: bytes, content_type: str | None = None) -> str:
+        full = self._key(check_document_name(key))
+        if content_type is None:
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
+        else:
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=data, ContentType=content_type)
+        return f"s3://{self.bucket}/{full}"
+
+    @_unavailable_on_error
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(check_document_name(key)))
+
+    def close(self) -> None:
+        self.client.close()
+
+    @classmethod
+    def at(cls, uri: str, endpoint: str | None = None) -> tuple[S3Store, str]:
+        """A store on the bucket of `s3://bucket/prefix` with a client of its own, and the key prefix: for
+        reading data outside the artifact store. Credentials are read from the environment now, not from
+        boto3's default session, which keeps whatever it resolved first for the life of the process."""
+        scheme, _, rest = uri.partition("://")
+        bucket, _, prefix = rest.partition("/")
+        if scheme != "s3" or not bucket:
+            raise ValueError(f"not an S3 prefix URI (s3://bucket/prefix): {uri!r}")
+        client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint,
+            config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30,
+                          s3={"addressing_style": "path"}),
+        )  # fmt: skip
+        return cls(bucket, client=client), prefix
 
 
 def download_object(uri: str, dest: Path, endpoint: str | None = None, max_bytes: int | None = None) -> int:
@@ -224,29 +270,8 @@ def download_object(uri: str, dest: Path, endpoint: str | None = None, max_bytes
 def list_prefix(uri: str, endpoint: str | None = None, limit: int = 100_000) -> list[tuple[str, datetime]]:
     """(key, last modified) of every object under `s3://bucket/prefix` (at most `limit`), for triggers
     that watch a prefix for new data. An unreachable or refusing endpoint is StoreUnavailable."""
-    scheme, _, rest = uri.partition("://")
-    bucket, _, prefix = rest.partition("/")
-    if scheme != "s3" or not bucket:
-        raise ValueError(f"not an S3 prefix URI (s3://bucket/prefix): {uri!r}")
-    client = boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint,
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30,
-                      s3={"addressing_style": "path"}),
-    )  # fmt: skip
-    out: list[tuple[str, datetime]] = []
+    store, prefix = S3Store.at(uri, endpoint)
     try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                if "Key" in obj and "LastModified" in obj:
-                    out.append((obj["Key"], obj["LastModified"]))
-                if len(out) >= limit:
-                    return out
-    except BotoCoreError as e:
-        raise StoreUnavailable(f"s3://{bucket} unreachable: {type(e).__name__}: {e}") from None
-    except ClientError as e:
-        code = e.response.get("Error", {}).get("Code", "?")
-        raise StoreUnavailable(f"s3://{bucket} answered {code} for {uri}") from None
+        return [(o.key, o.modified) for o in store.list_objects(prefix, limit)]
     finally:
-        client.close()
-    return out
+        store.close()

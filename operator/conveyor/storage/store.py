@@ -1,13 +1,17 @@
 """The artifact store: content-addressed blobs plus a small keyspace of JSON documents.
 
 Blobs live under their digest (so identical content is stored once and a reference can never
-point at changed bytes); documents (cache entries, run records) live under names. Both the
-local runner's directory store and the S3 store implement this protocol.
+point at changed bytes); documents (cache entries, run records) live under names. A blob may have a
+sidecar: a small JSON document beside it (a model's metadata), so a reader need not fetch the blob.
+Below those, raw keys (listing, reading, writing and deleting any object under the store's root) serve
+the garbage collector and the append-only logs other programs write. Both the local runner's directory
+store and the S3 store implement this protocol, so no caller binds to either class.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +32,16 @@ class DigestMismatch(ValueError):
 class StoredArtifact:
     uri: str
     digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One object under a store's root, as a listing shows it."""
+
+    key: str
+    """Relative to the store's root (its prefix), slash-separated."""
+    modified: datetime
     size: int
 
 
@@ -56,10 +70,46 @@ class ArtifactStore(Protocol):
 
     def get_text(self, name: str) -> str | None: ...
 
+    def put_sidecar(self, digest: str, document: dict[str, Any]) -> str:
+        """Write the small JSON document kept beside a blob (e.g. a model's metadata); returns its URI."""
+        ...
+
+    def get_sidecar(self, digest: str) -> dict[str, Any] | None:
+        """The blob's sidecar document, or None when it has none (written before sidecars existed)."""
+        ...
+
+    def list_objects(self, under: str, limit: int | None = None) -> list[ListedObject]:
+        """Objects whose key starts with `under` (a raw key prefix, not only a directory), sorted by key."""
+        ...
+
+    def get_raw(self, key: str) -> bytes | None:
+        """An object's bytes by key (None when absent)."""
+        ...
+
+    def put_raw(self, key: str, data: bytes, content_type: str | None = None) -> str:
+        """Write an object by key, replacing any; returns its URI."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Delete an object by key; already gone is fine."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's connections (a store opened for one listing)."""
+        ...
+
 
 def blob_key(hexdigest: str) -> str:
     """Where a blob lives: sharded by the first two hex characters to keep directories small."""
     return f"blobs/sha256/{hexdigest[:2]}/{hexdigest}"
+
+
+SIDECAR_SUFFIX = ".meta.json"
+"""A blob's sidecar lives at its key plus this suffix: beside it, and never taken for a blob (not a digest)."""
+
+
+def sidecar_key(hexdigest: str) -> str:
+    return blob_key(hexdigest) + SIDECAR_SUFFIX
 
 
 def check_document_name(name: str) -> str:
