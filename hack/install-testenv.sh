@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the test environment's binaries (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok, MinIO, helm; for the real node: kubelet, the CNI plugins and two
-# tiny images, a pause image and a test program) from Go modules into a cache outside the
-# repository, one directory per tool and version, so a machine that has them skips the build.
+# kube-scheduler, kubectl, kwok, MinIO, helm, Prometheus and promtool; for the real node: kubelet,
+# the CNI plugins and two tiny images, a pause image and a test program) from Go modules into a
+# cache outside the repository, one directory per tool and version, so a machine that has them
+# skips the build.
 # As root it also installs containerd and runc with apt-get when they are missing.
 #
 #   hack/install-testenv.sh            build what is missing, print the bin directories
@@ -13,6 +14,7 @@
 # Build times seen on 2 busy cores (go1.26.8, Go modules already downloaded): with the Go build
 # cache holding the control plane's packages (built first, by this script) kubelet 30 s, CNI
 # plugins 8 s, node images 1 s; with an empty Go build cache kubelet 265 s, then CNI plugins 5 s.
+# Prometheus with promtool, after the rest and with its modules not yet downloaded: 253 s.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,6 +32,7 @@ minio_dir=$cache/minio-$MINIO_VERSION-$go_version
 helm_dir=$cache/helm-$HELM_VERSION-$go_version
 kubelet_dir=$cache/kubelet-$K8S_VERSION-$go_version
 cni_dir=$cache/cni-plugins-$CNI_PLUGINS_VERSION-$go_version
+prometheus_dir=$cache/prometheus-$PROMETHEUS_VERSION-$go_version
 
 # The node images' sources live in this script; their cache key is a digest of those sources.
 IFS= read -r -d '' PAUSE_GO <<'EOF' || true
@@ -261,7 +264,8 @@ images_key=$(printf '%s\n' "$PAUSE_GO" "$NODETEST_GO" "$PACK_IMAGE_PY" | sha256s
 images_dir=$cache/node-images-$images_key-$go_version
 
 if [[ ${1:-} == --print ]]; then
-    printf '%s\n' "$k8s_dir" "$etcd_dir" "$kwok_dir" "$minio_dir" "$helm_dir" "$kubelet_dir" "$cni_dir" "$images_dir"
+    printf '%s\n' "$k8s_dir" "$etcd_dir" "$kwok_dir" "$minio_dir" "$helm_dir" "$kubelet_dir" "$cni_dir" "$images_dir" \
+        "$prometheus_dir"
     exit 0
 fi
 
@@ -471,6 +475,33 @@ build_helm() {
     "$out/bin/helm" version --short
 }
 
+# Prometheus and promtool, API only: without the builtinassets tag the web UI is read from disk and
+# never generated (the tests use only the HTTP API). remove_all_sd,enable_kubernetes_sd leave out the
+# cloud service discoveries and their SDKs; file, HTTP, static and Kubernetes discovery remain.
+build_prometheus() {
+    local out=$1 mod base=github.com/prometheus/prometheus version revision ld v
+    mod=$(scratch_module "$out" prometheus)
+    (
+        cd "$mod"
+        go mod edit -require="$base@$PROMETHEUS_VERSION"
+        printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "%s"\n\t_ "%s"\n)\n' \
+            "$base/cmd/prometheus" "$base/cmd/promtool" >tools.go
+        # The release's version from its VERSION file (module v0.316.0 is Prometheus 3.16.0), and its
+        # commit when the module's origin is known.
+        read -r version revision < <(go mod download -json "$base@$PROMETHEUS_VERSION" | python3 -c '
+import json, sys
+info = json.load(sys.stdin)
+print(open(info["Dir"] + "/VERSION").read().strip(), info.get("Origin", {}).get("Hash", "unknown"))')
+        ld="-s -w" v=github.com/prometheus/common/version
+        ld="$ld -X $v.Version=$version -X $v.Revision=$revision -X $v.Branch=HEAD"
+        ld="$ld -X $v.BuildUser=conveyor-testenv -X $v.BuildDate=$(date -u +%Y%m%d-%H:%M:%S)"
+        mkdir -p "$out/bin"
+        go build -tags tools,netgo,remove_all_sd,enable_kubernetes_sd -trimpath -ldflags "$ld" \
+            -o "$out/bin/" "$base/cmd/prometheus" "$base/cmd/promtool"
+    )
+    "$out/bin/prometheus" --version 2>&1 | head -1
+}
+
 # System tools the test harness runs: openssl (test CA), iproute2 (pod network namespaces).
 # Installed only when missing, and only where apt-get can run (root on Debian/Ubuntu).
 ensure_system_packages() {
@@ -520,8 +551,10 @@ build_once "$minio_dir" "minio $MINIO_VERSION" build_minio
 build_once "$kubelet_dir" "kubelet $K8S_VERSION" build_kubelet
 build_once "$cni_dir" "CNI plugins $CNI_PLUGINS_VERSION" build_cni_plugins
 build_once "$images_dir" "node images $images_key" build_node_images
+build_once "$prometheus_dir" "prometheus $PROMETHEUS_VERSION" build_prometheus
 # The scratch modules are only needed while building.
-all_dirs=("$k8s_dir" "$etcd_dir" "$kwok_dir" "$minio_dir" "$helm_dir" "$kubelet_dir" "$cni_dir" "$images_dir")
+all_dirs=("$k8s_dir" "$etcd_dir" "$kwok_dir" "$minio_dir" "$helm_dir" "$kubelet_dir" "$cni_dir" "$images_dir"
+    "$prometheus_dir")
 for d in "${all_dirs[@]}"; do rm -rf "$d/src"; done
 step=done
 say "all binaries present"

@@ -60,7 +60,8 @@ NODE_FIELDS = (
 
 @dataclass(frozen=True)
 class Binaries:
-    """Absolute paths of every binary the control plane, MinIO, the tools and the real node need.
+    """Absolute paths of every binary the control plane, MinIO, the tools (helm, Prometheus,
+    promtool) and the real node need.
 
     ``pause_image`` and ``nodetest_image`` are image archives for ``ctr images import``; their
     ``*_ref`` files hold the image reference each archive carries.
@@ -86,6 +87,8 @@ class Binaries:
     containerd_shim: Path
     ctr: Path
     runc: Path
+    prometheus: Path
+    promtool: Path
 
     @classmethod
     def locate(cls) -> Binaries:
@@ -103,9 +106,9 @@ class Binaries:
         except (subprocess.CalledProcessError, OSError) as exc:
             raise MissingBinaryError(f"cannot run `{INSTALL_SCRIPT} --print`: {exc}") from exc
         dirs = [Path(line) for line in out.splitlines() if line.strip()]
-        if len(dirs) != 8:
-            raise MissingBinaryError(f"`{INSTALL_SCRIPT} --print` printed {len(dirs)} lines, expected 8")
-        k8s, etcd, kwok, minio, helm, kubelet, cni, node_images = dirs
+        if len(dirs) != 9:
+            raise MissingBinaryError(f"`{INSTALL_SCRIPT} --print` printed {len(dirs)} lines, expected 9")
+        k8s, etcd, kwok, minio, helm, kubelet, cni, node_images, prometheus = dirs
         found = cls(
             etcd=etcd / "bin" / "etcd",
             etcdctl=etcd / "bin" / "etcdctl",
@@ -127,6 +130,8 @@ class Binaries:
             containerd_shim=_system_binary("containerd-shim-runc-v2"),
             ctr=_system_binary("ctr"),
             runc=_system_binary("runc"),
+            prometheus=prometheus / "bin" / "prometheus",
+            promtool=prometheus / "bin" / "promtool",
         )
         found.require(*(name for name in found.__dataclass_fields__ if name not in NODE_FIELDS))
         return found
