@@ -367,7 +367,8 @@ def step(
 ) -> StepHandle:
     """Add a step: a built-in component (`uses=` with its settings in `with_`) or a container (`image=` and
     `command=`, or `container=`). `inputs` wire other steps' outputs (or URIs) in; a metric of a step read in
-    `when` makes this step wait for that one."""
+    `when` makes this step wait for that one. `pod` (Secrets, volumes, placement; docs/pod-settings.md) merges over
+    the pipeline's."""
     where = caller()
     builder = _building("step()")
     index = len(builder.steps)
