@@ -3,8 +3,9 @@
 each alert and healthy series that must not (tests/integration/promtool/).
 
 The rules are tested as users get them, from `helm template` with the default values, so a
-template or values change that breaks an alert fails here. promtool is Debian's (hack/install-
-prometheus.sh); a missing promtool or helm fails these tests, never skips them.
+template or values change that breaks an alert fails here. promtool and Prometheus are built from
+their Go module by hack/install-testenv.sh; a missing promtool or helm fails these tests, never
+skips them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from conveyor.controller import metrics as operator_metrics
 from conveyor.serving.metrics import ServerMetrics
 from testenv.binaries import Binaries
 from testenv.processes import free_port, wait_until
-from testenv.prometheus import PrometheusServer, package_binary, prometheus_config, static_job
+from testenv.prometheus import PrometheusServer, prometheus_config, static_job
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +92,7 @@ def chart(tmp_path_factory: pytest.TempPathFactory) -> Chart:
 
 @pytest.fixture(scope="module")
 def promtool() -> Path:
-    return package_binary("promtool")
+    return Binaries.locate().promtool
 
 
 @pytest.fixture(scope="module")

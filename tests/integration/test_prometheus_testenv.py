@@ -1,7 +1,8 @@
 """The test environment's Prometheus (testenv.prometheus) and dashboard query extractor
-(testenv.dashboards), against real things: Debian's prometheus scraping a real HTTP exporter
-(prometheus-client on 127.0.0.1), finding a pod through Kubernetes service discovery on the test
-API server, and the chart's real dashboard, whose every filled-in query Prometheus must accept.
+(testenv.dashboards), against real things: Prometheus built from its module scraping a real HTTP
+exporter (prometheus-client on 127.0.0.1), finding pods with its own Kubernetes service discovery
+on the test API server, and the chart's real dashboard, whose every filled-in query Prometheus must
+accept.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import json
 import re
 import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,10 @@ from testenv.dashboards import ALL, DASHBOARDS, UnfilledVariableError, dashboard
 from testenv.processes import free_port, pid_alive, wait_until
 from testenv.prometheus import (
     Alert,
-    PodDiscovery,
+    KubernetesAPI,
     PrometheusServer,
     QueryError,
     kubernetes_pods_job,
-    pod_target_groups,
     prometheus_config,
     static_job,
 )
@@ -189,7 +187,7 @@ def test_stop_leaves_no_process_port_or_file(tmp_path: Path, exporter: Exporter)
     assert "Server is ready to receive web requests" in (tmp_path / "prometheus.log").read_text()
 
 
-# ------------------------------------------------------------------ pod discovery
+# ------------------------------------------------------------------ Kubernetes service discovery
 
 
 def exporter_pod(name: str, port: int, labels: dict[str, str] | None = None) -> Any:
@@ -209,49 +207,65 @@ def exporter_pod(name: str, port: int, labels: dict[str, str] | None = None) -> 
     }
 
 
-def create_exporter_pods(control_plane: ControlPlane, namespace: str, port: int) -> None:
-    """Two pods (one labelled app=exporter) whose status says they run at 127.0.0.1: no kubelet runs
-    them, so the exporter on 127.0.0.1 answers for them."""
+def create_exporter_pods(control_plane: ControlPlane, namespace: str, port: int, *names: str) -> None:
+    """Pods (``exporter*`` ones labelled app=exporter) whose status says they run at 127.0.0.1: no
+    kubelet runs them, so the exporter on 127.0.0.1 answers for them."""
     with control_plane.api_client() as client:
         core = k8s_client.CoreV1Api(client)
-        core.create_namespaced_pod(
-            namespace, exporter_pod("exporter", port, {"app": "exporter", "conveyor.dev/x": "y"})
-        )
-        core.create_namespaced_pod(namespace, exporter_pod("unlabelled", port))
-        status: Any = {"status": {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}}
-        for name in ("exporter", "unlabelled"):
+        for name in names:
+            labels = {"app": "exporter", "conveyor.dev/x": "y"} if name.startswith("exporter") else {}
+            core.create_namespaced_pod(namespace, exporter_pod(name, port, labels))
+            status: Any = {"status": {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}}
             core.patch_namespaced_pod_status(name, namespace, status)
 
 
-def test_prometheus_finds_a_pod_through_the_test_api_server_and_scrapes_it(
-    control_plane: ControlPlane, namespace: str, exporter: Exporter, tmp_path: Path
-) -> None:
-    create_exporter_pods(control_plane, namespace, exporter.port)
-    with PodDiscovery(control_plane.kubeconfig) as pods:
-        job = kubernetes_pods_job(
-            "pods", pods, namespaces=[namespace], label_selector="app=exporter", port_name="metrics"
-        )
-        with PrometheusServer(prometheus_config([job]), tmp_path) as prom:
-            (target,) = prom.wait_for_targets("pods", timeout=60)
-            assert pods.last_error is None and pods.requests >= 1
-            assert target.scrape_url == f"http://{exporter.target}/metrics"
-            assert {k: target.labels[k] for k in ("namespace", "pod", "container", "app", "conveyor_dev_x")} == {
-                "namespace": namespace,
-                "pod": "exporter",
-                "container": "main",
-                "app": "exporter",
-                "conveyor_dev_x": "y",
-            }
-            # Only the labelled pod's port named metrics: not the other port, not the other pod.
-            assert [t.labels["pod"] for t in prom.targets() if t.job == "pods"] == ["exporter"]
-            (sample,) = prom.wait_for_data(f'testenv_temperature{{namespace="{namespace}", pod="exporter"}}')
-            assert sample.value == 21.5
+def pods_of(prom: PrometheusServer, job: str) -> list[str]:
+    return sorted(t.labels["pod"] for t in prom.targets() if t.job == job)
 
 
-def test_pod_discovery_with_a_service_account_token_needs_the_right_to_list_pods(
+def test_prometheus_discovers_pods_on_the_test_api_server_and_scrapes_them(
     control_plane: ControlPlane, namespace: str, exporter: Exporter, tmp_path: Path
 ) -> None:
-    create_exporter_pods(control_plane, namespace, exporter.port)
+    """Prometheus's own kubernetes_sd, through the admin kubeconfig: the selected pods' named port
+    is scraped with the pod's labels, and the watch follows a pod added and one deleted later."""
+    create_exporter_pods(control_plane, namespace, exporter.port, "exporter", "unlabelled")
+    job = kubernetes_pods_job(
+        "pods", control_plane.kubeconfig, namespaces=[namespace], label_selector="app=exporter", port_name="metrics"
+    )
+    assert job["kubernetes_sd_configs"] == [
+        {
+            "role": "pod",
+            "kubeconfig_file": str(control_plane.kubeconfig),
+            "namespaces": {"names": [namespace]},
+            "selectors": [{"role": "pod", "label": "app=exporter"}],
+        }
+    ]
+    with PrometheusServer(prometheus_config([job]), tmp_path) as prom:
+        (target,) = prom.wait_for_targets("pods", timeout=60)
+        assert target.scrape_url == f"http://{exporter.target}/metrics"
+        assert {k: target.labels[k] for k in ("namespace", "pod", "container", "app", "conveyor_dev_x")} == {
+            "namespace": namespace,
+            "pod": "exporter",
+            "container": "main",
+            "app": "exporter",
+            "conveyor_dev_x": "y",
+        }
+        # Only the labelled pod's port named metrics: not the other port, not the other pod.
+        assert pods_of(prom, "pods") == ["exporter"]
+        (sample,) = prom.wait_for_data(f'testenv_temperature{{namespace="{namespace}", pod="exporter"}}')
+        assert sample.value == 21.5
+
+        create_exporter_pods(control_plane, namespace, exporter.port, "exporter-2")
+        prom.wait_for_targets("pods", count=2, timeout=60)
+        with control_plane.api_client() as client:
+            k8s_client.CoreV1Api(client).delete_namespaced_pod("exporter", namespace, grace_period_seconds=0)
+        wait_until(lambda: pods_of(prom, "pods") == ["exporter-2"], timeout=60, what="the deleted pod's target gone")
+
+
+def test_discovery_with_a_service_account_token_needs_the_right_to_list_and_watch_pods(
+    control_plane: ControlPlane, namespace: str, exporter: Exporter, tmp_path: Path
+) -> None:
+    create_exporter_pods(control_plane, namespace, exporter.port, "exporter")
     assert control_plane.ca is not None
     token_file = tmp_path / "token"
     with control_plane.api_client() as client:
@@ -261,18 +275,22 @@ def test_pod_discovery_with_a_service_account_token_needs_the_right_to_list_pods
         request: Any = {"spec": {"audiences": [], "expirationSeconds": 3600}}
         issued: Any = core.create_namespaced_service_account_token("prometheus", namespace, request)
         token_file.write_text(issued.status.token)
-        with PodDiscovery(
+        access = KubernetesAPI(
             api_server=control_plane.server_url, ca_file=control_plane.ca.cert, token_file=token_file
-        ) as pods:
-            with pytest.raises(urllib.error.HTTPError) as refused:
-                urllib.request.urlopen(pods.url([namespace]), timeout=30)
-            refused.value.close()
-            assert refused.value.code == 500
-            assert pods.last_error is not None and "403" in pods.last_error, pods.last_error
+        )
+        job = kubernetes_pods_job("pods", access, namespaces=[namespace], port_name="metrics")
+        assert job["kubernetes_sd_configs"][0]["authorization"] == {
+            "type": "Bearer",
+            "credentials_file": str(token_file),
+        }
+        with PrometheusServer(prometheus_config([job]), tmp_path / "logs") as prom:
+            log = tmp_path / "logs" / "prometheus.log"
+            wait_until(lambda: "forbidden" in log.read_text(), timeout=60, what="the refused pod list in the log")
+            assert pods_of(prom, "pods") == []
             rbac = k8s_client.RbacAuthorizationV1Api(client)
             role: Any = {
                 "metadata": {"name": "list-pods"},
-                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}],
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}],
             }
             rbac.create_namespaced_role(namespace, role)
             binding: Any = {
@@ -281,47 +299,26 @@ def test_pod_discovery_with_a_service_account_token_needs_the_right_to_list_pods
                 "subjects": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": namespace}],
             }
             rbac.create_namespaced_role_binding(namespace, binding)
-
-            def listed() -> list[Any]:
-                try:
-                    with urllib.request.urlopen(pods.url([namespace], "app=exporter"), timeout=30) as answer:
-                        groups: list[Any] = json.load(answer)
-                        return groups
-                except urllib.error.HTTPError as exc:
-                    exc.close()  # the binding is not in the authorizer's view yet
-                    return []
-
-            groups = cast(list[Any], wait_until(listed, timeout=30, what="pods listed with the bound role"))
-    assert [g["targets"] for g in groups] == [[f"127.0.0.1:{exporter.port}"], ["127.0.0.1:1"]]
-    assert [g["labels"]["__meta_kubernetes_pod_container_port_name"] for g in groups] == ["metrics", "other"]
-    assert {g["labels"]["__meta_kubernetes_pod_name"] for g in groups} == {"exporter"}
-    assert groups[0]["labels"]["__meta_kubernetes_pod_label_app"] == "exporter"
+            # client-go's retry backs off up to 30 s between lists.
+            (target,) = prom.wait_for_targets("pods", timeout=90)
+            assert target.labels["pod"] == "exporter"
+            assert target.scrape_url == f"http://{exporter.target}/metrics"
 
 
-def test_pod_discovery_needs_exactly_one_way_to_the_api_server(tmp_path: Path) -> None:
+def test_kubernetes_api_needs_exactly_one_way_to_the_api_server(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="exactly one"):
-        PodDiscovery()
+        KubernetesAPI()
     with pytest.raises(ValueError, match="exactly one"):
-        PodDiscovery(tmp_path / "kubeconfig", api_server="https://127.0.0.1:6443")
+        KubernetesAPI(tmp_path / "kubeconfig", api_server="https://127.0.0.1:6443")
+    with pytest.raises(ValueError, match="carries its own"):
+        KubernetesAPI(tmp_path / "kubeconfig", token_file=tmp_path / "token")
 
 
-def test_pod_target_groups_follow_the_pod_role() -> None:
-    pods = [
-        {"metadata": {"namespace": "a", "name": "no-ip"}, "spec": {"containers": [{"name": "c"}]}, "status": {}},
-        {
-            "metadata": {"namespace": "a", "name": "p", "annotations": {"example.com/x": "1"}},
-            "spec": {"nodeName": "n1", "containers": [{"name": "sidecar", "image": "i"}]},
-            "status": {"podIP": "10.0.0.9", "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
-        },
-    ]
-    (group,) = pod_target_groups(pods)
-    assert group["targets"] == ["10.0.0.9"]  # a container without ports: the bare pod IP, as Prometheus does
-    labels = group["labels"]
-    assert labels["__meta_kubernetes_pod_ready"] == "true"
-    assert labels["__meta_kubernetes_pod_node_name"] == "n1"
-    assert labels["__meta_kubernetes_pod_annotation_example_com_x"] == "1"
-    assert labels["__meta_kubernetes_pod_annotationpresent_example_com_x"] == "true"
-    assert "__meta_kubernetes_pod_container_port_name" not in labels
+def test_prometheus_refuses_a_discovery_it_was_built_without(tmp_path: Path) -> None:
+    """The build keeps only the Kubernetes, file and HTTP discoveries: a cloud one is an unknown field."""
+    config = prometheus_config([{"job_name": "ec2", "ec2_sd_configs": [{"region": "eu-west-1"}]}])
+    with pytest.raises(RuntimeError, match=r"prometheus exited with 2(.|\n)*ec2_sd_configs"):
+        PrometheusServer(config, tmp_path).start(timeout=30)
 
 
 # ------------------------------------------------------------------ the dashboards' queries

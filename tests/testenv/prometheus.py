@@ -1,81 +1,57 @@
 """A real Prometheus server for tests, and a small client for its HTTP API (test harness code).
 
-The binary is Debian's (the `prometheus` package, with promtool; hack/install-prometheus.sh
-installs it and keeps the packaged service from running). Each server gets its own config file
-and data dir in a temp dir, listens on a loopback address (or one given, e.g. the pod-network
-gateway), runs in its own process group, and ``stop()`` kills the group and deletes the dir: a
-stopped server leaves no process, port or file behind. A missing binary is an error naming the
-install script, never a skip.
+Prometheus and promtool are built from their Go module by hack/install-testenv.sh, like the other
+test environment binaries (``Binaries.locate()`` finds them; a missing one is an error naming the
+build command, never a skip). Each server gets its own config file and data dir in a temp dir,
+listens on a loopback address (or one given, e.g. the pod-network gateway), runs in its own
+process group, and ``stop()`` kills the group and deletes the dir: a stopped server leaves no
+process, port or file behind.
 
-Debian builds Prometheus without kubernetes_sd_configs (the Kubernetes client library is not
-packaged there; its NEWS file says so), so pods are found by ``PodDiscovery``: an http_sd endpoint
-in the test process that lists pods from the test API server at each refresh and answers with the
-targets and ``__meta_kubernetes_pod_*`` labels the pod role would give. The relabelling of
-``kubernetes_pods_job`` is the one a kubernetes_sd_configs job would use.
+Pods are found by Prometheus's own ``kubernetes_sd_configs`` (role pod), watching the test API
+server through a kubeconfig or a URL, CA and bearer-token file (``KubernetesAPI``). Scraping the
+operator and model-server pods on the real node (Prometheus dials the pod IPs itself, so run it on
+the node's host, where they route)::
 
-Scraping the operator and model-server pods on the real node (Prometheus dials the pod IPs itself,
-so run it on the node's host, where they route)::
-
-    with PodDiscovery(control_plane.kubeconfig) as pods:
-        config = prometheus_config([
-            # honor_labels: keep the operator's Run namespace label, as the chart's ServiceMonitor does.
-            kubernetes_pods_job("operator", pods, namespaces=[system_ns], port_name="metrics",
-                                label_selector="app.kubernetes.io/name=conveyor", honor_labels=True),
-            kubernetes_pods_job("servers", pods, namespaces=[ns], port_name="http",
-                                label_selector="conveyor.dev/model-deployment"),
-        ])
-        with PrometheusServer(config, log_dir) as prom:
-            prom.wait_for_targets("servers", count=1)
-            ...  # the scenario
-            prom.wait_for_data('sum(conveyor_server_requests_total{code="200"})', lambda r: r[0].value >= n)
-            for q in dashboard_queries({"namespace": [ns]}):  # testenv.dashboards
-                assert prom.query(q.expr), f"panel {q.panel!r} ({q.ref_id}) returned no data: {q.expr}"
+    cp = control_plane  # testenv.controlplane.ControlPlane
+    config = prometheus_config([
+        # honor_labels: keep the operator's Run namespace label, as the chart's ServiceMonitor does.
+        kubernetes_pods_job("operator", cp.kubeconfig, namespaces=[system_ns], port_name="metrics",
+                            label_selector="app.kubernetes.io/name=conveyor", honor_labels=True),
+        kubernetes_pods_job("servers", cp.kubeconfig, namespaces=[ns], port_name="http",
+                            label_selector="conveyor.dev/model-deployment"),
+    ])
+    with PrometheusServer(config, log_dir) as prom:
+        prom.wait_for_targets("servers", count=1)
+        ...  # the scenario
+        prom.wait_for_data('sum(conveyor_server_requests_total{code="200"})', lambda r: r[0].value >= n)
+        for q in dashboard_queries({"namespace": [ns]}):  # testenv.dashboards
+            assert prom.query(q.expr), f"panel {q.panel!r} ({q.ref_id}) returned no data: {q.expr}"
 
 ``wait_for_data`` polls until a query's result is accepted; a query Prometheus refuses raises
 QueryError naming it at once. With ``prometheus_config(..., rule_files=[...])`` (e.g. the chart's
 rendered PrometheusRule groups), ``rules()`` tells each rule's health and ``alerts()`` the pending
-and firing alerts. Static targets: ``static_job("name", ["127.0.0.1:8000"])``. A token
-instead of a kubeconfig: ``PodDiscovery(api_server=url, ca_file=ca, token_file=path)``.
+and firing alerts. Static targets: ``static_job("name", ["127.0.0.1:8000"])``. A service account
+instead of a kubeconfig: ``KubernetesAPI(api_server=url, ca_file=ca, token_file=path)`` (the
+account needs list and watch on pods).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import os
-import re
 import shutil
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
 import yaml
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
 
-from testenv.binaries import REPO_ROOT, MissingBinaryError
+from testenv.binaries import Binaries
 from testenv.processes import ServerProcess, free_port, http_ok, owned_temp_dir, wait_until
-
-INSTALL_SCRIPT = REPO_ROOT / "hack" / "install-prometheus.sh"
-_SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
-
-
-def package_binary(name: str) -> Path:
-    """``prometheus`` or ``promtool`` from PATH or the system directories; MissingBinaryError if absent."""
-    found = shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + _SYSTEM_PATH)
-    if found is None:
-        raise MissingBinaryError(
-            f"{name} is not installed: run {INSTALL_SCRIPT.relative_to(REPO_ROOT)} "
-            "(Debian's prometheus package; needs root or sudo)"
-        )
-    return Path(found)
-
 
 # ------------------------------------------------------------------ configuration
 
@@ -106,25 +82,74 @@ def static_job(job: str, targets: Sequence[str], *, metrics_path: str = "/metric
     return {"job_name": job, "metrics_path": metrics_path, "static_configs": [{"targets": list(targets)}], **extra}
 
 
+@dataclass(frozen=True)
+class KubernetesAPI:
+    """How Prometheus's Kubernetes discovery reaches an API server: a kubeconfig (client
+    certificates or a token in it), or the server's URL with its CA and a bearer-token file."""
+
+    kubeconfig: Path | None = None
+    api_server: str | None = None
+    ca_file: Path | None = None
+    token_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kubeconfig is None) == (self.api_server is None):
+            raise ValueError("give exactly one of kubeconfig and api_server")
+        if self.kubeconfig is not None and (self.ca_file or self.token_file):
+            raise ValueError("ca_file and token_file go with api_server; a kubeconfig carries its own")
+
+    def sd_fields(self) -> dict[str, Any]:
+        """The connection fields of one kubernetes_sd_configs entry."""
+        if self.kubeconfig is not None:
+            return {"kubeconfig_file": str(self.kubeconfig)}
+        fields: dict[str, Any] = {"api_server": self.api_server}
+        if self.ca_file is not None:
+            fields["tls_config"] = {"ca_file": str(self.ca_file)}
+        if self.token_file is not None:
+            fields["authorization"] = {"type": "Bearer", "credentials_file": str(self.token_file)}
+        return fields
+
+
+class PodDiscovery(KubernetesAPI):
+    """The old name, kept only while tests/containers still writes ``with PodDiscovery(kubeconfig)
+    as pods``: nothing runs, it is a ``KubernetesAPI``. New code passes the kubeconfig or a
+    ``KubernetesAPI`` to ``kubernetes_pods_job``."""
+
+    def __enter__(self) -> PodDiscovery:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+
 def kubernetes_pods_job(
     job: str,
-    discovery: PodDiscovery,
+    api: KubernetesAPI | Path,
     *,
     namespaces: Sequence[str] = (),
     label_selector: str | None = None,
     port_name: str | None = None,
     honor_labels: bool = False,
     metrics_path: str = "/metrics",
-    refresh_interval: str = "2s",
 ) -> dict[str, Any]:
-    """A scrape job over the pods ``discovery`` finds on its API server, one target per container port.
+    """A scrape job over the pods Prometheus's kubernetes_sd (role pod) watches on ``api`` (a
+    ``KubernetesAPI`` or a kubeconfig path), one target per container port.
 
-    ``namespaces`` and ``label_selector`` (a Kubernetes label selector) narrow the pods;
-    ``port_name`` keeps only container ports of that name. The targets get ``namespace``, ``pod``
-    and ``container`` labels and the pod's labels (sanitised, e.g. conveyor_dev_model_deployment).
-    Finished pods are dropped. ``honor_labels`` keeps a scraped ``namespace`` label (the
-    operator's Run namespaces) over the target's, as the chart's ServiceMonitor does.
+    ``namespaces`` (all when none) and ``label_selector`` (a Kubernetes label selector, applied by
+    the API server) narrow the pods; ``port_name`` keeps only container ports of that name. The
+    targets get ``namespace``, ``pod`` and ``container`` labels and the pod's labels (sanitised,
+    e.g. conveyor_dev_model_deployment). Finished pods are dropped. ``honor_labels`` keeps a
+    scraped ``namespace`` label (the operator's Run namespaces) over the target's, as the chart's
+    ServiceMonitor does.
     """
+    access = api if isinstance(api, KubernetesAPI) else KubernetesAPI(kubeconfig=api)
+    sd: dict[str, Any] = {"role": "pod", **access.sd_fields()}
+    if namespaces:
+        sd["namespaces"] = {"names": list(namespaces)}
+    if label_selector:
+        sd["selectors"] = [{"role": "pod", "label": label_selector}]
     relabel: list[dict[str, Any]] = [
         {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Succeeded|Failed", "action": "drop"},
     ]
@@ -142,197 +167,9 @@ def kubernetes_pods_job(
         "job_name": job,
         "metrics_path": metrics_path,
         "honor_labels": honor_labels,
-        "http_sd_configs": [{"url": discovery.url(namespaces, label_selector), "refresh_interval": refresh_interval}],
+        "kubernetes_sd_configs": [sd],
         "relabel_configs": relabel,
     }
-
-
-# ------------------------------------------------------------------ pod discovery
-
-
-_INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
-
-
-def _label_name(name: str) -> str:
-    """A Kubernetes label or annotation key as Prometheus sanitises it into a label name."""
-    return _INVALID_LABEL_CHARS.sub("_", name)
-
-
-def pod_target_groups(pods: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Prometheus target groups for pods (API objects as JSON), as kubernetes_sd_configs' pod role makes
-    them: one target per container port (one without a port for a container with none), addressed
-    at the pod IP, with the same __meta_kubernetes_pod_* labels; pods without an IP have no target."""
-    groups: list[dict[str, Any]] = []
-    for pod in pods:
-        meta, spec, status = pod["metadata"], pod.get("spec", {}), pod.get("status", {})
-        ip = status.get("podIP")
-        if not ip:
-            continue
-        ready = next((c["status"] for c in status.get("conditions", []) if c.get("type") == "Ready"), "unknown")
-        common = {
-            "__meta_kubernetes_namespace": meta["namespace"],
-            "__meta_kubernetes_pod_name": meta["name"],
-            "__meta_kubernetes_pod_uid": meta.get("uid", ""),
-            "__meta_kubernetes_pod_ip": ip,
-            "__meta_kubernetes_pod_node_name": spec.get("nodeName", ""),
-            "__meta_kubernetes_pod_host_ip": status.get("hostIP", ""),
-            "__meta_kubernetes_pod_phase": status.get("phase", ""),
-            "__meta_kubernetes_pod_ready": str(ready).lower(),
-        }
-        for owner in meta.get("ownerReferences", []):
-            if owner.get("controller"):
-                common["__meta_kubernetes_pod_controller_kind"] = owner["kind"]
-                common["__meta_kubernetes_pod_controller_name"] = owner["name"]
-        for kind in ("label", "annotation"):
-            for key, value in (meta.get(f"{kind}s") or {}).items():
-                common[f"__meta_kubernetes_pod_{kind}_{_label_name(key)}"] = value
-                common[f"__meta_kubernetes_pod_{kind}present_{_label_name(key)}"] = "true"
-        for container in spec.get("containers", []):
-            labels = {
-                **common,
-                "__meta_kubernetes_pod_container_name": container["name"],
-                "__meta_kubernetes_pod_container_image": container.get("image", ""),
-                "__meta_kubernetes_pod_container_init": "false",
-            }
-            ports = container.get("ports") or [None]
-            for port in ports:
-                address = ip if port is None else f"{ip}:{port['containerPort']}"
-                port_labels = {}
-                if port is not None:
-                    port_labels = {
-                        "__meta_kubernetes_pod_container_port_name": port.get("name", ""),
-                        "__meta_kubernetes_pod_container_port_number": str(port["containerPort"]),
-                        "__meta_kubernetes_pod_container_port_protocol": port.get("protocol", "TCP"),
-                    }
-                groups.append({"targets": [address], "labels": {**labels, **port_labels}})
-    return groups
-
-
-class PodDiscovery:
-    """HTTP service discovery for Prometheus over the pods of a Kubernetes API server.
-
-    Debian's prometheus is built without kubernetes_sd_configs (its client library is not
-    packaged), so this stands in for it: a small HTTP endpoint on a loopback port that lists the
-    pods from the API server on every refresh and answers in Prometheus's http_sd format, with the
-    targets and __meta_kubernetes_pod_* labels the pod role would give (``pod_target_groups``).
-    Relabelling written for kubernetes_sd_configs works unchanged. Authenticates with a kubeconfig
-    (client certificates or a token in it) or with ``api_server`` + ``ca_file`` + ``token_file``
-    (read at each refresh, so a rotated token is picked up). A failed listing answers 500, which
-    Prometheus logs while keeping the last targets; ``last_error`` holds it.
-    """
-
-    def __init__(
-        self,
-        kubeconfig: Path | None = None,
-        *,
-        api_server: str | None = None,
-        ca_file: Path | None = None,
-        token_file: Path | None = None,
-        host: str = "127.0.0.1",
-    ) -> None:
-        if (kubeconfig is None) == (api_server is None):
-            raise ValueError("give exactly one of kubeconfig and api_server")
-        self.kubeconfig = kubeconfig
-        self.api_server = api_server
-        self.ca_file = ca_file
-        self.token_file = token_file
-        self.host = host
-        self.port = free_port(host)
-        self.requests = 0
-        self.last_error: str | None = None
-        self._client: k8s_client.ApiClient | None = None
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    def url(self, namespaces: Sequence[str] = (), label_selector: str | None = None) -> str:
-        """The http_sd URL for pods in these namespaces (all when none) matching the selector."""
-        query = [("namespace", n) for n in namespaces] + ([("labelSelector", label_selector)] if label_selector else [])
-        return f"http://{self.host}:{self.port}/pods" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-
-    def _api_client(self) -> k8s_client.ApiClient:
-        if self.kubeconfig is not None:
-            if self._client is None:
-                self._client = k8s_config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
-            return self._client
-        if self._client is None:
-            configuration = k8s_client.Configuration(host=self.api_server)
-            if self.ca_file is not None:
-                configuration.ssl_ca_cert = str(self.ca_file)
-            self._client = k8s_client.ApiClient(configuration)
-        if self.token_file is not None:
-            token = self.token_file.read_text().strip()
-            self._client.configuration.api_key = {"authorization": f"Bearer {token}"}
-        return self._client
-
-    def list_pods(self, namespaces: Sequence[str], label_selector: str | None) -> list[dict[str, Any]]:
-        """The pods as JSON, straight from the API server (no typed models: the JSON is what is served)."""
-        core = k8s_client.CoreV1Api(self._api_client())
-        selector = label_selector or ""  # empty: every pod
-        answers: list[Any] = (  # urllib3 responses (_preload_content=False), whatever the stubs say
-            [core.list_namespaced_pod(n, label_selector=selector, _preload_content=False) for n in namespaces]
-            if namespaces
-            else [core.list_pod_for_all_namespaces(label_selector=selector, _preload_content=False)]
-        )
-        pods: list[dict[str, Any]] = []
-        for answer in answers:
-            try:
-                pods += json.loads(answer.data)["items"]
-            finally:
-                answer.release_conn()
-        return pods
-
-    def start(self) -> PodDiscovery:
-        """Serve /pods on a daemon thread."""
-        discovery = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                parts = urllib.parse.urlsplit(self.path)
-                params = urllib.parse.parse_qs(parts.query)
-                discovery.requests += 1
-                try:
-                    if parts.path != "/pods":
-                        raise LookupError(f"no such path {parts.path}")
-                    pods = discovery.list_pods(
-                        params.get("namespace", []), params.get("labelSelector", [""])[0] or None
-                    )
-                    body, status = json.dumps(pod_target_groups(pods)).encode(), 200
-                    discovery.last_error = None
-                except Exception as exc:  # reported to Prometheus (it logs it) and kept for the test
-                    discovery.last_error = f"{type(exc).__name__}: {exc}"
-                    body, status = discovery.last_error.encode(), 404 if isinstance(exc, LookupError) else 500
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json" if status == 200 else "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet: Prometheus polls every few seconds."""
-
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="pod-discovery", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the API client."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(10)
-        if self._client is not None:
-            self._client.close()  # type: ignore[no-untyped-call]
-            self._client = None
-
-    def __enter__(self) -> PodDiscovery:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 # ------------------------------------------------------------------ query results
@@ -414,7 +251,7 @@ class PrometheusServer:
         binary: Path | None = None,
         name: str = "prometheus",
     ) -> None:
-        self.binary = binary or package_binary("prometheus")
+        self.binary = binary or Binaries.locate().prometheus
         self.host = host
         self.port = port or free_port(host)
         self.name = name
