@@ -22,6 +22,7 @@ testenv: ## build etcd, kube-*, kubectl, kwok, MinIO, helm, the kubelet and CNI 
 	hack/install-testenv.sh
 	hack/install-postgres.sh
 	hack/install-prometheus.sh
+	hack/install-chromium.sh
 
 lint: install ## ruff and mypy (strict on the package)
 	$(BIN)/ruff check operator tests $(wildcard bench)
