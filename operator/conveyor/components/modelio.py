@@ -9,7 +9,10 @@ written in this order with a fixed timestamp:
 - `model.skops`: the object persisted with `skops.io` (never pickle).
 
 One file keeps one digest per model, so the store, the run status and the server agree on
-what "this model" is; the metadata can be read without loading the model.
+what "this model" is; the metadata can be read without loading the model. The same `meta.json` bytes
+are also written beside the artifact as its sidecar (`<artifact>.meta.json`), which the step runtime
+stores beside the blob, so a reader (the ModelDeployment controller) gets the metadata without
+fetching a model of up to 2 GiB.
 
 Loading never trusts blindly: the types skops cannot vouch for are listed with
 `skops.io.get_untrusted_types` and each must pass our allow-list (scikit-learn, numpy and
@@ -44,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from conveyor.components.atomic import atomic_output
 from conveyor.components.base import ComponentError
+from conveyor.storage.store import SIDECAR_SUFFIX
 
 OUTPUT_PREDICT = "predict"
 OUTPUT_PROBA = "predict_proba"
@@ -339,7 +343,14 @@ def save_artifact(obj: object, path: Path, metadata: ArtifactMetadata) -> Artifa
     with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
         for name, data in ((META_ENTRY, meta_bytes), (MODEL_ENTRY, model_bytes)):
             archive.writestr(_zip_entry(name, zipfile.ZIP_STORED), data)
+    with atomic_output(sidecar_path(path)) as tmp:
+        tmp.write_bytes(meta_bytes)
     return final
+
+
+def sidecar_path(path: Path) -> Path:
+    """Where `save_artifact` puts the artifact's metadata document beside it."""
+    return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
 def _open(path: Path) -> tuple[ArtifactMetadata, bytes]:

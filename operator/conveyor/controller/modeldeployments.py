@@ -86,6 +86,8 @@ log = logging.getLogger("conveyor.serving")
 
 FINISHED = ("Succeeded", "Failed", "Cancelled")
 MONITORING_RETENTION_OBJECTS = 2000
+MODEL_MAX_BYTES = 2 * 1024**3
+"""The largest model outside the artifact store whose metadata is read by downloading it (no sidecar)."""
 
 
 @dataclass
@@ -108,10 +110,14 @@ class _Watch:
 
 
 class ModelDeploymentReconciler:
-    def __init__(self, cluster: Cluster, workloads: Workloads, config: OperatorConfig) -> None:
+    def __init__(
+        self, cluster: Cluster, workloads: Workloads, config: OperatorConfig, store: ArtifactStore | None = None
+    ) -> None:
         self.cluster = cluster
         self.workloads = workloads
         self.config = config
+        self._store = store
+        """The artifact store models' sidecars are read from (opened from `config` when first needed)."""
         self._coalescer = Coalescer()
         self._watch: dict[tuple[str, str], _Watch] = {}
         self._metadata: dict[str, ArtifactMetadata] = {}
@@ -343,20 +349,60 @@ class ModelDeploymentReconciler:
 
     # ------------------------------------------------------------------ monitoring
 
-    def _model_metadata(self, model: ServedModel) -> ArtifactMetadata | None:
+    def _artifact_store(self) -> ArtifactStore:
+        if self._store is None:
+            self._store = open_store(
+                StoreConfig(
+                    kind="s3",
+                    bucket=self.config.s3_bucket,
+                    prefix=self.config.s3_prefix,
+                    endpoint=self.config.s3_endpoint,
+                )
+            )
+        return self._store
+
+    def model_metadata(self, model: ServedModel) -> ArtifactMetadata | None:
+        """The served model's metadata (its training profile is the drift reference, its task scores live
+        accuracy), read once per digest from the sidecar beside the model in the artifact store: one small
+        GET, never the model itself. A model without a sidecar (stored before sidecars existed, or outside
+        the store) is downloaded as before and its metadata read from the artifact."""
         cached = self._metadata.get(model.digest)
         if cached is not None:
             return cached
         try:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "model"
-                download_object(model.uri, path, self.config.s3_endpoint, max_bytes=2 * 1024**3)
-                meta = read_metadata(path)
+            meta = self._sidecar_metadata(model)
+            if meta is None:
+                meta = self._downloaded_metadata(model)
         except Exception as e:
             log.warning("could not read the metadata of model %s: %s", version_of(model.digest), e)
             return None
         self._metadata[model.digest] = meta
         return meta
+
+    def _sidecar_metadata(self, model: ServedModel) -> ArtifactMetadata | None:
+        store = self._artifact_store()
+        if model.uri != store.uri_of(model.digest):
+            return None  # served from outside the artifact store: no sidecar of ours beside it
+        document = store.get_sidecar(model.digest)
+        if document is None:
+            return None
+        try:
+            return ArtifactMetadata.model_validate(document)
+        except ValidationError as e:
+            log.warning(
+                "the sidecar of model %s is not its metadata, reading the model: %s", version_of(model.digest), e
+            )
+            return None
+
+    def _downloaded_metadata(self, model: ServedModel) -> ArtifactMetadata:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model"
+            store = self._artifact_store()
+            if model.uri == store.uri_of(model.digest):
+                store.get_file(model.digest, path)  # through the protocol, digest verified
+            else:
+                download_object(model.uri, path, self.config.s3_endpoint, max_bytes=MODEL_MAX_BYTES)
+            return read_metadata(path)
 
     def _monitor(
         self,
@@ -375,7 +421,7 @@ class ModelDeploymentReconciler:
         if watch.version != version:
             watch.counters, watch.window, watch.version = {}, {}, version
             watch.category_counters, watch.categories, watch.verdicts = {}, {}, {}
-        model_meta = self._model_metadata(status.current)
+        model_meta = self.model_metadata(status.current)
         if spec.monitoring.drift is not None and model_meta is not None:
             reference = reference_profile(model_meta)
             for uid, pod in samples.items():

@@ -31,7 +31,14 @@ from conveyor.core.record import LOG_LIMIT_BYTES, log_document
 from conveyor.core.task import TaskInput, TaskResult, TaskSpec, result_document
 from conveyor.core.templates import TemplateError, render
 from conveyor.storage.digest import sha256_file
-from conveyor.storage.store import ArtifactMissing, ArtifactStore, DigestMismatch, StoreUnavailable
+from conveyor.storage.store import (
+    SIDECAR_SUFFIX,
+    ArtifactMissing,
+    ArtifactStore,
+    DigestMismatch,
+    StoredArtifact,
+    StoreUnavailable,
+)
 
 log = logging.getLogger("conveyor.runtime")
 
@@ -281,6 +288,19 @@ def _run_command(task: TaskSpec, workdir: Path, inputs: dict[str, Path], outputs
         raise StepFailed(f"the metrics file is not a JSON object of numbers: {e}") from None
 
 
+def store_output(store: ArtifactStore, path: Path) -> StoredArtifact:
+    """Store an output, and the sidecar document the step wrote beside it (`<output>.meta.json`, as
+    `modelio.save_artifact` does for a model), beside its blob: readers of the metadata need not fetch it."""
+    stored = store.put_file(path)
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    if sidecar.is_file():
+        document = json.loads(sidecar.read_bytes())
+        if not isinstance(document, dict):
+            raise ValueError(f"{sidecar.name} holds a JSON {type(document).__name__}")
+        store.put_sidecar(stored.digest, document)
+    return stored
+
+
 def execute(task: TaskSpec, store: ArtifactStore, workdir: Path) -> TaskResult:
     """Run one attempt; every expected failure becomes a TaskResult with ok=False and a message."""
     started = time.monotonic()
@@ -301,9 +321,11 @@ def execute(task: TaskSpec, store: ArtifactStore, workdir: Path) -> TaskResult:
         refs = []
         for name, path in outputs.items():
             try:
-                stored = store.put_file(path)
+                stored = store_output(store, path)
             except StoreUnavailable as e:
                 raise StepFailed(f"could not store output {name!r}: {e}") from None
+            except ValueError as e:
+                raise StepFailed(f"output {name!r} has a sidecar that is not a JSON object: {e}") from None
             refs.append(ArtifactRef(name=name, uri=stored.uri, digest=stored.digest, size=stored.size))
     except StepFailed as e:
         message = with_tail(str(e))
