@@ -27,6 +27,7 @@ testenv: ## build etcd, kube-*, kubectl, kwok, MinIO, helm, the kubelet and CNI 
 lint: install ## ruff and mypy (strict on the package)
 	$(BIN)/ruff check operator tests $(wildcard bench)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 crds: install ## regenerate crds/ and charts/conveyor/crds/ from the API models
 	$(BIN)/conveyor crds --out crds

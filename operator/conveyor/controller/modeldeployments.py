@@ -32,6 +32,7 @@ from conveyor.api.modeldeployment import (
 )
 from conveyor.api.pipeline import Pipeline, PipelineSpec
 from conveyor.api.run import Run
+from conveyor.api.store import StoreConfig
 from conveyor.components.modelio import ArtifactMetadata, read_metadata
 from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig
@@ -65,7 +66,6 @@ from conveyor.core.rollout import (
     version_of,
 )
 from conveyor.core.status import set_condition
-from conveyor.core.task import StoreConfig
 from conveyor.core.validation import issues_from_pydantic
 from conveyor.kube.cluster import Cluster, ClusterRefused
 from conveyor.kube.timestamps import parse_timestamp

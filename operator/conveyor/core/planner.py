@@ -18,6 +18,7 @@ from typing import Any
 
 from conveyor.api.pipeline import PipelineSpec, Step
 from conveyor.api.run import ArtifactRef, Decision, RunPhase, StepApproval, StepPhase
+from conveyor.api.store import CacheEntry as CacheEntry  # noqa: PLC0414 - re-exported: its home was here
 from conveyor.core.cachekey import cache_key
 from conveyor.core.dag import Dag
 from conveyor.core.retry import Outcome, Stop, after_failure, after_stop, backoff_seconds, step_timeout_message
@@ -42,15 +43,6 @@ class StepState:
     finished_at: datetime | None = None
     next_attempt_at: datetime | None = None
     message: str | None = None
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """An earlier successful execution under a cache key (offered only if its artifacts still exist)."""
-
-    key: str
-    outputs: tuple[ArtifactRef, ...]
-    metrics: Mapping[str, float]
 
 
 @dataclass(frozen=True)

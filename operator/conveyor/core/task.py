@@ -7,11 +7,12 @@ Job's environment. Credentials are never part of it; the runtime reads them from
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from conveyor.api.run import ArtifactRef
+from conveyor.api.store import StoreConfig as StoreConfig  # noqa: PLC0414 - re-exported: its home was here
 
 
 def unit_key(step: str, index: int) -> str:
@@ -44,15 +45,6 @@ class TaskInput(_Model):
     collection: bool = False
     """A fan-in: `items` lists one artifact per fanned-out item; the digest covers the whole list."""
     items: list[CollectionItem] | None = None
-
-
-class StoreConfig(_Model):
-    kind: Literal["local", "s3"]
-    root: str | None = None
-    """Directory of a local store."""
-    endpoint: str | None = None
-    bucket: str | None = None
-    prefix: str = ""
 
 
 class TaskSpec(_Model):

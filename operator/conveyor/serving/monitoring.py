@@ -34,7 +34,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import orjson
 
-from conveyor.core.task import StoreConfig
+from conveyor.api.store import StoreConfig
 
 log = logging.getLogger("conveyor.serving.monitoring")
 

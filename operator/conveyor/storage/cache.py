@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from conveyor.api.run import ArtifactRef
-from conveyor.core.planner import CacheEntry
+from conveyor.api.store import CacheEntry
 from conveyor.storage.digest import hex_of
 from conveyor.storage.store import ArtifactMissing, ArtifactStore, DigestMismatch
 

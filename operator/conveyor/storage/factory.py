@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conveyor.core.task import StoreConfig
+from conveyor.api.store import StoreConfig
 from conveyor.storage.store import ArtifactStore
 
 
