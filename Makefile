@@ -18,10 +18,9 @@ install: $(STAMP) ## the package and its development tools, in .venv
 example: install ## run the breast-cancer example on the local runner and print its metrics
 	$(BIN)/conveyor run examples/breast-cancer/pipeline.yaml
 
-testenv: ## build etcd, kube-*, kubectl, kwok, MinIO, helm, the kubelet and CNI plugins into the cache; PostgreSQL and Prometheus from packages (skips what exists)
+testenv: ## build etcd, kube-*, kubectl, kwok, MinIO, helm, the kubelet, CNI plugins and Prometheus into the cache; PostgreSQL and Chromium from packages (skips what exists)
 	hack/install-testenv.sh
 	hack/install-postgres.sh
-	hack/install-prometheus.sh
 	hack/install-chromium.sh
 
 lint: install ## ruff and mypy (strict on the package)
