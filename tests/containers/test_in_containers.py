@@ -32,6 +32,7 @@ from sklearn.datasets import load_breast_cancer
 from testenv.containerstack import ContainerStack
 from testenv.images import ProjectImages, build_project_images
 from testenv.processes import wait_until
+from testenv.prometheus import PrometheusServer, kubernetes_pods_job, prometheus_config
 from testenv.release import PEERING, RELEASE_NS, Release, install
 from testenv.service import Load, Router, infer_body
 
@@ -41,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "breast-cancer" / "pipeline.yaml"
 GROUP, VERSION = "conveyor.dev", "v1alpha1"
 MD = "cancer"
-X, _ = load_breast_cancer(return_X_y=True, as_frame=True)
+X, Y = load_breast_cancer(return_X_y=True, as_frame=True)
 
 STATE: dict[str, Any] = {}
 
@@ -61,6 +62,22 @@ def release(container_stack: ContainerStack, images: ProjectImages) -> Iterator[
     rel = install(container_stack, images)
     yield rel
     rel.uninstall()
+
+
+@pytest.fixture(scope="module")
+def prometheus(release: Release) -> Iterator[PrometheusServer]:
+    """A real Prometheus on the host scraping the operator pods and the model-server pods by their pod IPs."""
+    cp = release.stack.control_plane
+    config = prometheus_config([
+        # honor_labels: keep the operator's Run namespace label, as the chart's ServiceMonitor does
+        kubernetes_pods_job("operator", cp.kubeconfig, namespaces=[RELEASE_NS], port_name="metrics",
+                            label_selector="app.kubernetes.io/name=conveyor", honor_labels=True),
+        kubernetes_pods_job("servers", cp.kubeconfig, namespaces=[release.run_ns], port_name="http",
+                            label_selector="conveyor.dev/model-deployment"),
+    ])  # fmt: skip
+    with PrometheusServer(config, cp.log_dir) as prom:
+        prom.wait_for_targets("operator", count=2)
+        yield prom
 
 
 @pytest.fixture
@@ -319,7 +336,9 @@ def test_a_model_deployment_serves_from_the_server_image_and_rolls_without_a_fai
         # 300m instead of the default 500m: two stable, two canary and one surge pod must fit beside the
         # operator pods on this one 2-core node (at 500m the second canary pod stays Pending: no room)
         "spec": {"model": model_spec(first), "autoscaling": {"minReplicas": 2, "maxReplicas": 2},
-                 "server": {"cpu": "300m"}},
+                 "server": {"cpu": "300m"},
+                 "monitoring": {"drift": {"threshold": 0.2, "windowSeconds": 10}, "minLabels": 10,
+                                "minAccuracy": 0.5, "predictionSampleRate": 1.0}},
     })  # fmt: skip
 
     def md() -> dict[str, Any]:
@@ -377,12 +396,42 @@ def test_a_model_deployment_serves_from_the_server_image_and_rolls_without_a_fai
         assert served.get(canaried["digest"].removeprefix("sha256:")[:12], 0) >= 10, served  # the canary served
         status = md()["status"]
         assert status["previous"]["digest"] == rolled["digest"] and not status.get("rejected"), status
+        # labels fed back for 30 predictions: live accuracy per version, and drift measured on the live inputs
+        for i in range(30):
+            code, body = router.request("POST", f"/v2/models/{MD}/infer", infer_body(rows[i : i + 1], f"fb{i}"))
+            assert code == 200, body
+            code, body = router.request("POST", f"/v2/models/{MD}/feedback", {"id": f"fb{i}", "row": 0,
+                                                                               "label": int(Y.iloc[i])})  # fmt: skip
+            assert code == 202, body
+        monitored = wait_md("live accuracy from the fed-back labels", lambda m: any(
+            a.get("labels", 0) >= 10 for a in m["status"].get("liveAccuracy", [])), timeout=180)  # fmt: skip
+        live = next(a for a in monitored["status"]["liveAccuracy"] if a["labels"] >= 10)
+        assert live["accuracy"] >= 0.8, live  # the model is right about most of its own training rows
+        assert monitored["status"].get("drift", {}).get("score") is not None, monitored["status"].get("drift")
+        STATE["served_ok"] = load.ok + 30
     reasons = [e.reason for e in k8s_client.CoreV1Api(api).list_namespaced_event(ns).items
                if e.involved_object.kind == "ModelDeployment" and e.involved_object.name == MD]  # fmt: skip
     for reason in ("CanaryStarted", "CanaryStep", "CanaryPassed", "Promoted"):
         assert reason in reasons, reasons
     deployments = {d.metadata.name for d in k8s_client.AppsV1Api(api).list_namespaced_deployment(ns).items}
     assert f"{MD}-canary" not in deployments, deployments
+
+
+def test_prometheus_scrapes_the_operator_and_server_pods_and_counts_what_the_story_did(
+    release: Release, api: k8s_client.ApiClient, prometheus: PrometheusServer
+) -> None:
+    ns = release.run_ns
+    prometheus.wait_for_targets("servers", count=2)
+    runs = k8s_client.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, ns, "runs")["items"]
+    phases = [r["status"]["phase"] for r in runs]
+    # the operator's counters match what the story did (one active replica counts; the standby has none)
+    for result, phase in (("succeeded", "Succeeded"), ("failed", "Failed")):
+        expected = phases.count(phase)
+        expr = f'sum(conveyor_runs_total{{namespace="{ns}",result="{result}"}})'
+        got = prometheus.wait_for_data(expr, lambda r, n=expected: bool(r) and r[0].value == n)
+        assert got[0].value == expected > 0, (expr, got, phases)
+    served = prometheus.wait_for_data(f'sum(conveyor_server_requests_total{{namespace="{ns}",code="200"}})')
+    assert served[0].value >= 30, served  # at least the feedback loop's requests, on the pods serving now
 
 
 def test_the_active_operator_pod_force_deleted_mid_run_the_other_replica_finishes_it_running_nothing_twice(

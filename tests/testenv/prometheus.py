@@ -110,20 +110,6 @@ class KubernetesAPI:
         return fields
 
 
-class PodDiscovery(KubernetesAPI):
-    """The old name, kept only while tests/containers still writes ``with PodDiscovery(kubeconfig)
-    as pods``: nothing runs, it is a ``KubernetesAPI``. New code passes the kubeconfig or a
-    ``KubernetesAPI`` to ``kubernetes_pods_job``."""
-
-    def __enter__(self) -> PodDiscovery:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        return None
-
-
 def kubernetes_pods_job(
     job: str,
     api: KubernetesAPI | Path,

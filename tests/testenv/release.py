@@ -62,7 +62,9 @@ class Release:
         return done.stdout + done.stderr
 
     def uninstall(self) -> None:
+        """The release and the Run namespace (its model servers would idle on the node for the rest of the session)."""
         helm(self.stack, "uninstall", RELEASE, "--namespace", RELEASE_NS, "--wait", "--timeout", "2m")
+        self.kubectl("delete", "namespace", self.run_ns, "--wait=false", check=False)
 
 
 def helm(stack: ContainerStack, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
