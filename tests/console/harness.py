@@ -261,9 +261,13 @@ def console(state: State) -> Iterator[Console]:
     assert errors == [], log_path.read_text()[-3000:]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium through Playwright: never a browser Playwright would download."""
+    """Debian's Chromium through Playwright: never a browser Playwright would download.
+
+    Module scope, not session: Playwright's sync API keeps an asyncio loop marked running on the
+    main thread until it stops, and every later test calling asyncio.run() would be refused.
+    """
     if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
         found = shutil.which("chromium")
         pytest.fail(
