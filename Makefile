@@ -38,7 +38,7 @@ unit: install ## fast tests: no network, no subprocess cluster
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 test: install testenv images lint crds-check ## everything CI runs: lint, unit, integration, e2e and container tests
-	$(BIN)/pytest tests $(PYTEST_ARGS)
+	$(BIN)/pytest tests --durations=30 $(PYTEST_ARGS)
 
 dev-cluster: install testenv ## a local control plane + MinIO + node agent + operator, in the foreground
 	cd tests && ../$(BIN)/python -m testenv.devcluster

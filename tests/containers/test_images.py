@@ -33,6 +33,9 @@ from typing import Any
 import pytest
 import yaml
 
+from conveyor.components.modelio import ArtifactMetadata
+from conveyor.storage.store import SIDECAR_SUFFIX
+
 pytestmark = pytest.mark.containers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -469,11 +472,17 @@ def test_step_image_runs_the_built_in_components(pipeline_run: PipelineRun) -> N
     assert {name: s["phase"] for name, s in steps.items()} == {s["name"]: "Succeeded" for s in declared}
     assert steps["evaluate"]["metrics"]["roc_auc"] > 0.95
     assert steps["export"]["metrics"]["mismatch_rate"] <= 0.05
-    # Every stored artifact's bytes hash to its name.
-    blobs = [p for p in (pipeline_run.store / "blobs" / "sha256").rglob("*") if p.is_file()]
+    # Every stored artifact's bytes hash to its name; a model's metadata sidecar sits beside its blob.
+    files = [p for p in (pipeline_run.store / "blobs" / "sha256").rglob("*") if p.is_file()]
+    sidecars = [p for p in files if p.name.endswith(SIDECAR_SUFFIX)]
+    blobs = [p for p in files if p not in sidecars]
     assert len(blobs) >= 15
     for blob in blobs:
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+    assert sidecars, "the trained model was stored without its metadata sidecar"
+    for sidecar in sidecars:
+        assert sidecar.with_name(sidecar.name.removesuffix(SIDECAR_SUFFIX)) in blobs
+        ArtifactMetadata.model_validate_json(sidecar.read_bytes())  # the model's metadata, as the controller reads it
 
 
 def test_step_image_entrypoint_runs_a_task_and_writes_the_termination_message(images: Images, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from kubernetes import client as k8s_client
 from sklearn.datasets import load_breast_cancer
 
 from testenv.containerstack import ContainerStack
+from testenv.dashboards import dashboard_queries
 from testenv.images import ProjectImages, build_project_images
 from testenv.processes import wait_until
 from testenv.prometheus import PrometheusServer, kubernetes_pods_job, prometheus_config
@@ -77,6 +79,7 @@ def prometheus(release: Release) -> Iterator[PrometheusServer]:
     ])  # fmt: skip
     with PrometheusServer(config, cp.log_dir) as prom:
         prom.wait_for_targets("operator", count=2)
+        STATE["scraping_since"] = time.time()
         yield prom
 
 
@@ -154,8 +157,9 @@ def step_record(run: dict[str, Any], step: str) -> dict[str, Any]:
 
 
 def test_the_chart_runs_two_operator_pods_from_the_operator_image_and_one_is_active(
-    release: Release, api: k8s_client.ApiClient
+    release: Release, api: k8s_client.ApiClient, prometheus: PrometheusServer
 ) -> None:
+    # `prometheus` is started here, before the story, so the dashboard's rate() panels have its samples
     pods = release.operator_pods()
     assert len(pods) == 2, [p.metadata.name for p in pods]
     for pod in pods:
@@ -432,6 +436,75 @@ def test_prometheus_scrapes_the_operator_and_server_pods_and_counts_what_the_sto
         assert got[0].value == expected > 0, (expr, got, phases)
     served = prometheus.wait_for_data(f'sum(conveyor_server_requests_total{{namespace="{ns}",code="200"}})')
     assert served[0].value >= 30, served  # at least the feedback loop's requests, on the pods serving now
+
+
+# What a dashboard panel may show: ratios within [0, 1], durations within the story's length, the rest
+# counts or levels that are never negative. A panel whose title says none of these is refused.
+PANEL_BOUNDS: dict[str, tuple[float, float]] = {
+    "ratio": (0.0, 1.0),
+    "rate": (0.0, 1.0),
+    "accuracy": (0.0, 1.0),
+    "drift": (0.0, 1.0),
+    "duration": (0.0, 900.0),
+    "overhead": (0.0, 900.0),
+    "latency": (0.0, 900.0),
+    "errors": (0.0, 1e9),
+    "running": (0.0, 1e9),
+    "result": (0.0, 1e9),
+    "code": (0.0, 1e9),
+    "replicas": (0.0, 1e9),
+    "version": (1.0, 1.0),
+    "reads": (0.0, 1e9),
+    "variable": (0.0, 1e9),
+}
+
+
+def panel_bounds(title: str) -> tuple[float, float]:
+    words = title.lower()
+    found = [bounds for word, bounds in PANEL_BOUNDS.items() if word in words]
+    assert found, f"panel {title!r}: no plausible range known for it (add one to PANEL_BOUNDS)"
+    return found[0]
+
+
+def test_every_dashboard_query_returns_plausible_data_for_the_story(
+    release: Release, api: k8s_client.ApiClient, prometheus: PrometheusServer
+) -> None:
+    """Every PromQL expression of the chart's dashboard, variables filled in as Grafana would, over the story.
+
+    Each is a range query over the time Prometheus has scraped (as the dashboard's time picker would
+    show it): it must return at least one series with a finite value somewhere, and every finite value
+    must lie in its panel's plausible range. A query with no data fails naming its panel.
+    """
+    ns = release.run_ns
+    start, end = STATE["scraping_since"], time.time()
+    span = f"{max(60, int(end - start))}s"
+    queries = list(dashboard_queries({"namespace": [ns], "datasource": "prometheus"}, range_=span,
+                                     rate_interval="1m", interval="15s"))  # fmt: skip
+    assert len(queries) >= 25, [q.panel for q in queries]
+    empty, implausible = [], []
+    for q in queries:
+        if q.kind == "variable":
+            values = {s.labels.get("namespace") for s in prometheus.query(q.expr)}
+            if ns not in values:
+                empty.append(f"{q.panel}: {ns} is not among {sorted(v for v in values if v)}")
+            continue
+        series = prometheus.query_range(q.expr, start, end, step=15)
+        finite = [v for s in series for _, v in s.values if math.isfinite(v)]
+        if not finite:
+            empty.append(f"{q.panel} ({q.ref_id}): {q.expr}")
+            continue
+        low, high = panel_bounds(q.panel)
+        if not all(low <= v <= high for v in finite):
+            implausible.append(f"{q.panel} ({q.ref_id}): values {min(finite)}..{max(finite)} outside "
+                               f"[{low}, {high}]: {q.expr}")  # fmt: skip
+    assert empty == [], "dashboard queries with no data:\n" + "\n".join(empty)
+    assert implausible == [], "\n".join(implausible)
+    # the counts panels add up to what the story did: every Run that finished is in "Runs finished by result"
+    runs = k8s_client.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, ns, "runs")["items"]
+    finished = sum(r["status"]["phase"] in ("Succeeded", "Failed") for r in runs)
+    total = prometheus.query(f'sum(increase(conveyor_runs_total{{namespace="{ns}"}}[{span}]))')
+    # increase() extrapolates to the window's edges and misses a Run counted before the first scrape
+    assert total and 0.5 * finished <= total[0].value <= 1.5 * finished, (total, finished)
 
 
 def test_the_active_operator_pod_force_deleted_mid_run_the_other_replica_finishes_it_running_nothing_twice(

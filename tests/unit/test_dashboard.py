@@ -227,3 +227,12 @@ def test_the_chart_ships_the_same_file() -> None:
     assert '.Files.Get "dashboards/conveyor.json"' in template
     ignored = [line.strip() for line in (CHART / ".helmignore").read_text().splitlines()]
     assert not any(pattern in ("dashboards", "dashboards/", "*.json") for pattern in ignored)
+
+
+def test_error_series_of_every_kind_exist_at_zero_before_any_error() -> None:
+    """So the error panels read 0, not "No data", and an alert's increase() sees the first error."""
+    from conveyor.controller.metrics import KINDS
+
+    for metric in ("conveyor_reconcile_errors_total", "conveyor_stale_status_writes_total"):
+        for kind in KINDS:
+            assert REGISTRY.get_sample_value(metric, {"kind": kind}) is not None, (metric, kind)

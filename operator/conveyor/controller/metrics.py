@@ -59,6 +59,14 @@ STALE_WRITES = Counter(
 EVENTS_DROPPED = Counter(
     "conveyor_events_dropped_total", "Events not posted because the queue of Events to post was full."
 )
+KINDS = ("Run", "Pipeline", "ModelDeployment")
+# Each kind's error and stale-write series exist at 0 from start-up: the dashboard's error panels show 0
+# rather than "No data", and rate() and increase() in alerts see the first error as an increase (a series
+# born at 1 has no earlier sample to increase from).
+for _kind in KINDS:
+    RECONCILE_ERRORS.labels(_kind)
+    STALE_WRITES.labels(_kind)
+
 ACTIVE_STEPS = Gauge("conveyor_steps_running", "Step Jobs created and not yet observed finished.", ["namespace"])
 
 # Per ModelDeployment (bounded by the number of deployments, not by traffic).
