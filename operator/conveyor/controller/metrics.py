@@ -36,7 +36,7 @@ STEP_OVERHEAD = Histogram(
 )
 RECONCILE = Histogram(
     "conveyor_reconcile_duration_seconds",
-    "Time of one reconcile pass of one Run.",
+    "Time of one reconcile pass of one object, by kind.",
     ["kind"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
@@ -51,6 +51,19 @@ RUN_READS = Counter(
     "How reconcile passes read their Run: from the watch cache, or by a GET (first sight, finished, or stale).",
     ["source"],
 )
+OBJECT_READS = Counter(
+    "conveyor_object_reads_total",
+    "How reconcile passes read their object, by kind: from the watch cache, or by a GET (first sight, or stale).",
+    ["kind", "source"],
+)
+
+
+def count_read(kind: str, source: str) -> None:
+    OBJECT_READS.labels(kind, source).inc()
+    if kind == "Run":
+        RUN_READS.labels(source).inc()
+
+
 STALE_WRITES = Counter(
     "conveyor_stale_status_writes_total",
     "Status writes refused because the object changed since the pass read it (the pass is redone on a fresh read).",

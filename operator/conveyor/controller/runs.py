@@ -26,6 +26,7 @@ from conveyor.api.run import Run, RunPhase, RunStatus, StepPhase
 from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig
 from conveyor.controller.locks import Coalescer
+from conveyor.controller.passes import HeldRuns, StatusObjects, timed_pass
 from conveyor.core.concurrency import RunSlot, may_start
 from conveyor.core.documents import object_problem
 from conveyor.core.planner import (
@@ -45,6 +46,7 @@ from conveyor.core.podstart import POD_CONDITION, WaitingPod, pods_started_condi
 from conveyor.core.record import record_document, run_record
 from conveyor.core.retry import step_timeout_message
 from conveyor.core.status import (
+    exit_condition,
     progress,
     set_condition,
     state_from_wire,
@@ -118,6 +120,10 @@ class RunReconciler:
         """Told after every pass when the Run next wants one (None: never), whatever started the pass."""
         self.post_event = events or cluster.event
         """Posts an Event (the operator's is asynchronous: `controller.events.EventRecorder`)."""
+        self._objects = StatusObjects(
+            cluster, "runs", "Run", HeldRuns(watched) if watched is not None else None, config.resync_seconds
+        )
+        """The Run as passes read it (the watch cache, else a GET) and write its status (conditionally)."""
         self._passes = Coalescer()
         self._listed: set[tuple[str, str]] = set()
         """Runs whose Jobs the watch cache holds: LISTed once in this process, or created while it watched."""
@@ -156,7 +162,7 @@ class RunReconciler:
                 listed_before = key in self._listed
             if listed_before:
                 seen = observe_jobs(*self.watched.run_objects(namespace, name))
-                fan_outs = {s.name for s in spec.steps if s.for_each is not None}  # they have no Job of their own
+                fan_outs = {s.name for s in spec.all_steps() if s.for_each is not None}  # they have no Job of their own
                 running = [
                     (k, st.attempts) for k, st in states.items() if st.phase is StepPhase.RUNNING and k not in fan_outs
                 ]
@@ -266,7 +272,7 @@ class RunReconciler:
         """Fold finished Jobs into the step states, and fail attempts whose pod did not start in time (deleting
         their Job, so a late pod cannot run the step beside the retry); returns the steps that finished in this
         pass."""
-        steps = {s.name: s for s in spec.steps}
+        steps = {s.name: s for s in spec.all_steps()}
         now = self.clock()
         done = []
         for key, state in list(states.items()):
@@ -344,34 +350,15 @@ class RunReconciler:
         return self._passes.run(namespace, name, lambda: self._timed_pass(namespace, name))
 
     def _timed_pass(self, namespace: str, name: str) -> float | None:
-        wait: float | None = self.config.resync_seconds  # also what a pass that raised asks for (an API restart)
-        try:
-            with metrics.RECONCILE.labels("Run").time():
-                try:
-                    try:
-                        wait = self._reconcile(namespace, name)
-                    except StaleObject:
-                        # The Run changed after the cached copy the pass read (a spec edit, or our own write whose
-                        # event was late): nothing was written; redo the pass on a fresh GET.
-                        metrics.STALE_WRITES.labels("Run").inc()
-                        wait = self._reconcile(namespace, name, fresh=True)
-                except StoreUnavailable as e:
-                    # A wait, not a failure: raised, it would drop the event that triggered the pass. Say so
-                    # on the Run and plan again at the usual pace.
-                    metrics.RECONCILE_ERRORS.labels("Run").inc()
-                    log.warning("run %s/%s waits for the artifact store: %s", namespace, name, e)
-                    self._waiting_for_store(namespace, name, str(e))
-                except StaleObject as e:
-                    # Changed again while the redone pass ran (someone editing it in a loop): soon, not at once.
-                    log.info("run %s/%s keeps changing under its pass, will retry: %s", namespace, name, e)
-                    wait = 1.0
-                except Exception:
-                    metrics.RECONCILE_ERRORS.labels("Run").inc()
-                    raise
-        finally:
-            if self.requeue is not None:
-                self.requeue(namespace, name, wait)
-        return wait
+        return timed_pass(
+            "Run",
+            namespace,
+            name,
+            lambda fresh: self._reconcile(namespace, name, fresh=fresh),
+            resync=self.config.resync_seconds,
+            requeue=self.requeue,
+            waiting=lambda message: self._waiting_for_store(namespace, name, message),
+        )
 
     def _waiting_for_store(self, namespace: str, name: str, message: str) -> None:
         """The Run's Succeeded condition says StoreUnavailable until a pass gets through (it then says Running)."""
@@ -393,22 +380,7 @@ class RunReconciler:
         self.post_event(body, "Run", "Warning", "StoreUnavailable", message)
 
     def _run_body(self, namespace: str, name: str, fresh: bool) -> dict[str, Any] | None:
-        """The Run from the watch cache (the pass writes its status back conditionally), else by GET: when the pass
-        was redone after a stale write, and when the cached copy is older than the resync (a watch that missed
-        an event, a deletion among them, is not trusted for longer than that)."""
-        if not fresh and self.watched is not None:
-            body = self.watched.run(namespace, name, max_age=self.config.resync_seconds)
-            if body is not None:
-                metrics.RUN_READS.labels("watch").inc()
-                return body
-        metrics.RUN_READS.labels("get").inc()
-        body = self.cluster.get_custom("runs", namespace, name)
-        if self.watched is not None:
-            if body is None:
-                self.watched.forget_run(namespace, name)  # deleted, whether or not its watch event has come
-            else:
-                self.watched.run_written(body)
-        return body
+        return self._objects.read(namespace, name, fresh)
 
     def _reconcile(self, namespace: str, name: str, fresh: bool = False) -> float | None:
         body = self._run_body(namespace, name, fresh)
@@ -438,11 +410,11 @@ class RunReconciler:
 
         run_id = uid
         states = states_from_status(old_status.steps)
-        old_units = self._load_units(run_id) if any(s.for_each for s in resolved.spec.steps) else {}
+        old_units = self._load_units(run_id) if any(s.for_each for s in resolved.spec.all_steps()) else {}
         states.update(old_units)
         jobs = self._jobs(namespace, name, states, resolved.spec)
         # A Job created by a pass that died before recording it is that attempt, whatever the cache says now.
-        known = {s.name for s in resolved.spec.steps}
+        known = {s.name for s in resolved.spec.all_steps()}
         states = adopt_launched(
             states, [(k, a, obs.cache_key) for (k, a), obs in jobs.items() if k in states or k in known], now
         )
@@ -473,7 +445,7 @@ class RunReconciler:
         states = dict(plan.states)
         refused = self._apply(plan, body, resolved, states, before, now)
 
-        order = [s.name for s in resolved.spec.steps]
+        order = [s.name for s in resolved.spec.all_steps()]
         units = {k: v for k, v in states.items() if k not in order}
         if units != old_units:
             self._save_units(run_id, units)
@@ -483,6 +455,8 @@ class RunReconciler:
             if not refused
             else succeeded_condition(RunPhase.RUNNING, "JobCreateRefused", "; ".join(refused), now, generation),
         )
+        if (exits := exit_condition(plan, now, generation)) is not None:
+            conditions = set_condition(conditions, exits)
         old_pods = next((c for c in old_status.conditions if c.type == POD_CONDITION), None)
         if (pods := pods_started_condition(waiting_pods, old_pods, now, generation)) is not None:
             conditions = set_condition(conditions, pods)
@@ -525,7 +499,7 @@ class RunReconciler:
         self, states: Mapping[str, StepState], spec: PipelineSpec, jobs: Mapping[tuple[str, int], JobObservation]
     ) -> list[WaitingPod]:
         """Running attempts whose pod exists but waits (a missing Secret, an image, no node), in the pod's words."""
-        steps = {s.name: s for s in spec.steps}
+        steps = {s.name: s for s in spec.all_steps()}
         out = []
         for key, state in states.items():
             step = steps.get(step_of(key))
@@ -539,7 +513,7 @@ class RunReconciler:
         self, spec: PipelineSpec, states: Mapping[str, StepState], jobs: Mapping[tuple[str, int], JobObservation]
     ) -> datetime | None:
         """The first start deadline of an attempt whose pod has not started: the pass must look again then."""
-        steps = {s.name: s for s in spec.steps}
+        steps = {s.name: s for s in spec.all_steps()}
         deadlines = []
         for key, state in states.items():
             step = steps.get(step_of(key))
@@ -598,7 +572,7 @@ class RunReconciler:
             log.warning("cannot record run %s/%s: %s", meta["namespace"], meta["name"], p.message)
             return None
         states = states_from_status(status.steps)
-        if any(s.for_each for s in resolved.spec.steps):
+        if any(s.for_each for s in resolved.spec.all_steps()):
             try:
                 states.update(self._load_units(meta["uid"]))
             except StoreUnavailable as e:
@@ -663,7 +637,7 @@ class RunReconciler:
         """Carry out the plan; returns what the API server refused (those steps stay unlaunched, to retry)."""
         refused: list[str] = []
         meta = body["metadata"]
-        steps = {s.name: s for s in resolved.spec.steps}
+        steps = {s.name: s for s in resolved.spec.all_steps()}
         for action in plan.actions:
             state = states.get(action.key, StepState())
             if isinstance(action, Launch):
@@ -728,14 +702,7 @@ class RunReconciler:
         self._patch_status(body, new_wire)
 
     def _patch_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
-        """Write status only over the version the pass read (StaleObject otherwise), and fold the written Run into
-        the watch cache at once: the next pass must not plan from the version before this write."""
-        meta = body["metadata"]
-        written = self.cluster.patch_status(
-            "runs", meta["namespace"], meta["name"], status, resource_version=meta.get("resourceVersion")
-        )
-        if self.watched is not None:
-            self.watched.run_written(written)
+        self._objects.write_status(body, status)
 
     def _events(
         self, body: dict[str, Any], old: RunStatus, plan: Plan, finished_now: list[tuple[str, StepState]]

@@ -1,5 +1,5 @@
-"""What the watches have shown of unfinished Runs, step Jobs and pods and of Pipelines, so a pass need not
-GET or LIST them.
+"""What the watches have shown of unfinished Runs, step Jobs and pods, Pipelines and ModelDeployments, so a
+pass need not GET or LIST them.
 
 The kopf handlers already receive every event of Jobs and pods labelled with a Run, and of
 Pipelines; they feed this cache, and a Run's pass reads its Jobs and pods here instead of making
@@ -78,6 +78,11 @@ def _trim_run(run: Body) -> Body:
     return out
 
 
+def _trim_object(body: Body) -> Body:
+    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    return {**body, "metadata": meta}
+
+
 def _newer(candidate: Body, held: Body | None) -> bool:
     """Whether `candidate` is a later version than `held`. resourceVersions are opaque by contract but etcd's
     revisions in practice; when they do not compare as numbers the later arrival wins (a wrong guess costs
@@ -102,6 +107,7 @@ class WatchCache:
         self._pipelines: dict[tuple[str, str], Body] = {}
         self._run_bodies: dict[tuple[str, str], tuple[Body, float]] = {}
         self._finished_runs: dict[tuple[str, str], str] = {}
+        self._objects: dict[tuple[str, str, str], tuple[Body, float]] = {}
 
     # ------------------------------------------------------------------ Runs
 
@@ -217,6 +223,39 @@ class WatchCache:
             self._runs.pop((namespace, run), None)
             self._run_bodies.pop((namespace, run), None)
             self._finished_runs.pop((namespace, run), None)
+
+    # ------------------------------------------------------------------ objects held whole (ModelDeployments)
+
+    def object_event(self, plural: str, event: str | None, body: Body) -> None:
+        """Fold in an event of an object whose passes read it whole (all but `managedFields`)."""
+        key = (plural, *self._run_key(body))
+        with self._lock:
+            held = self._objects.get(key)
+            if event == "DELETED":
+                self._objects.pop(key, None)
+            elif _newer(body, held[0] if held is not None else None):
+                self._objects[key] = (_trim_object(body), self._clock())
+
+    def object_written(self, plural: str, body: Body) -> None:
+        """Fold in an object as a write or a GET returned it, unless it was deleted (forgotten) meanwhile."""
+        key = (plural, *self._run_key(body))
+        with self._lock:
+            held = self._objects.get(key)
+            if held is not None and _newer(body, held[0]):
+                self._objects[key] = (_trim_object(body), self._clock())
+
+    def object(self, plural: str, namespace: str, name: str, max_age: float | None = None) -> Body | None:
+        """The object as last seen (read-only: shared with other passes), or None; None too when it has not been
+        seen for `max_age` seconds (its resync pass then reads it afresh, in case a watch missed something)."""
+        with self._lock:
+            entry = self._objects.get((plural, namespace, name))
+        if entry is None or (max_age is not None and self._clock() - entry[1] > max_age):
+            return None
+        return entry[0]
+
+    def forget_object(self, plural: str, namespace: str, name: str) -> None:
+        with self._lock:
+            self._objects.pop((plural, namespace, name), None)
 
     # ------------------------------------------------------------------ pipelines
 
