@@ -247,6 +247,12 @@ class PipelineSpec(ApiModel):
     """Typed inputs with defaults."""
     steps: list[Step] = Field(min_length=1, max_length=512)
     """The DAG's nodes; edges come from inputs and dependsOn."""
+    on_exit: Annotated[list[Step], Field(max_length=64)] | None = None
+    """Steps that run once every step above has finished, whatever the outcome (succeeded, failed, cancelled or
+    timed out): notifications and cleanup. They read the outcome as {{ run.phase }}, {{ run.failedSteps }} and
+    {{ run.message }} (and run.phase, run.failedSteps in `when`), may read outputs of steps that succeeded, and may
+    depend on earlier onExit steps. Their failure is recorded (condition ExitStepsSucceeded) but does not change
+    the Run's phase, which is the steps' outcome."""
     fail_fast: bool = True
     """Stop launching new steps after one fails (false: let independent branches finish)."""
     timeout_seconds: Annotated[int, Field(ge=1, le=30 * 86400)] | None = None
@@ -262,6 +268,10 @@ class PipelineSpec(ApiModel):
     pod: PodSettings | None = None
     """Pod settings every step starts from (Secrets, volumes, placement, ...); a step's own pod settings merge
     over them."""
+
+    def all_steps(self) -> list[Step]:
+        """The steps, then the onExit steps: every step a Run of this pipeline may execute."""
+        return [*self.steps, *(self.on_exit or [])]
 
 
 class TriggerStatus(ApiModel):

@@ -131,6 +131,10 @@ class Plan:
     """Plan again no later than this (a retry's backoff ends, a timeout expires)."""
     states: Mapping[str, StepState] = field(default_factory=dict)
     """Every step's (and fan-out item's) state after this plan's decisions: what the shell keeps."""
+    exit_reason: str = ""
+    """Where the onExit steps are ("" when the pipeline has none): one of the EXIT_* reasons."""
+    exit_message: str = ""
+    """What the onExit steps did, for the ExitStepsSucceeded condition."""
 
     @property
     def done(self) -> bool:
@@ -283,6 +287,59 @@ class _Budget:
     stop: bool
 
 
+# ---------------------------------------------------------------- onExit steps
+
+EXIT_WAITING = "WaitingForSteps"
+EXIT_RUNNING = "Running"
+EXIT_SUCCEEDED = "AllSucceeded"
+EXIT_FAILED = "StepFailed"
+EXIT_CANCELLED = "Cancelled"
+
+
+def step_order(spec: PipelineSpec) -> list[str]:
+    """Every step a Run shows, in the order it shows them: the steps' DAG order, then the onExit steps'."""
+    return Dag.of(spec.steps).order() + Dag.of(spec.on_exit or []).order()
+
+
+@dataclass(frozen=True)
+class DagOutcome:
+    """How the steps (not the onExit steps) ended: the Run's phase, and what onExit steps read as `run.*`."""
+
+    phase: RunPhase
+    reason: str
+    message: str
+    failed_steps: tuple[str, ...]
+
+    def template_values(self) -> dict[str, str]:
+        """{{ run.phase }}, {{ run.failedSteps }} (comma-separated, "" when none) and {{ run.message }}."""
+        return {"phase": self.phase.value, "failedSteps": ",".join(self.failed_steps), "message": self.message}
+
+    def when_values(self) -> dict[str, Any]:
+        """run.phase, run.failedSteps (a list) and run.message in an onExit step's `when`."""
+        return {"phase": self.phase.value, "failedSteps": list(self.failed_steps), "message": self.message}
+
+
+def exit_steps_ready(main: Plan, order: Iterable[str]) -> DagOutcome | None:
+    """The one decision of when onExit steps may start, whichever shell asks: once the plan of the steps (in
+    `order`) is final, every step terminal (succeeded, failed, skipped or cancelled, after a cancel or the Run's
+    timeout too). Returns the outcome they read, or None while any step may still run."""
+    if not main.done:
+        return None
+    failed = tuple(n for n in order if main.states.get(n, StepState()).phase is StepPhase.FAILED)
+    return DagOutcome(main.phase, main.reason, main.message, failed)
+
+
+def exit_input_problem(step: Step, states: Mapping[str, StepState], main_steps: Iterable[str]) -> str | None:
+    """Why an onExit step cannot run for want of a step's output: it reads an output of a step that did not
+    succeed (a failed training has no model to clean up after). None when every such input is there."""
+    main = set(main_steps)
+    for i in step.inputs:
+        if i.step in main and states.get(i.step, StepState()).phase is not StepPhase.SUCCEEDED:
+            phase = states.get(i.step, StepState()).phase.value
+            return f"input {i.name!r} reads output {i.output!r} of step {i.step!r}, which did not succeed ({phase})"
+    return None
+
+
 # ---------------------------------------------------------------- the planner
 
 
@@ -312,13 +369,20 @@ _METRIC_REF = re.compile(rf"steps\s*{_NAME_OR_KEY}\s*\.\s*metrics\s*{_NAME_OR_KE
 """`steps.train.metrics.acc` or `steps['train'].metrics['acc']` in a condition: groups (step, step, metric, metric)."""
 
 
-def _evaluate_when(expression: str, params: Mapping[str, Any], states: Mapping[str, StepState]) -> bool:
+def _evaluate_when(
+    expression: str,
+    params: Mapping[str, Any],
+    states: Mapping[str, StepState],
+    run: Mapping[str, Any] | None = None,
+) -> bool:
     import cel  # noqa: PLC0415 - only needed for steps with conditions
 
-    context = {
+    context: dict[str, Any] = {
         "params": dict(params),
         "steps": {n: {"phase": s.phase.value, "metrics": dict(s.metrics)} for n, s in states.items()},
     }
+    if run is not None:
+        context["run"] = dict(run)
     try:
         value = cel.evaluate(expression, context)
     except KeyError:
@@ -340,11 +404,15 @@ class RunPlanner:
     context: RunContext
     parallelism: int | None = None
 
-    def _template(self, step: Step, item: Any = None, has_item: bool = False) -> dict[str, Any]:
-        """The step's template with params, item and run resolved; inputs/outputs stay for the runtime."""
+    def _template(
+        self, step: Step, item: Any = None, has_item: bool = False, outcome: DagOutcome | None = None
+    ) -> dict[str, Any]:
+        """The step's template with params, item and run resolved (an onExit step's run.* includes the steps'
+        outcome); inputs/outputs stay for the runtime."""
+        run = {"name": self.context.name, "namespace": self.context.namespace, "id": self.context.run_id}
         ctx: dict[str, Any] = {
             "params": dict(self.params),
-            "run": {"name": self.context.name, "namespace": self.context.namespace, "id": self.context.run_id},
+            "run": {**run, **(outcome.template_values() if outcome is not None else {})},
             "inputs": {i.name: f"{{{{ inputs.{i.name} }}}}" for i in step.inputs},
             "outputs": {o: f"{{{{ outputs.{o} }}}}" for o in self._outputs(step)},
         }
@@ -405,10 +473,41 @@ class RunPlanner:
         cancel: bool = False,
         run_started_at: datetime | None = None,
         approvals: Mapping[str, StepApproval] | None = None,
+        cancel_exit: bool = False,
     ) -> Plan:
         """Decide the next actions. `states` holds one entry per step and, for fanned-out steps, one per
-        item under `unit_key(step, i)`; the returned Plan.states is the whole new picture."""
-        external = external_digests or {}
+        item under `unit_key(step, i)`; the returned Plan.states is the whole new picture.
+
+        The steps are planned first; once their plan is final (`exit_steps_ready`) the onExit steps are. A
+        cancel or the Run's timeout ends the steps, not the onExit steps (they are the cleanup); `cancel_exit`
+        stops those too (a second Ctrl-C of the local runner)."""
+        main_names = {s.name for s in self.spec.steps}
+        main = self._plan_steps(
+            {k: v for k, v in states.items() if step_of(k) in main_names},
+            now,
+            cache=cache,
+            external=external_digests or {},
+            cancel=cancel or cancel_exit,
+            run_started_at=run_started_at,
+            approvals=approvals or {},
+        )
+        if not self.spec.on_exit:
+            return main
+        exit_states = {k: v for k, v in states.items() if step_of(k) not in main_names}
+        return self._plan_exit(main, exit_states, now, cache, external_digests or {}, cancel_exit)
+
+    def _plan_steps(
+        self,
+        states: Mapping[str, StepState],
+        now: datetime,
+        *,
+        cache: Mapping[str, CacheEntry],
+        external: Mapping[str, str],
+        cancel: bool,
+        run_started_at: datetime | None,
+        approvals: Mapping[str, StepApproval],
+    ) -> Plan:
+        """The plan of the steps (spec.steps) alone."""
         steps = {s.name: s for s in self.spec.steps}
         dag = Dag.of(self.spec.steps)
         order = dag.order()
@@ -467,58 +566,154 @@ class RunPlanner:
                 continue  # never runs; cancelled when the run finishes
             if not all(progressed[u].phase in (StepPhase.SUCCEEDED, StepPhase.SKIPPED) for u in ups):
                 continue
-            if step.when is not None and st.phase is StepPhase.PENDING and not units_of(progressed, n):
-                if budget.stop:
-                    continue
-                try:
-                    go = _evaluate_when(step.when, self.params, {k: v for k, v in progressed.items() if k in steps})
-                except (ValueError, KeyError, TypeError) as e:
-                    self._decide(
-                        progressed, actions, FailStep(n, f"cannot evaluate when of step {n!r} ({step.when}): {e}"), now
-                    )
-                    continue
-                if not go:
-                    self._decide(progressed, actions, Skip(n, f"condition is false: {step.when}"), now)
-                    continue
-            if step.approval is not None and step.approval.required and st.attempts == 0 and not budget.stop:
-                decision = (approvals or {}).get(n)
-                if decision is None:
-                    waiting = f"waiting for approval{': ' + step.approval.message if step.approval.message else ''}"
-                    progressed[n] = replace(st, phase=StepPhase.WAITING, message=waiting, next_attempt_at=None)
-                    continue
-                if decision.decision is Decision.REJECT:
-                    who = f" by {decision.by}" if decision.by else ""
-                    why = f": {decision.comment}" if decision.comment else ""
-                    self._decide(progressed, actions, FailStep(n, f"rejected{who}{why}"), now)
-                    continue
-                if st.phase is StepPhase.WAITING:
-                    progressed[n] = st = replace(st, phase=StepPhase.PENDING, message=None)
-            try:
-                inputs = self._inputs(step, progressed, external, steps)
-            except (ValueError, KeyError) as e:
-                self._decide(progressed, actions, FailStep(n, str(e)), now)
-                continue
-            if step.for_each is None:
-                self._plan_unit(n, n, step, None, None, inputs, external, progressed, cache, now, actions, wake, budget)
-                continue
-            try:
-                items = fan_items(step, self.params)
-            except (ValueError, KeyError, TypeError) as e:
-                self._decide(progressed, actions, FailStep(n, f"cannot expand forEach: {e}"), now)
-                continue
-            cap = step.for_each.max_concurrency
-            for i, item in enumerate(items):
-                key = unit_key(n, i)
-                unit = progressed.setdefault(key, StepState())
-                self._check_timeout(key, step, unit, now, actions, wake)
-                if cap is not None and unit.phase in (StepPhase.PENDING, StepPhase.WAITING):
-                    in_flight = sum(1 for _, u in units_of(progressed, n) if u.phase is StepPhase.RUNNING)
-                    if in_flight >= cap:
-                        continue
-                self._plan_unit(key, n, step, i, item, inputs, external, progressed, cache, now, actions, wake, budget)
-            progressed[n] = self._fan_in(n, step, items, progressed, now)
+            self._advance(n, step, progressed, steps, actions, wake, budget, cache, external, now, approvals, None)
 
         return self._summarize(order, progressed, tuple(actions), wake)
+
+    def _plan_exit(
+        self,
+        main: Plan,
+        states: Mapping[str, StepState],
+        now: datetime,
+        cache: Mapping[str, CacheEntry],
+        external: Mapping[str, str],
+        cancel_exit: bool,
+    ) -> Plan:
+        """The onExit steps, after the steps' plan `main`: pending while any step may run, then a DAG of their
+        own. Every one runs whatever the steps did (fail-fast does not stop them: each cleanup is independent),
+        none is a cache hit (a notification must not be skipped because an identical one was sent before), and
+        one that reads an output of a step that did not succeed is skipped, saying which."""
+        assert self.spec.on_exit
+        exit_steps = {s.name: s for s in self.spec.on_exit}
+        dag = Dag.of(self.spec.on_exit)
+        order = dag.order()
+        progressed: dict[str, StepState] = {**main.states, **states}
+        for n in order:
+            progressed.setdefault(n, StepState())
+        outcome = exit_steps_ready(main, Dag.of(self.spec.steps).order())
+        if outcome is None:
+            waiting = "waiting for the steps to finish"
+            return replace(main, states=progressed, exit_reason=EXIT_WAITING, exit_message=waiting)
+        actions: list[Action] = list(main.actions)
+        wake: list[datetime] = []
+        fanned = {n for n in order if exit_steps[n].for_each is not None}
+        running = [
+            k
+            for k, st in progressed.items()
+            if step_of(k) in exit_steps and st.phase is StepPhase.RUNNING and k not in fanned
+        ]
+        if cancel_exit:
+            for key in running:
+                actions.append(Kill(step_of(key), "run cancelled", key, Stop.RUN_CANCELLED))
+            for key, st in list(progressed.items()):
+                if step_of(key) in exit_steps and st.phase not in TERMINAL and key not in running:
+                    self._decide(
+                        progressed, actions, CancelStep(step_of(key), key if key != step_of(key) else None), now
+                    )
+        else:
+            limit = self.parallelism or self.spec.parallelism
+            budget = _Budget(slots=(limit - len(running)) if limit else 1 << 30, stop=False)
+            all_steps = {s.name: s for s in self.spec.all_steps()}
+            for n in order:
+                step, st = exit_steps[n], progressed[n]
+                if step.for_each is None:
+                    self._check_timeout(n, step, st, now, actions, wake)
+                if st.phase in TERMINAL or (st.phase is StepPhase.RUNNING and step.for_each is None):
+                    continue
+                missing = exit_input_problem(step, progressed, (s.name for s in self.spec.steps))
+                if missing is not None:
+                    self._decide(progressed, actions, Skip(n, missing), now)
+                    continue
+                ups = dag.upstream[n]  # onExit steps it waits for (every step has finished by now)
+                readers_of = {i.step for i in step.inputs}
+                if any(progressed[u].phase is StepPhase.SKIPPED for u in ups if u in readers_of):
+                    self._decide(progressed, actions, Skip(n, "an upstream step it reads from was skipped"), now)
+                    continue
+                if any(progressed[u].phase in (StepPhase.FAILED, StepPhase.CANCELLED) for u in ups):
+                    continue  # never runs; cancelled when the onExit steps finish
+                if not all(progressed[u].phase in (StepPhase.SUCCEEDED, StepPhase.SKIPPED) for u in ups):
+                    continue
+                self._advance(n, step, progressed, all_steps, actions, wake, budget, cache, external, now, {}, outcome)
+        return self._summarize_exit(main, order, progressed, tuple(actions), wake)
+
+    def _advance(
+        self,
+        n: str,
+        step: Step,
+        progressed: dict[str, StepState],
+        steps: Mapping[str, Step],
+        actions: list[Action],
+        wake: list[datetime],
+        budget: _Budget,
+        cache: Mapping[str, CacheEntry],
+        external: Mapping[str, str],
+        now: datetime,
+        approvals: Mapping[str, StepApproval],
+        outcome: DagOutcome | None,
+    ) -> None:
+        """A step whose upstream steps are done: its condition, its approval, then its launch, cache hit or items.
+        `outcome` is the steps' outcome when `step` is an onExit step (None for a step)."""
+        st = progressed[n]
+        if step.when is not None and st.phase is StepPhase.PENDING and not units_of(progressed, n):
+            if budget.stop:
+                return
+            try:
+                go = _evaluate_when(
+                    step.when,
+                    self.params,
+                    {k: v for k, v in progressed.items() if k in steps},
+                    outcome.when_values() if outcome is not None else None,
+                )
+            except (ValueError, KeyError, TypeError) as e:
+                self._decide(
+                    progressed, actions, FailStep(n, f"cannot evaluate when of step {n!r} ({step.when}): {e}"), now
+                )
+                return
+            if not go:
+                self._decide(progressed, actions, Skip(n, f"condition is false: {step.when}"), now)
+                return
+        if step.approval is not None and step.approval.required and st.attempts == 0 and not budget.stop:
+            decision = approvals.get(n)
+            if decision is None:
+                waiting = f"waiting for approval{': ' + step.approval.message if step.approval.message else ''}"
+                progressed[n] = replace(st, phase=StepPhase.WAITING, message=waiting, next_attempt_at=None)
+                return
+            if decision.decision is Decision.REJECT:
+                who = f" by {decision.by}" if decision.by else ""
+                why = f": {decision.comment}" if decision.comment else ""
+                self._decide(progressed, actions, FailStep(n, f"rejected{who}{why}"), now)
+                return
+            if st.phase is StepPhase.WAITING:
+                progressed[n] = st = replace(st, phase=StepPhase.PENDING, message=None)
+        try:
+            inputs = self._inputs(step, progressed, external, steps)
+        except (ValueError, KeyError) as e:
+            self._decide(progressed, actions, FailStep(n, str(e)), now)
+            return
+        reuse = step.cache.enabled and outcome is None
+        if step.for_each is None:
+            self._plan_unit(
+                n, n, step, None, None, inputs, external, progressed, cache, now, actions, wake, budget, outcome, reuse
+            )
+            return
+        try:
+            items = fan_items(step, self.params)
+        except (ValueError, KeyError, TypeError) as e:
+            self._decide(progressed, actions, FailStep(n, f"cannot expand forEach: {e}"), now)
+            return
+        cap = step.for_each.max_concurrency
+        for i, item in enumerate(items):
+            key = unit_key(n, i)
+            unit = progressed.setdefault(key, StepState())
+            self._check_timeout(key, step, unit, now, actions, wake)
+            if cap is not None and unit.phase in (StepPhase.PENDING, StepPhase.WAITING):
+                in_flight = sum(1 for _, u in units_of(progressed, n) if u.phase is StepPhase.RUNNING)
+                if in_flight >= cap:
+                    continue
+            self._plan_unit(
+                key, n, step, i, item, inputs, external, progressed, cache, now, actions, wake, budget, outcome, reuse
+            )
+        progressed[n] = self._fan_in(n, step, items, progressed, now)
 
     # ---------------------------------------------------------------- pieces of a pass
 
@@ -553,8 +748,11 @@ class RunPlanner:
         actions: list[Action],
         wake: list[datetime],
         budget: _Budget,
+        outcome: DagOutcome | None = None,
+        reuse: bool = True,
     ) -> None:
-        """One execution unit (a step, or one item of a fanned-out step): cache hit, launch, or wait."""
+        """One execution unit (a step, or one item of a fanned-out step): cache hit, launch, or wait. `reuse`:
+        whether a cache hit may stand in for it; `outcome`: an onExit step's run.* values."""
         st = progressed[key]
         if st.phase in TERMINAL or st.phase is StepPhase.RUNNING:
             return
@@ -568,7 +766,7 @@ class RunPlanner:
         if budget.stop:
             return
         try:
-            template = self._template(step, item, index is not None)
+            template = self._template(step, item, index is not None, outcome)
         except (ValueError, KeyError) as e:
             self._decide(progressed, actions, FailStep(name, str(e), key), now)
             return
@@ -579,7 +777,7 @@ class RunPlanner:
             item=item,
             code_version=self.context.code_version,
         )
-        if step.cache.enabled and st.attempts == 0 and content is not None and ck in cache:
+        if reuse and st.attempts == 0 and content is not None and ck in cache:
             self._decide(progressed, actions, ReuseCached(name, cache[ck], key), now)
             return
         if budget.slots <= 0:
@@ -668,3 +866,60 @@ class RunPlanner:
                 actions, RunPhase.SUCCEEDED, "AllStepsSucceeded", "every step succeeded or was skipped", states=states
             )
         return Plan(actions, RunPhase.RUNNING, wake_at=wake_at, states=states)
+
+    def _summarize_exit(
+        self,
+        main: Plan,
+        order: list[str],
+        states: Mapping[str, StepState],
+        actions: tuple[Action, ...],
+        wake: list[datetime],
+    ) -> Plan:
+        """The Run while and after its onExit steps run: Running until every one is terminal, then the steps'
+        phase, reason and message (an onExit failure is added to the message and has its own condition, but
+        turns neither a Failed Run into a Succeeded one nor a Succeeded one into a Failed one)."""
+        if any(s.phase in (StepPhase.RUNNING, StepPhase.WAITING) for k, s in states.items() if step_of(k) in order):
+            message = f"{main.message}; running the onExit steps" if main.message else "running the onExit steps"
+            return Plan(
+                actions,
+                RunPhase.RUNNING,
+                "RunningExitSteps",
+                message,
+                wake_at=min(wake) if wake else None,
+                states=states,
+                exit_reason=EXIT_RUNNING,
+                exit_message=f"the steps ended {main.phase.value}: running the onExit steps",
+            )
+        # Nothing running: an onExit step still pending waits for one that failed or was cancelled; it never runs.
+        leftovers = tuple(CancelStep(n) for n in order if states[n].phase is StepPhase.PENDING)
+        final = dict(states)
+        for c in leftovers:
+            final[c.key] = replace(
+                final[c.key], phase=StepPhase.CANCELLED, message="an onExit step it waits for did not succeed"
+            )
+        failed = [n for n in order if final[n].phase is StepPhase.FAILED]
+        cancelled = [n for n in order if final[n].phase is StepPhase.CANCELLED]
+        if failed:
+            first = failed[0]
+            exit_reason = EXIT_FAILED
+            exit_message = f"onExit step {first!r} failed" + (
+                f": {final[first].message}" if final[first].message else ""
+            )
+            message = f"{main.message}; {exit_message}" if main.message else exit_message
+        elif cancelled:
+            exit_reason, exit_message, message = EXIT_CANCELLED, "the onExit steps were cancelled", main.message
+        else:
+            exit_reason, exit_message, message = (
+                EXIT_SUCCEEDED,
+                "every onExit step succeeded or was skipped",
+                main.message,
+            )
+        return Plan(
+            actions + leftovers,
+            main.phase,
+            main.reason,
+            message,
+            states=final,
+            exit_reason=exit_reason,
+            exit_message=exit_message,
+        )

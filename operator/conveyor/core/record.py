@@ -18,8 +18,7 @@ from typing import Any
 
 from conveyor.api.pipeline import PipelineSpec, Step
 from conveyor.api.run import RunPhase
-from conveyor.core.dag import Dag
-from conveyor.core.planner import StepState, units_of
+from conveyor.core.planner import StepState, step_order, units_of
 from conveyor.core.status import item_statuses, step_statuses
 from conveyor.core.templates import TemplateError, references, strings_in
 
@@ -47,7 +46,7 @@ def spec_digest(spec: PipelineSpec) -> str:
     Keys are sorted, except a `forEach.grid`'s: their order is the order of the grid's items (the first key
     varies slowest), so two grids that differ only in it are different specs."""
     wire = spec.to_wire()
-    for step in wire.get("steps", []):
+    for step in [*wire.get("steps", []), *wire.get("onExit", [])]:
         grid = (step.get("forEach") or {}).get("grid")
         if grid is not None:
             step["forEach"]["grid"] = [[k, v] for k, v in grid.items()]
@@ -131,8 +130,8 @@ def run_record(
     input digests and their producers), what came out (outputs with digests and URIs, metrics), and how
     (cache keys and hits, attempts, timings). `states` holds the steps and, for fan-outs, their items."""
     external = external_digests or {}
-    steps = {s.name: s for s in spec.steps}
-    order = Dag.of(spec.steps).order()
+    steps = {s.name: s for s in spec.all_steps()}
+    order = step_order(spec)
     records = []
     for status in step_statuses(order, states):
         step, state = steps[status.name], states.get(status.name, StepState())

@@ -9,7 +9,9 @@ from typing import Any
 
 from conveyor.api.base import Condition, ConditionStatus
 from conveyor.api.run import ArtifactRef, FanOutStatus, RunPhase, StepPhase, StepStatus
-from conveyor.core.planner import TERMINAL, StepState, units_of
+from conveyor.core.planner import EXIT_FAILED, EXIT_SUCCEEDED, TERMINAL, Plan, StepState, units_of
+
+EXIT_CONDITION = "ExitStepsSucceeded"
 
 
 def set_condition(conditions: Sequence[Condition], new: Condition) -> list[Condition]:
@@ -40,6 +42,28 @@ def succeeded_condition(phase: RunPhase, reason: str, message: str, now: datetim
         status=status,
         reason=reason or phase.value,
         message=message,
+        last_transition_time=now,
+        observed_generation=generation,
+    )
+
+
+def exit_condition(plan: Plan, now: datetime, generation: int | None) -> Condition | None:
+    """ExitStepsSucceeded: True once every onExit step succeeded or was skipped, False when one failed or they were
+    cancelled, Unknown while they wait or run; None for a pipeline without onExit steps. Kept apart from
+    Succeeded, which says how the steps ended, so a failed cleanup is visible without changing the Run's outcome."""
+    if not plan.exit_reason:
+        return None
+    if plan.exit_reason == EXIT_SUCCEEDED:
+        status = ConditionStatus.TRUE
+    elif plan.exit_reason == EXIT_FAILED or plan.done:
+        status = ConditionStatus.FALSE
+    else:
+        status = ConditionStatus.UNKNOWN
+    return Condition(
+        type=EXIT_CONDITION,
+        status=status,
+        reason=plan.exit_reason,
+        message=plan.exit_message[:4000],
         last_transition_time=now,
         observed_generation=generation,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from conveyor.api.pipeline import PipelineSpec
 from conveyor.api.pod import PodSettings
-from conveyor.core.validation import Issue
+from conveyor.core.validation import Issue, step_paths
 
 LOCAL = "local runner"
 OPERATOR = "operator"
@@ -29,8 +29,7 @@ def _pod_settings(pod: PodSettings | None, shell: str, path: str) -> list[Issue]
 def unsupported_steps(spec: PipelineSpec, shell: str, path: str = "spec") -> list[Issue]:
     """Step features a shell cannot run yet (checked for every Run)."""
     issues = _pod_settings(spec.pod, shell, f"{path}.pod")
-    for i, step in enumerate(spec.steps):
-        sp = f"{path}.steps[{i}]"
+    for sp, step in step_paths(spec, path):
         issues += _pod_settings(step.pod, shell, f"{sp}.pod")
         if step.approval is not None and step.approval.required and shell == LOCAL:
             issues.append(_no(f"{sp}.approval", "approval (approve on a cluster: conveyor approve)", shell))

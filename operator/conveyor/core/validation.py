@@ -26,6 +26,8 @@ from conveyor.core.templates import TemplateError, references, strings_in
 
 KINDS: dict[str, type[BaseModel]] = {"Pipeline": Pipeline, "Run": Run, "ModelDeployment": ModelDeployment}
 RUN_VARIABLES = frozenset({"name", "namespace", "id"})
+# What an onExit step may read of the run besides RUN_VARIABLES: how the steps ended.
+EXIT_RUN_VARIABLES = frozenset({"phase", "failedSteps", "message"})
 
 
 @dataclass(frozen=True, order=True)
@@ -252,9 +254,22 @@ def _duplicates(names: Iterable[str]) -> list[tuple[int, str]]:
 
 _STEP_REF = re.compile(r"steps\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*['\"]([^'\"]+)['\"]\s*\])")
 _PARAM_REF = re.compile(r"params\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
+_RUN_REF = re.compile(r"(?<![A-Za-z0-9_.])run\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 
 
-def _check_when(step: Step, sp: str, params: set[str], dag: Dag, issues: list[Issue]) -> None:
+def step_paths(spec: PipelineSpec, path: str = "spec") -> list[tuple[str, Step]]:
+    """(field path, step) of every step and then every onExit step: spec.steps[i], spec.onExit[j]."""
+    return [(f"{path}.steps[{i}]", s) for i, s in enumerate(spec.steps)] + [
+        (f"{path}.onExit[{i}]", s) for i, s in enumerate(spec.on_exit or [])
+    ]
+
+
+def _check_when(
+    step: Step, sp: str, params: set[str], known: set[str], readable: set[str], on_exit: bool, issues: list[Issue]
+) -> None:
+    """`known`: the step names that exist; `readable`: those this step's condition may read (its ancestors, and
+    for an onExit step every step as well: they have all finished). Reading any other is a cycle waiting to
+    happen, so it is refused."""
     import cel  # noqa: PLC0415 - the CEL engine is only needed when a `when` exists
 
     assert step.when is not None
@@ -264,25 +279,30 @@ def _check_when(step: Step, sp: str, params: set[str], dag: Dag, issues: list[Is
     except ValueError as e:
         issues.append(Issue(path, f"invalid expression: {str(e).splitlines()[0]}"))
         return
-    unknown_vars = set(program.variables()) - {"params", "steps"}
+    allowed_vars = {"params", "steps", "run"} if on_exit else {"params", "steps"}
+    unknown_vars = set(program.variables()) - allowed_vars
     for v in sorted(unknown_vars):
-        issues.append(Issue(path, f"unknown variable {v!r} (a condition may read params and steps)"))
+        readable_vars = "params, steps and run" if on_exit else "params and steps; run only in an onExit step"
+        issues.append(Issue(path, f"unknown variable {v!r} (a condition may read {readable_vars})"))
+    if on_exit:
+        for name in _RUN_REF.findall(step.when):
+            if name not in EXIT_RUN_VARIABLES:
+                issues.append(Issue(path, f"unknown run field {name!r} (known: {_names(EXIT_RUN_VARIABLES)})"))
     for name in _PARAM_REF.findall(step.when):
         if name not in params:
             issues.append(Issue(path, f"unknown parameter {name!r}"))
-    ancestors = dag.ancestors(step.name)
     for dotted, bracketed in _STEP_REF.findall(step.when):
         ref = dotted or bracketed
-        if ref not in dag.upstream:
+        if ref not in known:
             issues.append(Issue(path, f"unknown step {ref!r}"))
-        elif ref not in ancestors:
+        elif ref not in readable:
             issues.append(
                 Issue(path, f"reads step {ref!r}, which is not upstream of {step.name!r}: add it to dependsOn")
             )
 
 
 def _check_templates(
-    step: Step, sp: str, params: set[str], inputs: set[str], outputs: set[str], issues: list[Issue]
+    step: Step, sp: str, params: set[str], inputs: set[str], outputs: set[str], on_exit: bool, issues: list[Issue]
 ) -> None:
     item_keys: set[str] | None = None
     if step.for_each is not None:
@@ -291,7 +311,7 @@ def _check_templates(
         "params": params,
         "inputs": inputs,
         "outputs": outputs,
-        "run": set(RUN_VARIABLES),
+        "run": set(RUN_VARIABLES | EXIT_RUN_VARIABLES) if on_exit else set(RUN_VARIABLES),
     }
     texts: list[tuple[str, str]] = []
     if step.container is not None:
@@ -324,6 +344,11 @@ def _check_templates(
                 )
                 continue
             names = allowed[head]
+            if head == "run" and not on_exit and len(rest) == 1 and rest[0] in EXIT_RUN_VARIABLES:
+                issues.append(
+                    Issue(path, f"{{{{ {ref.text} }}}} is only defined in an onExit step (the steps' outcome)")
+                )
+                continue
             if len(rest) != 1 or (names is not None and rest[0] not in names):
                 known = ", ".join(sorted(names or ())) or "none"
                 issues.append(Issue(path, f"unknown template variable {ref.text!r} (known {head}: {known})"))
@@ -337,20 +362,33 @@ def validate_pipeline(spec: PipelineSpec, path: str = "spec") -> list[Issue]:
     for i, p in enumerate(spec.parameters):
         if p.default is not None and (problem := type_error(p, p.default)):
             issues.append(Issue(f"{path}.parameters[{i}].default", problem))
-    for i, name in _duplicates(s.name for s in spec.steps):
-        issues.append(Issue(f"{path}.steps[{i}].name", f"duplicate step name {name!r}"))
+    located = step_paths(spec, path)
+    for i, name in _duplicates(s.name for _, s in located):
+        where = located[i][0]
+        issues.append(
+            Issue(f"{where}.name", f"duplicate step name {name!r} (names are unique across steps and onExit)")
+        )
 
     params = {p.name for p in spec.parameters}
     by_name = {s.name: s for s in spec.steps}
+    exits = {s.name: s for s in spec.on_exit or []}
     dag = Dag.of(spec.steps)
     try:
         dag.order()
     except CycleFound as e:
         issues.append(Issue(f"{path}.steps", f"the steps form a {e}"))
         dag = Dag({n: () for n in by_name})  # keep checking the rest without the edges
+    exit_dag = Dag.of(spec.on_exit or [])
+    try:
+        exit_dag.order()
+    except CycleFound as e:
+        issues.append(Issue(f"{path}.onExit", f"the onExit steps form a {e}"))
+        exit_dag = Dag({n: () for n in exits})
 
-    for si, step in enumerate(spec.steps):
-        sp = f"{path}.steps[{si}]"
+    for sp, step in located:
+        on_exit = sp.startswith(f"{path}.onExit[")
+        # A step may use the steps; an onExit step may use the steps and the other onExit steps.
+        visible = {**by_name, **exits} if on_exit else by_name
         for i, n in _duplicates(x.name for x in step.inputs):
             issues.append(Issue(f"{sp}.inputs[{i}].name", f"duplicate input name {n!r}"))
         for i, n in _duplicates(x.name for x in step.outputs):
@@ -361,10 +399,12 @@ def validate_pipeline(spec: PipelineSpec, path: str = "spec") -> list[Issue]:
             ip = f"{sp}.inputs[{ii}]"
             if inp.step == step.name:
                 issues.append(Issue(f"{ip}.step", "a step cannot read its own output"))
-            elif inp.step not in by_name:
-                issues.append(Issue(f"{ip}.step", f"unknown step {inp.step!r} (steps: {', '.join(by_name)})"))
-            elif not _unknown_component(by_name[inp.step]):  # an unknown one is reported once, at its `uses`
-                produced = step_outputs(by_name[inp.step])
+            elif not on_exit and inp.step in exits:
+                issues.append(Issue(f"{ip}.step", _exit_reference(inp.step, "read an output of")))
+            elif inp.step not in visible:
+                issues.append(Issue(f"{ip}.step", f"unknown step {inp.step!r} (steps: {', '.join(visible)})"))
+            elif not _unknown_component(visible[inp.step]):  # an unknown one is reported once, at its `uses`
+                produced = step_outputs(visible[inp.step])
                 if inp.output not in produced:
                     issues.append(
                         Issue(
@@ -375,8 +415,14 @@ def validate_pipeline(spec: PipelineSpec, path: str = "spec") -> list[Issue]:
         for di, dep in enumerate(step.depends_on):
             if dep == step.name:
                 issues.append(Issue(f"{sp}.dependsOn[{di}]", "a step cannot depend on itself"))
-            elif dep not in by_name:
-                issues.append(Issue(f"{sp}.dependsOn[{di}]", f"unknown step {dep!r} (steps: {', '.join(by_name)})"))
+            elif not on_exit and dep in exits:
+                issues.append(Issue(f"{sp}.dependsOn[{di}]", _exit_reference(dep, "depend on")))
+            elif dep not in visible:
+                issues.append(Issue(f"{sp}.dependsOn[{di}]", f"unknown step {dep!r} (steps: {', '.join(visible)})"))
+        if on_exit and step.approval is not None and step.approval.required:
+            issues.append(
+                Issue(f"{sp}.approval", "an onExit step cannot wait for approval: it runs however the Run ended")
+            )
 
         inputs = {x.name for x in step.inputs}
         outputs = {x.name for x in step.outputs}
@@ -414,9 +460,13 @@ def validate_pipeline(spec: PipelineSpec, path: str = "spec") -> list[Issue]:
                 issues.append(Issue(fp, f"unknown parameter {step.for_each.parameter!r}"))
             elif param.type is not ParameterType.LIST:
                 issues.append(Issue(fp, f"parameter {param.name!r} is {a_type(param.type)}, not a list"))
-        _check_templates(step, sp, params, inputs, outputs, issues)
+        _check_templates(step, sp, params, inputs, outputs, on_exit, issues)
         if step.when is not None:
-            _check_when(step, sp, params, dag, issues)
+            if on_exit:
+                known, readable = set(by_name) | set(exits), set(by_name) | exit_dag.ancestors(step.name)
+            else:
+                known, readable = set(by_name) | set(exits), dag.ancestors(step.name)
+            _check_when(step, sp, params, known, readable, on_exit, issues)
 
     if spec.schedule is not None:
         sc = spec.schedule
@@ -433,6 +483,10 @@ def validate_pipeline(spec: PipelineSpec, path: str = "spec") -> list[Issue]:
             issues.append(Issue(f"{path}.schedule.timeZone", f"unknown time zone {sc.time_zone!r}"))
     issues += _check_pod_settings(spec, path)
     return issues
+
+
+def _exit_reference(name: str, what: str) -> str:
+    return f"{name!r} is an onExit step: a step cannot {what} one (onExit steps run after every step has finished)"
 
 
 def _check_component_config(step: Step, sp: str) -> list[Issue]:
@@ -571,10 +625,10 @@ def _check_pod_settings(spec: PipelineSpec, path: str) -> list[Issue]:
     if spec.pod is not None:
         issues += _check_pod_level(spec.pod, f"{path}.pod")
         issues += _check_mounts(spec.pod, f"{path}.pod", defaults, f"{path}.pod.volumes")
-    for si, step in enumerate(spec.steps):
+    for sp, step in step_paths(spec, path):
         if step.pod is None:
             continue
-        pp = f"{path}.steps[{si}].pod"
+        pp = f"{sp}.pod"
         issues += _check_pod_level(step.pod, pp)
         own = {v.name for v in step.pod.volumes}
         issues += _check_mounts(step.pod, pp, own | defaults, f"{pp}.volumes or {path}.pod.volumes")

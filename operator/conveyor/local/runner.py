@@ -30,7 +30,6 @@ from typing import Any
 from conveyor import __version__
 from conveyor.api.pipeline import PipelineSpec
 from conveyor.api.run import RunPhase, StepPhase
-from conveyor.core.dag import Dag
 from conveyor.core.planner import (
     Kill,
     Launch,
@@ -40,6 +39,7 @@ from conveyor.core.planner import (
     StepState,
     finished,
     killed,
+    step_order,
 )
 from conveyor.core.record import LOG_LIMIT_BYTES, log_document, record_document, run_record
 from conveyor.core.task import StoreConfig, TaskResult, TaskSpec, step_of
@@ -66,6 +66,9 @@ class RunOutcome:
     order: list[str]
     seconds: float
     logs: dict[str, Path] = field(default_factory=dict)
+    exit_reason: str = ""
+    """Where the onExit steps ended ("" without any): AllSucceeded, StepFailed or Cancelled."""
+    exit_message: str = ""
 
 
 def _now() -> datetime:
@@ -78,7 +81,7 @@ def _external_digests(spec: PipelineSpec) -> dict[str, str]:
     from conveyor.components.registry import UnknownComponentError, get_component  # noqa: PLC0415
 
     uris = []
-    for step in spec.steps:
+    for step in spec.all_steps():
         uris += [i.uri for i in step.inputs if i.uri and not i.digest]
         if step.uses is not None:
             with contextlib.suppress(UnknownComponentError):
@@ -113,7 +116,7 @@ class LocalRunner:
         self.cache = StoreCache(self.store)
         self.run_id = f"{pipeline_name}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         self.run_dir = self.state_dir / "runs" / self.run_id
-        self.order = Dag.of(spec.steps).order()
+        self.order = step_order(spec)
         self.planner = RunPlanner(
             spec,
             self.params,
@@ -132,6 +135,7 @@ class LocalRunner:
         self._events: queue.Queue[tuple[str, TaskResult | Kill]] = queue.Queue()
         self.on_update = on_update
         self._cancel = False
+        self._cancel_exit = False
 
     # ------------------------------------------------------------ carrying out actions
 
@@ -229,7 +233,7 @@ class LocalRunner:
                 self._kill(action)
 
     def _on_result(self, key: str, result: TaskResult | Kill) -> None:
-        step = next(s for s in self.spec.steps if s.name == step_of(key))
+        step = next(s for s in self.spec.all_steps() if s.name == step_of(key))
         if isinstance(result, Kill):
             state = killed(self.states[key], step, result, _now())
         else:
@@ -259,6 +263,7 @@ class LocalRunner:
                     external_digests=external,
                     cancel=self._cancel,
                     run_started_at=started_at,
+                    cancel_exit=self._cancel_exit,
                 )
                 self._apply(plan)
                 self._notify()
@@ -268,7 +273,8 @@ class LocalRunner:
             except KeyboardInterrupt:
                 interrupts += 1
                 self._cancel = True
-                if interrupts > 1:  # a second Ctrl-C: stop waiting politely
+                if interrupts > 1:  # a second Ctrl-C: stop waiting politely, and skip the onExit steps too
+                    self._cancel_exit = True
                     for attempt in list(self._attempts.values()):
                         self._kill_hard(attempt)
         seconds = time.monotonic() - t0
@@ -283,6 +289,8 @@ class LocalRunner:
             self.order,
             seconds,
             dict(self.logs),
+            plan.exit_reason,
+            plan.exit_message,
         )
 
     def _wait(self, plan: Plan) -> None:
@@ -329,6 +337,8 @@ class LocalRunner:
             },
         )
         record["seconds"] = round(seconds, 3)
+        if plan.exit_reason:
+            record["exitSteps"] = {"reason": plan.exit_reason, "message": plan.exit_message}
         for step in record["steps"]:
             step["log"] = str(self.logs[step["name"]]) if step["name"] in self.logs else None
         for items in (record.get("items") or {}).values():

@@ -68,6 +68,8 @@ def summary(outcome: RunOutcome, console: Console) -> None:
     )
     if outcome.phase is not RunPhase.SUCCEEDED and outcome.message:
         console.print(Text(outcome.message, style="red"))
+    elif outcome.exit_reason and outcome.exit_reason != "AllSucceeded":
+        console.print(Text(outcome.exit_message, style="red"))  # the steps succeeded, a cleanup did not
     metrics = {f"{n}.{k}": v for n in outcome.order for k, v in outcome.states.get(n, StepState()).metrics.items()}
     if metrics:
         console.print("metrics:")
