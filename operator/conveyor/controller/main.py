@@ -5,8 +5,9 @@ stopping, and the pass's own request for a later one (retries' backoff, timeouts
 something was missed), which also covers every unfinished Run found when the operator starts. The Run,
 Job and pod handlers are coroutines that only feed the watch cache and queue the pass (`Requeue`, a work
 queue with its own workers): they never wait for a pass, so the watches, and so the cache, keep up however
-busy the passes are. Pipelines' passes run on a queue of their own. kopf's own bookkeeping lives in
-annotations under conveyor.dev, so `status` is entirely ours.
+busy the passes are. Pipelines' and ModelDeployments' passes run on queues of their own, ModelDeployments'
+on the Runs' control model (controller.passes). kopf's own bookkeeping lives in annotations under
+conveyor.dev, so `status` is entirely ours.
 
 Everything the handlers act through (clients, reconcilers, queues, the watch cache) is one `Operator`,
 built by the start-up handler and handed to every handler in kopf's `memo`.
@@ -53,8 +54,8 @@ class Operator:
     config: OperatorConfig
     standalone: bool
     watched: WatchCache
-    """Unfinished Runs, step Jobs and pods and Pipelines as the watches last showed them (passes read them
-    instead of GETting and LISTing)."""
+    """Unfinished Runs, step Jobs and pods, Pipelines and ModelDeployments as the watches last showed them
+    (passes read them instead of GETting and LISTing)."""
     events: EventRecorder
     runs: RunReconciler
     run_queue: Requeue
@@ -63,6 +64,9 @@ class Operator:
     pipeline_queue: Requeue
     """Every pass of every Pipeline: owed now by an event or the timer, or at its next scheduled time."""
     serving: ModelDeploymentReconciler
+    serving_queue: Requeue
+    """Every pass of every ModelDeployment: owed now by an event, or later by its last pass (the resync, or
+    sooner when the core says a decision falls due)."""
     cluster: Cluster
     store: S3Store
     stopped: threading.Event = field(default_factory=threading.Event)
@@ -82,12 +86,24 @@ class Operator:
         def pipeline_pass(namespace: str, name: str) -> None:
             pipelines.reconcile(namespace, name)
 
+        def serving_pass(namespace: str, name: str) -> None:
+            serving.reconcile(namespace, name)
+
         run_queue = Requeue(run_pass, workers=config.reconcile_workers)
         pipeline_queue = Requeue(pipeline_pass, workers=4)
+        serving_queue = Requeue(serving_pass, workers=4)
         runs = RunReconciler(cluster, store, config, watched=watched, requeue=run_queue.after, events=events)
         pipelines = PipelineReconciler(Cluster(load_kube_config()), config, requeue=pipeline_queue.after)
         serving_api = load_kube_config()
-        serving = ModelDeploymentReconciler(Cluster(serving_api), Workloads(serving_api), config)
+        serving = ModelDeploymentReconciler(
+            Cluster(serving_api),
+            Workloads(serving_api),
+            config,
+            store=store,
+            watched=watched,
+            requeue=serving_queue.after,
+            events=events,
+        )
         return cls(
             config=config,
             standalone=standalone,
@@ -98,6 +114,7 @@ class Operator:
             pipelines=pipelines,
             pipeline_queue=pipeline_queue,
             serving=serving,
+            serving_queue=serving_queue,
             cluster=cluster,
             store=store,
         )
@@ -105,6 +122,7 @@ class Operator:
     def start(self) -> None:
         self.run_queue.start()
         self.pipeline_queue.start()
+        self.serving_queue.start()
         artifact_gc.start(self.cluster, self.store, self.config, self.stopped)
         metrics.serve(self.config.metrics_port)
 
@@ -112,6 +130,7 @@ class Operator:
         self.stopped.set()
         self.run_queue.stop()
         self.pipeline_queue.stop()
+        self.serving_queue.stop()
         self.events.stop()
 
 
@@ -270,31 +289,39 @@ async def pipeline_schedule(namespace: str | None, name: str, memo: kopf.Memo, *
 
 
 # ---------------------------------------------------------------- model deployments
-# An event on a ModelDeployment whose spec changed (or that is new), a change in one of its
-# Deployments, and a timer (canary pauses and analysis, drift and accuracy windows, a Pipeline's
-# newly blessed model) each trigger one pass; the pass itself decides everything.
+# An event on a ModelDeployment whose spec changed (or that is new, or not yet looked at by this process) and a
+# change in one of its Deployments each queue a pass; the pass itself decides everything, and asks for the
+# next one (the resync, which notices canary analysis, drift and accuracy windows and a Pipeline's newly
+# blessed model, or sooner: a canary step's pause ending). The handlers only feed the watch cache and queue.
 
 
 @kopf.on.event(GROUP, VERSION, "modeldeployments")
-def model_deployment_changed(
-    type: str, namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, memo: kopf.Memo, **_: Any
+async def model_deployment_changed(
+    type: str,
+    namespace: str | None,
+    name: str,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     assert namespace is not None
+    op = of(memo)
     if type == "DELETED":
-        of(memo).serving.forget(namespace, name)
+        op.serving.forget(namespace, name)
+        op.serving_queue.forget(namespace, name)
         return
-    if status.get("observedGeneration") != meta.get("generation"):
-        of(memo).serving.reconcile(namespace, name)
+    op.watched.object_event("modeldeployments", type, dict(body))
+    # Our own status writes come back as events too: only a new spec, or one this process has not looked at.
+    if status.get("observedGeneration") != meta.get("generation") or not op.serving_queue.knows(namespace, name):
+        op.serving_queue.now(namespace, name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MODEL_DEPLOYMENT: kopf.PRESENT})
-def server_deployment_changed(type: str, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def server_deployment_changed(
+    type: str, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+) -> None:
     assert namespace is not None
     if type != "DELETED":
-        of(memo).serving.reconcile(namespace, labels[LABEL_MODEL_DEPLOYMENT])
-
-
-@kopf.timer(GROUP, VERSION, "modeldeployments", interval=CONFIG.resync_seconds, backoff=CONFIG.resync_seconds)
-def model_deployment_resync(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    assert namespace is not None
-    of(memo).serving.reconcile(namespace, name)
+        of(memo).serving_queue.now(namespace, labels[LABEL_MODEL_DEPLOYMENT])

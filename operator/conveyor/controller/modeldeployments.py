@@ -1,5 +1,12 @@
 """The ModelDeployment shell: observe, ask the core what to do, apply, report.
 
+Passes run on the operator's work queue on the same control model as Runs (controller.passes): the
+ModelDeployment is read from the watch cache, its status is written only over the version the pass read
+and folded back into the cache, a write refused as stale redoes the pass on a fresh read (the monitoring
+windows a refused pass consumed are kept for the redo, its Events never posted), and each pass asks for
+the next one at the resync or sooner, when the core says a decision falls due (a canary step's pause
+ending, a drift window filling, a retraining rate limit running out).
+
 One pass: resolve the model the source names (core.modelsource), observe the serving Deployments
 and ask their pods for metrics and refusals (controller.scrape), plan the rollout
 (core.rollout.plan_rollout), apply the owned objects (kube.workloads), then watch the current
@@ -9,12 +16,13 @@ predictions joined with fed-back labels) and start a retraining Run when the cor
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +45,7 @@ from conveyor.components.modelio import ArtifactMetadata, read_metadata
 from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig
 from conveyor.controller.locks import Coalescer
+from conveyor.controller.passes import HeldObjects, Requeue, StatusObjects, timed_pass
 from conveyor.controller.pipelines import LABEL_PIPELINE, LABEL_TRIGGER
 from conveyor.controller.scrape import (
     ServerSamples,
@@ -59,6 +68,7 @@ from conveyor.core.monitoring import (
 )
 from conveyor.core.rollout import (
     DeploymentView,
+    Event,
     ServingObservation,
     ServingPlan,
     VersionStats,
@@ -69,6 +79,7 @@ from conveyor.core.status import set_condition
 from conveyor.core.validation import issues_from_pydantic
 from conveyor.kube.cluster import Cluster, ClusterRefused
 from conveyor.kube.timestamps import parse_timestamp
+from conveyor.kube.watchcache import WatchCache
 from conveyor.kube.workloads import Workloads
 from conveyor.manifests import serving
 from conveyor.manifests.names import (
@@ -105,19 +116,50 @@ class _Watch:
     version: str | None = None
     predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     labels: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    store: ArtifactStore | None = None
-    """The deployment's monitoring log, opened once (a boto3 client is costly to build every pass)."""
+
+    def fork(self) -> _Watch:
+        """A copy a pass folds into, kept only once the pass's status is written: a pass whose write is refused
+        as stale leaves the windows it measured for its redo."""
+        return replace(
+            self,
+            counters=dict(self.counters),
+            category_counters=dict(self.category_counters),
+            window=copy.deepcopy(self.window),
+            categories=copy.deepcopy(self.categories),
+            verdicts=dict(self.verdicts),
+            predictions=dict(self.predictions),
+            labels=dict(self.labels),
+        )
 
 
 class ModelDeploymentReconciler:
+    """One pass over one ModelDeployment. Thread-safe per object; different ones reconcile concurrently."""
+
     def __init__(
-        self, cluster: Cluster, workloads: Workloads, config: OperatorConfig, store: ArtifactStore | None = None
+        self,
+        cluster: Cluster,
+        workloads: Workloads,
+        config: OperatorConfig,
+        store: ArtifactStore | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        watched: WatchCache | None = None,
+        requeue: Requeue | None = None,
+        events: Callable[[dict[str, Any], str, str, str, str], None] | None = None,
     ) -> None:
         self.cluster = cluster
         self.workloads = workloads
         self.config = config
         self._store = store
-        """The artifact store models' sidecars are read from (opened from `config` when first needed)."""
+        """The artifact store: models' sidecars and the deployments' monitoring logs (the operator's own; opened
+        from `config` when first needed only where none is given)."""
+        self.clock = clock
+        self.requeue = requeue
+        """Told after every pass when the ModelDeployment next wants one, whatever started the pass."""
+        self.post_event = events
+        """Posts an Event (the operator's is asynchronous: `controller.events.EventRecorder`); else the cluster's."""
+        held = HeldObjects(watched, "modeldeployments") if watched is not None else None
+        self._objects = StatusObjects(cluster, "modeldeployments", "ModelDeployment", held, config.resync_seconds)
+        self.watched = watched
         self._coalescer = Coalescer()
         self._watch: dict[tuple[str, str], _Watch] = {}
         self._metadata: dict[str, ArtifactMetadata] = {}
@@ -126,18 +168,36 @@ class ModelDeploymentReconciler:
     def forget(self, namespace: str, name: str) -> None:
         with self._guard:
             self._watch.pop((namespace, name), None)
+        self._coalescer.forget(namespace, name)
+        if self.watched is not None:
+            self.watched.forget_object("modeldeployments", namespace, name)
         metrics.forget_model_deployment(namespace, name)
 
-    def reconcile(self, namespace: str, name: str) -> None:
-        self._coalescer.run(namespace, name, lambda: self._pass(namespace, name))
+    def reconcile(self, namespace: str, name: str) -> float | None:
+        """One pass; returns seconds until the ModelDeployment wants another (None: it is gone)."""
+        return self._coalescer.run(namespace, name, lambda: self._timed_pass(namespace, name))
+
+    def _timed_pass(self, namespace: str, name: str) -> float | None:
+        return timed_pass(
+            "ModelDeployment",
+            namespace,
+            name,
+            lambda fresh: self._pass(namespace, name, fresh),
+            resync=self.config.resync_seconds,
+            requeue=self.requeue,
+        )
+
+    def _event(self, body: dict[str, Any], event: Event) -> None:
+        post = self.post_event or self.cluster.event
+        post(body, "ModelDeployment", event.type, event.reason, event.message)
 
     # ------------------------------------------------------------------ one pass
 
-    def _pass(self, namespace: str, name: str) -> None:
-        body = self.cluster.get_custom("modeldeployments", namespace, name)
+    def _pass(self, namespace: str, name: str, fresh: bool = False) -> float | None:
+        body = self._objects.read(namespace, name, fresh)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            return
-        now = datetime.now(UTC)
+            return None
+        now = self.clock()
         generation = body["metadata"].get("generation")
         old = ModelDeploymentStatus.model_validate(body.get("status") or {})
         try:
@@ -145,8 +205,13 @@ class ModelDeploymentReconciler:
         except ValidationError as e:
             message = "; ".join(str(i) for i in issues_from_pydantic(e))
             self._report_invalid(body, old, message, now, generation)
-            return
+            return self.config.resync_seconds
         spec = md.spec
+        with self._guard:
+            watch = self._watch.get((namespace, name)) or _Watch()
+        watch = watch.fork()
+        notes: list[Event] = []
+        """Events the pass decided, posted only once its status is written."""
         desired, unresolved = self._resolve(namespace, spec, old)
         observed, pods = self._observe(namespace, name, spec)
         plan = plan_rollout(spec, old, desired, observed, now, generation, unresolved)
@@ -165,10 +230,21 @@ class ModelDeploymentReconciler:
                     observed_generation=generation,
                 ),
             )
+        due = [plan.wake_at]
         if spec.monitoring is not None and status.current is not None:
-            self._monitor(body, spec, status, pods, now)
+            self._monitor(body, spec, status, pods, now, watch, notes)
+            due.append(monitoring.decision_due(spec.monitoring, status.drift, status.retraining, now))
+        self._write(body, old, status)
+        with self._guard:
+            self._watch[(namespace, name)] = watch
         metrics.observe_model_deployment(namespace, name, status)
-        self._write(body, old, status, plan, now)
+        for event in notes + plan.events:
+            self._event(body, event)
+        wait = self.config.resync_seconds
+        for at in due:
+            if at is not None and at > now:  # a time already past is no reason to hurry (a canary short of requests)
+                wait = min(wait, max(0.5, (at - self.clock()).total_seconds()))
+        return wait
 
     def _report_invalid(
         self, body: dict[str, Any], old: ModelDeploymentStatus, message: str, now: datetime, gen: int | None
@@ -183,30 +259,21 @@ class ModelDeploymentReconciler:
         )
         new = old.model_copy(update={"observed_generation": gen, "conditions": set_condition(old.conditions, cond)})
         if new.to_wire() != old.to_wire():
-            meta = body["metadata"]
-            self.cluster.patch_status("modeldeployments", meta["namespace"], meta["name"], new.to_wire())
+            self._objects.write_status(body, new.to_wire())
             if old.observed_generation != gen:
-                self.cluster.event(body, "ModelDeployment", "Warning", "InvalidSpec", message)
+                self._event(body, Event("Warning", "InvalidSpec", message))
 
-    def _write(
-        self,
-        body: dict[str, Any],
-        old: ModelDeploymentStatus,
-        status: ModelDeploymentStatus,
-        plan: ServingPlan,
-        now: datetime,
-    ) -> None:
-        meta = body["metadata"]
+    def _write(self, body: dict[str, Any], old: ModelDeploymentStatus, status: ModelDeploymentStatus) -> None:
+        """Only what changed, as a merge patch over the version the pass read (StaleObject if it moved on)."""
         if status.to_wire() != old.to_wire():
-            patch = merge_patch(old.to_wire(), status.to_wire())
-            self.cluster.patch_status("modeldeployments", meta["namespace"], meta["name"], patch)
-        for event in plan.events:
-            self.cluster.event(body, "ModelDeployment", event.type, event.reason, event.message)
+            self._objects.write_status(body, merge_patch(old.to_wire(), status.to_wire()))
 
     # ------------------------------------------------------------------ source
 
     def _pipeline_spec(self, namespace: str, name: str) -> PipelineSpec:
-        body = self.cluster.get_custom("pipelines", namespace, name)
+        body = self.watched.pipeline(namespace, name) if self.watched is not None else None
+        if body is None:
+            body = self.cluster.get_custom("pipelines", namespace, name)
         if body is None:
             raise modelsource.Unresolved(f"pipeline {name!r} does not exist")
         try:
@@ -411,12 +478,12 @@ class ModelDeploymentReconciler:
         status: ModelDeploymentStatus,
         samples: dict[str, ServerSamples],
         now: datetime,
+        watch: _Watch,
+        notes: list[Event],
     ) -> None:
         assert spec.monitoring is not None and status.current is not None
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
-        with self._guard:
-            watch = self._watch.setdefault((ns, name), _Watch())
         version = version_of(status.current.digest)
         if watch.version != version:
             watch.counters, watch.window, watch.version = {}, {}, version
@@ -453,30 +520,24 @@ class ModelDeploymentReconciler:
             report = monitoring.drift_report(spec.monitoring.drift, status.drift, was, now, meta.get("generation"))
             status.conditions = set_condition(status.conditions, report.condition)
             if report.event is not None:
-                event = report.event
-                self.cluster.event(body, "ModelDeployment", event.type, event.reason, event.message)
+                notes.append(report.event)
         accuracy: LiveAccuracy | None = None
         if spec.monitoring.min_accuracy is not None or spec.monitoring.retrain is not None:
             status.live_accuracy = self._live_accuracy(ns, name, watch, model_meta)
             accuracy = next((a for a in status.live_accuracy if a.version == version), None)
-        self._maybe_retrain(body, spec, status, accuracy, now)
+        self._maybe_retrain(body, spec, status, accuracy, now, notes)
 
     def _live_accuracy(
         self, ns: str, name: str, watch: _Watch, model_meta: ArtifactMetadata | None
     ) -> list[LiveAccuracy]:
-        if watch.store is None:
-            watch.store = open_store(
-                StoreConfig(
-                    kind="s3",
-                    bucket=self.config.s3_bucket,
-                    prefix=f"{self._prefix()}monitoring/{ns}/{name}",
-                    endpoint=self.config.s3_endpoint,
-                )
-            )
-        store = watch.store
+        """From the deployment's monitoring log under the store's monitoring/<namespace>/<name>/, read through
+        the operator's one store (the log's object keys are relative to the store's prefix, as the servers
+        write them)."""
+        store = self._artifact_store()
+        log_dir = f"monitoring/{ns}/{name}/"
         try:
             for kind, cache in (("predictions/", watch.predictions), ("feedback/", watch.labels)):
-                keys = [o.key for o in store.list_objects(kind)][-MONITORING_RETENTION_OBJECTS:]
+                keys = [o.key for o in store.list_objects(log_dir + kind)][-MONITORING_RETENTION_OBJECTS:]
                 for key in keys:
                     if key in cache:
                         continue
@@ -498,6 +559,7 @@ class ModelDeploymentReconciler:
         status: ModelDeploymentStatus,
         accuracy: LiveAccuracy | None,
         now: datetime,
+        notes: list[Event],
     ) -> None:
         assert spec.monitoring is not None
         trigger = spec.monitoring.retrain
@@ -523,6 +585,10 @@ class ModelDeploymentReconciler:
                     message=decision.message,
                     at=parse_timestamp(run["metadata"].get("creationTimestamp")) or now,
                 )
+                if last is None or last.run != status.retraining.run:
+                    # Created by a pass whose status write never landed (refused as stale, or the operator
+                    # stopped): this pass records it, and says so.
+                    notes.append(self._retraining_started(trigger.pipeline, status.retraining))
                 return
         run_body = {
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -540,12 +606,12 @@ class ModelDeploymentReconciler:
         }
         created = self.cluster.create_generated_run(run_body)
         status.retraining = RetrainingStatus(run=created, reason=decision.reason, message=decision.message, at=now)
-        self.cluster.event(
-            body,
-            "ModelDeployment",
-            "Normal",
-            "RetrainingStarted",
-            f"started run {created} of pipeline {trigger.pipeline}: {decision.message}",
+        notes.append(self._retraining_started(trigger.pipeline, status.retraining))
+
+    @staticmethod
+    def _retraining_started(pipeline: str, retraining: RetrainingStatus) -> Event:
+        return Event(
+            "Normal", "RetrainingStarted", f"started run {retraining.run} of pipeline {pipeline}: {retraining.message}"
         )
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from conveyor.api.base import Condition, ConditionStatus
@@ -354,3 +354,17 @@ def retrain_decision(
         if (now - last.at).total_seconds() < monitoring.retrain.min_interval_seconds:
             return None
     return decision
+
+
+def decision_due(
+    monitoring: Monitoring, drift: DriftStatus | None, last: RetrainingStatus | None, now: datetime
+) -> datetime | None:
+    """The next time a monitoring decision can change with nothing new measured: the drift score, above its
+    threshold, having stayed there for the whole window (Drifting turns True, a retraining may start), or
+    the retraining rate limit running out. None when neither lies ahead."""
+    due = []
+    if monitoring.drift is not None and drift is not None and drift.above_since is not None:
+        due.append(drift.above_since + timedelta(seconds=monitoring.drift.window_seconds))
+    if monitoring.retrain is not None and last is not None:
+        due.append(last.at + timedelta(seconds=monitoring.retrain.min_interval_seconds))
+    return min((d for d in due if d > now), default=None)

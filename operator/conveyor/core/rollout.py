@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from conveyor.api.base import Condition, ConditionStatus
 from conveyor.api.modeldeployment import (
@@ -115,6 +115,9 @@ class ServingPlan:
     canary_replicas: int
     status: ModelDeploymentStatus
     events: list[Event]
+    wake_at: datetime | None = None
+    """When the next decision falls due with nothing new observed (a canary step's pause ending): the shell
+    must look again then, if nothing brings it sooner."""
 
 
 def canary_replicas(stable_replicas: int, weight: int) -> int:
@@ -245,7 +248,18 @@ def plan_rollout(
     st.conditions = _conditions(
         st, stable_model, canary_model, stable, canary_view, target, desired, unresolved, now, generation
     )
-    return ServingPlan(stable_model, canary_model, n_canary, st, events)
+    wake_at = pause_end(spec, st)
+    return ServingPlan(
+        stable_model, canary_model, n_canary, st, events, wake_at if wake_at is not None and wake_at > now else None
+    )
+
+
+def pause_end(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> datetime | None:
+    """When the canary's current step has paused for its `pauseSeconds` (None: no step is pausing)."""
+    state, steps = status.canary, spec.rollout.steps
+    if state is None or state.promoting or state.step_started_at is None or not steps:
+        return None
+    return state.step_started_at + timedelta(seconds=steps[min(state.step, len(steps) - 1)].pause_seconds)
 
 
 def _canary(
