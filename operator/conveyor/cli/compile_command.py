@@ -34,7 +34,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if current != text:  # an unchanged file keeps its modification time (make, watchers)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
-    print(f"wrote {out}: Pipeline {name}, {len(pipeline.spec.steps)} steps", file=sys.stderr)
+    exits = f" and {len(pipeline.spec.on_exit)} onExit" if pipeline.spec.on_exit else ""
+    print(f"wrote {out}: Pipeline {name}, {len(pipeline.spec.steps)}{exits} steps", file=sys.stderr)
     return EXIT_OK
 
 

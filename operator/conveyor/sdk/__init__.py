@@ -9,8 +9,9 @@
         sdk.step("split", uses="split", inputs={"dataset": data.outputs.dataset}, with_={"seed": seed})
 
 `conveyor compile module:nightly -o pipeline.yaml` writes the YAML; `nightly.run_local()` runs it here and
-`nightly.submit()` on a cluster. The settings are the api models' own (RetryPolicy, Resources, ...);
-`@function_step` makes a plain Python function a step that runs in the step image.
+`nightly.submit()` on a cluster; steps declared inside `with sdk.on_exit():` run after all the others, whatever
+the outcome (`sdk.run_phase`, `sdk.run_failed_steps`). The settings are the api models' own (RetryPolicy,
+Resources, ...); `@function_step` makes a plain Python function a step that runs in the step image.
 """
 
 from conveyor.api.pipeline import (
@@ -33,6 +34,7 @@ from conveyor.sdk.builder import (
     PipelineDefinition,
     StepHandle,
     on_drift,
+    on_exit,
     on_s3,
     param,
     pipeline,
@@ -41,7 +43,20 @@ from conveyor.sdk.builder import (
 )
 from conveyor.sdk.errors import Location, PipelineError
 from conveyor.sdk.functions import FunctionStep, InputPath, OutputPath, function_step
-from conveyor.sdk.refs import Expr, OutputRef, ParamRef, input_path, item, output_path, run_id, run_name, run_namespace
+from conveyor.sdk.refs import (
+    Expr,
+    OutputRef,
+    ParamRef,
+    input_path,
+    item,
+    output_path,
+    run_failed_steps,
+    run_id,
+    run_message,
+    run_name,
+    run_namespace,
+    run_phase,
+)
 
 __all__ = [
     "Approval",
@@ -72,13 +87,17 @@ __all__ = [
     "input_path",
     "item",
     "on_drift",
+    "on_exit",
     "on_s3",
     "output_path",
     "param",
     "pipeline",
+    "run_failed_steps",
     "run_id",
+    "run_message",
     "run_name",
     "run_namespace",
+    "run_phase",
     "step",
     "uri",
 ]

@@ -165,9 +165,11 @@ class Metrics:
 class StepHandle:
     """A step of the pipeline being built: its outputs and metrics feed later steps; `after()` orders it."""
 
-    def __init__(self, builder: _Builder, index: int, model: Step, location: Location) -> None:
+    def __init__(self, builder: _Builder, index: int, model: Step, location: Location, on_exit: bool = False) -> None:
         self._builder = builder
         self.index = index
+        self.on_exit = on_exit
+        """Declared inside `with on_exit():`: it runs after every step has finished."""
         self.model = model
         self.location = location
         self.outputs = Outputs(self)
@@ -189,7 +191,7 @@ class StepHandle:
     def after(self, *steps: StepHandle | str) -> StepHandle:
         """Run this step only once `steps` have finished (dependsOn), though no artifact links them."""
         where = caller()
-        names = [self._builder.dependency(s, where) for s in steps]
+        names = [self._builder.dependency(s, where, self.on_exit) for s in steps]
         for dep in names:
             if dep == self.name:
                 raise fail(where, f"step {self.name!r} cannot run after itself", f"{self._path}.dependsOn")
@@ -205,7 +207,7 @@ class StepHandle:
 
     @property
     def _path(self) -> str:
-        return f"spec.steps[{self.index}]"
+        return f"spec.onExit[{self.index}]" if self.on_exit else f"spec.steps[{self.index}]"
 
     def __repr__(self) -> str:
         return f"<step {self.name}>"
@@ -232,18 +234,27 @@ class _Builder:
     """The pipeline being built by one call of a pipeline function."""
 
     steps: dict[str, StepHandle] = field(default_factory=dict)
+    exit_steps: dict[str, StepHandle] = field(default_factory=dict)
+    """The onExit steps, declared inside `with on_exit():`."""
+    exiting: bool = False
+    """Inside `with on_exit():` now: step() declares onExit steps."""
 
-    def dependency(self, value: StepHandle | str, where: Location) -> str:
+    def handle(self, name: str) -> StepHandle | None:
+        return self.steps.get(name) or self.exit_steps.get(name)
+
+    def dependency(self, value: StepHandle | str, where: Location, on_exit: bool = False) -> str:
         if isinstance(value, StepHandle):
             if value._builder is not self:
                 raise fail(where, f"step {value.name!r} belongs to another pipeline")
+            if value.on_exit and not on_exit:
+                raise fail(where, _exit_reference(value.name, "run after"))
             return value.name
         if isinstance(value, str):
             return value
         raise fail(where, f"expected a step (or its name), got {type(value).__name__} {value!r}")
 
     def upstream(self, name: str) -> list[str]:
-        handle = self.steps.get(name)
+        handle = self.handle(name)
         if handle is None:
             return []
         return [i.step for i in handle.model.inputs if i.step is not None] + list(handle.model.depends_on)
@@ -265,7 +276,7 @@ class _Builder:
             trail.append(next(n for n in self.upstream(trail[-1]) if n == start or start in self.ancestors(n)))
         return list(reversed(trail))
 
-    def input_model(self, name: str, value: Any, where: Location, path: str) -> dict[str, Any]:
+    def input_model(self, name: str, value: Any, where: Location, path: str, on_exit: bool = False) -> dict[str, Any]:
         if isinstance(value, StepHandle):
             produced = sorted(value.output_names or ())
             if len(produced) != 1:
@@ -279,6 +290,8 @@ class _Builder:
         if isinstance(value, OutputRef):
             if value.step._builder is not self:
                 raise fail(where, f"step {value.step.name!r} belongs to another pipeline", path)
+            if value.step.on_exit and not on_exit:
+                raise fail(where, _exit_reference(value.step.name, "read an output of"), path)
             return {"name": name, "step": value.step.name, "output": value.output}
         if isinstance(value, External):
             return {"name": name, "uri": value.uri, **({"digest": value.digest} if value.digest else {})}
@@ -291,6 +304,40 @@ class _Builder:
             f"input {name!r} must be a step's output, a step, or a URI, not {type(value).__name__} {value!r}",
             path,
         )
+
+
+def _exit_reference(name: str, what: str) -> str:
+    return (
+        f"step {name!r} is an onExit step: a step cannot {what} one (onExit steps run after every step has "
+        "finished); declare this one inside `with sdk.on_exit():` too"
+    )
+
+
+class _OnExitBlock:
+    """The `with on_exit():` block (a class, not a generator, so a mistake is named at the user's `with` line)."""
+
+    def __init__(self, builder: _Builder) -> None:
+        self._builder = builder
+
+    def __enter__(self) -> None:
+        if self._builder.exiting:
+            raise fail(caller(), "on_exit() blocks do not nest: this one is already inside one", "spec.onExit")
+        self._builder.exiting = True
+
+    def __exit__(self, *exc: object) -> None:
+        self._builder.exiting = False
+
+
+def on_exit() -> _OnExitBlock:
+    """Steps declared inside run once every other step has finished, whatever the outcome (spec.onExit):
+
+        with sdk.on_exit():
+            sdk.step("notify", image="curlimages/curl", command=["notify.sh", sdk.run_phase, sdk.run_failed_steps])
+
+    They may read outputs of the steps (an onExit step is skipped when the step whose output it reads did not
+    succeed), depend on each other, and read the outcome: `sdk.run_phase`, `sdk.run_failed_steps`,
+    `sdk.run_message` in commands and settings, `when=sdk.run_phase == "Failed"`."""
+    return _OnExitBlock(_building("on_exit()"))
 
 
 def _building(what: str) -> _Builder:
@@ -371,10 +418,11 @@ def step(
     the pipeline's."""
     where = caller()
     builder = _building("step()")
-    index = len(builder.steps)
-    path = f"spec.steps[{index}]"
-    if name in builder.steps:
-        raise fail(where, f"duplicate step name {name!r} (first at {builder.steps[name].location})", f"{path}.name")
+    exiting = builder.exiting
+    index = len(builder.exit_steps if exiting else builder.steps)
+    path = f"spec.onExit[{index}]" if exiting else f"spec.steps[{index}]"
+    if (first := builder.handle(name)) is not None:
+        raise fail(where, f"duplicate step name {name!r} (first at {first.location})", f"{path}.name")
     if uses is not None:
         from conveyor.components.registry import UnknownComponentError, get_component  # noqa: PLC0415
 
@@ -408,11 +456,12 @@ def step(
             data["container"] = container
         if inputs:
             data["inputs"] = [
-                builder.input_model(k, v, where, f"{path}.inputs[{i}]") for i, (k, v) in enumerate(inputs.items())
+                builder.input_model(k, v, where, f"{path}.inputs[{i}]", exiting)
+                for i, (k, v) in enumerate(inputs.items())
             ]
         if outputs:
             data["outputs"] = [{"name": o} if isinstance(o, str) else o for o in outputs]
-        deps = [builder.dependency(d, where) for d in depends_on]
+        deps = [builder.dependency(d, where, exiting) for d in depends_on]
         if when is not None:
             data["when"], read = condition_text(when)
             upstream = {i["step"] for i in data.get("inputs", []) if "step" in i} | set(deps)
@@ -440,8 +489,8 @@ def step(
             data["pod"] = pod
     except TypeError as e:
         raise fail(where, str(e), path) from None
-    handle = StepHandle(builder, index, _model(Step, data, where, path), where)
-    builder.steps[name] = handle
+    handle = StepHandle(builder, index, _model(Step, data, where, path), where, exiting)
+    (builder.exit_steps if exiting else builder.steps)[name] = handle
     return handle
 
 
@@ -536,11 +585,14 @@ class PipelineDefinition:
         finally:
             _BUILDING.reset(token)
         handles = list(builder.steps.values())
+        exit_handles = list(builder.exit_steps.values())
         data: dict[str, Any] = {}
         if self.description is not None:
             data["description"] = self.description
         data["parameters"] = params
         data["steps"] = [h.model for h in handles]
+        if exit_handles:
+            data["onExit"] = [h.model for h in exit_handles]
         for key, value in self.settings.items():
             if value is not None:
                 data[key] = value
@@ -567,17 +619,31 @@ class PipelineDefinition:
         issues = validate_pipeline(pipeline.spec, "spec")
         if issues:
             raise PipelineError(
-                LocatedIssue(self._location_of(i.path, i.message, handles, params, param_lines), i.path, i.message)
+                LocatedIssue(
+                    self._location_of(i.path, i.message, handles, params, param_lines, exit_handles), i.path, i.message
+                )
                 for i in issues
             )
         return pipeline
 
     def _location_of(
-        self, path: str, message: str, handles: list[StepHandle], params: list[Parameter], lines: dict[str, Location]
+        self,
+        path: str,
+        message: str,
+        handles: list[StepHandle],
+        params: list[Parameter],
+        lines: dict[str, Location],
+        exit_handles: Sequence[StepHandle] = (),
     ) -> Location:
         """The line that wrote the part of the spec an issue's path names."""
         if m := re.match(r"spec\.steps\[(\d+)\]", path):
             return handles[int(m.group(1))].location
+        if m := re.match(r"spec\.onExit\[(\d+)\]", path):
+            return exit_handles[int(m.group(1))].location
+        if path == "spec.onExit" and (m := _CYCLE.search(message)):
+            by_exit = {h.name: h for h in exit_handles}
+            if m.group(1) in by_exit:
+                return by_exit[m.group(1)].location
         if m := re.match(r"spec\.parameters\[(\d+)\]", path):
             return lines.get(params[int(m.group(1))].name, self.location)
         if path == "spec.steps" and (m := _CYCLE.search(message)):

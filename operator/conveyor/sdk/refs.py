@@ -33,7 +33,7 @@ def _operand(value: Any) -> tuple[str, frozenset[str]]:
     """(CEL text, steps read) of one side of a comparison."""
     if isinstance(value, Expr):
         return (value.text if value.level == _ATOM else f"({value.text})"), value.steps
-    if isinstance(value, ParamRef | MetricRef):
+    if isinstance(value, ParamRef | MetricRef | RunField):
         return value.cel, value.steps
     if isinstance(value, str | int | float | bool | list) or value is None:
         return json.dumps(value), frozenset()
@@ -215,15 +215,41 @@ def output_path(name: str) -> str:
     return f"{{{{ outputs.{name} }}}}"
 
 
+class RunField(_Comparable):
+    """How the steps ended, for onExit steps: `{{ run.FIELD }}` in strings, `run.FIELD` in conditions."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.cel = f"run.{name}"
+
+    def __str__(self) -> str:
+        return f"{{{{ run.{self.name} }}}}"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __repr__(self) -> str:
+        return f"<run.{self.name}>"
+
+    def __bool__(self) -> bool:
+        raise _no_value(f"run.{self.name}")
+
+
 item = ItemRef()
 run_name = "{{ run.name }}"
 run_namespace = "{{ run.namespace }}"
 run_id = "{{ run.id }}"
+run_phase = RunField("phase")
+"""The steps' outcome in an onExit step: Succeeded, Failed or Cancelled."""
+run_failed_steps = RunField("failedSteps")
+"""The steps that failed, in an onExit step: comma-separated in a template, a list in a condition."""
+run_message = RunField("message")
+"""Why the steps ended as they did (the Succeeded condition's message), in an onExit step."""
 
 
 def template_value(value: Any) -> Any:
     """A `with_`/args value with every placeholder turned into its template text; the rest unchanged."""
-    if isinstance(value, ParamRef | ItemRef):
+    if isinstance(value, ParamRef | ItemRef | RunField):
         return str(value)
     if isinstance(value, dict):
         return {k: template_value(v) for k, v in value.items()}
