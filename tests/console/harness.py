@@ -149,6 +149,63 @@ def slow_pipeline(gate: Path) -> dict[str, Any]:
     }
 
 
+def ml_pipeline() -> dict[str, Any]:
+    """Real built-in components: ingest scikit-learn's iris, split, fit the preprocessing, train a small tree;
+    then a container step that reads the model with a password in its environment (never to be shown)."""
+    publish = (
+        "import os; print('published', os.path.getsize(os.path.join(os.environ['CONVEYOR_INPUTS_DIR'], 'model')) > 0)"
+    )
+    return {
+        "apiVersion": "conveyor.dev/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": "iris"},
+        "spec": {
+            "description": "Iris <species> from the measurements",
+            "parameters": [
+                {"name": "depth", "type": "integer", "default": 2, "description": "the tree's max_depth"},
+                {"name": "api_token", "type": "string", "default": "s3cr3t-value"},
+            ],
+            "steps": [
+                {"name": "ingest", "uses": "ingest", "with": {"source": "sklearn://iris"}},
+                {
+                    "name": "split",
+                    "uses": "split",
+                    "inputs": [{"name": "dataset", "step": "ingest", "output": "dataset"}],
+                    "with": {"label": "target", "test_size": 0.3, "seed": 1},
+                },
+                {
+                    "name": "preprocess",
+                    "uses": "preprocess",
+                    "inputs": [{"name": "train", "step": "split", "output": "train"}],
+                    "with": {"label": "target"},
+                },
+                {
+                    "name": "train",
+                    "uses": "train",
+                    "inputs": [
+                        {"name": "train", "step": "split", "output": "train"},
+                        {"name": "transformer", "step": "preprocess", "output": "transformer"},
+                    ],
+                    "with": {
+                        "label": "target",
+                        "estimator": "sklearn.tree.DecisionTreeClassifier",
+                        "params": {"max_depth": "{{ params.depth }}"},
+                    },
+                },
+                {
+                    "name": "publish",
+                    "container": {
+                        "image": "local",
+                        "command": [PY, "-c", publish],
+                        "env": [{"name": "PASSWORD", "value": "hunter2"}],
+                    },
+                    "inputs": [{"name": "model", "step": "train", "output": "model"}],
+                },
+            ],
+        },
+    }
+
+
 def conveyor(*args: str, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [PY, "-m", "conveyor.cli.main", *args],
@@ -220,7 +277,14 @@ class Console:
 @pytest.fixture(scope="module")
 def console(state: State) -> Iterator[Console]:
     """`conveyor ui` as a real HTTP server on a free loopback port (its log in the work directory)."""
-    log_path = state.work / "ui.log"
+    with serving(state.work, state.state_dir) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def serving(work: Path, state_dir: Path) -> Iterator[Console]:
+    """`conveyor ui --state-dir STATE_DIR` until the block ends, then Ctrl-C; its log must hold no error."""
+    log_path = work / "ui.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [
@@ -229,13 +293,13 @@ def console(state: State) -> Iterator[Console]:
                 "conveyor.cli.main",
                 "ui",
                 "--state-dir",
-                str(state.state_dir),
+                str(state_dir),
                 "--host",
                 "127.0.0.1",
                 "--port",
                 "0",
             ],
-            cwd=state.work,
+            cwd=work,
             stdout=subprocess.PIPE,
             stderr=log,
             stdin=subprocess.DEVNULL,

@@ -1,4 +1,4 @@
-"""The console's ASGI application: three HTML pages, their static front end, and one small JSON API.
+"""The console's ASGI application: its HTML pages, their static front end, and one small JSON API.
 
 No web framework, like the model server's REST adapter (serving/rest.py): routes are matched on the
 raw path split once, each segment unquoted, so a run id with spaces or `<` round-trips. Read-only: any
@@ -9,8 +9,12 @@ origin's own script and style, so even a value that slipped through unescaped co
     GET /                       runs list          GET /api/runs?pipeline=&phase=&since=&until=&page=&per=
     GET /runs/<run>             one run            GET /api/runs/<run>
     GET /compare?run=a&run=b    runs side by side  GET /api/runs/<run>/logs/<key>/<attempt>
-    GET /static/<file>                             GET /api/runs/<run>/plots/<step>/<index>
-    GET /healthz                                   GET /api/compare?run=a&run=b
+    GET /lineage                models             GET /api/runs/<run>/plots/<step>/<index>
+    GET /lineage/<digest>       an artifact's      GET /api/compare?run=a&run=b
+                                lineage            GET /api/lineage, /api/lineage/<digest>
+    GET /pipelines              pipelines          GET /api/pipelines
+    GET /pipelines/<name>       one pipeline       GET /api/pipelines/<name>
+    GET /static/<file>                             GET /healthz
 """
 
 from __future__ import annotations
@@ -56,7 +60,9 @@ PAGE = """<!DOCTYPE html>
 <script src="/static/console.js" defer></script>
 </head>
 <body data-page="{page}">
-<header><a class="home" href="/">Conveyor</a> <span class="where" id="where"></span>
+<header><a class="home" href="/">Conveyor</a>
+<nav aria-label="sections"><a href="/">Runs</a> <a href="/pipelines">Pipelines</a> <a href="/lineage">Lineage</a></nav>
+<span class="where" id="where"></span>
 <span class="status" id="status" role="status"></span></header>
 <main id="app" aria-live="polite"><p class="loading">Loading…</p></main>
 </body>
@@ -168,6 +174,12 @@ class ConsoleApp:
                 return _page("run")
             case ["compare"]:
                 return _page("compare")
+            case ["lineage"] | ["lineage", _]:
+                return _page("lineage")
+            case ["pipelines"]:
+                return _page("pipelines")
+            case ["pipelines", _]:
+                return _page("pipeline")
             case ["static", name]:
                 return _static(name)
             case ["healthz"]:
@@ -185,6 +197,14 @@ class ConsoleApp:
                 return _json({"key": key, "attempt": int(attempt), "text": text})
             case ["api", "runs", run, "plots", step, index] if index.isdigit():
                 return Response(200, self.source.plot_png(run, step, int(index)), b"image/png")
+            case ["api", "lineage"]:
+                return _json(self.source.models())
+            case ["api", "lineage", digest]:
+                return _json(self.source.lineage(digest))
+            case ["api", "pipelines"]:
+                return _json(self.source.pipelines())
+            case ["api", "pipelines", name]:
+                return _json(self.source.pipeline(name))
             case ["api", "compare"]:
                 runs = list(dict.fromkeys(query.get("run", [])))
                 if len(runs) < 2:

@@ -1,7 +1,8 @@
 """Where the console's runs come from: the seam between the console and a state (local now, a cluster later).
 
-A `ConsoleSource` answers five questions: which runs exist (rows for the list), one run's view, one
-attempt's log, a run's evaluation plots, and the records of runs to compare. `LocalSource` answers
+A `ConsoleSource` answers: which runs exist (rows for the list), one run's view, one attempt's log, a
+run's evaluation plots, the records of runs to compare, an artifact's lineage across runs (and the models
+to start from), and the pipelines the runs ran. `LocalSource` answers
 them from the local runner's state directory through the CLI's `LocalRuns` (records and archived logs
 in the store); a cluster source will answer them from the API server and the S3 store the same way
 `ClusterRuns` does. Every answer is already redacted: the app serves what it gets.
@@ -25,6 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from conveyor.api.pipeline import PipelineSpec
+from conveyor.console.lineage import ArtifactIndex, artifact_index, lineage_view, models_view
+from conveyor.console.pipelines import pipeline_view, pipelines_view
 from conveyor.console.redact import redact_text
 from conveyor.console.views import FINAL_PHASES, RunRow, run_row, run_view
 from conveyor.core.record import log_document
@@ -67,6 +71,23 @@ class ConsoleSource(Protocol):
         """Final records of the runs to compare; NotFound naming the first that has none."""
         ...
 
+    def models(self) -> dict[str, Any]:
+        """The Lineage page's starting points (lineage.models_view)."""
+        ...
+
+    def lineage(self, digest: str) -> dict[str, Any]:
+        """An artifact's lineage (lineage.lineage_view); NotFound when no record names it, BadQuery for a
+        digest too short or matching several."""
+        ...
+
+    def pipelines(self) -> dict[str, Any]:
+        """The pipelines the runs ran (pipelines.pipelines_view)."""
+        ...
+
+    def pipeline(self, name: str) -> dict[str, Any]:
+        """One pipeline's versions and recent runs (pipelines.pipeline_view); NotFound for an unknown name."""
+        ...
+
 
 class LocalSource:
     """The local runner's state directory (`conveyor run --state-dir`)."""
@@ -80,6 +101,8 @@ class LocalSource:
         self._final: dict[str, dict[str, Any]] = {}  # records never change once written
         self._views: dict[str, dict[str, Any]] = {}
         self._plots: dict[str, list[tuple[Plot, bytes]]] = {}
+        self._specs: dict[str, PipelineSpec] = {}  # stored specs never change: they are kept by digest
+        self._artifacts: tuple[tuple[str, ...], ArtifactIndex] | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ runs
@@ -170,6 +193,65 @@ class LocalSource:
                 raise NotFound(f"run {run_id!r} is still running: runs are compared once they have a record")
             out.append(record)
         return out
+
+    # ------------------------------------------------------------ lineage and pipelines
+
+    def _all_records(self) -> list[dict[str, Any]]:
+        """Every readable final record (a corrupt one, or a run still going, has none to offer)."""
+        out = []
+        for run_id, run_dir in self._run_dirs().items():
+            try:
+                record = self._record(run_id, run_dir)
+            except InvalidSpec:
+                continue
+            if record is not None:
+                out.append(record)
+        return out
+
+    def _index(self) -> ArtifactIndex:
+        """The artifact index over every record, made again only when the set of records changed."""
+        records = self._all_records()
+        key = tuple(sorted(str(r["runId"]) for r in records))
+        cached = self._artifacts
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        index = artifact_index(records)
+        with self._lock:
+            self._artifacts = (key, index)
+        return index
+
+    def models(self) -> dict[str, Any]:
+        return models_view(self._index())
+
+    def lineage(self, digest: str) -> dict[str, Any]:
+        from conveyor.lifecycle.integrity import store_checker  # noqa: PLC0415
+
+        try:
+            return lineage_view(self._index(), digest, store_checker(self.local.store, content=False))
+        except LookupError as e:
+            raise NotFound(str(e)) from None
+
+    def pipelines(self) -> dict[str, Any]:
+        return pipelines_view(self.rows(), self._all_records())
+
+    def pipeline(self, name: str) -> dict[str, Any]:
+        from conveyor.lifecycle.specs import load_spec  # noqa: PLC0415
+
+        records = [r for r in self._all_records() if r.get("pipeline") == name]
+        specs: dict[str, PipelineSpec | None] = {}
+        for digest in {str(r["pipelineSpecDigest"]) for r in records if r.get("pipelineSpecDigest")}:
+            if digest not in self._specs:
+                spec = load_spec(self.local.store, digest)
+                if spec is None:
+                    specs[digest] = None  # not stored (yet): asked again next time
+                    continue
+                with self._lock:
+                    self._specs[digest] = spec
+            specs[digest] = self._specs[digest]
+        try:
+            return pipeline_view(name, self.rows(), records, specs)
+        except LookupError as e:
+            raise NotFound(str(e)) from None
 
     # ------------------------------------------------------------ logs
 

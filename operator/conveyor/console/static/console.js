@@ -37,6 +37,16 @@ async function api(url, { conditional = false } = {}) {
 
 function runHref(id) { return "/runs/" + encodeURIComponent(id); }
 function runApi(id) { return "/api/runs/" + encodeURIComponent(id); }
+function lineageHref(digest) { return "/lineage/" + encodeURIComponent(digest); }
+function pipelineHref(name) { return "/pipelines/" + encodeURIComponent(name); }
+
+// A digest as code, linked to its lineage (a fan-in collection's digest too: its page says what made it).
+function digestLink(digest, label) {
+  if (!digest) return h("code", { class: "digest" }, "(no digest)");
+  return h("a", { class: "lineage-link", href: lineageHref(digest), title: `lineage of ${digest}` },
+    h("code", { class: "digest" }, label || digest));
+}
+function shortDigest(d) { return d ? d.slice(0, "sha256:".length + 12) : "-"; }
 
 function fmtTime(iso) {
   if (!iso) return "-";
@@ -253,9 +263,9 @@ function stepBlock(run, s, openSteps, logs) {
     s.attemptList.length ? [h("h3", {}, "Attempts"), table("attempts", ["attempt", "started", "finished", "outcome", "message"],
       s.attemptList.map((a) => [String(a.attempt), fmtTime(a.startedAt), fmtTime(a.finishedAt), a.outcome, a.message || ""]))] : null,
     h("h3", {}, "Inputs"),
-    s.inputs.length ? table("inputs", ["input", "from", "digest"], s.inputs.map((i) => [i.name, i.from || "-", h("code", { class: "digest" }, i.digest || "(no digest)")])) : h("p", { class: "none" }, "none"),
+    s.inputs.length ? table("inputs", ["input", "from", "digest"], s.inputs.map((i) => [i.name, i.from || "-", digestLink(i.digest)])) : h("p", { class: "none" }, "none"),
     h("h3", {}, "Outputs"),
-    s.outputs.length ? table("outputs", ["output", "digest", "size", "uri"], s.outputs.map((o) => [o.name, h("code", { class: "digest" }, o.digest), fmtBytes(o.size), h("span", { class: "uri" }, o.uri || "-")])) : h("p", { class: "none" }, "none"),
+    s.outputs.length ? table("outputs", ["output", "digest (lineage)", "size", "uri"], s.outputs.map((o) => [o.name, digestLink(o.digest), fmtBytes(o.size), h("span", { class: "uri" }, o.uri || "-")])) : h("p", { class: "none" }, "none"),
     h("h3", {}, "Metrics"), keyValues("metrics", s.metrics, fmtMetric),
     Object.keys(s.parameters).length ? [h("h3", {}, "Parameters used"), keyValues("step-params", s.parameters)] : null,
     s.items.length ? [h("h3", {}, `Items (${s.items.length})`), table("items", ["item", "phase", "attempts", "duration", "cache", "message"],
@@ -291,7 +301,7 @@ async function runPage(app) {
         h("p", {}, h("strong", {}, run.failure.reason || "Failed"), ": ", run.failure.message),
         run.failure.steps.map((f) => [h("h3", {}, f.step), h("pre", { class: "message" }, f.message)])) : null,
       h("section", { id: "summary" }, facts("summary", [
-        ["pipeline", run.pipeline || "-"], ["phase", run.phase], ["started", fmtTime(run.startedAt)],
+        ["pipeline", run.pipeline ? h("a", { href: pipelineHref(run.pipeline) }, run.pipeline) : "-"], ["phase", run.phase], ["started", fmtTime(run.startedAt)],
         ["finished", fmtTime(run.finishedAt)], ["duration", fmtSeconds(run.seconds)],
         ["pipeline spec", run.pipelineSpecDigest || "-"], ["code version", run.codeVersion ? `conveyor ${run.codeVersion}` : "-"],
       ])),
@@ -343,12 +353,154 @@ async function comparePage(app) {
     tbl);
 }
 
+// ------------------------------------------------------------------ lineage
+
+function lineageForm() {
+  const input = h("input", { id: "lineage-digest", name: "digest", type: "text", size: "72", spellcheck: "false", placeholder: "sha256:…" });
+  return h("form", { class: "filters", role: "search", onsubmit: (e) => {
+    e.preventDefault();
+    if (input.value.trim()) location.assign(lineageHref(input.value.trim()));
+  } }, h("label", { for: "lineage-digest" }, "Artifact digest (or a prefix)"), input, h("button", { type: "submit" }, "Show lineage"));
+}
+
+async function modelsPage(app) {
+  document.title = "Lineage · Conveyor";
+  let doc;
+  try { doc = await api("/api/lineage"); } catch (e) { fail(app, e); return; }
+  mount(app,
+    h("h1", {}, "Lineage"),
+    h("p", {}, "Where a model came from: pick one, or give any artifact's digest, to follow it back through the steps that made it to the data."),
+    lineageForm(),
+    h("h2", {}, `Models (${doc.total})`),
+    doc.models.length ? table("models", ["model", "made by run", "step", "pipeline", "started", "runs using it"], doc.models.map((m) => [
+      digestLink(m.digest, shortDigest(m.digest)), h("a", { href: runHref(m.run) }, m.run), m.step,
+      m.pipeline ? h("a", { href: pipelineHref(m.pipeline) }, m.pipeline) : "-", fmtTime(m.startedAt), String(m.runs)]))
+      : h("p", { class: "none" }, "No recorded run has a model output yet."));
+}
+
+function problemCell(p) { return p ? h("span", { class: "problem" }, p) : "ok"; }
+
+function hopBlock(doc, hop) {
+  const notes = [hop.component ? `component ${hop.component}` : hop.image ? `image ${hop.image}` : "",
+    hop.source ? "where the data enters" : ""].filter(Boolean);
+  return h("li", { class: "hop", dataset: { step: hop.step, run: hop.run } },
+    h("h3", {}, h("span", { class: "step-name" }, hop.step), " ", phase(hop.phase), notes.length ? h("span", { class: "notes" }, " " + notes.join(" · ")) : null),
+    h("p", { class: "made-in" }, hop.cacheHit
+      ? (hop.computedIn ? ["a cache hit in ", h("a", { href: runHref(hop.run) }, hop.run), ": computed by run ", h("a", { class: "computed-in", href: runHref(hop.computedIn) }, hop.computedIn)]
+        : ["a cache hit in ", h("a", { href: runHref(hop.run) }, hop.run)])
+      : ["ran in ", h("a", { href: runHref(hop.run) }, hop.run)]),
+    hop.inputs.length ? table("inputs", ["input", "from", "digest", "stored"], hop.inputs.map((i) => [i.name, i.from || "-", digestLink(i.digest), problemCell(i.problem)])) : null,
+    table("outputs", ["output", "digest", "size", "stored"], hop.outputs.map((o) => [
+      o.digest === doc.digest ? h("strong", {}, `${o.name} (this artifact)`) : o.name,
+      o.digest === doc.digest ? h("code", { class: "digest" }, o.digest) : digestLink(o.digest), fmtBytes(o.size), problemCell(o.problem)])),
+    Object.keys(hop.parameters).length ? [h("h4", {}, "Parameters used"), keyValues("step-params", hop.parameters)] : null);
+}
+
+async function lineagePage(app) {
+  const digest = decodeURIComponent(location.pathname.split("/")[2] || "");
+  if (!digest) return modelsPage(app);
+  document.title = `Lineage of ${shortDigest(digest)} · Conveyor`;
+  let doc;
+  try { doc = await api("/api/lineage/" + encodeURIComponent(digest)); } catch (e) {
+    mount(app, h("h1", {}, "Lineage"), h("p", { class: "error", role: "alert" }, String(e.message || e)), lineageForm());
+    return;
+  }
+  // wide: it scrolls, so it takes the keyboard's focus (arrow keys scroll it) and says what it is
+  const svg = h("div", { class: "dag lineage-graph", tabindex: "0", role: "region", "aria-label": "lineage drawing" });
+  svg.innerHTML = doc.graph;  // drawn by the server, every name escaped (cli/graph.py)
+  const m = doc.madeBy;
+  const problems = Object.entries(doc.problems);
+  mount(app,
+    h("h1", {}, "Lineage of ", m ? `${m.item || m.step}.${m.output} ` : "", h("code", { id: "artifact", class: "digest" }, doc.digest)),
+    problems.length ? h("section", { class: "failure", id: "problems" }, h("h2", {}, "Missing or corrupt artifacts"),
+      h("ul", {}, problems.map(([d, what]) => h("li", {}, h("code", { class: "digest" }, d), `: ${what}`)))) : null,
+    m ? h("section", { id: "made-by" }, facts("made-by", [
+      ["made by run", h("a", { href: runHref(m.run) }, m.run)],
+      ["step", m.item || m.step], ["output", m.output],
+      ["pipeline", m.pipeline ? h("a", { href: pipelineHref(m.pipeline) }, m.pipeline) : "-"],
+      ["pipeline spec", m.pipelineSpecDigest || "-"], ["run phase", phase(m.phase)], ["started", fmtTime(m.startedAt)],
+    ])) : h("p", { class: "none", id: "made-by" }, "No recorded run wrote this artifact: it is data read from outside, or its producer's record is gone."),
+    m ? [h("h2", {}, "Run parameters"), keyValues("parameters", m.parameters)] : null,
+    doc.graph ? [h("h2", {}, "Drawing"), svg] : null,
+    doc.steps.length ? [h("h2", {}, "From the artifact back to the data"),
+      h("ol", { id: "chain", class: "chain" }, doc.steps.map((hop) => hopBlock(doc, hop)))] : null,
+    doc.data.length ? [h("h2", {}, "External data"), table("data", ["uri", "digest", "read by"], doc.data.map((d) => [h("span", { class: "uri" }, d.uri || "-"), digestLink(d.digest), d.readBy]))] : null,
+    h("h2", {}, "Read by"),
+    doc.readBy.length ? h("ul", { id: "read-by" }, doc.readBy.map((r) => h("li", {}, h("a", { href: runHref(r.run) }, r.run), ` step ${r.step}`)))
+      : h("p", { class: "none", id: "read-by" }, "no recorded step read it"),
+    h("h2", {}, "Runs involved"),
+    h("ul", { id: "runs-involved" }, doc.runs.map((r) => h("li", {}, h("a", { href: runHref(r) }, r)))));
+}
+
+// ------------------------------------------------------------------ pipelines
+
+async function pipelinesPage(app) {
+  document.title = "Pipelines · Conveyor";
+  let doc;
+  try { doc = await api("/api/pipelines"); } catch (e) { fail(app, e); return; }
+  const phases = (p) => Object.entries(p).map(([k, n]) => `${n} ${k}`).join(", ");
+  mount(app,
+    h("h1", {}, "Pipelines"),
+    h("p", { id: "pipeline-count", class: "count" }, `${doc.total} pipeline${doc.total === 1 ? "" : "s"}, as the recorded runs ran them`),
+    doc.pipelines.length ? h("table", { id: "pipelines", class: "pipelines" },
+      h("thead", {}, h("tr", {}, ["Pipeline", "Runs", "Phases", "Spec versions", "Newest run", "Its phase", "Started"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, doc.pipelines.map((p) => h("tr", { class: "pipeline", dataset: { pipeline: p.name } },
+        h("td", { class: "name" }, h("a", { href: pipelineHref(p.name) }, p.name)),
+        h("td", { class: "runs" }, String(p.runs)), h("td", {}, phases(p.phases)), h("td", {}, String(p.versions)),
+        h("td", {}, h("a", { href: runHref(p.lastRun.id) }, p.lastRun.id)), h("td", {}, phase(p.lastRun.phase)),
+        h("td", {}, fmtTime(p.lastRun.startedAt))))))
+      : h("p", { class: "none" }, "No runs yet."));
+}
+
+function specBlock(v) {
+  const spec = v.spec;
+  const body = spec ? [
+    spec.description ? h("p", { class: "description" }, spec.description) : null,
+    h("h4", {}, "Parameters"),
+    spec.parameters.length ? table("spec-params", ["name", "type", "default", "description"],
+      spec.parameters.map((p) => [p.name, p.type, fmtValue(p.default), p.description || ""])) : h("p", { class: "none" }, "none"),
+    h("h4", {}, "Steps"),
+    table("spec-steps", ["step", "what", "reads", "after", "fan-out", "when", "retries", "cache"], spec.steps.map((s) => [
+      s.name, s.what, s.inputs.map((i) => i.from).join(", ") || "-", s.dependsOn.join(", ") || "-", s.forEach || "-",
+      s.when || "-", String(s.retries), s.cache ? "on" : "off"])),
+    h("h4", {}, "Schedule and triggers"),
+    spec.schedule || spec.triggers.length ? h("ul", {},
+      spec.schedule ? h("li", {}, `cron ${spec.schedule.cron} (${spec.schedule.timeZone}), ${spec.schedule.concurrencyPolicy}${spec.schedule.suspend ? ", suspended" : ""}`) : null,
+      spec.triggers.map((t) => h("li", {}, `${t.kind} trigger: ${t.what}`)))
+      : h("p", { class: "none" }, "none: runs start when someone runs them"),
+  ] : [h("p", { class: "none" }, "This spec is not in the store (runs recorded before specs were kept): only its digest is known.")];
+  return h("section", { class: "version", dataset: { digest: v.digest } },
+    h("h3", {}, "Spec ", h("code", { class: "digest" }, v.digest)),
+    h("p", {}, `${v.runs} run${v.runs === 1 ? "" : "s"}, first `, h("a", { href: runHref(v.firstRun) }, v.firstRun), ", last ", h("a", { href: runHref(v.lastRun) }, v.lastRun)),
+    body);
+}
+
+async function pipelinePage(app) {
+  const name = decodeURIComponent(location.pathname.split("/")[2] || "");
+  document.title = `${name} · Pipelines · Conveyor`;
+  let doc;
+  try { doc = await api("/api/pipelines/" + encodeURIComponent(name)); } catch (e) { fail(app, e); return; }
+  const params = (p) => Object.entries(p).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${fmtValue(v)}`).join(", ");
+  mount(app,
+    h("h1", {}, "Pipeline ", h("span", { id: "pipeline-name" }, doc.name)),
+    h("p", {}, h("a", { href: "/?pipeline=" + encodeURIComponent(doc.name) }, `all ${doc.total} run${doc.total === 1 ? "" : "s"} in the runs list`)),
+    h("h2", {}, `Recent runs (${doc.runs.length} of ${doc.total})`),
+    h("table", { id: "pipeline-runs", class: "runs" },
+      h("thead", {}, h("tr", {}, ["Run", "Phase", "Steps", "Started", "Duration", "Spec", "Parameters"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, doc.runs.map((r) => h("tr", { class: "run", dataset: { run: r.id, phase: r.phase } },
+        h("td", { class: "run-id" }, h("a", { href: runHref(r.id) }, r.id)), h("td", {}, phase(r.phase)),
+        h("td", {}, r.progress), h("td", {}, fmtTime(r.startedAt)), h("td", {}, fmtSeconds(r.seconds)),
+        h("td", {}, h("code", { class: "digest" }, shortDigest(r.pipelineSpecDigest))), h("td", { class: "params" }, params(r.parameters)))))),
+    h("h2", {}, `Spec versions (${doc.versions.length})`),
+    doc.versions.length ? doc.versions.map(specBlock) : h("p", { class: "none" }, "No run of it has a record yet."));
+}
+
 // ------------------------------------------------------------------ start
 
 document.addEventListener("DOMContentLoaded", () => {
   const app = document.getElementById("app");
   api("/api/source").then((s) => { document.getElementById("where").textContent = s.description; }).catch(() => {});
   const page = document.body.dataset.page;
-  const pages = { runs: runsPage, run: runPage, compare: comparePage };
+  const pages = { runs: runsPage, run: runPage, compare: comparePage, lineage: lineagePage, pipelines: pipelinesPage, pipeline: pipelinePage };
   (pages[page] || runsPage)(app).catch((e) => fail(app, e));
 });
