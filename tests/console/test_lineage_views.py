@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from console.harness import call
 from conveyor.api.pipeline import PipelineSpec
+from conveyor.console.app import ConsoleApp
 from conveyor.console.lineage import artifact_index, lineage_view, models_view
 from conveyor.console.pipelines import pipeline_view, pipelines_view, spec_view
 from conveyor.console.redact import REDACTED
+from conveyor.console.source import LocalSource
 from conveyor.console.views import BadQuery, RunRow
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -214,3 +219,30 @@ def test_a_pipeline_shows_its_versions_and_recent_runs_newest_first() -> None:
     assert pipeline_view("p", rows(), [], {}, recent=1)["runs"][0]["id"] == "r-9"
     with pytest.raises(LookupError, match="no run"):
         pipeline_view("nope", rows(), [], {})
+
+
+def test_the_app_serves_lineage_and_pipelines_from_a_state_directory(tmp_path: Path) -> None:
+    """LocalSource over hand-written records (their artifacts never stored) through the ASGI app."""
+    for r in (FIRST, SECOND):
+        (tmp_path / "runs" / r["runId"]).mkdir(parents=True)
+        (tmp_path / "runs" / r["runId"] / "record.json").write_text(json.dumps(r))
+    app = ConsoleApp(LocalSource(tmp_path))
+    for page in ("/lineage", "/lineage/" + D["m2"], "/pipelines", "/pipelines/p"):
+        status, headers, body = call(app, "GET", page)
+        assert status == 200 and headers[b"content-type"].startswith(b"text/html") and b"data-page=" in body
+
+    def get(path: str) -> tuple[int, Any]:
+        status, _, body = call(app, "GET", path)
+        return status, json.loads(body)
+
+    assert get("/api/lineage")[1]["total"] == 2
+    status, view = get("/api/lineage/" + D["m2"][:20].replace(":", "%3A"))
+    assert status == 200 and [h["step"] for h in view["steps"]] == ["train", "prep", "ingest"]
+    assert set(view["problems"].values()) == {"missing"}  # nothing is in the (empty) store
+    assert get("/api/pipelines")[1]["pipelines"][0]["name"] == "p"
+    status, pipeline = get("/api/pipelines/p")
+    assert status == 200 and pipeline["versions"][0]["stored"] is False and len(pipeline["runs"]) == 2
+    assert get("/api/lineage/sha256:" + "9" * 64)[0] == 404
+    assert get("/api/lineage/sha256:12")[0] == 400
+    assert get("/api/pipelines/nope")[0] == 404
+    assert all(b"hunter2" not in call(app, "GET", p)[2] for p in ("/api/lineage/" + D["m2"], "/api/pipelines/p"))

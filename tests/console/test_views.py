@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from console.harness import call
 from conveyor.console.app import ConsoleApp
 from conveyor.console.redact import REDACTED, redact, redact_text
 from conveyor.console.source import LocalSource, _live_record
@@ -175,33 +174,6 @@ def test_live_record_reads_attempts_but_never_the_environment(tmp_path: Path) ->
     assert steps["a"]["phase"] == "Succeeded" and steps["a"]["metrics"] == {"m": 1.0}
     assert steps["f"]["fanOut"] == {"total": 2, "succeeded": 0, "failed": 1, "running": 1, "skipped": 0}
     assert "hunter2" not in json.dumps(run_view(live, {}, live=True))
-
-
-def call(
-    app: ConsoleApp, method: str, path: str, headers: list[tuple[bytes, bytes]] | None = None
-) -> tuple[int, dict[bytes, bytes], bytes]:
-    """One request through the ASGI interface, no server."""
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    raw, _, query = path.partition("?")
-    scope = {
-        "type": "http",
-        "method": method,
-        "path": raw,
-        "raw_path": raw.encode(),
-        "query_string": query.encode(),
-        "headers": headers or [],
-    }
-    # in a thread of its own: the browser tests' Playwright keeps an event loop running in this one
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, app(scope, receive, send)).result()
-    return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]
 
 
 def test_app_answers_304_for_an_unchanged_document_and_refuses_writes(tmp_path: Path) -> None:
