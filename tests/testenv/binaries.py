@@ -56,12 +56,14 @@ NODE_FIELDS = (
     "ctr",
     "runc",
 )
+# Required only by what uses it (testenv.metricsserver), so the other tiers run without it.
+OPTIONAL_FIELDS = ("metrics_server",)
 
 
 @dataclass(frozen=True)
 class Binaries:
     """Absolute paths of every binary the control plane, MinIO, the tools (helm, Prometheus,
-    promtool) and the real node need.
+    promtool, metrics-server) and the real node need.
 
     ``pause_image`` and ``nodetest_image`` are image archives for ``ctr images import``; their
     ``*_ref`` files hold the image reference each archive carries.
@@ -89,6 +91,7 @@ class Binaries:
     runc: Path
     prometheus: Path
     promtool: Path
+    metrics_server: Path
 
     @classmethod
     def locate(cls) -> Binaries:
@@ -106,9 +109,9 @@ class Binaries:
         except (subprocess.CalledProcessError, OSError) as exc:
             raise MissingBinaryError(f"cannot run `{INSTALL_SCRIPT} --print`: {exc}") from exc
         dirs = [Path(line) for line in out.splitlines() if line.strip()]
-        if len(dirs) != 9:
-            raise MissingBinaryError(f"`{INSTALL_SCRIPT} --print` printed {len(dirs)} lines, expected 9")
-        k8s, etcd, kwok, minio, helm, kubelet, cni, node_images, prometheus = dirs
+        if len(dirs) != 10:
+            raise MissingBinaryError(f"`{INSTALL_SCRIPT} --print` printed {len(dirs)} lines, expected 10")
+        k8s, etcd, kwok, minio, helm, kubelet, cni, node_images, prometheus, metrics_server = dirs
         found = cls(
             etcd=etcd / "bin" / "etcd",
             etcdctl=etcd / "bin" / "etcdctl",
@@ -132,8 +135,9 @@ class Binaries:
             runc=_system_binary("runc"),
             prometheus=prometheus / "bin" / "prometheus",
             promtool=prometheus / "bin" / "promtool",
+            metrics_server=metrics_server / "bin" / "metrics-server",
         )
-        found.require(*(name for name in found.__dataclass_fields__ if name not in NODE_FIELDS))
+        found.require(*(name for name in found.__dataclass_fields__ if name not in NODE_FIELDS + OPTIONAL_FIELDS))
         return found
 
     def require_node(self) -> None:

@@ -266,6 +266,9 @@ class ControlPlane:
             server=True,
         )
         self.admin = ca.issue("admin", "conveyor-test-admin", organization="system:masters")
+        # The aggregation layer's identity towards extension API servers (metrics-server): they trust
+        # it through --requestheader-client-ca-file and --requestheader-allowed-names.
+        self.front_proxy_client = ca.issue("front-proxy-client", "front-proxy-client")
         # The API server's identity towards kubelets (logs, exec, port-forward).
         self.kubelet_client = ca.issue(
             "apiserver-kubelet-client", "kube-apiserver-kubelet-client", organization="system:masters"
@@ -322,12 +325,17 @@ class ControlPlane:
                 f"--tls-cert-file={self.serving.cert}",
                 f"--tls-private-key-file={self.serving.key}",
                 f"--client-ca-file={self.ca.cert}",
-                # Front-proxy settings only so KCM and the scheduler find a complete auth configmap.
+                # The aggregation layer (testenv.metricsserver registers metrics.k8s.io): extension API
+                # servers trust requests proxied with the front-proxy-client certificate.
                 f"--requestheader-client-ca-file={self.ca.cert}",
                 "--requestheader-allowed-names=front-proxy-client",
                 "--requestheader-username-headers=X-Remote-User",
                 "--requestheader-group-headers=X-Remote-Group",
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={self.front_proxy_client.cert}",
+                f"--proxy-client-key-file={self.front_proxy_client.key}",
+                # No kube-proxy: reach an APIService's Service through its endpoint, not its ClusterIP.
+                "--enable-aggregator-routing=true",
                 "--authorization-mode=RBAC",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={self.sa_keys.cert}",
@@ -376,6 +384,8 @@ class ControlPlane:
                 "--kube-api-burst=200",
                 # Tests create and delete many objects; keep controllers snappy.
                 "--concurrent-gc-syncs=10",
+                # HPAs act every 5 s instead of 15 s, so autoscaling tests see a decision soon.
+                "--horizontal-pod-autoscaler-sync-period=5s",
             ],
         )
         return proc, port

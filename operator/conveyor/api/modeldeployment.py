@@ -99,6 +99,50 @@ class PodsMetric(ApiModel):
     """Average per pod to aim for, e.g. "100"."""
 
 
+class ScalingPolicyType(StrEnum):
+    PODS = "Pods"
+    PERCENT = "Percent"
+
+
+class ScalingPolicy(ApiModel):
+    """At most this much change within one period (autoscaling/v2 HPAScalingPolicy)."""
+
+    type: ScalingPolicyType
+    """Pods (a number of replicas) or Percent (of the current replicas)."""
+    value: Annotated[int, Field(ge=1)]
+    """How many pods, or what percent."""
+    period_seconds: Annotated[int, Field(ge=1, le=1800)]
+    """The window the change is counted over."""
+
+
+class SelectPolicy(StrEnum):
+    MAX = "Max"
+    MIN = "Min"
+    DISABLED = "Disabled"
+
+
+class ScalingRules(ApiModel):
+    """How fast one direction of scaling may go (autoscaling/v2 HPAScalingRules); unset fields keep
+    Kubernetes' defaults (up: no window, double or +4 pods every 15 s; down: a 300 s window, any
+    amount every 15 s)."""
+
+    stabilization_window_seconds: Annotated[int, Field(ge=0, le=3600)] | None = None
+    """Act on the most cautious recommendation of this many past seconds (0: act at once)."""
+    select_policy: SelectPolicy | None = None
+    """Which policy wins when several disagree: Max, Min, or Disabled (never scale this way)."""
+    policies: list[ScalingPolicy] | None = Field(default=None, max_length=10)
+    """The allowed change per period."""
+
+
+class ScalingBehavior(ApiModel):
+    """Scale-up and scale-down speed, passed to the HorizontalPodAutoscaler's spec.behavior as is."""
+
+    scale_up: ScalingRules | None = None
+    """Rules for adding replicas."""
+    scale_down: ScalingRules | None = None
+    """Rules for removing replicas."""
+
+
 @cel("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas")
 class Autoscaling(ApiModel):
     """HorizontalPodAutoscaler settings."""
@@ -111,6 +155,8 @@ class Autoscaling(ApiModel):
     """Average CPU percent to aim for."""
     custom_metric: PodsMetric | None = None
     """Also scale on a per-pod metric served by a custom-metrics adapter (e.g. requests per second)."""
+    behavior: ScalingBehavior | None = None
+    """Scaling speed (windows, policies); unset: Kubernetes' defaults, 5 minutes before scaling down."""
 
 
 class ServerSpec(ApiModel):

@@ -184,16 +184,19 @@ def autoscaler(md: dict[str, Any], spec: ModelDeploymentSpec) -> dict[str, Any]:
                 },
             }
         )
+    hpa_spec: dict[str, Any] = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_name(name, STABLE)},
+        "minReplicas": a.min_replicas,
+        "maxReplicas": a.max_replicas,
+        "metrics": metrics,
+    }
+    if a.behavior is not None:
+        hpa_spec["behavior"] = a.behavior.to_wire()
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
         "metadata": _meta(md, name),
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_name(name, STABLE)},
-            "minReplicas": a.min_replicas,
-            "maxReplicas": a.max_replicas,
-            "metrics": metrics,
-        },
+        "spec": hpa_spec,
     }
 
 
