@@ -206,7 +206,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     source = _source(args)
     record = source.record(args.run)
     spec = load_spec(source.store, record["pipelineSpecDigest"]) if record.get("pipelineSpecDigest") else None
-    depends_on = {s.name: list(s.depends_on) for s in spec.steps} if spec is not None else {}
+    depends_on = {s.name: list(s.depends_on) for s in spec.all_steps()} if spec is not None else {}
     text = render_report(record, source.store, depends_on)
     out: Path = args.output or Path(f"report-{record.get('name') or record['runId']}.html")
     out.write_text(text)
