@@ -95,6 +95,8 @@ def test_lineage_of_the_trained_model_from_the_run_page_back_to_the_ingest(page:
             expect(hop[name].locator("table.outputs")).to_contain_text(o["digest"])
     expect(hop["ingest"]).to_contain_text("where the data enters")
     expect(hop["ingest"]).to_contain_text("component ingest")
+    expect(hop["ingest"].locator("table.step-settings")).to_contain_text("sklearn://iris")  # the data's source
+    expect(hop["train"].locator("table.step-settings")).to_contain_text("sklearn.tree.DecisionTreeClassifier")
     dataset = output(first, "ingest", "dataset")
     assert dataset == output(second, "ingest", "dataset")
     expect(hop["split"].locator("table.inputs")).to_contain_text(dataset)

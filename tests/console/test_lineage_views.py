@@ -127,6 +127,27 @@ def test_an_ambiguous_prefix_is_refused() -> None:
         lineage_view(artifact_index([FIRST, near]), "sha256:dddddddd")
 
 
+def test_with_the_stored_spec_each_step_shows_its_settings_redacted() -> None:
+    spec = PipelineSpec.model_validate(
+        {
+            "steps": [
+                {"name": "ingest", "uses": "ingest", "with": {"source": "s3://k:pw@b/raw.csv", "token": "hunter2"}},
+                {"name": "prep", "uses": "preprocess"},
+                {"name": "train", "uses": "train", "with": {"estimator": "sklearn.tree.DecisionTreeClassifier"}},
+                {"name": "serve", "uses": "train"},
+            ]
+        }
+    )
+    view = lineage_view(artifact_index([FIRST]), D["m1"], specs={FIRST["pipelineSpecDigest"]: spec})
+    settings = {h["step"]: h["settings"] for h in view["steps"]}
+    assert settings == {
+        "train": {"estimator": "sklearn.tree.DecisionTreeClassifier"},
+        "prep": None,
+        "ingest": {"source": f"s3://k:{REDACTED}@b/raw.csv", "token": REDACTED},
+    }
+    assert all(h["settings"] is None for h in lineage_view(artifact_index([FIRST]), D["m1"])["steps"])
+
+
 def test_missing_artifacts_are_marked_where_they_appear() -> None:
     view = lineage_view(artifact_index([FIRST]), D["m1"], lambda d: "missing" if d == D["tf"] else None)
     assert view["problems"] == {D["tf"]: "missing"}

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor.api.pipeline import PipelineSpec
 from conveyor.cli.graph import lineage_graph, to_svg
 from conveyor.cli.records import lineage
 from conveyor.console.redact import redact
@@ -114,13 +115,18 @@ def _size_of(record: Mapping[str, Any], step: str, output: str) -> Any:
 
 
 def lineage_view(
-    index: ArtifactIndex, digest: str, check: Callable[[str], str | None] = lambda _d: None
+    index: ArtifactIndex,
+    digest: str,
+    check: Callable[[str], str | None] = lambda _d: None,
+    specs: Mapping[str, PipelineSpec | None] | None = None,
 ) -> dict[str, Any]:
     """The Lineage page's document for one artifact: the run and step that made it, then each step it was
     made from, nearest first, back to the steps that read no other step (the data: an ingest, or an
     external URI by digest). A step that was a cache hit names the run that really ran it.
 
-    `check(digest)`: None when the artifact is sound, else what is wrong (`missing`, `corrupt ...`)."""
+    `check(digest)`: None when the artifact is sound, else what is wrong (`missing`, `corrupt ...`).
+    `specs`: stored specs by digest; with the producing run's, each step also shows its `with` settings
+    (the ingest's source, the estimator), redacted."""
     full = index.resolve(digest)
     made = index.producer(full)
     readers = [{"run": run, "step": step} for run, step in index.read.get(full, ())]
@@ -137,6 +143,8 @@ def lineage_view(
             "problems": {},
         }
     record = index.records[made.run]
+    spec = (specs or {}).get(str(record.get("pipelineSpecDigest")))
+    settings = {st.name: redact(dict(st.with_)) for st in spec.steps if st.with_} if spec is not None else {}
     view = lineage(record)
     steps = {s["name"]: s for s in view["steps"]}
     chain = _upstream(steps, made.step)
@@ -187,6 +195,7 @@ def lineage_view(
                 "cacheHit": s["cacheHit"],
                 "computedIn": computed,
                 "parameters": dict(s["parameters"]),
+                "settings": settings.get(name) if spec is not None else None,
                 "inputs": inputs,
                 "outputs": [
                     {

@@ -226,28 +226,38 @@ class LocalSource:
     def lineage(self, digest: str) -> dict[str, Any]:
         from conveyor.lifecycle.integrity import store_checker  # noqa: PLC0415
 
+        index = self._index()
         try:
-            return lineage_view(self._index(), digest, store_checker(self.local.store, content=False))
+            full = index.resolve(digest)
         except LookupError as e:
             raise NotFound(str(e)) from None
+        made = index.producer(full)
+        spec_digest = index.records[made.run].get("pipelineSpecDigest") if made is not None else None
+        specs = self._specs_of([str(spec_digest)] if spec_digest else [])
+        return lineage_view(index, full, store_checker(self.local.store, content=False), specs)
+
+    def _specs_of(self, digests: Sequence[str]) -> dict[str, PipelineSpec | None]:
+        """The stored specs by digest (None for one the store does not have)."""
+        from conveyor.lifecycle.specs import load_spec  # noqa: PLC0415
+
+        out: dict[str, PipelineSpec | None] = {}
+        for digest in digests:
+            if digest not in self._specs:
+                spec = load_spec(self.local.store, digest)
+                if spec is None:
+                    out[digest] = None  # not stored (yet): asked again next time
+                    continue
+                with self._lock:
+                    self._specs[digest] = spec
+            out[digest] = self._specs[digest]
+        return out
 
     def pipelines(self) -> dict[str, Any]:
         return pipelines_view(self.rows(), self._all_records())
 
     def pipeline(self, name: str) -> dict[str, Any]:
-        from conveyor.lifecycle.specs import load_spec  # noqa: PLC0415
-
         records = [r for r in self._all_records() if r.get("pipeline") == name]
-        specs: dict[str, PipelineSpec | None] = {}
-        for digest in {str(r["pipelineSpecDigest"]) for r in records if r.get("pipelineSpecDigest")}:
-            if digest not in self._specs:
-                spec = load_spec(self.local.store, digest)
-                if spec is None:
-                    specs[digest] = None  # not stored (yet): asked again next time
-                    continue
-                with self._lock:
-                    self._specs[digest] = spec
-            specs[digest] = self._specs[digest]
+        specs = self._specs_of(sorted({str(r["pipelineSpecDigest"]) for r in records if r.get("pipelineSpecDigest")}))
         try:
             return pipeline_view(name, self.rows(), records, specs)
         except LookupError as e:

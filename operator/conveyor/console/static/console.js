@@ -393,6 +393,7 @@ function hopBlock(doc, hop) {
     table("outputs", ["output", "digest", "size", "stored"], hop.outputs.map((o) => [
       o.digest === doc.digest ? h("strong", {}, `${o.name} (this artifact)`) : o.name,
       o.digest === doc.digest ? h("code", { class: "digest" }, o.digest) : digestLink(o.digest), fmtBytes(o.size), problemCell(o.problem)])),
+    hop.settings && Object.keys(hop.settings).length ? [h("h4", {}, "Settings (with)"), keyValues("step-settings", hop.settings)] : null,
     Object.keys(hop.parameters).length ? [h("h4", {}, "Parameters used"), keyValues("step-params", hop.parameters)] : null);
 }
 
