@@ -145,6 +145,7 @@ def test_pipelines_page_lists_the_pipeline_and_its_runs(page: Watched, ml_state:
     pg.locator("#summary a", has_text="iris").click()  # the run's pipeline links to its page
     expect(pg.locator("#pipeline-name")).to_have_text("iris")
     pg.click("header nav a:text('Pipelines')")
+    expect(pg.locator('header nav a[aria-current="page"]')).to_have_text("Pipelines")
     row = pg.locator('#pipelines tr.pipeline[data-pipeline="iris"]')
     expect(pg.locator("#pipelines tr.pipeline")).to_have_count(1)
     expect(row.locator("td.runs")).to_have_text("2")

@@ -502,6 +502,8 @@ document.addEventListener("DOMContentLoaded", () => {
   const app = document.getElementById("app");
   api("/api/source").then((s) => { document.getElementById("where").textContent = s.description; }).catch(() => {});
   const page = document.body.dataset.page;
+  const section = { runs: "/", run: "/", compare: "/", pipelines: "/pipelines", pipeline: "/pipelines", lineage: "/lineage" }[page];
+  for (const a of document.querySelectorAll("header nav a")) if (a.getAttribute("href") === section) a.setAttribute("aria-current", "page");
   const pages = { runs: runsPage, run: runPage, compare: comparePage, lineage: lineagePage, pipelines: pipelinesPage, pipeline: pipelinePage };
   (pages[page] || runsPage)(app).catch((e) => fail(app, e));
 });
