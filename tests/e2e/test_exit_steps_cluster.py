@@ -33,7 +33,11 @@ def reporter(name: str, *templates: str) -> dict[str, Any]:
 
 def seen_by(run: dict[str, Any], step: str, minio: S3Endpoint) -> Any:
     (ref,) = [o for o in steps(run)[step]["outputs"] if o["name"] == "seen"]
-    bucket, key = ref["uri"].removeprefix("s3://").split("/", 1)
+    return stored_json(ref["uri"], minio)
+
+
+def stored_json(uri: str, minio: S3Endpoint) -> Any:
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
     s3 = minio.client()
     try:
         return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
@@ -123,7 +127,9 @@ def test_an_exit_step_runs_after_a_failed_step_and_sees_phase_failed(
         "prepare",
         "train",
     ]
-    assert run["status"]["recordUri"]
+    record = stored_json(run["status"]["recordUri"], minio)
+    assert record["phase"] == "Failed" and record["exitSteps"]["reason"] == "AllSucceeded"
+    assert [s["name"] for s in record["steps"]][2:] == ["notify", "check-data", "archive-model"]
 
 
 def test_a_cancelled_run_runs_its_exit_step_then_ends_cancelled(

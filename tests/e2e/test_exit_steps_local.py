@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +123,37 @@ def test_an_exit_step_reading_an_output_of_a_failed_step_is_skipped_with_the_rea
     archive = outcome.states["archive"]
     assert archive.phase is StepPhase.SKIPPED and archive.attempts == 0
     assert archive.message == "input 'model' reads output 'model' of step 'train', which did not succeed (Failed)"
+
+
+def test_a_cancelled_local_run_runs_its_exit_steps_and_ends_cancelled(tmp_path: Path) -> None:
+    seen = tmp_path / "seen.json"
+    started = tmp_path / "started"
+    doc = parse_document(
+        {
+            "apiVersion": "conveyor.dev/v1alpha1",
+            "kind": "Pipeline",
+            "metadata": {"name": "x"},
+            "spec": {
+                "steps": [
+                    py_step("sleepy", "import sys,time; open(sys.argv[1],'w').close(); time.sleep(120)", str(started))
+                ],
+                "onExit": [py_step("cleanup", REPORT, str(seen), "{{ run.phase }}")],
+            },
+        }
+    )
+    assert isinstance(doc, Pipeline)
+    runner = LocalRunner(doc.spec, {}, pipeline_name="x", state_dir=tmp_path / "state")
+
+    def cancel_once_started() -> None:
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        runner.cancel()  # what the first Ctrl-C does
+
+    threading.Thread(target=cancel_once_started, daemon=True).start()
+    outcome = runner.run()
+    assert outcome.phase is RunPhase.CANCELLED
+    assert outcome.states["sleepy"].phase is StepPhase.CANCELLED
+    assert outcome.states["cleanup"].phase is StepPhase.SUCCEEDED
+    assert json.loads(seen.read_text()) == ["Cancelled"]
+    assert outcome.seconds < 60

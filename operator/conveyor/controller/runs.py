@@ -46,6 +46,7 @@ from conveyor.core.podstart import POD_CONDITION, WaitingPod, pods_started_condi
 from conveyor.core.record import record_document, run_record
 from conveyor.core.retry import step_timeout_message
 from conveyor.core.status import (
+    EXIT_CONDITION,
     exit_condition,
     progress,
     set_condition,
@@ -538,6 +539,7 @@ class RunReconciler:
         """Store the finished Run's record; None when the store failed (the next pass tries again)."""
         meta = body["metadata"]
         succeeded = next((c for c in status.conditions if c.type == "Succeeded"), None)
+        exits = next((c for c in status.conditions if c.type == EXIT_CONDITION), None)
         record = run_record(
             run_id=meta["uid"],
             run_name=meta["name"],
@@ -553,6 +555,7 @@ class RunReconciler:
             started_at=status.started_at,
             finished_at=status.finished_at,
             step_image=self.config.step_image,
+            exit_steps=(exits.reason, exits.message) if exits is not None else None,
         )
         try:
             store_spec(self.store, resolved.spec, resolved.pipeline_name)  # `conveyor rerun` finds it by digest

@@ -125,6 +125,7 @@ def run_record(
     external_digests: Mapping[str, str] | None = None,
     step_image: str | None = None,
     environment: Mapping[str, Any] | None = None,
+    exit_steps: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """The record of a Run: what ran (spec digest, parameters, code version, images), on what data (every step's
     input digests and their producers), what came out (outputs with digests and URIs, metrics), and how
@@ -174,4 +175,6 @@ def run_record(
         record["items"] = items  # the members of each fan-in collection, in item order
     if environment is not None:
         record["environment"] = dict(environment)
+    if exit_steps is not None:  # how the onExit steps ended (reason, message): the Run's phase does not say
+        record["exitSteps"] = {"reason": exit_steps[0], "message": exit_steps[1]}
     return record

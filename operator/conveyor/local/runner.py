@@ -329,6 +329,7 @@ class LocalRunner:
             started_at=started_at,
             finished_at=_now(),
             external_digests=external,
+            exit_steps=(plan.exit_reason, plan.exit_message) if plan.exit_reason else None,
             environment={
                 "conveyor": __version__,
                 "python": platform.python_version(),
@@ -337,8 +338,6 @@ class LocalRunner:
             },
         )
         record["seconds"] = round(seconds, 3)
-        if plan.exit_reason:
-            record["exitSteps"] = {"reason": plan.exit_reason, "message": plan.exit_message}
         for step in record["steps"]:
             step["log"] = str(self.logs[step["name"]]) if step["name"] in self.logs else None
         for items in (record.get("items") or {}).values():
