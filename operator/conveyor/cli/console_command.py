@@ -36,7 +36,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    ui = sub.add_parser("ui", help="the web console: runs, DAGs, logs and comparisons in the browser (read-only)")
+    ui = sub.add_parser(
+        "ui", help="the web console: runs, DAGs, logs, comparisons, lineage and pipelines in the browser (read-only)"
+    )
     ui.add_argument("--state-dir", type=Path, default=Path(".conveyor"), help="the local runner's state")
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     ui.add_argument("--port", type=_port, default=8420, help="port (default 8420; 0: any free port)")
