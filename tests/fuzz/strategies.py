@@ -20,6 +20,7 @@ API_VERSION = "conveyor.dev/v1alpha1"
 Doc = dict[str, Any]
 
 STEP_NAMES = ["a", "b", "c", "d", "e", "f", "prep", "train", "x-1"]
+EXIT_STEP_NAMES = ["notify", "cleanup", "z-1"]
 BAD_STEP_NAMES = ["", "A", "under_score", "-lead", "trail-", "x" * 64, "dot.ted", "é"]
 PARAM_NAMES = ["k", "n", "rate", "flag", "xs", "name_1"]
 BAD_IDENTIFIERS = ["", "1x", "with-dash", "sp ace", "ü"]
@@ -254,6 +255,12 @@ def pipeline_specs(draw: st.DrawFn, good: bool) -> Doc:
         param_names.append("xs")
     steps = [draw(_step(i, names, param_names, good)) for i in range(n)]
     spec: Doc = {"steps": steps}
+    if good and draw(st.integers(0, 2)) == 0:
+        # onExit steps: they may read the steps' outputs and wait for earlier onExit steps, as `_step` draws them
+        exits = draw(st.lists(st.sampled_from(EXIT_STEP_NAMES), min_size=1, max_size=3, unique=True))
+        spec["onExit"] = [draw(_step(n + j, names + exits, param_names, good)) for j in range(len(exits))]
+        if draw(st.booleans()):
+            spec["onExit"][0]["when"] = draw(st.sampled_from(["run.phase == 'Failed'", "run.failedSteps.size() == 0"]))
     if params:
         spec["parameters"] = params
     if draw(st.booleans()):

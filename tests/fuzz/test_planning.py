@@ -53,6 +53,8 @@ def planner_of(doc: dict[str, Any]) -> RunPlanner | None:
     assert isinstance(spec, PipelineSpec)
     params, issues = resolve_parameters(spec, {})
     assert not issues, issues  # every parameter of a generated valid pipeline has a default of its type
+    if spec.on_exit:
+        FIGURES["of them with onExit steps"] += 1
     context = RunContext("run-1", "r", "ns", "fuzz", StoreConfig(kind="local", root="/store"))
     return RunPlanner(spec, params, context)
 
@@ -60,7 +62,7 @@ def planner_of(doc: dict[str, Any]) -> RunPlanner | None:
 def known_keys(p: RunPlanner) -> set[str]:
     """Every state key a plan may name: the steps, and `step[i]` for each item of a fan-out."""
     keys = set()
-    for step in p.spec.steps:
+    for step in p.spec.all_steps():
         keys.add(step.name)
         if step.for_each is not None:
             with contextlib.suppress(ValueError, KeyError, TypeError):
@@ -71,12 +73,17 @@ def known_keys(p: RunPlanner) -> set[str]:
 def check_launches_respect_upstream(p: RunPlanner, plan: Plan) -> None:
     """A launched step's upstream steps have all succeeded, or been skipped when it only depends on them
     without reading their outputs."""
-    dag = Dag.of(p.spec.steps)
-    steps = {s.name: s for s in p.spec.steps}
+    main = {s.name for s in p.spec.steps}
+    dag = Dag({**Dag.of(p.spec.steps).upstream, **Dag.of(p.spec.on_exit or []).upstream})
+    steps = {s.name: s for s in p.spec.all_steps()}
     for action in plan.actions:
         if not isinstance(action, Launch):
             continue
         readers = {i.step for i in steps[action.step].inputs}
+        if action.step not in main:  # an onExit step: only once every step is over, reading only what succeeded
+            assert all(plan.states[m].phase in TERMINAL for m in main), f"{action.key} launched before the steps ended"
+            for up in readers & main:
+                assert plan.states[up].phase is StepPhase.SUCCEEDED, f"{action.key} launched reading {up}"
         for up in dag.upstream[action.step]:
             phase = plan.states[up].phase
             allowed = {StepPhase.SUCCEEDED} if up in readers else {StepPhase.SUCCEEDED, StepPhase.SKIPPED}
@@ -98,7 +105,7 @@ def executions(draw: st.DrawFn) -> tuple[RunPlanner | None, st.DataObject]:
 
 def simulate(p: RunPlanner, data: st.DataObject) -> tuple[Plan, bool, bool]:
     """Run the plan to its end: (last plan, whether the run was cancelled, whether it hit the fail-fast stall)."""
-    steps: dict[str, Step] = {s.name: s for s in p.spec.steps}
+    steps: dict[str, Step] = {s.name: s for s in p.spec.all_steps()}
     keys = known_keys(p)
     max_attempts = sum((steps[step_of(k)].retries.limit + 1) for k in keys)
     bound = 4 * max_attempts + 2 * len(keys) + 10

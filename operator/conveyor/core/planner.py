@@ -557,14 +557,7 @@ class RunPlanner:
                 self._check_timeout(n, step, st, now, actions, wake)
             if st.phase in TERMINAL or (st.phase is StepPhase.RUNNING and step.for_each is None):
                 continue
-            ups = dag.upstream[n]
-            readers_of = {i.step for i in step.inputs}
-            if any(progressed[u].phase is StepPhase.SKIPPED for u in ups if u in readers_of):
-                self._decide(progressed, actions, Skip(n, "an upstream step it reads from was skipped"), now)
-                continue
-            if any(progressed[u].phase in (StepPhase.FAILED, StepPhase.CANCELLED) for u in ups):
-                continue  # never runs; cancelled when the run finishes
-            if not all(progressed[u].phase in (StepPhase.SUCCEEDED, StepPhase.SKIPPED) for u in ups):
+            if not self._upstream_done(n, step, dag.upstream[n], progressed, actions, now):
                 continue
             self._advance(n, step, progressed, steps, actions, wake, budget, cache, external, now, approvals, None)
 
@@ -624,14 +617,8 @@ class RunPlanner:
                 if missing is not None:
                     self._decide(progressed, actions, Skip(n, missing), now)
                     continue
-                ups = dag.upstream[n]  # onExit steps it waits for (every step has finished by now)
-                readers_of = {i.step for i in step.inputs}
-                if any(progressed[u].phase is StepPhase.SKIPPED for u in ups if u in readers_of):
-                    self._decide(progressed, actions, Skip(n, "an upstream step it reads from was skipped"), now)
-                    continue
-                if any(progressed[u].phase in (StepPhase.FAILED, StepPhase.CANCELLED) for u in ups):
-                    continue  # never runs; cancelled when the onExit steps finish
-                if not all(progressed[u].phase in (StepPhase.SUCCEEDED, StepPhase.SKIPPED) for u in ups):
+                # its upstream onExit steps (every step has finished by now)
+                if not self._upstream_done(n, step, dag.upstream[n], progressed, actions, now):
                     continue
                 self._advance(n, step, progressed, all_steps, actions, wake, budget, cache, external, now, {}, outcome)
         return self._summarize_exit(main, order, progressed, tuple(actions), wake)
@@ -716,6 +703,26 @@ class RunPlanner:
         progressed[n] = self._fan_in(n, step, items, progressed, now)
 
     # ---------------------------------------------------------------- pieces of a pass
+
+    def _upstream_done(
+        self,
+        n: str,
+        step: Step,
+        ups: Iterable[str],
+        progressed: dict[str, StepState],
+        actions: list[Action],
+        now: datetime,
+    ) -> bool:
+        """Whether the steps `n` waits for let it go ahead now. One it reads from was skipped: it is skipped too.
+        One failed or was cancelled: it never runs (cancelled when the run, or its onExit steps, finish)."""
+        ups = list(ups)
+        readers_of = {i.step for i in step.inputs}
+        if any(progressed[u].phase is StepPhase.SKIPPED for u in ups if u in readers_of):
+            self._decide(progressed, actions, Skip(n, "an upstream step it reads from was skipped"), now)
+            return False
+        if any(progressed[u].phase in (StepPhase.FAILED, StepPhase.CANCELLED) for u in ups):
+            return False
+        return all(progressed[u].phase in (StepPhase.SUCCEEDED, StepPhase.SKIPPED) for u in ups)
 
     @staticmethod
     def _decide(progressed: dict[str, StepState], actions: list[Action], action: Action, now: datetime) -> None:
