@@ -179,3 +179,11 @@ def test_a_failing_exit_step_is_recorded_and_the_succeeded_run_stays_succeeded(
     assert exits["status"] == "False" and exits["reason"] == "StepFailed"
     assert "onExit step 'flaky-cleanup' failed" in exits["message"]
     assert steps(run)["flaky-cleanup"]["phase"] == "Failed"
+
+    def warning() -> list[Any] | None:
+        events = k8s_client.CoreV1Api(api).list_namespaced_event(ns, field_selector="involvedObject.name=exit-fails")
+        found = [e for e in events.items if e.reason == "ExitStepFailed" and e.type == "Warning"]
+        return found or None
+
+    (event,) = wait_until(warning, timeout=30, what="the ExitStepFailed Event")
+    assert "onExit step 'flaky-cleanup' failed" in event.message

@@ -30,6 +30,7 @@ from conveyor.controller.passes import HeldRuns, StatusObjects, timed_pass
 from conveyor.core.concurrency import RunSlot, may_start
 from conveyor.core.documents import object_problem
 from conveyor.core.planner import (
+    EXIT_FAILED,
     Kill,
     Launch,
     Plan,
@@ -736,6 +737,8 @@ class RunReconciler:
             metrics.RUNS.labels(ns, plan.phase.value.lower()).inc()
             type_ = "Normal" if plan.phase is RunPhase.SUCCEEDED else "Warning"
             self.post_event(body, "Run", type_, plan.reason or plan.phase.value, plan.message)
+            if plan.exit_reason == EXIT_FAILED:  # the phase does not say it: a cleanup failed
+                self.post_event(body, "Run", "Warning", "ExitStepFailed", plan.exit_message)
 
     def _spec_problem(
         self, body: dict[str, Any], old: RunStatus, problem: SpecProblem, now: datetime, generation: int | None
