@@ -21,6 +21,7 @@ from conveyor.controller.requeue import Requeue
 from conveyor.core.monitoring import FeatureWindow
 from conveyor.kube.cluster import StaleObject
 from conveyor.kube.watchcache import WatchCache
+from conveyor.manifests import serving
 from conveyor.manifests.names import ANNOTATION_MODEL_DIGEST
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -226,12 +227,12 @@ def canary_md(step_started_at: datetime | None) -> dict[str, Any]:
 
 def serving_old_and_canary(world: World) -> None:
     """The stable Deployment serves the old model and the canary's is rolled out (as the last pass left them)."""
-    for track, model in (("stable", OLD), ("canary", NEW)):
+    for track, model in ((serving.STABLE, OLD), (serving.CANARY, NEW)):
         world.workloads.apply(
             {
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
-                "metadata": {"name": f"m-{track}", "namespace": "ns"},
+                "metadata": {"name": serving.deployment_name("m", track), "namespace": "ns"},
                 "spec": {
                     "replicas": 1,
                     "template": {"metadata": {"annotations": {ANNOTATION_MODEL_DIGEST: model["digest"]}}},
@@ -258,8 +259,9 @@ def test_a_canary_pass_asks_for_the_next_at_its_pause_end(
     assert world.asked == [wait]
     assert world.events == events
     assert world.cluster.md["status"]["canary"]["step"] == 0
-    assert world.workloads.digest_of("m-canary") == NEW["digest"]
-    assert world.workloads.digest_of("m-stable") == OLD["digest"]
+    assert world.cluster.md["status"]["readyReplicas"] == 2  # the stable and the canary pod, as observed
+    assert world.workloads.digest_of(serving.deployment_name("m", serving.CANARY)) == NEW["digest"]
+    assert world.workloads.digest_of(serving.deployment_name("m", serving.STABLE)) == OLD["digest"]
 
 
 def test_a_canary_short_of_requests_after_its_pause_waits_for_the_resync_not_in_a_loop() -> None:
