@@ -13,12 +13,21 @@ import pytest
 
 from testenv import containerstack
 from testenv.containerstack import ContainerStack
+from testenv.metricsserver import MetricsServer
 
 
 @pytest.fixture(scope="session")
 def container_stack() -> Iterator[ContainerStack]:
     with containerstack.container_stack() as stack:
         yield stack
+
+
+@pytest.fixture(scope="session")
+def metrics_server(container_stack: ContainerStack) -> Iterator[MetricsServer]:
+    """metrics-server on the host, registered as metrics.k8s.io on the stack's API server, reading the kubelet."""
+    with MetricsServer(container_stack) as server:
+        print(f"[testenv] metrics-server Available with node metrics in {server.startup_seconds:.1f}s")
+        yield server
 
 
 @pytest.hookimpl(wrapper=True)
