@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import socket
 import sys
+from collections.abc import Sequence
 
 from conveyor.console.app import ConsoleApp
 from conveyor.console.source import ConsoleSource
@@ -37,8 +38,11 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def serve(source: ConsoleSource, host: str, port: int) -> int:
-    """Serve until interrupted; prints the console's address first (on stdout, one line, for scripts)."""
+def serve(source: ConsoleSource, host: str, port: int, also_hosts: Sequence[str] = ()) -> int:
+    """Serve until interrupted; prints the console's address first (on stdout, one line, for scripts).
+
+    On loopback only requests naming a loopback host are answered; elsewhere any host, unless `also_hosts`
+    names the ones (besides loopback's) to answer to, e.g. a Service's names behind a port-forward."""
     try:
         import uvicorn  # noqa: PLC0415  # the HTTP stack loads only for `conveyor ui`
     except ImportError:
@@ -46,7 +50,8 @@ def serve(source: ConsoleSource, host: str, port: int) -> int:
         return 1
     sock = bind(host, port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = ConsoleApp(source, LOOPBACK_NAMES if loopback(host) else None)
+    names = frozenset(h.lower() for h in also_hosts)
+    app = ConsoleApp(source, LOOPBACK_NAMES | names if loopback(host) or names else None)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     print(f"Conveyor console for {source.description} on {url_of(sock)}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn has shut down cleanly and re-raises Ctrl-C

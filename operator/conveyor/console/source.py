@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from conveyor.api.pipeline import PipelineSpec
 from conveyor.console.lineage import ArtifactIndex, artifact_index, lineage_view, models_view
@@ -33,6 +33,9 @@ from conveyor.console.redact import redact_text
 from conveyor.console.views import FINAL_PHASES, RunRow, run_row, run_view
 from conveyor.core.record import log_document
 from conveyor.core.validation import InvalidSpec
+
+if TYPE_CHECKING:
+    from conveyor.storage.store import ArtifactStore
 
 RECORD_WRITE_SECONDS = 10.0
 _RUN_ID_SUFFIX = re.compile(r"-\d{8}-\d{6}-[0-9a-f]{6}$")
@@ -89,21 +92,137 @@ class ConsoleSource(Protocol):
         ...
 
 
-class LocalSource:
+class StoredRecords:
+    """What both sources answer from the runs' final records and the store they point into: evaluation
+    plots, stored specs (the DAG's `dependsOn` edges, the Pipelines pages), the artifact index (Lineage).
+    A source says which rows and which readable records there are."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+        self._plots: dict[str, list[tuple[Plot, bytes]]] = {}
+        self._specs: dict[str, PipelineSpec] = {}  # stored specs never change: they are kept by digest
+        self._artifacts: tuple[tuple[str, ...], ArtifactIndex] | None = None
+        self._lock = threading.Lock()
+
+    def rows(self) -> list[RunRow]:
+        raise NotImplementedError
+
+    def _all_records(self) -> list[dict[str, Any]]:
+        """Every readable final record (a corrupt one, or a run still going, has none to offer)."""
+        raise NotImplementedError
+
+    def _depends_on(self, record: Mapping[str, Any]) -> dict[str, list[str]]:
+        """`dependsOn` edges from the stored spec (inputs alone give the rest); none when it is not stored."""
+        digest = record.get("pipelineSpecDigest")
+        spec = self._specs_of([digest]).get(digest) if isinstance(digest, str) else None
+        return {s.name: list(s.depends_on) for s in spec.steps} if spec is not None else {}
+
+    # ------------------------------------------------------------ lineage and pipelines
+
+    def _index(self) -> ArtifactIndex:
+        """The artifact index over every record, made again only when the set of records changed."""
+        records = self._all_records()
+        key = tuple(sorted(_record_key(r) for r in records))
+        cached = self._artifacts
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        index = artifact_index(records)
+        with self._lock:
+            self._artifacts = (key, index)
+        return index
+
+    def models(self) -> dict[str, Any]:
+        return models_view(self._index())
+
+    def lineage(self, digest: str) -> dict[str, Any]:
+        from conveyor.lifecycle.integrity import store_checker  # noqa: PLC0415
+
+        index = self._index()
+        try:
+            full = index.resolve(digest)
+        except LookupError as e:
+            raise NotFound(str(e)) from None
+        made = index.producer(full)
+        spec_digest = index.records[made.run].get("pipelineSpecDigest") if made is not None else None
+        specs = self._specs_of([str(spec_digest)] if spec_digest else [])
+        return lineage_view(index, full, store_checker(self.store, content=False), specs)
+
+    def _specs_of(self, digests: Sequence[str]) -> dict[str, PipelineSpec | None]:
+        """The stored specs by digest (None for one the store does not have)."""
+        from conveyor.lifecycle.specs import load_spec  # noqa: PLC0415
+
+        out: dict[str, PipelineSpec | None] = {}
+        for digest in digests:
+            if digest not in self._specs:
+                spec = load_spec(self.store, digest)
+                if spec is None:
+                    out[digest] = None  # not stored (yet): asked again next time
+                    continue
+                with self._lock:
+                    self._specs[digest] = spec
+            out[digest] = self._specs[digest]
+        return out
+
+    def pipelines(self) -> dict[str, Any]:
+        return pipelines_view(self.rows(), self._all_records())
+
+    def pipeline(self, name: str) -> dict[str, Any]:
+        records = [r for r in self._all_records() if r.get("pipeline") == name]
+        specs = self._specs_of(sorted({str(r["pipelineSpecDigest"]) for r in records if r.get("pipelineSpecDigest")}))
+        try:
+            return pipeline_view(name, self.rows(), records, specs)
+        except LookupError as e:
+            raise NotFound(str(e)) from None
+
+    # ------------------------------------------------------------ plots
+
+    def _plots_of(self, record: Mapping[str, Any]) -> list[tuple[Plot, bytes]]:
+        """Every PNG in the `plots` outputs (evaluate's zip with an index.json), read through the store,
+        which checks its digest; an unreadable archive shows no plots rather than breaking the page."""
+        from conveyor.storage.store import ArtifactMissing, DigestMismatch  # noqa: PLC0415
+
+        key = _record_key(record)
+        if key in self._plots:
+            return self._plots[key]
+        found: list[tuple[Plot, bytes]] = []
+        for s in record.get("steps", []):
+            ref = next((o for o in s.get("outputs", []) if o.get("name") == "plots"), None)
+            if ref is None:
+                continue
+            with tempfile.TemporaryDirectory(prefix="conveyor-console-") as tmp:
+                path = Path(tmp) / "plots.zip"
+                try:
+                    self.store.get_file(ref["digest"], path)
+                    with zipfile.ZipFile(path) as archive:
+                        index = json.loads(archive.read("index.json"))
+                        for i, plot in enumerate(index.get("plots", [])):
+                            title = str(plot.get("title") or plot["file"])
+                            found.append((Plot(s["name"], i, title, plot["file"]), archive.read(plot["file"])))
+                except (ArtifactMissing, DigestMismatch, zipfile.BadZipFile, KeyError, ValueError, OSError):
+                    continue
+        with self._lock:
+            self._plots[key] = found
+        return found
+
+    def _plot_in(self, record: Mapping[str, Any] | None, run_id: str, step: str, index: int) -> bytes:
+        for plot, data in self._plots_of(record) if record is not None else []:
+            if plot.step == step and plot.index == index:
+                return data
+        raise NotFound(f"run {run_id!r} has no plot {index} of step {step!r}")
+
+
+class LocalSource(StoredRecords):
     """The local runner's state directory (`conveyor run --state-dir`)."""
 
     def __init__(self, state_dir: Path) -> None:
         from conveyor.cli.records import LocalRuns  # noqa: PLC0415
 
         self.local = LocalRuns(state_dir)
+        super().__init__(self.local.store)
         self.state_dir = self.local.state_dir
         self.description = f"local state {state_dir}"
         self._final: dict[str, dict[str, Any]] = {}  # records never change once written
         self._views: dict[str, dict[str, Any]] = {}
-        self._plots: dict[str, list[tuple[Plot, bytes]]] = {}
-        self._specs: dict[str, PipelineSpec] = {}  # stored specs never change: they are kept by digest
-        self._artifacts: tuple[tuple[str, ...], ArtifactIndex] | None = None
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------ runs
 
@@ -166,20 +285,12 @@ class LocalSource:
             return run_view(live, {}, live=True, problem=redact_text(str(e)))
         if record is None:
             return run_view(_live_record(run_id, run_dir, created), {}, attempts=_attempt_list(run_dir), live=True)
-        plots = [_plot_json(run_id, p) for p, _ in self._plots_of(record)]
+        plots = [plot_json(run_id, p) for p, _ in self._plots_of(record)]
         view = run_view(record, self._depends_on(record), plots, _attempt_list(run_dir))
         if record.get("phase") in FINAL_PHASES:
             with self._lock:
                 self._views[run_id] = view
         return view
-
-    def _depends_on(self, record: Mapping[str, Any]) -> dict[str, list[str]]:
-        """`dependsOn` edges from the stored spec (inputs alone give the rest); none when it is not stored."""
-        from conveyor.lifecycle.specs import load_spec  # noqa: PLC0415
-
-        digest = record.get("pipelineSpecDigest")
-        spec = load_spec(self.local.store, digest) if isinstance(digest, str) else None
-        return {s.name: list(s.depends_on) for s in spec.steps} if spec is not None else {}
 
     def records(self, run_ids: Sequence[str]) -> list[dict[str, Any]]:
         out = []
@@ -208,61 +319,6 @@ class LocalSource:
                 out.append(record)
         return out
 
-    def _index(self) -> ArtifactIndex:
-        """The artifact index over every record, made again only when the set of records changed."""
-        records = self._all_records()
-        key = tuple(sorted(str(r["runId"]) for r in records))
-        cached = self._artifacts
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        index = artifact_index(records)
-        with self._lock:
-            self._artifacts = (key, index)
-        return index
-
-    def models(self) -> dict[str, Any]:
-        return models_view(self._index())
-
-    def lineage(self, digest: str) -> dict[str, Any]:
-        from conveyor.lifecycle.integrity import store_checker  # noqa: PLC0415
-
-        index = self._index()
-        try:
-            full = index.resolve(digest)
-        except LookupError as e:
-            raise NotFound(str(e)) from None
-        made = index.producer(full)
-        spec_digest = index.records[made.run].get("pipelineSpecDigest") if made is not None else None
-        specs = self._specs_of([str(spec_digest)] if spec_digest else [])
-        return lineage_view(index, full, store_checker(self.local.store, content=False), specs)
-
-    def _specs_of(self, digests: Sequence[str]) -> dict[str, PipelineSpec | None]:
-        """The stored specs by digest (None for one the store does not have)."""
-        from conveyor.lifecycle.specs import load_spec  # noqa: PLC0415
-
-        out: dict[str, PipelineSpec | None] = {}
-        for digest in digests:
-            if digest not in self._specs:
-                spec = load_spec(self.local.store, digest)
-                if spec is None:
-                    out[digest] = None  # not stored (yet): asked again next time
-                    continue
-                with self._lock:
-                    self._specs[digest] = spec
-            out[digest] = self._specs[digest]
-        return out
-
-    def pipelines(self) -> dict[str, Any]:
-        return pipelines_view(self.rows(), self._all_records())
-
-    def pipeline(self, name: str) -> dict[str, Any]:
-        records = [r for r in self._all_records() if r.get("pipeline") == name]
-        specs = self._specs_of(sorted({str(r["pipelineSpecDigest"]) for r in records if r.get("pipelineSpecDigest")}))
-        try:
-            return pipeline_view(name, self.rows(), records, specs)
-        except LookupError as e:
-            raise NotFound(str(e)) from None
-
     # ------------------------------------------------------------ logs
 
     def log(self, run_id: str, key: str, attempt: int) -> str | None:
@@ -283,46 +339,17 @@ class LocalSource:
             text = _live_log(run_dir / "logs" / f"{key}.log", attempt)  # still running: what it printed so far
         return None if text is None else redact_text(text)
 
-    # ------------------------------------------------------------ plots
-
-    def _plots_of(self, record: Mapping[str, Any]) -> list[tuple[Plot, bytes]]:
-        """Every PNG in the `plots` outputs (evaluate's zip with an index.json), read through the store,
-        which checks its digest; an unreadable archive shows no plots rather than breaking the page."""
-        from conveyor.storage.store import ArtifactMissing, DigestMismatch  # noqa: PLC0415
-
-        run_id = str(record["runId"])
-        if run_id in self._plots:
-            return self._plots[run_id]
-        found: list[tuple[Plot, bytes]] = []
-        for s in record.get("steps", []):
-            ref = next((o for o in s.get("outputs", []) if o.get("name") == "plots"), None)
-            if ref is None:
-                continue
-            with tempfile.TemporaryDirectory(prefix="conveyor-console-") as tmp:
-                path = Path(tmp) / "plots.zip"
-                try:
-                    self.local.store.get_file(ref["digest"], path)
-                    with zipfile.ZipFile(path) as archive:
-                        index = json.loads(archive.read("index.json"))
-                        for i, plot in enumerate(index.get("plots", [])):
-                            title = str(plot.get("title") or plot["file"])
-                            found.append((Plot(s["name"], i, title, plot["file"]), archive.read(plot["file"])))
-                except (ArtifactMissing, DigestMismatch, zipfile.BadZipFile, KeyError, ValueError, OSError):
-                    continue
-        with self._lock:
-            self._plots[run_id] = found
-        return found
-
     def plot_png(self, run_id: str, step: str, index: int) -> bytes:
         run_dir = self._dir(run_id)
-        record = self._record(run_id, run_dir)
-        for plot, data in self._plots_of(record) if record is not None else []:
-            if plot.step == step and plot.index == index:
-                return data
-        raise NotFound(f"run {run_id!r} has no plot {index} of step {step!r}")
+        return self._plot_in(self._record(run_id, run_dir), run_id, step, index)
 
 
-def _plot_json(run_id: str, p: Plot) -> dict[str, Any]:
+def _record_key(record: Mapping[str, Any]) -> str:
+    """A record's key in the caches: its run and start (a cluster Run deleted and made again is another run)."""
+    return f"{record['runId']}@{record.get('startedAt')}"
+
+
+def plot_json(run_id: str, p: Plot) -> dict[str, Any]:
     return {"step": p.step, "index": p.index, "title": p.title}
 
 

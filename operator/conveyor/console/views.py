@@ -9,7 +9,7 @@ report` draws (cli/graph.py, cli/report.py), which escape every name themselves.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +34,9 @@ class RunRow:
     started: datetime | None
     seconds: float | None
     progress: str
+    namespace: str = ""
+    """The Run's namespace on a cluster (locally none)."""
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,6 +46,8 @@ class RunRow:
             "startedAt": self.started.isoformat() if self.started else None,
             "seconds": self.seconds,
             "progress": self.progress,
+            "namespace": self.namespace,
+            "labels": redact(dict(self.labels)),
         }
 
 
@@ -65,6 +70,9 @@ class RunQuery:
 
     pipeline: str = ""
     phase: str = ""
+    namespace: str = ""
+    labels: tuple[tuple[str, str | None], ...] = ()
+    """`label=KEY=VALUE` (that value) or `label=KEY` (any value), all of them must hold."""
     since: datetime | None = None
     until: datetime | None = None
     page: int = 1
@@ -103,9 +111,17 @@ def parse_query(params: Mapping[str, Sequence[str]]) -> RunQuery:
     phase = one("phase")
     if phase and phase not in RUN_PHASES:
         raise BadQuery(f"phase: expected one of {', '.join(RUN_PHASES)}, got {phase!r}")
+    labels = []
+    for text in params.get("label") or []:
+        key, sep, value = text.strip().partition("=")
+        if not key:
+            raise BadQuery(f"label: expected KEY=VALUE or KEY, got {text!r}")
+        labels.append((key, value if sep else None))
     return RunQuery(
         pipeline=one("pipeline"),
         phase=phase,
+        namespace=one("namespace"),
+        labels=tuple(labels),
         since=when("since"),
         until=when("until"),
         page=number("page", 1, 1_000_000),
@@ -124,6 +140,8 @@ def runs_page(rows: Sequence[RunRow], q: RunQuery) -> dict[str, Any]:
         for r in rows
         if (not q.pipeline or r.pipeline == q.pipeline)
         and (not q.phase or r.phase == q.phase)
+        and (not q.namespace or r.namespace == q.namespace)
+        and all(k in r.labels and (v is None or r.labels[k] == v) for k, v in q.labels)
         and (q.since is None or (r.started is not None and r.started >= q.since))
         and (q.until is None or (r.started is not None and r.started <= q.until))
     ]
@@ -137,6 +155,7 @@ def runs_page(rows: Sequence[RunRow], q: RunQuery) -> dict[str, Any]:
         "pages": pages,
         "perPage": q.per_page,
         "pipelines": sorted({r.pipeline for r in rows if r.pipeline}),
+        "namespaces": sorted({r.namespace for r in rows if r.namespace}),
         "phases": list(RUN_PHASES),
     }
 
@@ -267,6 +286,7 @@ def run_view(
     *,
     live: bool = False,
     problem: str | None = None,
+    conditions: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The Run page's document. `live`: built from a running run's attempts, not from its final record."""
     record = redact(record)
@@ -296,6 +316,7 @@ def run_view(
         "dag": dag_svg(steps, depends_on, f"DAG of {run_id}") if steps else "",
         "timing": gantt_svg(steps) if steps else "",
         "failure": failure(record),
+        "conditions": redact([dict(c) for c in conditions]),
         "plots": redact([dict(p) for p in plots]),
     }
 
