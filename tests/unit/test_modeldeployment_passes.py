@@ -86,6 +86,7 @@ class FakeWorkloads:
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.deleted: list[tuple[str, str]] = []
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         return []
@@ -108,6 +109,7 @@ class FakeWorkloads:
         return obj
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        self.deleted.append((kind, name))
         return self.objects.pop((kind, name), None) is not None
 
     def has_group(self, group_version: str, ttl: float = 60.0) -> bool:
@@ -166,6 +168,7 @@ def test_a_pass_reads_the_watch_cache_and_writes_status_over_the_version_it_read
     assert world.events == ["Deployed"]  # through the injected recorder, not the cluster
     assert world.cluster.direct_events == []
     assert world.asked == [300.0, 300.0]
+    assert world.workloads.deleted == []  # no canary Deployment was seen, so none is deleted (no DELETE answered 404)
 
 
 def test_a_write_refused_as_stale_redoes_the_pass_on_a_fresh_read_and_loses_nothing() -> None:
@@ -262,6 +265,16 @@ def test_a_canary_pass_asks_for_the_next_at_its_pause_end(
     assert world.cluster.md["status"]["readyReplicas"] == 2  # the stable and the canary pod, as observed
     assert world.workloads.digest_of(serving.deployment_name("m", serving.CANARY)) == NEW["digest"]
     assert world.workloads.digest_of(serving.deployment_name("m", serving.STABLE)) == OLD["digest"]
+
+
+def test_a_canary_given_up_has_its_deployment_deleted() -> None:
+    body = canary_md(T0 - timedelta(seconds=12))
+    body["spec"]["model"] = {"uri": OLD["uri"], "digest": OLD["digest"]}  # back to the model serving now
+    world = World(body)
+    serving_old_and_canary(world)
+    world.reconciler.reconcile("ns", "m")
+    assert world.workloads.deleted == [("Deployment", serving.deployment_name("m", serving.CANARY))]
+    assert "canary" not in world.cluster.md["status"]
 
 
 def test_a_canary_short_of_requests_after_its_pause_waits_for_the_resync_not_in_a_loop() -> None:

@@ -217,7 +217,7 @@ class ModelDeploymentReconciler:
         plan = plan_rollout(spec, old, desired, observed, now, generation, unresolved)
         status = plan.status
         try:
-            self._apply(body, spec, plan)
+            self._apply(body, spec, plan, canary_seen=observed.canary is not None)
         except ClusterRefused as e:
             status.conditions = set_condition(
                 status.conditions,
@@ -378,7 +378,9 @@ class ModelDeploymentReconciler:
 
     # ------------------------------------------------------------------ apply
 
-    def _apply(self, body: dict[str, Any], spec: ModelDeploymentSpec, plan: ServingPlan) -> None:
+    def _apply(self, body: dict[str, Any], spec: ModelDeploymentSpec, plan: ServingPlan, canary_seen: bool) -> None:
+        """Make the objects the plan wants; `canary_seen`: this pass's GET found a canary Deployment (none
+        found, none to delete: a DELETE every pass otherwise, answered 404)."""
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         if plan.stable_model is None:
@@ -399,7 +401,7 @@ class ModelDeploymentReconciler:
                 body, spec, plan.canary_model, common, track=serving.CANARY, replicas=plan.canary_replicas
             )
             self.workloads.apply(canary)
-        else:
+        elif canary_seen:
             self.workloads.delete("apps/v1", "Deployment", ns, serving.deployment_name(name, serving.CANARY))
         self.workloads.apply(serving.service(body, spec))
         self.workloads.apply(serving.autoscaler(body, spec))
