@@ -286,26 +286,23 @@ def console(state: State) -> Iterator[Console]:
 @contextlib.contextmanager
 def serving(work: Path, state_dir: Path) -> Iterator[Console]:
     """`conveyor ui --state-dir STATE_DIR` until the block ends, then Ctrl-C; its log must hold no error."""
+    with serving_with(work, ["--state-dir", str(state_dir)]) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def serving_with(work: Path, args: list[str], env: dict[str, str] | None = None) -> Iterator[Console]:
+    """`conveyor ui ARGS...` on a free loopback port until the block ends, then Ctrl-C (as `serving`)."""
     log_path = work / "ui.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "conveyor.cli.main",
-                "ui",
-                "--state-dir",
-                str(state_dir),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-            ],
+            [PY, "-m", "conveyor.cli.main", "ui", *args, "--host", "127.0.0.1", "--port", "0"],
             cwd=work,
             stdout=subprocess.PIPE,
             stderr=log,
             stdin=subprocess.DEVNULL,
             text=True,
+            env=env,
         )
     assert proc.stdout is not None
     with proc.stdout:

@@ -14,6 +14,7 @@ reads no Secret: the store's credentials are the process's own (AWS_* variables)
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +47,8 @@ from conveyor.core.validation import InvalidSpec
 if TYPE_CHECKING:
     from conveyor.kube.reader import ClusterReader
     from conveyor.storage.store import ArtifactStore
+
+log = logging.getLogger("conveyor.console")
 
 TTL_SECONDS = 2.0
 KEPT_KEYS = 512
@@ -105,6 +108,7 @@ class ClusterSource(StoredRecords):
         self._timed = _Timed(ttl, clock)
         self._records: dict[str, dict[str, Any]] = {}  # by Run uid: a stored record never changes
         self._views: dict[str, dict[str, Any]] = {}  # by Run uid, once it has its record
+        self._unreadable: set[tuple[str, str]] = set()  # pods whose log the API server could not read
 
     # ------------------------------------------------------------ Runs
 
@@ -239,8 +243,20 @@ class ClusterSource(StoredRecords):
         if text is None:  # not archived yet: the pod's own log while the pod exists
             pod = pod_of(self._pods(body), key, attempt)
             if pod is not None:
-                text = self.reader.pod_log(body["metadata"]["namespace"], pod, STEP_CONTAINER, LOG_LIMIT_BYTES)
+                text = self._pod_log(body["metadata"]["namespace"], pod)
         return None if text is None else redact_text(text)
+
+    def _pod_log(self, namespace: str, pod: str) -> str | None:
+        """The pod's log, or None when it cannot be read (the node's kubelet unreachable, say), said once a pod."""
+        from conveyor.kube.reader import ReadRefused  # noqa: PLC0415
+
+        try:
+            return self.reader.pod_log(namespace, pod, STEP_CONTAINER, LOG_LIMIT_BYTES)
+        except ReadRefused as e:
+            if (namespace, pod) not in self._unreadable:
+                self._unreadable.add((namespace, pod))
+                log.warning("%s; the step's log shows once it is archived", e)
+            return None
 
     def plot_png(self, run_id: str, step: str, index: int) -> bytes:
         return self._plot_in(self._record(self._body(run_id)), run_id, step, index)
