@@ -133,10 +133,12 @@ def md_body(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = 
 
 
 class World:
-    def __init__(self, body: dict[str, Any], clock: Any = lambda: T0, resync: float = 300.0) -> None:
+    def __init__(
+        self, body: dict[str, Any], clock: Any = lambda: T0, resync: float = 300.0, cache: WatchCache | None = None
+    ) -> None:
         self.cluster = FakeCluster(body)
         self.workloads = FakeWorkloads()
-        self.cache = WatchCache()
+        self.cache = cache or WatchCache()
         self.cache.object_event("modeldeployments", "ADDED", copy.deepcopy(body))
         self.asked: list[float | None] = []
         self.events: list[str] = []
@@ -169,6 +171,23 @@ def test_a_pass_reads_the_watch_cache_and_writes_status_over_the_version_it_read
     assert world.cluster.direct_events == []
     assert world.asked == [300.0, 300.0]
     assert world.workloads.deleted == []  # no canary Deployment was seen, so none is deleted (no DELETE answered 404)
+
+
+def test_a_steady_deployment_is_read_from_the_cache_for_several_resyncs_then_afresh() -> None:
+    seconds = [0.0]
+    world = World(md_body(), resync=10.0, cache=WatchCache(clock=lambda: seconds[0]))
+    world.reconciler.reconcile("ns", "m")
+    world.reconciler.reconcile("ns", "m")  # serving; nothing more to write from here on
+    for _ in range(5):
+        seconds[0] += 10.0  # a resync pass every 10 s
+        world.reconciler.reconcile("ns", "m")
+    assert world.cluster.gets == 0  # 50 s after the last write: still the cached copy
+    seconds[0] += 11.0
+    world.reconciler.reconcile("ns", "m")
+    assert world.cluster.gets == 1  # not seen for over 6 resyncs: read afresh, in case a watch missed something
+    seconds[0] += 10.0
+    world.reconciler.reconcile("ns", "m")
+    assert world.cluster.gets == 1  # the GET renewed the cached copy
 
 
 def test_a_write_refused_as_stale_redoes_the_pass_on_a_fresh_read_and_loses_nothing() -> None:

@@ -97,6 +97,10 @@ log = logging.getLogger("conveyor.serving")
 
 FINISHED = ("Succeeded", "Failed", "Cancelled")
 MONITORING_RETENTION_OBJECTS = 2000
+CACHE_TRUST_RESYNCS = 6
+"""A cached ModelDeployment is read afresh (GET) once it has not been seen for this many resyncs: a steady one
+changes rarely, so trusting its copy for one resync only would make nearly every resync pass a GET; a watch
+that missed an event (a deletion among them) is trusted no longer than this."""
 MODEL_MAX_BYTES = 2 * 1024**3
 """The largest model outside the artifact store whose metadata is read by downloading it (no sidecar)."""
 
@@ -158,7 +162,9 @@ class ModelDeploymentReconciler:
         self.post_event = events
         """Posts an Event (the operator's is asynchronous: `controller.events.EventRecorder`); else the cluster's."""
         held = HeldObjects(watched, "modeldeployments") if watched is not None else None
-        self._objects = StatusObjects(cluster, "modeldeployments", "ModelDeployment", held, config.resync_seconds)
+        self._objects = StatusObjects(
+            cluster, "modeldeployments", "ModelDeployment", held, CACHE_TRUST_RESYNCS * config.resync_seconds
+        )
         self.watched = watched
         self._coalescer = Coalescer()
         self._watch: dict[tuple[str, str], _Watch] = {}
