@@ -76,7 +76,11 @@ def ns(control_plane: ControlPlane, minio: S3Endpoint) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def console(
-    control_plane: ControlPlane, minio: S3Endpoint, operator: Operator, ns: str, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane,
+    minio: S3Endpoint,
+    operator: Operator,
+    ns: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Console]:
     """`conveyor ui --kubeconfig ... -n NS` (this module's `console`, in place of the local one)."""
     work = tmp_path_factory.mktemp("console-cluster")

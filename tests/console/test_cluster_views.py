@@ -200,7 +200,9 @@ def test_a_running_run_is_shown_from_its_status_with_edges_from_its_pipeline_and
     assert [a["outcome"] for a in steps["second"]["attemptList"]] == ["failed", "running"]
     assert steps["second"]["attemptList"][0]["message"] == "Error (exit code 3)"  # never the termination message
     assert "result json" not in str(view)
-    assert 'data-id="third"' in view["dag"] and view["dag"].count('class="edge"') == 2  # first→second (input), second→third
+    assert (
+        'data-id="third"' in view["dag"] and view["dag"].count('class="edge"') == 2
+    )  # first→second (input), second→third
     assert view["conditions"] == [{"type": "Succeeded", "status": "Unknown", "reason": "Running", "message": None}]
     assert view["parameters"] == {"rate": 0.5}
     assert [c[:2] for c in reader.calls].count(("get", "pipelines")) == 1

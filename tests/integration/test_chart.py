@@ -248,7 +248,9 @@ def test_default_settings_load_and_match_the_operator_defaults(helm: Helm) -> No
 
 
 def test_api_server_address_overrides_the_service_variables_only_when_set(helm: Helm) -> None:
-    assert not {"KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"} & set(literal_env(container(helm.template("c", "ns"))))
+    assert not {"KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"} & set(
+        literal_env(container(helm.template("c", "ns")))
+    )
     env = literal_env(container(helm.template("c", "ns", {"apiServer": {"host": "10.0.0.5", "port": 6443}})))
     assert (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"]) == ("10.0.0.5", "6443")
 
@@ -850,3 +852,226 @@ def test_operator_runs_a_step_and_serves_a_model_as_the_charts_service_account(
     finally:
         operator.stop(grace=10)
     print(f"operator ran as system:serviceaccount:{namespace}:{sa}; log {shlex.quote(str(log_path))}")
+
+
+# ------------------------------------------------------------------ the console (console.enabled)
+
+CONSOLE_VERBS = {"get", "list", "watch"}
+READER_CALLS = {  # kube/reader.py's client calls: (resource, verb); custom objects' plurals come from its callers
+    "list_cluster_custom_object": (None, "list"),
+    "list_namespaced_custom_object": (None, "list"),
+    "get_namespaced_custom_object": (None, "get"),
+    "list_namespaced_pod": ("pods", "list"),
+    "read_namespaced_pod_log": ("pods/log", "get"),
+}
+
+
+def console_objects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "console"]
+
+
+def reader_permissions() -> set[Triple]:
+    """What conveyor.kube.reader asks of the API server, with the plurals console/ passes to it as literals."""
+    used: set[str] = set()
+    for node in ast.walk(_parse(PACKAGE / "kube" / "reader.py")):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute)
+            and ast.unparse(node.value) in ("self.custom", "self.core")
+        ):
+            assert node.attr in READER_CALLS, f"kube/reader.py calls {node.attr}: teach this scan (and the chart)"
+            used.add(node.attr)
+    plurals: set[str] = set()
+    for path in (PACKAGE / "console").glob("*.py"):
+        for node in ast.walk(_parse(path)):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in (
+                "self.reader.list_custom",
+                "self.reader.get_custom",
+            ):
+                arg = node.args[0]
+                assert isinstance(arg, ast.Constant) and isinstance(arg.value, str), f"{path}:{node.lineno}"
+                plurals.add(arg.value)
+    assert used and plurals
+    out: set[Triple] = set()
+    for attr in used:
+        resource, verb = READER_CALLS[attr]
+        if resource is None:
+            out |= {(GROUP, p, verb) for p in plurals}
+        else:
+            out.add(("", resource, verb))
+    return out
+
+
+def test_console_renders_only_when_enabled(helm: Helm) -> None:
+    plain = helm.template("conveyor", "conveyor-system")
+    assert console_objects(plain) == []
+    docs = helm.template("conveyor", "conveyor-system", {"console": {"enabled": True}})
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in console_objects(docs)) == [
+        ("ClusterRole", "conveyor-console"),
+        ("ClusterRoleBinding", "conveyor-console"),
+        ("Deployment", "conveyor-console"),
+        ("Service", "conveyor-console"),
+        ("ServiceAccount", "conveyor-console"),
+    ]
+    assert [d for d in docs if d not in console_objects(docs)] == plain  # the operator's objects as before
+
+    deployment = one(docs, "Deployment", "conveyor-console")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "conveyor-console"
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    (c,) = pod["containers"]
+    assert c["image"] == container(plain)["image"]  # the operator image
+    assert c["command"] == ["python", "-m", "conveyor.cli.main"]
+    assert c["args"][:2] == ["ui", "--in-cluster"] and "--host=0.0.0.0" in c["args"] and "--port=8420" in c["args"]
+    assert "--allow-host=conveyor-console.conveyor-system.svc" in c["args"]
+    assert not [a for a in c["args"] if a.startswith("--namespace")]  # every namespace
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+    assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"] and c["resources"]["limits"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {
+            "path": "/healthz",
+            "port": "http",
+            "httpHeaders": [{"name": "Host", "value": "localhost"}],  # a Host the console answers to
+        }, probe
+    assert c["ports"] == [{"name": "http", "containerPort": 8420, "protocol": "TCP"}]
+    env = literal_env(c)
+    assert env["CONVEYOR_S3_BUCKET"] == "conveyor" and env["HOME"] == "/tmp"
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
+    assert refs == {
+        "AWS_ACCESS_KEY_ID": {"name": "conveyor-artifacts", "key": "accessKey"},
+        "AWS_SECRET_ACCESS_KEY": {"name": "conveyor-artifacts", "key": "secretKey"},
+    }
+
+    service = one(docs, "Service", "conveyor-console")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8420, "targetPort": "http", "protocol": "TCP"}]
+    console_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    operator_labels = one(plain, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= console_labels.items()
+    assert not service["spec"]["selector"].items() <= operator_labels.items()
+    assert not one(plain, "Service")["spec"]["selector"].items() <= console_labels.items()  # metrics: operator only
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, {"console": {"namespaces": ["team-a", "team-b"]}}, {"watchNamespaces": ["team-c"]}],
+    ids=["cluster-wide", "console-namespaces", "watched-namespaces"],
+)
+def test_console_rbac_is_read_only_without_secrets_and_grants_what_its_reader_calls(
+    helm: Helm, values: dict[str, Any]
+) -> None:
+    console = {**values.get("console", {}), "enabled": True}
+    docs = helm.template("conveyor", "conveyor-system", {**values, "console": console})
+    role = one(docs, "ClusterRole", "conveyor-console")
+    granted = rules_of(role)
+    assert {v for _, _, v in granted} <= CONSOLE_VERBS, "write verbs in the console's RBAC"
+    assert not [t for t in granted if "*" in t or "secret" in t[1]]
+    assert granted == {(GROUP, r, v) for r in ("runs", "pipelines", "modeldeployments") for v in CONSOLE_VERBS} | {
+        ("", r, v) for r in ("pods", "events") for v in CONSOLE_VERBS
+    } | {("", "pods/log", "get")}
+    assert reader_permissions() <= granted, f"missing: {sorted(reader_permissions() - granted)}"
+
+    bindings = [d for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding")]
+    mine = [b for b in bindings if b["roleRef"]["name"] == "conveyor-console"]
+    assert all(b["roleRef"]["name"] != "conveyor-console" or b in mine for b in bindings)
+    for b in mine:
+        assert b["subjects"] == [{"kind": "ServiceAccount", "name": "conveyor-console", "namespace": "conveyor-system"}]
+    wanted = console.get("namespaces") or values.get("watchNamespaces") or []
+    if wanted:
+        assert sorted((b["kind"], b["metadata"]["namespace"]) for b in mine) == [("RoleBinding", n) for n in wanted]
+        (c,) = one(docs, "Deployment", "conveyor-console")["spec"]["template"]["spec"]["containers"]
+        assert [a for a in c["args"] if a.startswith("--namespace=")] == [f"--namespace={n}" for n in wanted]
+    else:
+        assert [b["kind"] for b in mine] == ["ClusterRoleBinding"]
+    # the operator's own service account is not the console's
+    assert all(s["name"] != "conveyor" for b in mine for s in b["subjects"])
+
+
+def test_console_manifests_pass_a_server_side_dry_run(
+    helm: Helm, control_plane: ControlPlane, install_crds: list[str], namespace: str, tmp_path: Path
+) -> None:
+    control_plane.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    for i, console in enumerate([{"enabled": True}, {"enabled": True, "namespaces": [namespace]}]):
+        text = helm.template_text(f"console{i}", namespace, {"console": console})
+        manifest = tmp_path / f"console-{i}.yaml"
+        manifest.write_text(text)
+        done = control_plane.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(manifest), check=False)
+        assert done.returncode == 0, f"console {console}:\n{done.stderr}"
+        assert "Warning" not in done.stderr, done.stderr
+
+
+def test_console_reads_the_cluster_as_its_service_account_and_nothing_more(
+    helm: Helm, control_plane: ControlPlane, install_crds: list[str], namespace: str, minio: S3Endpoint, tmp_path: Path
+) -> None:
+    """The chart's console ServiceAccount and RBAC applied for real: `conveyor ui` with its token lists and
+    opens a Run; the API server refuses it Secrets and every write."""
+    release = f"cv{secrets.token_hex(3)}"
+    docs = helm.template(release, namespace, {"console": {"enabled": True, "namespaces": [namespace]}})
+    kept = [d for d in console_objects(docs) if d["kind"] in ("ServiceAccount", "ClusterRole", "RoleBinding")]
+    manifest = tmp_path / "console.yaml"
+    manifest.write_text(yaml.safe_dump_all(kept))
+    control_plane.kubectl("apply", "-n", namespace, "-f", str(manifest))
+    try:
+        sa = one(kept, "ServiceAccount")["metadata"]["name"]
+        who = f"system:serviceaccount:{namespace}:{sa}"
+        for verb, resource, allowed in [
+            ("list", "runs.conveyor.dev", "yes"),
+            ("get", "pods", "yes"),
+            ("get", "pods/log", "yes"),
+            ("get", "secrets", "no"),
+            ("list", "secrets", "no"),
+            ("create", "runs.conveyor.dev", "no"),
+            ("patch", "runs.conveyor.dev", "no"),
+            ("delete", "pods", "no"),
+        ]:
+            done = control_plane.kubectl("auth", "can-i", verb, resource, "-n", namespace, "--as", who, check=False)
+            assert done.stdout.strip() == allowed, (verb, resource, done.stdout, done.stderr)
+        run = {
+            "apiVersion": f"{GROUP}/v1alpha1",
+            "kind": "Run",
+            "metadata": {"name": "seen"},
+            "spec": {"pipelineSpec": {"steps": [{"name": "s", "container": {"image": "x", "command": ["true"]}}]}},
+        }
+        (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+        control_plane.kubectl("apply", "-n", namespace, "-f", str(tmp_path / "run.yaml"))
+        token = control_plane.kubectl("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
+        kubeconfig = token_kubeconfig(control_plane, tmp_path / "console.kubeconfig", token)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVEYOR_", "AWS_", "KUBECONFIG"))}
+        env.update({"AWS_ACCESS_KEY_ID": minio.access_key, "AWS_SECRET_ACCESS_KEY": minio.secret_key})
+        port = free_port()
+        args = ["ui", "--kubeconfig", str(kubeconfig), "-n", namespace, "--port", str(port)]
+        args += ["--s3-endpoint", minio.endpoint, "--bucket", minio.bucket]
+        log_path = control_plane.log_dir / f"console-chart-{namespace}.log"
+        ui = ServerProcess(
+            "console (chart ServiceAccount)", [sys.executable, "-m", "conveyor.cli.main", *args], log_path, env=env
+        )
+        ui.start()
+        try:
+
+            def runs() -> Any:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs", timeout=10) as resp:
+                    return json.loads(resp.read())
+
+            listed = wait_until(runs, timeout=60, what="the console's runs list", process=ui, interval=0.5)
+            assert [r["id"] for r in listed["runs"]] == [f"{namespace}/seen"]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs/{namespace}%2Fseen", timeout=10) as resp:
+                view = json.loads(resp.read())
+            assert view["id"] == f"{namespace}/seen" and view["name"] == "seen"
+        finally:
+            ui.stop(grace=5)
+        log = log_path.read_text(errors="replace")
+        assert not [ln for ln in log.splitlines() if re.search(r"\b403\b|forbidden|Traceback", ln, re.IGNORECASE)], log
+    finally:
+        control_plane.kubectl("delete", "-n", namespace, "-f", str(manifest), "--ignore-not-found", check=False)

@@ -75,8 +75,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ui = sub.add_parser(
-        "ui", help="the web console: runs, DAGs, logs, comparisons, lineage and pipelines in the browser (read-only), "
-        "over the local state or a cluster"
+        "ui",
+        help="the web console: runs, DAGs, logs, comparisons, lineage and pipelines in the browser (read-only), "
+        "over the local state or a cluster",
     )
     ui.add_argument("--state-dir", type=Path, default=Path(".conveyor"), help="the local runner's state")
     ui.add_argument("--kubeconfig", type=Path, help="read a cluster's Runs with this kubeconfig instead")
