@@ -26,11 +26,11 @@ from kubernetes import client as k8s_client
 from playwright.sync_api import expect
 
 from console.harness import Console, Watched, serving_with
+from e2e import test_operator
 from e2e.test_operator import Operator, create, get_run, run_body, wait_done
 from integration.conftest import control_plane, install_crds, minio, minio_server, node_agent, pod_bridge
 from testenv.controlplane import ControlPlane
 from testenv.minio import S3Endpoint
-from testenv.nodeagent import NodeAgentProcess
 from testenv.processes import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -39,14 +39,7 @@ __all__ = ["control_plane", "install_crds", "minio", "minio_server", "node_agent
 
 RUN = "console-run"
 
-
-@pytest.fixture(scope="module")
-def operator(
-    control_plane: ControlPlane, minio: S3Endpoint, node_agent: NodeAgentProcess, install_crds: list[str]
-) -> Iterator[Operator]:
-    op = Operator(control_plane, minio, control_plane.log_dir, name="operator-console").start()
-    yield op
-    op.stop()
+operator = test_operator.operator  # the operator process, as tests/e2e/test_operator.py starts it
 
 
 @pytest.fixture(scope="module")
