@@ -158,6 +158,10 @@ def test_runs_list_dag_live_log_and_archived_log_after_the_pods_are_gone(
         row = pg.locator(f'#runs tr.run[data-run="{run_id}"]')
         expect(row).to_have_count(1, timeout=30_000)  # the open list picks the new Run up
         expect(row.locator("td.pipeline")).to_have_text("console-slow")
+        expect(pg.locator("#filter-namespace")).to_be_visible()  # a cluster's runs can be filtered by namespace
+        pg.select_option("#filter-namespace", ns)
+        expect(row).to_have_count(1)
+        assert f"namespace={ns}" in pg.url
 
         row.locator("td.run-id a").click()
         assert pg.url.endswith("/runs/" + urllib.parse.quote(run_id, safe=""))
@@ -167,6 +171,7 @@ def test_runs_list_dag_live_log_and_archived_log_after_the_pods_are_gone(
         expect(dag.locator('g.node[data-id="after"]')).to_have_attribute("data-state", "Pending")
         assert dag.locator("path.edge").count() == 3  # first→wait, wait→after (dependsOn), first→after (input)
         expect(pg.locator("h1 .phase")).to_have_text("Running")
+        expect(pg.locator("table.conditions")).to_contain_text("Succeeded")  # the Run's conditions, from its status
 
         # A running step's log is its pod's until the runtime archives it as the attempt ends. The test
         # node agent serves no kubelet API (the API server cannot read its pods' logs), so here it says

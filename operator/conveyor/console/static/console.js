@@ -117,12 +117,15 @@ async function runsPage(app) {
   const params = new URLSearchParams(location.search);
   const state = {
     pipeline: params.get("pipeline") || "", phase: params.get("phase") || "",
+    namespace: params.get("namespace") || "", label: params.getAll("label"),
     since: params.get("since") || "", until: params.get("until") || "",
     page: Number(params.get("page") || 1), per: params.get("per") || "",
   };
   const selected = new Set();
   const pipelineSel = h("select", { id: "filter-pipeline", name: "pipeline" });
   const phaseSel = h("select", { id: "filter-phase", name: "phase" });
+  const namespaceSel = h("select", { id: "filter-namespace", name: "namespace" });  // a cluster's runs only
+  const namespaceLabel = h("label", { for: "filter-namespace" }, "Namespace");
   const since = h("input", { id: "filter-since", type: "datetime-local", step: "1", value: toLocalInput(state.since) });
   const until = h("input", { id: "filter-until", type: "datetime-local", step: "1", value: toLocalInput(state.until) });
   const body = h("tbody", {});
@@ -135,7 +138,8 @@ async function runsPage(app) {
 
   function query() {
     const q = new URLSearchParams();
-    for (const k of ["pipeline", "phase", "since", "until", "per"]) if (state[k]) q.set(k, state[k]);
+    for (const k of ["pipeline", "phase", "namespace", "since", "until", "per"]) if (state[k]) q.set(k, state[k]);
+    for (const l of state.label) q.append("label", l);
     if (state.page > 1) q.set("page", String(state.page));
     return q.toString();
   }
@@ -158,6 +162,9 @@ async function runsPage(app) {
   function render(doc) {
     options(pipelineSel, doc.pipelines, state.pipeline, "all pipelines");
     options(phaseSel, doc.phases, state.phase, "all phases");
+    const clustered = (doc.namespaces || []).length > 0 || Boolean(state.namespace);
+    namespaceSel.hidden = namespaceLabel.hidden = !clustered;
+    if (clustered) options(namespaceSel, doc.namespaces, state.namespace, "all namespaces");
     body.replaceChildren(...doc.runs.map((r) => h("tr", { class: "run", dataset: { run: r.id, phase: r.phase } },
       h("td", {}, h("input", {
         type: "checkbox", class: "select", "aria-label": `select ${r.id} to compare`, checked: selected.has(r.id),
@@ -189,6 +196,7 @@ async function runsPage(app) {
   }
   pipelineSel.addEventListener("change", () => { state.pipeline = pipelineSel.value; changed(); });
   phaseSel.addEventListener("change", () => { state.phase = phaseSel.value; changed(); });
+  namespaceSel.addEventListener("change", () => { state.namespace = namespaceSel.value; changed(); });
   since.addEventListener("change", () => { state.since = fromLocalInput(since.value); changed(); });
   until.addEventListener("change", () => { state.until = fromLocalInput(until.value); changed(); });
   newer.addEventListener("click", () => { state.page = Math.max(1, state.page - 1); history.replaceState(null, "", "/?" + query()); load(false); });
@@ -200,6 +208,7 @@ async function runsPage(app) {
     h("form", { class: "filters", role: "search", onsubmit: (e) => e.preventDefault() },
       h("label", { for: "filter-pipeline" }, "Pipeline"), pipelineSel,
       h("label", { for: "filter-phase" }, "Phase"), phaseSel,
+      namespaceLabel, namespaceSel,
       h("label", { for: "filter-since" }, "Started after"), since,
       h("label", { for: "filter-until" }, "Started before"), until),
     h("div", { class: "toolbar" }, count, compare),
@@ -305,6 +314,8 @@ async function runPage(app) {
         ["finished", fmtTime(run.finishedAt)], ["duration", fmtSeconds(run.seconds)],
         ["pipeline spec", run.pipelineSpecDigest || "-"], ["code version", run.codeVersion ? `conveyor ${run.codeVersion}` : "-"],
       ])),
+      (run.conditions || []).length ? [h("h2", {}, "Conditions"), table("conditions", ["type", "status", "reason", "message"],
+        run.conditions.map((c) => [c.type, c.status, c.reason || "-", c.message || "-"]))] : null,
       h("h2", {}, "Parameters"), keyValues("parameters", run.parameters),
       h("h2", {}, "Pipeline"), run.dag ? dag : h("p", { class: "none" }, "no step has started yet"),
       h("h2", {}, "Timings"), run.timing ? svg("timing", run.timing) : h("p", { class: "none" }, "-"),
