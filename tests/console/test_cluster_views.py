@@ -286,3 +286,26 @@ def test_attempts_and_pods_of_fan_out_items() -> None:
     assert attempts_from_pods([item]) == {}  # items' attempts are not steps' attempts
     assert pod_of([item], "fan[2]", 1) == "fan-item"
     assert pod_of([item], "fan[1]", 1) is None and pod_of([item], "fan", 1) is None
+
+
+def test_a_refusing_api_server_or_store_is_a_503_saying_so(reader: FakeReader, store: LocalStore, clock: Clock) -> None:
+    from conveyor.storage.store import StoreUnavailable
+
+    def refuse(plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        raise ReadRefused("the API server refused to list runs: 403 Forbidden")
+
+    reader.list_custom = refuse  # type: ignore[method-assign]
+    status, _, body = call(ConsoleApp(source(reader, store, clock)), "GET", "/api/runs")
+    assert status == 503 and b"403 Forbidden" in body
+
+    class DownStore(LocalStore):
+        def get_text(self, name: str) -> str | None:
+            raise StoreUnavailable("the store at http://minio:9000 did not answer (password=hunter2)")
+
+    down = DownStore(store.root)
+    status, _, body = call(ConsoleApp(source(FakeReader(), down, clock)), "GET", "/api/runs")
+    assert status == 200
+    ok_reader = FakeReader()
+    ok_reader.runs = [run_body("r")]
+    status, _, body = call(ConsoleApp(source(ok_reader, down, clock)), "GET", "/api/runs/team-a%2Fr/logs/first/1")
+    assert status == 503 and b"did not answer" in body and b"hunter2" not in body

@@ -28,8 +28,10 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from conveyor.console.source import ConsoleSource, NotFound
+from conveyor.console.redact import redact_text
+from conveyor.console.source import ConsoleSource, NotFound, Unavailable
 from conveyor.console.views import BadQuery, compare_view, parse_query, runs_page
+from conveyor.storage.store import StoreUnavailable
 
 log = logging.getLogger("conveyor.console")
 
@@ -165,6 +167,9 @@ class ConsoleApp:
             return _error(404, str(e))
         except BadQuery as e:
             return _error(400, str(e))
+        except (Unavailable, StoreUnavailable) as e:  # the API server or the store, not the console: say which
+            log.warning("console request failed: %s: %s", scope.get("path"), e)
+            return _error(503, redact_text(str(e)))
 
     def _route(self, parts: list[str], query: dict[str, list[str]]) -> Response:
         match parts:

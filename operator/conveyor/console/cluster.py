@@ -18,7 +18,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -36,7 +37,7 @@ from conveyor.console.objects import (
     split_id,
 )
 from conveyor.console.redact import redact_text
-from conveyor.console.source import NotFound, StoredRecords, plot_json
+from conveyor.console.source import NotFound, StoredRecords, Unavailable, plot_json
 from conveyor.console.views import FINAL_PHASES, RunRow, run_view
 from conveyor.core.planner import StepState
 from conveyor.core.record import LOG_LIMIT_BYTES, log_document, record_document
@@ -55,6 +56,7 @@ KEPT_KEYS = 512
 STEP_CONTAINER = "step"
 
 Body = dict[str, Any]
+T = TypeVar("T")
 
 
 class _Timed:
@@ -116,7 +118,7 @@ class ClusterSource(StoredRecords):
         def list_runs() -> dict[str, Body]:
             bodies = []
             for ns in self.namespaces or (None,):
-                bodies += self.reader.list_custom("runs", ns)
+                bodies += _asked(partial(self.reader.list_custom, "runs", ns))
             return {console_id(b): b for b in bodies}
 
         held: dict[str, Body] = self._timed.get("runs", list_runs)
@@ -128,7 +130,7 @@ class ClusterSource(StoredRecords):
             raise NotFound(f"run {run_id!r} does not exist (runs are named namespace/name)")
         body = self._bodies().get(run_id)
         if body is None:  # created since the last LIST
-            body = self.reader.get_custom("runs", *where)
+            body = _asked(lambda: self.reader.get_custom("runs", *where))
             if body is None:
                 raise NotFound(f"run {run_id!r} does not exist")
             self._timed.drop("runs")
@@ -159,7 +161,7 @@ class ClusterSource(StoredRecords):
     def _pods(self, body: Body) -> list[Body]:
         meta = body["metadata"]
         pods: list[Body] = self._timed.get(
-            ("pods", meta["uid"]), lambda: self.reader.run_pods(meta["namespace"], meta["name"])
+            ("pods", meta["uid"]), lambda: _asked(lambda: self.reader.run_pods(meta["namespace"], meta["name"]))
         )
         return pods
 
@@ -177,7 +179,9 @@ class ClusterSource(StoredRecords):
         wire = spec.get("pipelineSpec")
         if wire is None and (spec.get("pipelineRef") or {}).get("name"):
             ns, name = body["metadata"]["namespace"], spec["pipelineRef"]["name"]
-            pipeline = self._timed.get(("pipeline", ns, name), lambda: self.reader.get_custom("pipelines", ns, name))
+            pipeline = self._timed.get(
+                ("pipeline", ns, name), lambda: _asked(lambda: self.reader.get_custom("pipelines", ns, name))
+            )
             wire = (pipeline or {}).get("spec")
         try:
             return PipelineSpec.model_validate(wire) if isinstance(wire, dict) else None
@@ -260,3 +264,13 @@ class ClusterSource(StoredRecords):
 
     def plot_png(self, run_id: str, step: str, index: int) -> bytes:
         return self._plot_in(self._record(self._body(run_id)), run_id, step, index)
+
+
+def _asked(read: Callable[[], T]) -> T:
+    """`read()`, a refusal of the API server's turned into the app's 503 (naming what was refused)."""
+    from conveyor.kube.reader import ReadRefused  # noqa: PLC0415
+
+    try:
+        return read()
+    except ReadRefused as e:
+        raise Unavailable(str(e)) from None

@@ -46,6 +46,11 @@ class NotFound(LookupError):
     """No such run, log or plot (the app answers 404 with the message)."""
 
 
+class Unavailable(RuntimeError):
+    """Where the runs are could not answer (the API server refused or failed): the app answers 503 with the
+    message, which names what was asked and never a credential."""
+
+
 @dataclass(frozen=True)
 class Plot:
     step: str
