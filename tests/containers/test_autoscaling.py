@@ -38,6 +38,9 @@ from testenv.release import RELEASE_NS, Release, install
 pytestmark = pytest.mark.containers
 
 MD = "scaled"
+# Percent of the 200m request. Low, so a busy machine (the pod's CPU share shrinks with everyone
+# else's load) still lifts the loaded pod above it; the light stream alone stays near 1 %.
+TARGET = 20
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +91,8 @@ def test_the_hpa_scales_up_under_cpu_load_and_back_to_one_after_it_with_no_faile
     ns = release.run_ns
     model, rows = stored_model(release.stack.minio.endpoint)
     custom = k8s_client.CustomObjectsApi(api)
-    custom.create_namespaced_custom_object(GROUP, VERSION, ns, "modeldeployments", deployment_body(MD, model))
+    body = deployment_body(MD, model, target_cpu=TARGET)
+    custom.create_namespaced_custom_object(GROUP, VERSION, ns, "modeldeployments", body)
 
     def diagnose() -> str:
         md: Any = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "modeldeployments", MD)
@@ -103,8 +107,8 @@ def test_the_hpa_scales_up_under_cpu_load_and_back_to_one_after_it_with_no_faile
     tried = scale_up_and_down(api, ns, MD, rows, diagnose=diagnose)
     print(f"\n[autoscaling] {tried.summary()}")
     assert tried.failures == [], tried.failures[:5]
-    assert tried.baseline_cpu < 40, tried  # the light stream alone is under the target
+    assert tried.baseline_cpu < TARGET, tried  # the light stream alone is under the target
     assert tried.heavy_ok > 100 and tried.ok > tried.heavy_ok, tried
-    assert (tried.peak.get("desiredReplicas") or 0) >= 2 and (hpa_cpu_utilization(tried.peak) or 0) > 40, tried.peak
+    assert (tried.peak.get("desiredReplicas") or 0) >= 2 and (hpa_cpu_utilization(tried.peak) or 0) > TARGET, tried.peak
     assert len(tried.rescales) >= 2, tried.rescales  # up, then down: the HPA's own events
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "modeldeployments", MD)

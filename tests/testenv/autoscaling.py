@@ -74,7 +74,7 @@ def deployment_body(
     *,
     min_replicas: int = 1,
     max_replicas: int = 3,
-    target_cpu: int = 40,
+    target_cpu: int = 20,
     cpu: str = "200m",
     behavior: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -273,7 +273,7 @@ def scale_up_and_down(
     target = hpa.spec.scale_target_ref.name
     wait(lambda: ready_replicas(api, ns, target) == (1, 1), "one ready server replica", 180)
     first = wait(lambda: (s := status()) and hpa_cpu_utilization(s) is not None and s, "the HPA's first CPU figure", 90)
-    with Router(api, ns, name) as router, RequestLoop(router, name, rows, limit=60_000, max_seconds=300) as load:
+    with Router(api, ns, name) as router, RequestLoop(router, name, rows, limit=60_000, max_seconds=420) as load:
         wait_until(lambda: router.endpoints, timeout=30, what="the server's endpoint")
         time.sleep(3)  # the light stream alone for a moment: it must not scale anything
         baseline = hpa_cpu_utilization(status()) or hpa_cpu_utilization(first) or 0
@@ -283,7 +283,7 @@ def scale_up_and_down(
         decided = time.monotonic() - began
         peak = status()
         wait(lambda: not load.bounded_out and ready_replicas(api, ns, target)[1] >= 2 and len(router.endpoints) >= 2,
-             "a second ready replica serving", 120)  # fmt: skip
+             "a second ready replica serving", 180)  # fmt: skip
         scaled_up = time.monotonic() - began
         time.sleep(hold_seconds)  # the new replica takes heavy traffic too
         load.stop_heavy()
