@@ -882,15 +882,19 @@ def reader_permissions() -> set[Triple]:
             assert node.attr in READER_CALLS, f"kube/reader.py calls {node.attr}: teach this scan (and the chart)"
             used.add(node.attr)
     plurals: set[str] = set()
+    methods = ("self.reader.list_custom", "self.reader.get_custom")
     for path in (PACKAGE / "console").glob("*.py"):
         for node in ast.walk(_parse(path)):
-            if isinstance(node, ast.Call) and ast.unparse(node.func) in (
-                "self.reader.list_custom",
-                "self.reader.get_custom",
-            ):
-                arg = node.args[0]
-                assert isinstance(arg, ast.Constant) and isinstance(arg.value, str), f"{path}:{node.lineno}"
-                plurals.add(arg.value)
+            if not isinstance(node, ast.Call):
+                continue
+            args = node.args
+            if ast.unparse(node.func) == "partial" and args and ast.unparse(args[0]) in methods:
+                args = args[1:]  # partial(self.reader.list_custom, "runs", ns)
+            elif ast.unparse(node.func) not in methods:
+                continue
+            arg = args[0]
+            assert isinstance(arg, ast.Constant) and isinstance(arg.value, str), f"{path}:{node.lineno}"
+            plurals.add(arg.value)
     assert used and plurals
     out: set[Triple] = set()
     for attr in used:
