@@ -5,8 +5,8 @@ stopping, and the pass's own request for a later one (retries' backoff, timeouts
 something was missed), which also covers every unfinished Run found when the operator starts. The Run,
 Job and pod handlers are coroutines that only feed the watch cache and queue the pass (`Requeue`, a work
 queue with its own workers): they never wait for a pass, so the watches, and so the cache, keep up however
-busy the passes are. Pipelines' and ModelDeployments' passes run on queues of their own, ModelDeployments'
-on the Runs' control model (controller.passes). kopf's own bookkeeping lives in annotations under
+busy the passes are. Pipelines' and ModelDeployments' passes run on queues of their own, on the Runs' control
+model (controller.passes). kopf's own bookkeeping lives in annotations under
 conveyor.dev, so `status` is entirely ours.
 
 Everything the handlers act through (clients, reconcilers, queues, the watch cache) is one `Operator`,
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +39,7 @@ from conveyor.storage.s3 import S3Store
 
 log = logging.getLogger("conveyor.operator")
 CONFIG: OperatorConfig = load_config()
-"""Read once at import: the timers below take their intervals from it."""
+"""Read once at import."""
 STANDALONE = False
 """Set by the entry point: one replica, whose watches (and so the watch cache) never pause."""
 
@@ -62,7 +61,8 @@ class Operator:
     """Every pass of every Run: owed now by an event, or later by the Run's last pass."""
     pipelines: PipelineReconciler
     pipeline_queue: Requeue
-    """Every pass of every Pipeline: owed now by an event or the timer, or at its next scheduled time."""
+    """Every pass of every Pipeline: owed now by an event, or later by its last pass (its next scheduled time,
+    or the resync for a schedule or triggers to keep)."""
     serving: ModelDeploymentReconciler
     serving_queue: Requeue
     """Every pass of every ModelDeployment: owed now by an event, or later by its last pass (the resync, or
@@ -93,7 +93,9 @@ class Operator:
         pipeline_queue = Requeue(pipeline_pass, workers=4)
         serving_queue = Requeue(serving_pass, workers=4)
         runs = RunReconciler(cluster, store, config, watched=watched, requeue=run_queue.after, events=events)
-        pipelines = PipelineReconciler(Cluster(load_kube_config()), config, requeue=pipeline_queue.after)
+        pipelines = PipelineReconciler(
+            Cluster(load_kube_config()), config, requeue=pipeline_queue.after, watched=watched, events=events
+        )
         serving_api = load_kube_config()
         serving = ModelDeploymentReconciler(
             Cluster(serving_api),
@@ -195,6 +197,7 @@ async def run_changed(
 ) -> None:
     assert namespace is not None
     op = of(memo)
+    op.pipelines.run_event(type, dict(body))  # a Pipeline's scheduled and triggered Runs, finished or not
     if type == "DELETED":
         op.runs.forget(namespace, name)
         op.run_queue.forget(namespace, name)
@@ -256,36 +259,35 @@ async def job_changed(
 
 
 # ---------------------------------------------------------------- pipelines
-# Any event on a Pipeline re-validates it (its Ready condition) and acts on its schedule. Passes run on
-# their own work queue, and each pass asks for the next at the Pipeline's next scheduled time, so a Run is
-# created at its minute. A timer on scheduled, non-suspended Pipelines notices Runs that finished (a time
-# Forbid held back, history limits) without watching every Run.
-
-
-def _scheduled(spec: kopf.Spec, **_: Any) -> bool:
-    """A schedule to keep, or triggers to look at."""
-    schedule = spec.get("schedule")
-    return bool(spec.get("triggers")) or (isinstance(schedule, Mapping) and not schedule.get("suspend", False))
+# An event on a Pipeline whose spec changed (or that is new, or not yet looked at by this process) re-validates
+# it (its Ready condition) and acts on its schedule and triggers. Passes run on their own work queue, and each
+# asks for the next: at the Pipeline's next scheduled time, so a Run is created at its minute, and at the
+# resync for a schedule or triggers to keep (Runs that finished: a time Forbid held back, history limits; a
+# trigger's next look). The handler only feeds the watch cache and queues.
 
 
 @kopf.on.event(GROUP, VERSION, "pipelines")
 async def pipeline_changed(
-    type: str, namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
+    type: str,
+    namespace: str | None,
+    name: str,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     assert namespace is not None
     op = of(memo)
     op.watched.pipeline_event(type, dict(body))
+    op.watched.object_event("pipelines", type, dict(body))  # whole, status too: what its passes read
     if type == "DELETED":
         op.pipelines.forget(namespace, name)
         op.pipeline_queue.forget(namespace, name)
         return
-    op.pipeline_queue.now(namespace, name)
-
-
-@kopf.timer(GROUP, VERSION, "pipelines", interval=CONFIG.resync_seconds, backoff=CONFIG.resync_seconds, when=_scheduled)
-async def pipeline_schedule(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    assert namespace is not None
-    of(memo).pipeline_queue.now(namespace, name)
+    # Our own status writes come back as events too: only a new spec, or one this process has not looked at.
+    if status.get("observedGeneration") != meta.get("generation") or not op.pipeline_queue.knows(namespace, name):
+        op.pipeline_queue.now(namespace, name)
 
 
 # ---------------------------------------------------------------- model deployments
