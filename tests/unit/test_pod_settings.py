@@ -492,7 +492,15 @@ def test_every_pod_setting_is_covered_here() -> None:
     assert set(FIELDS) == {f.alias for f in PodSettings.model_fields.values()}
 
 
-@pytest.mark.parametrize("field", sorted(FIELDS))
+@pytest.mark.parametrize("level", ["pipeline", "step"])
+def test_the_local_runner_takes_pod_env(level: str) -> None:
+    """Literal values, and valueFrom from `conveyor run --env-file` (tests/unit/test_envfile.py)."""
+    settings = {"env": copy.deepcopy(FIELDS["env"])}
+    spec = parse_document(pipeline(settings, None) if level == "pipeline" else pipeline(None, settings)).spec
+    assert unsupported(spec, LOCAL) == []  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field", sorted(set(FIELDS) - {"env"}))
 @pytest.mark.parametrize("level", ["pipeline", "step"])
 def test_the_local_runner_rejects_each_pod_setting_by_name(field: str, level: str) -> None:
     settings = {field: copy.deepcopy(FIELDS[field])}

@@ -137,6 +137,17 @@ class StepStatus(ApiModel):
     """Counts when the step fans out."""
 
 
+class PipelineVersion(ApiModel):
+    """Which version of its Pipeline a Run ran: the object's generation and the digest of the spec itself."""
+
+    generation: Annotated[int, Field(ge=1)] | None = None
+    """The Pipeline's metadata.generation when the Run ran it (absent for an inline pipelineSpec). The API server
+    moves it on every change of the Pipeline's spec."""
+    spec_digest: Digest
+    """sha256 of the resolved spec in canonical JSON, as the run record's pipelineSpecDigest: the same spec has
+    the same digest whatever object or file it came from (`conveyor rerun` finds the spec by it)."""
+
+
 class RunStatus(ApiModel):
     """Everything the operator knows about the Run."""
 
@@ -150,6 +161,8 @@ class RunStatus(ApiModel):
     """Steps finished / total, for kubectl get."""
     pipeline: str | None = None
     """Name of the pipeline, or "(inline)"."""
+    pipeline_version: PipelineVersion | None = None
+    """The version of the pipeline the Run ran (`conveyor pipeline versions NAME` lists them with their Runs)."""
     started_at: datetime | None = None
     """When the first step was launched."""
     finished_at: datetime | None = None

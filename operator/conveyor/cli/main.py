@@ -64,6 +64,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cli_values, issues = _parse_params(args.param or [], spec)
     params, param_issues = resolve_parameters(spec, {**given, **cli_values})
     issues += param_issues + unsupported(spec, LOCAL)
+    env_file, env_issues = _env_file(args.env_file, spec)
+    issues += env_issues
     if issues:
         raise InvalidSpec(issues, str(args.file))
     from conveyor.lifecycle.specs import store_spec  # noqa: PLC0415
@@ -79,10 +81,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         parallelism=args.parallelism,
         console=console,
         live=not args.no_progress,
+        env_file=env_file,
     )
     if args.json:
         print(outcome.record_path.read_text())
     return {"Succeeded": EXIT_OK, "Cancelled": EXIT_CANCELLED}.get(outcome.phase.value, EXIT_FAILED)
+
+
+def _env_file(path: Path | None, spec: Any) -> tuple[dict[str, str] | None, list[Issue]]:
+    """The --env-file's values (None without one) and what is wrong with them or missing from them; no message
+    holds a value."""
+    from conveyor.core.envfile import local_step_env, parse_env_file  # noqa: PLC0415
+
+    values: dict[str, str] | None = None
+    issues: list[Issue] = []
+    if path is not None:
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"  # the decoder's message quotes bytes
+            return None, [Issue("--env-file", f"cannot read {path}: {why}")]
+        values, issues = parse_env_file(text, str(path))
+    return values, issues + local_step_env(spec, values)[1]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -178,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state-dir", type=Path, default=Path(".conveyor"), help="store, cache and run records")
     run.add_argument("--no-progress", action="store_true", help="no live view (for logs and CI)")
     run.add_argument(
+        "--env-file",
+        type=Path,
+        metavar="FILE",
+        help="dotenv KEY=VALUE lines giving the steps' pod.env valueFrom variables (Secrets, ConfigMaps) by the "
+        "variable's name; the values reach the step processes only (see docs/pod-settings.md)",
+    )
+    run.add_argument(
         "--json", action="store_true", help="print the run record as JSON at the end (progress goes to stderr)"
     )
     run.set_defaults(func=cmd_run)
@@ -211,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     from conveyor.cli.console_command import add_commands as add_console_commands  # noqa: PLC0415
 
     add_console_commands(sub)
+
+    from conveyor.cli.versions_command import add_commands as add_version_commands  # noqa: PLC0415
+
+    add_version_commands(sub)
 
     comps = sub.add_parser("components", help="list the built-in components")
     comps.add_argument("--json", action="store_true")

@@ -22,7 +22,7 @@ from conveyor import __version__
 from conveyor.api.base import ConditionStatus
 from conveyor.api.pipeline import Pipeline, PipelineSpec
 from conveyor.api.pod import merge_pod_settings
-from conveyor.api.run import Run, RunPhase, RunStatus, StepPhase
+from conveyor.api.run import PipelineVersion, Run, RunPhase, RunStatus, StepPhase
 from conveyor.controller import metrics
 from conveyor.controller.config import OperatorConfig
 from conveyor.controller.locks import Coalescer
@@ -44,7 +44,7 @@ from conveyor.core.planner import (
     killed,
 )
 from conveyor.core.podstart import POD_CONDITION, WaitingPod, pods_started_condition
-from conveyor.core.record import record_document, run_record
+from conveyor.core.record import record_document, run_record, spec_digest
 from conveyor.core.retry import step_timeout_message
 from conveyor.core.status import (
     EXIT_CONDITION,
@@ -89,6 +89,8 @@ class Resolved:
     spec: PipelineSpec
     pipeline_name: str
     params: dict[str, Any]
+    version: PipelineVersion | None = None
+    """The Pipeline's generation (None for an inline spec) and the spec's digest."""
 
 
 class SpecProblem(Exception):
@@ -131,6 +133,8 @@ class RunReconciler:
         """Runs whose Jobs the watch cache holds: LISTed once in this process, or created while it watched."""
         self._idle: dict[tuple[str, str], float] = {}
         self._validated: dict[tuple[str, str, str], tuple[PipelineSpec | None, SpecProblem | None]] = {}
+        self._digests: dict[tuple[str, str, str], str] = {}
+        """The spec digest of each Pipeline resourceVersion (a pass would otherwise re-serialize the spec)."""
         self._guard = threading.Lock()
 
     def born_watched(self, namespace: str, name: str) -> None:
@@ -192,7 +196,13 @@ class RunReconciler:
                 body = self.cluster.get_custom("pipelines", namespace, pipeline_name)
             if body is None:
                 raise SpecProblem("PipelineNotFound", f"pipeline {pipeline_name!r} does not exist", final=False)
-            return self._with_params(run, self._validated_pipeline(namespace, pipeline_name, body, path), pipeline_name)
+            spec = self._validated_pipeline(namespace, pipeline_name, body, path)
+            resolved = self._with_params(run, spec, pipeline_name)
+            version = PipelineVersion(
+                generation=body.get("metadata", {}).get("generation"),
+                spec_digest=self._digest(namespace, pipeline_name, body, spec),
+            )
+            return Resolved(resolved.spec, resolved.pipeline_name, resolved.params, version)
         if (too_deep := object_problem(spec.to_wire())) is not None:
             raise SpecProblem("InvalidSpec", f"{path}: {too_deep}", final=True)
         issues = validate_pipeline(spec, path) + unsupported_steps(spec, OPERATOR, path)
@@ -201,7 +211,19 @@ class RunReconciler:
         issues += param_issues
         if issues:
             raise SpecProblem("InvalidSpec", issues_text(issues), final=True)
-        return Resolved(spec, pipeline_name, params)
+        return Resolved(spec, pipeline_name, params, PipelineVersion(spec_digest=spec_digest(spec)))
+
+    def _digest(self, namespace: str, name: str, body: dict[str, Any], spec: PipelineSpec) -> str:
+        key = (namespace, name, str(body.get("metadata", {}).get("resourceVersion", "")))
+        with self._guard:
+            digest = self._digests.get(key)
+        if digest is None:
+            digest = spec_digest(spec)
+            with self._guard:
+                if len(self._digests) > 1000:
+                    self._digests.clear()
+                self._digests[key] = digest
+        return digest
 
     def _validated_pipeline(self, namespace: str, name: str, body: dict[str, Any], path: str) -> PipelineSpec:
         """The Pipeline's spec, parsed and validated once per resourceVersion (a pass at 200 concurrent Runs
@@ -467,6 +489,7 @@ class RunReconciler:
                 "observed_generation": generation,
                 "phase": plan.phase,
                 "pipeline": resolved.pipeline_name,
+                "pipeline_version": resolved.version,
                 "parameters": resolved.params,
                 "started_at": started_at,
                 "finished_at": now if plan.done else None,
@@ -557,6 +580,7 @@ class RunReconciler:
             finished_at=status.finished_at,
             step_image=self.config.step_image,
             exit_steps=(exits.reason, exits.message) if exits is not None else None,
+            pipeline_generation=status.pipeline_version.generation if status.pipeline_version else None,
         )
         try:
             store_spec(self.store, resolved.spec, resolved.pipeline_name)  # `conveyor rerun` finds it by digest

@@ -126,10 +126,13 @@ def run_record(
     step_image: str | None = None,
     environment: Mapping[str, Any] | None = None,
     exit_steps: tuple[str, str] | None = None,
+    pipeline_generation: int | None = None,
 ) -> dict[str, Any]:
     """The record of a Run: what ran (spec digest, parameters, code version, images), on what data (every step's
     input digests and their producers), what came out (outputs with digests and URIs, metrics), and how
-    (cache keys and hits, attempts, timings). `states` holds the steps and, for fan-outs, their items."""
+    (cache keys and hits, attempts, timings). `states` holds the steps and, for fan-outs, their items.
+    `pipeline_generation` is the Pipeline object's metadata.generation on a cluster (None for an inline spec and
+    locally, where there is no object): with the spec digest, the version of the pipeline that ran."""
     external = external_digests or {}
     steps = {s.name: s for s in spec.all_steps()}
     order = step_order(spec)
@@ -159,6 +162,7 @@ def run_record(
         "namespace": namespace,
         "pipeline": pipeline,
         "pipelineSpecDigest": spec_digest(spec),
+        "pipelineGeneration": pipeline_generation,
         "codeVersion": code_version,
         "phase": phase.value,
         "reason": reason,

@@ -15,14 +15,18 @@ def _no(where: str, what: str, shell: str) -> Issue:
     return Issue(where, f"{what} is not supported yet by the {shell}")
 
 
+LOCAL_POD_SETTINGS = ("env",)
+"""What the local runner honours of pod settings: `env`, literal values and valueFrom from `--env-file`
+(core/envfile.py). It runs steps as this machine's processes: no Secrets, volumes, nodes or pod metadata."""
+
+
 def _pod_settings(pod: PodSettings | None, shell: str, path: str) -> list[Issue]:
-    """The local runner runs steps as this machine's processes: no Secrets, volumes, nodes or pod metadata."""
     if pod is None or shell != LOCAL:
         return []
     return [
         _no(f"{path}.{field.alias}", f"pod setting {field.alias} (pod settings apply on a cluster)", shell)
         for name, field in PodSettings.model_fields.items()
-        if field.alias and getattr(pod, name)
+        if field.alias and getattr(pod, name) and name not in LOCAL_POD_SETTINGS
     ]
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from conveyor import __version__
 from conveyor.api.pipeline import PipelineSpec
 from conveyor.api.run import RunPhase, StepPhase
+from conveyor.core.envfile import local_step_env
 from conveyor.core.planner import (
     Kill,
     Launch,
@@ -43,6 +44,7 @@ from conveyor.core.planner import (
 )
 from conveyor.core.record import LOG_LIMIT_BYTES, log_document, record_document, run_record
 from conveyor.core.task import StoreConfig, TaskResult, TaskSpec, step_of
+from conveyor.core.validation import InvalidSpec
 from conveyor.storage.cache import StoreCache
 from conveyor.storage.digest import sha256_file
 from conveyor.storage.local import LocalStore
@@ -107,7 +109,15 @@ class LocalRunner:
         state_dir: Path,
         parallelism: int | None = None,
         on_update: Any = None,
+        env_file: Mapping[str, str] | None = None,
     ) -> None:
+        """`env_file`: the values of `conveyor run --env-file` (None: no file), which fill the steps' `pod.env`
+        valueFrom variables by name. They reach the step processes' environment only: not the task files, the
+        record, the cache keys or any log line of the runner's."""
+        step_env, issues = local_step_env(spec, env_file)
+        if issues:
+            raise InvalidSpec(issues, "pod env")
+        self._step_env = step_env
         self.spec = spec
         self.params = dict(params)
         self.pipeline_name = pipeline_name
@@ -151,7 +161,7 @@ class LocalRunner:
         offset = log.tell()
         log.write(f"--- attempt {task.attempt} at {_now().isoformat()}\n".encode())
         log.flush()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self._step_env.get(action.step, {}), "PYTHONUNBUFFERED": "1"}
         env.pop("CONVEYOR_TERMINATION_LOG", None)
         proc = subprocess.Popen(
             [

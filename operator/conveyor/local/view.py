@@ -90,10 +90,13 @@ def run_with_progress(
     parallelism: int | None,
     console: Console,
     live: bool,
+    env_file: Mapping[str, str] | None = None,
 ) -> RunOutcome:
     if any(s.resources for s in spec.steps):
         console.print("note: step resources are not enforced by the local runner", style="yellow")
-    runner = LocalRunner(spec, params, pipeline_name=pipeline_name, state_dir=state_dir, parallelism=parallelism)
+    runner = LocalRunner(
+        spec, params, pipeline_name=pipeline_name, state_dir=state_dir, parallelism=parallelism, env_file=env_file
+    )
     if live and console.is_terminal:
         with Live(console=console, refresh_per_second=4, transient=True) as view:
 
