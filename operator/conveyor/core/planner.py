@@ -834,6 +834,12 @@ class RunPlanner:
                 metrics={"items": float(len(units))},
                 created_at=parent.created_at or now,
             )
+        cancelled = [i for i, u in enumerate(units) if u.phase is StepPhase.CANCELLED]
+        if cancelled and all(u.phase in TERMINAL for u in units):
+            # every item ended and one was cancelled (fail-fast after another step failed, or a stop): the
+            # step is cancelled too; left Running it would hold the Run open forever
+            message = f"item {cancelled[0]} was cancelled"
+            return replace(base, phase=StepPhase.CANCELLED, finished_at=now, message=message)
         if any(u.phase is not StepPhase.PENDING for u in units):
             return replace(base, phase=StepPhase.RUNNING)
         return parent
