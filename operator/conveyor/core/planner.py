@@ -763,8 +763,10 @@ class RunPlanner:
         st = progressed[key]
         if st.phase in TERMINAL or st.phase is StepPhase.RUNNING:
             return
-        if budget.stop and st.phase is StepPhase.WAITING:
-            # fail-fast: a retry that will never be allowed to start is cancelled, so the run can end
+        if budget.stop and (st.phase is StepPhase.WAITING or key != name):
+            # fail-fast: a retry, or an item of a fanned-out step, that will never be allowed to start is
+            # cancelled, so the run can end (a pending step is cancelled when the run is summarised; a pending
+            # item would keep its step Running)
             self._decide(progressed, actions, CancelStep(name, key if key != name else None), now)
             return
         if st.phase is StepPhase.WAITING and st.next_attempt_at and now < st.next_attempt_at:
