@@ -560,6 +560,8 @@ class RunPlanner:
             if not self._upstream_done(n, step, dag.upstream[n], progressed, actions, now):
                 continue
             self._advance(n, step, progressed, steps, actions, wake, budget, cache, external, now, approvals, None)
+            if self.spec.fail_fast and progressed[n].phase is StepPhase.FAILED:
+                budget.stop = True  # failed in this pass (a fan-out item): decide the rest as the next pass would
 
         return self._summarize(order, progressed, tuple(actions), wake)
 
