@@ -23,23 +23,11 @@ from conveyor.kube.cluster import StaleObject
 from conveyor.kube.watchcache import WatchCache
 from conveyor.manifests import serving
 from conveyor.manifests.names import ANNOTATION_MODEL_DIGEST
+from testenv.mergepatch import apply_merge_patch as merge
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 OLD = {"uri": "s3://models/old", "digest": "sha256:" + "a" * 64, "version": "a" * 12}
 NEW = {"uri": "s3://models/new", "digest": "sha256:" + "b" * 64, "version": "b" * 12}
-
-
-def merge(old: Any, patch: Any) -> Any:
-    """RFC 7386, as the API server applies a merge patch."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(old) if isinstance(old, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = merge(out.get(k), v)
-    return out
 
 
 class FakeCluster:

@@ -27,22 +27,10 @@ from conveyor.core.schedule import run_name
 from conveyor.kube.cluster import StaleObject
 from conveyor.kube.timestamps import format_timestamp
 from conveyor.kube.watchcache import WatchCache
+from testenv.mergepatch import apply_merge_patch as merge
 
 MINUTE = datetime(2026, 1, 1, 12, 1, tzinfo=UTC)
 STEPS = [{"name": "a", "container": {"image": "i", "command": ["true"]}}]
-
-
-def merge(old: Any, patch: Any) -> Any:
-    """RFC 7386, as the API server applies a merge patch."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(old) if isinstance(old, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = merge(out.get(k), v)
-    return out
 
 
 def pipeline_body(spec: dict[str, Any]) -> dict[str, Any]:
