@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -461,7 +462,8 @@ PANEL_BOUNDS: dict[str, tuple[float, float]] = {
 
 
 def panel_bounds(title: str) -> tuple[float, float]:
-    words = title.lower()
+    # Whole words: "duration" holds "ratio", and a step's seconds are no ratio.
+    words = set(re.findall(r"[a-z0-9]+", title.lower()))
     found = [bounds for word, bounds in PANEL_BOUNDS.items() if word in words]
     assert found, f"panel {title!r}: no plausible range known for it (add one to PANEL_BOUNDS)"
     return found[0]

@@ -58,7 +58,10 @@ def _resolves(node: Any, rest: str, message: str, top: bool = False) -> bool:
         k = str(key)
         if rest.startswith(k) and rest[len(k) :][:1] in ("", ".", "[") and _resolves(value, rest[len(k) :], message):
             return True
-    # The last segment may be absent when the issue is that it is missing.
+    # The last segment may be absent when the issue is that it is missing. A Run that gives no parameters
+    # at all is told where the value belongs: `spec.parameters.NAME`, the mapping absent as well.
+    if "required parameter has no value" in message and re.fullmatch(r"parameters\.[^.\[]+", rest):
+        return True
     return not re.search(r"[.\[]", rest) and any(m in message for m in _ABSENT)
 
 
@@ -132,6 +135,9 @@ def test_path_resolution_itself() -> None:
     assert unresolved({"spec": {"": 1, "a.b": 2}}, "spec.", "x") is None
     assert unresolved({"spec": {"": 1, "a.b": 2}}, "spec.a.b", "x") is None
     assert unresolved(doc, "(document)", "x") is None
+    assert unresolved({"spec": {}}, "spec.parameters.k", "required parameter has no value") is None
+    assert unresolved({"spec": {}}, "spec.parameters.k", "unknown parameter") is not None
+    assert unresolved({"spec": {}}, "spec.parameters.k.x", "required parameter has no value") is not None
 
 
 def test_a_wrong_mapping_key_is_named_by_its_path() -> None:

@@ -531,6 +531,32 @@ def test_required_parameter_without_value() -> None:
     assert issues == [] and values == {"n": 3, "items": [1], "required_one": "x"}
 
 
+
+def test_a_run_with_a_wrongly_typed_default_is_told_once_at_the_declaration() -> None:
+    """Found by the fuzz tier: the default's type error was also reported at spec.parameters.k, an override
+    the Run never wrote."""
+    run = {
+        "apiVersion": "conveyor.dev/v1alpha1",
+        "kind": "Run",
+        "metadata": {"name": "r"},
+        "spec": {
+            "pipelineSpec": {
+                "parameters": [{"name": "k", "type": "string", "default": []}],
+                "steps": [{"name": "a", "container": {"image": "local", "command": ["true"]}}],
+            }
+        },
+    }
+    with pytest.raises(InvalidSpec) as raised:
+        parse_document(run)
+    assert [str(i) for i in raised.value.issues] == [
+        "spec.pipelineSpec.parameters[0].default: expected a string, got list []"
+    ]
+    run["spec"]["parameters"] = {"k": 3}  # type: ignore[index]
+    run["spec"]["pipelineSpec"]["parameters"][0]["default"] = "fine"  # type: ignore[index]
+    with pytest.raises(InvalidSpec) as raised:
+        parse_document(run)
+    assert [str(i) for i in raised.value.issues] == ["spec.parameters.k: expected a string, got int 3"]
+
 UNSUPPORTED_CASES = [
     ("schedule", _set(["spec", "schedule"], {"cron": "0 3 * * *"}), "spec.schedule"),
     ("triggers", _set(["spec", "triggers"], [{"s3": {"uri": "s3://b/p/"}}]), "spec.triggers"),

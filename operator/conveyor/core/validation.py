@@ -183,7 +183,9 @@ def coerce_cli_value(param: Parameter, text: str) -> Any:
 def resolve_parameters(
     spec: PipelineSpec, overrides: Mapping[str, Any], path: str = "parameters"
 ) -> tuple[dict[str, Any], list[Issue]]:
-    """Defaults plus overrides, type-checked: (values, issues)."""
+    """Defaults plus overrides, the overrides type-checked: (values, issues). A default of the wrong type is
+    validate_pipeline's to report, at its declaration; naming it again here would point at an override the
+    user never wrote."""
     declared = {p.name: p for p in spec.parameters}
     issues = [
         Issue(f"{path}.{name}", f"unknown parameter (declared: {', '.join(declared) or 'none'})")
@@ -194,14 +196,13 @@ def resolve_parameters(
     for name, param in declared.items():
         if name in overrides:
             value = overrides[name]
+            if problem := type_error(param, value):
+                issues.append(Issue(f"{path}.{name}", problem))
         elif param.default is not None:
             value = param.default
         else:
             issues.append(Issue(f"{path}.{name}", "required parameter has no value (it has no default)"))
             continue
-        problem = type_error(param, value)
-        if problem:
-            issues.append(Issue(f"{path}.{name}", problem))
         values[name] = value
     return values, issues
 
