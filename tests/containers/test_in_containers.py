@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -507,6 +508,13 @@ def test_every_dashboard_query_returns_plausible_data_for_the_story(
             implausible.append(f"{q.panel} ({q.ref_id}): values {min(finite)}..{max(finite)} outside "
                                f"[{low}, {high}]: {q.expr}")  # fmt: skip
     gaps = [e for e in empty if e.split(" (")[0] in known_gaps]
+    if gaps:  # what each operator pod exports of its models, to find why the series is not in Prometheus
+        for pod in release.operator_pods():
+            port = next(p.container_port for c in pod.spec.containers for p in c.ports or [] if p.name == "metrics")
+            with urllib.request.urlopen(f"http://{pod.status.pod_ip}:{port}/metrics", timeout=10) as r:
+                lines = [ln for ln in r.read().decode().splitlines() if ln.startswith("conveyor_model_")]
+            print(f"{pod.metadata.name}: " + "\n  ".join(lines))
+        print("status.liveAccuracy:", get(api, ns, "modeldeployments", MD)["status"].get("liveAccuracy"))
     for gap in gaps:
         print(f"known gap: {gap}: {known_gaps[gap.split(' (')[0]]}")
     empty = [e for e in empty if e not in gaps]
