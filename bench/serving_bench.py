@@ -47,6 +47,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "conveyor-bench"
 MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"]
+# kserve 0.21.0 requires pandas<3 (ours is 3.x): its venv gets the newest 2.x; every 0.15.1+ release says so.
+KSERVE_PINS = ["kserve==0.21.0", "pandas==2.3.3"]
+BENTOML_PINS = ["bentoml==1.4.40"]
+PEERS = ("mlserver", "kserve", "bentoml")
+PEER_DIR = Path(__file__).resolve().parent / "peers"
 MODELS = {
     "lr": ("sklearn.linear_model.LogisticRegression", {"max_iter": 5000}),
     "rf": ("sklearn.ensemble.RandomForestClassifier", {"n_estimators": 100}),
@@ -101,15 +106,18 @@ def wait_for(url: str, timeout: float, process: subprocess.Popen[bytes]) -> None
 # ---------------------------------------------------------------- setup
 
 
-def mlserver_venv(cache: Path) -> Path:
-    """The MLServer venv (created once): pinned MLServer, and our scikit-learn/numpy/pandas versions."""
+def peer_venv(cache: Path, peer: str) -> Path:
+    """A peer's venv (created once per set of pins): the pinned server, and our scikit-learn/numpy/pandas
+    versions so that the same fitted object loads (pandas excepted where the peer refuses ours)."""
     import numpy
     import pandas
     import sklearn
 
-    venv = cache / "mlserver-venv"
-    pins = [*MLSERVER_PINS, f"scikit-learn=={sklearn.__version__}", f"numpy=={numpy.__version__}"]
-    pins.append(f"pandas=={pandas.__version__}")
+    venv = cache / f"{peer}-venv"
+    server_pins = {"mlserver": MLSERVER_PINS, "kserve": KSERVE_PINS, "bentoml": BENTOML_PINS}[peer]
+    pins = [*server_pins, f"scikit-learn=={sklearn.__version__}", f"numpy=={numpy.__version__}"]
+    if not any(p.startswith("pandas==") for p in pins):
+        pins.append(f"pandas=={pandas.__version__}")
     stamp = venv / "conveyor-pins.txt"
     if stamp.exists() and stamp.read_text() == "\n".join(pins):
         return venv
@@ -223,9 +231,13 @@ def process(argv: list[str], log: Path, env: dict[str, str] | None = None) -> It
 
 
 def _family(pid: int) -> list[int]:
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    """A process and all its descendants (BentoML's server is a supervisor with a worker under it)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        with contextlib.suppress(OSError):
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
     return pids
 
 
@@ -286,20 +298,23 @@ def check_answers(url: str, body: tuple[Path, str, str], expected: list[int], bi
         raise RuntimeError(f"{url} answered differently from the model in-process")
 
 
-def versions(venv: Path) -> dict[str, Any]:
+def versions(venvs: dict[str, Path]) -> dict[str, Any]:
     from importlib.metadata import version
 
     ours = {p: version(p) for p in ("scikit-learn", "numpy", "pandas", "uvicorn", "uvloop", "httptools", "orjson")}
-    code = (
-        "import json; from importlib.metadata import version as v; print(json.dumps({p: v(p) for p in "
-        "('mlserver', 'mlserver-sklearn', 'scikit-learn', 'numpy', 'pandas', 'uvicorn', 'uvloop', 'fastapi', "
-        "'starlette', 'orjson')}))"
-    )
-    theirs = json.loads(
-        subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True).stdout
-    )
-    wrk_version = subprocess.run(["wrk", "-v"], check=False, capture_output=True, text=True).stdout.splitlines()[0]
-    return {"python": platform.python_version(), "conveyor_server": ours, "mlserver_venv": theirs, "wrk": wrk_version}
+    report: dict[str, Any] = {"python": platform.python_version(), "conveyor_server": ours}
+    for peer, venv in venvs.items():
+        names = {"mlserver": ("mlserver", "mlserver-sklearn"), "kserve": ("kserve",), "bentoml": ("bentoml",)}[peer]
+        packages = (*names, "scikit-learn", "numpy", "pandas", "uvicorn", "uvloop", "fastapi", "starlette", "orjson")
+        code = (
+            "import json, sys; from importlib.metadata import version, PackageNotFoundError\n"
+            "def v(p):\n try: return version(p)\n except PackageNotFoundError: return None\n"
+            "print(json.dumps({p: v(p) for p in sys.argv[1:]}))"
+        )
+        argv = [str(venv / "bin" / "python"), "-c", code, *packages]
+        report[f"{peer}_venv"] = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    report["wrk"] = subprocess.run(["wrk", "-v"], check=False, capture_output=True, text=True).stdout.splitlines()[0]
+    return report
 
 
 def machine() -> dict[str, Any]:
@@ -322,6 +337,7 @@ def main() -> int:
     parser.add_argument("--connections", default="1,8,64")
     parser.add_argument("--models", default="lr,rf")
     parser.add_argument("--rows", default="1,1000", help="rows per request (comma list; bodies exist for 1 and 1000)")
+    parser.add_argument("--peers", default=",".join(PEERS), help="peer servers (comma list of mlserver,kserve,bentoml)")
     parser.add_argument("--cache-dir", type=Path, default=CACHE)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -332,15 +348,18 @@ def main() -> int:
     if not set(row_counts) <= {1, 1000}:
         parser.error("--rows: 1 and/or 1000")
     keys = args.models.split(",")
-    venv = mlserver_venv(args.cache_dir)
+    peers = [p for p in args.peers.split(",") if p]
+    if not set(peers) <= set(PEERS):
+        parser.error(f"--peers: a comma list of {','.join(PEERS)}")
+    venvs = {peer: peer_venv(args.cache_dir, peer) for peer in peers}
     started = datetime.now(UTC)
     report: dict[str, Any] = {
         "benchmark": "serving",
         "started": started.isoformat(timespec="seconds"),
         "command": " ".join(["python", "bench/serving_bench.py", *sys.argv[1:]]),
         "machine": machine(),
-        "versions": versions(venv),
-        "settings": {"duration_s": args.duration, "repeats": args.repeats, "connections": connections},
+        "versions": versions(venvs),
+        "settings": {"duration_s": args.duration, "repeats": args.repeats, "connections": connections, "peers": peers},
         "cells": [],
     }
     with tempfile.TemporaryDirectory(prefix="conveyor-serving-bench-") as tmp:
@@ -374,19 +393,64 @@ def main() -> int:
                 ]  # fmt: skip
                 proc = stack.enter_context(process(argv, workdir / f"ours-{key}.log"))
                 ours[key] = (f"http://127.0.0.1:{port}", proc)
-            ml_env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTUAL_ENV")}
-            ml_env["PATH"] = f"{venv / 'bin'}:{ml_env.get('PATH', '')}"
-            ml_proc = stack.enter_context(
-                process(
-                    [str(venv / "bin" / "mlserver"), "start", str(workdir / "mlserver")],
-                    workdir / "mlserver.log",
-                    env=ml_env,
+
+            def peer_env(peer: str, **extra: str) -> dict[str, str]:
+                env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTUAL_ENV")}
+                env["PATH"] = f"{venvs[peer] / 'bin'}:{env.get('PATH', '')}"
+                return env | extra
+
+            def joblib_file(key: str) -> Path:
+                return workdir / "mlserver" / f"bc-{key}" / "model.joblib"
+
+            # Each peer: {model key: (base URL, server process)}, and the URL that says the model is ready.
+            peer_servers: dict[str, dict[str, tuple[str, subprocess.Popen[bytes]]]] = {}
+            ready_path: dict[str, str] = {}
+            if "mlserver" in peers:
+                # One process for both models, as MLServer is meant to be run.
+                ml_proc = stack.enter_context(
+                    process(
+                        [str(venvs["mlserver"] / "bin" / "mlserver"), "start", str(workdir / "mlserver")],
+                        workdir / "mlserver.log",
+                        env=peer_env("mlserver"),
+                    )
                 )
-            )
-            ml_url = f"http://127.0.0.1:{ml_http}"
+                peer_servers["mlserver"] = dict.fromkeys(keys, (f"http://127.0.0.1:{ml_http}", ml_proc))
+                ready_path["mlserver"] = "/v2/models/bc-{key}/ready"
+            if "kserve" in peers:
+                # One kserve.ModelServer for both models, like MLServer (a v2 server of many models).
+                ks_port = free_port()
+                argv = [
+                    str(venvs["kserve"] / "bin" / "python"), str(PEER_DIR / "kserve_sklearn.py"),
+                    "--http-port", str(ks_port), "--grpc-port", str(free_port()), "--workers", "1",
+                    *[f"--model=bc-{key}={joblib_file(key)}" for key in keys], "--configure_logging", "false",
+                ]  # fmt: skip
+                ks_proc = stack.enter_context(process(argv, workdir / "kserve.log", env=peer_env("kserve")))
+                peer_servers["kserve"] = dict.fromkeys(keys, (f"http://127.0.0.1:{ks_port}", ks_proc))
+                ready_path["kserve"] = "/v2/models/bc-{key}/ready"
+            if "bentoml" in peers:
+                # A BentoML service serves one model: one server per model, like ours.
+                peer_servers["bentoml"] = {}
+                for key in keys:
+                    port = free_port()
+                    argv = [
+                        str(venvs["bentoml"] / "bin" / "bentoml"), "serve", "bentoml_sklearn:SklearnV2",
+                        "--working-dir", str(PEER_DIR), "--host", "127.0.0.1", "--port", str(port),
+                    ]  # fmt: skip
+                    env = peer_env(
+                        "bentoml",
+                        BENTO_SKLEARN_NAME=f"bc-{key}",
+                        BENTO_SKLEARN_MODEL=str(joblib_file(key)),
+                        BENTOML_HOME=str(workdir / "bentoml-home"),
+                        BENTOML_DO_NOT_TRACK="true",
+                    )
+                    proc = stack.enter_context(process(argv, workdir / f"bentoml-{key}.log", env=env))
+                    peer_servers["bentoml"][key] = (f"http://127.0.0.1:{port}", proc)
+                ready_path["bentoml"] = "/readyz"
             for key in keys:
                 wait_for(f"{ours[key][0]}/v2/health/ready", 300, ours[key][1])
-                wait_for(f"{ml_url}/v2/models/bc-{key}/ready", 300, ml_proc)
+                for peer in peers:
+                    url, proc = peer_servers[peer][key]
+                    wait_for(url + ready_path[peer].format(key=key), 300, proc)
             # Every server must give the in-process answers before any load (MLServer's ready can lie).
             import numpy as np
             import pandas as pd
@@ -398,17 +462,21 @@ def main() -> int:
                     frame = pd.DataFrame(np.resize(data, (rows, 30)).astype(np.float64), columns=features)
                     expected = [int(v) for v in models[key]["object"].predict(frame)]
                     infer = f"/v2/models/bc-{key}/infer"
-                    check_answers(ml_url + infer, body_files[("columns", rows)], expected, binary=False)
+                    for peer in peers:
+                        check_answers(
+                            peer_servers[peer][key][0] + infer, body_files[("columns", rows)], expected, False
+                        )
                     for form in ("columns", "tensor", "binary"):
                         check_answers(ours[key][0] + infer, body_files[(form, rows)], expected, form == "binary")
             ours_pid = {k: ours[k][1].pid for k in keys}
             variants = [
                 ("conveyor", "columns", ours_pid),
-                ("mlserver", "columns", dict.fromkeys(keys, ml_proc.pid)),
+                *[(peer, "columns", {k: peer_servers[peer][k][1].pid for k in keys}) for peer in peers],
                 ("conveyor", "tensor", ours_pid),
                 ("conveyor", "binary", ours_pid),
             ]
-            urls = {"conveyor": {k: ours[k][0] for k in keys}, "mlserver": dict.fromkeys(keys, ml_url)}
+            urls = {"conveyor": {k: ours[k][0] for k in keys}}
+            urls |= {peer: {k: peer_servers[peer][k][0] for k in keys} for peer in peers}
             for key in keys:
                 for rows in row_counts:
                     for c in connections:
@@ -455,33 +523,70 @@ def main() -> int:
     return 0
 
 
+PEER_TITLES = {"mlserver": "MLServer", "kserve": "KServe", "bentoml": "BentoML"}
+
+
 def markdown(report: dict[str, Any]) -> str:
-    """Ours against MLServer on the same request (columns), plus ours on tensor and binary bodies."""
+    """Every peer and ours on the same body, ours on tensor and binary bodies; ratios to the best peer."""
     cells = {(c["server"], c["model"], c["rows"], c["form"], c["connections"]): c for c in report["cells"]}
+    peers = [p for p in report["settings"].get("peers", ["mlserver"]) if p in PEER_TITLES]
     lines = [
-        "| model | rows | conns | MLServer req/s (p50 / p99 ms; CPU ms/req) | ours, same body | ratio | "
-        "ours, [N,30] tensor | "
-        "ours, binary | best ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | rows | conns | "
+        + " | ".join(PEER_TITLES[p] for p in peers)
+        + " | ours, same body | ours, `[N,30]` tensor | ours, binary | same body ÷ best peer | "
+        "best JSON ÷ best peer | binary ÷ best peer | p99 ours (same body) vs lowest peer p99 |",
+        "|---|---:|---:|" + "---|" * (len(peers) + 3) + "---:|---:|---:|---|",
     ]
-    for (server, key, rows, _form, c), ml in sorted(cells.items()):
-        if server != "mlserver":
-            continue
+
+    def fmt(cell: dict[str, Any] | None) -> str:
+        if cell is None:
+            return "—"
+        return f"{cell['rps']:,.0f} ({cell['p50_ms']:.1f} / {cell['p99_ms']:,.1f}; {cell['cpu_ms_per_request']:.2f})"
+
+    goals: dict[str, list[float]] = {"single": [], "json": [], "binary": [], "p99": []}
+    for key, rows, c in sorted({(k[1], k[2], k[4]) for k in cells}):
+        theirs = [cells[(p, key, rows, "columns", c)] for p in peers if (p, key, rows, "columns", c) in cells]
         same = cells.get(("conveyor", key, rows, "columns", c))
         tensor = cells.get(("conveyor", key, rows, "tensor", c))
         binary = cells.get(("conveyor", key, rows, "binary", c))
+        if not theirs or same is None:
+            continue
+        best = max(theirs, key=lambda x: x["rps"])
+        best_name = PEER_TITLES[best["server"]]
+        low_p99 = min(x["p99_ms"] for x in theirs)
+        json_best = max(x["rps"] for x in (same, tensor) if x is not None)
 
-        def fmt(cell: dict[str, Any] | None) -> str:
-            if cell is None:
-                return "—"
-            return f"{cell['rps']:,.0f} ({cell['p50_ms']:.1f} / {cell['p99_ms']:.1f}; {cell['cpu_ms_per_request']:.2f})"
+        def ratio(value: float | None, best_rps: float = best["rps"]) -> str:
+            return "—" if value is None else f"{value / best_rps:.1f}x"
 
-        best = max((x["rps"] for x in (same, tensor, binary) if x is not None), default=0.0)
-        ratio = f"{same['rps'] / ml['rps']:.1f}x" if same else "—"
+        if rows == 1:
+            goals["single"].append(same["rps"] / best["rps"])
+        else:
+            goals["json"].append(json_best / best["rps"])
+            if binary is not None:
+                goals["binary"].append(binary["rps"] / best["rps"])
+        goals["p99"].append(same["p99_ms"] / low_p99)
         lines.append(
-            f"| {key.upper()} | {rows:,} | {c} | {fmt(ml)} | {fmt(same)} | {ratio} | {fmt(tensor)} | {fmt(binary)} | "
-            f"{best / ml['rps']:.1f}x |"
+            f"| {key.upper()} | {rows:,} | {c} | "
+            + " | ".join(fmt(cells.get((p, key, rows, "columns", c))) for p in peers)
+            + f" | {fmt(same)} | {fmt(tensor)} | {fmt(binary)} | {ratio(same['rps'])} ({best_name}) | "
+            f"{ratio(json_best)} | {ratio(binary['rps'] if binary else None)} | "
+            f"{same['p99_ms']:,.1f} vs {low_p99:,.1f} ms ({same['p99_ms'] / low_p99:.2f}x) |"
         )
+
+    def verdict(name: str, values: list[float], goal: float, higher: bool = True) -> str:
+        if not values:
+            return f"* {name}: not measured"
+        met = all(v >= goal for v in values) if higher else all(v <= goal for v in values)
+        return f"* {name}: {'met' if met else 'NOT met'} (range {min(values):.2f}-{max(values):.2f}x)"
+
+    lines += [
+        "",
+        verdict("single row ≥ 10x the best peer (same body), every cell", goals["single"], 10),
+        verdict("1,000-row JSON ≥ 5x the best peer (ours' faster JSON form)", goals["json"], 5),
+        verdict("1,000-row binary ≥ 8x the best peer (its best form, JSON)", goals["binary"], 8),
+        verdict("p99 no worse than the lowest peer p99 (ours, same body ÷ theirs)", goals["p99"], 1.0, False),
+    ]
     return "\n".join(lines)
 
 
