@@ -26,7 +26,7 @@ from typing import Annotated, Any
 
 from conveyor.sdk.builder import External, StepHandle, step
 from conveyor.sdk.errors import Location, caller, fail
-from conveyor.sdk.refs import ItemRef, OutputRef, ParamRef, input_path, output_path
+from conveyor.sdk.refs import ItemRef, OutputRef, ParamRef, RunField, input_path, output_path
 
 RUNTIME_MODULE = "conveyor.sdk.function_runtime"
 _TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")  # what the step templates would read in the source
@@ -56,6 +56,7 @@ _STEP_OPTIONS = frozenset(
         "cache",
         "resources",
         "approval",
+        "pod",
     }
 )
 
@@ -220,7 +221,7 @@ class FunctionStep:
         )
 
     def _text(self, argument: _Argument, value: Any, where: Location) -> str:
-        if isinstance(value, ParamRef | ItemRef):
+        if isinstance(value, ParamRef | ItemRef | RunField):  # RunField: sdk.run_phase & co. in an onExit step
             return str(value)
         if isinstance(value, OutputRef | StepHandle | External):
             raise fail(
@@ -317,6 +318,16 @@ def _annotation_nodes(node: ast.FunctionDef | ast.AsyncFunctionDef) -> set[ast.A
     return {n for r in roots for n in ast.walk(r)}
 
 
+@typing.overload
+def function_step(func: Callable[..., Any], /) -> FunctionStep: ...
+
+
+@typing.overload
+def function_step(
+    *, image: str | None = None, packages: Sequence[str] = (), **options: Any
+) -> Callable[[Callable[..., Any]], FunctionStep]: ...
+
+
 def function_step(
     func: Callable[..., Any] | None = None,
     /,
@@ -324,7 +335,7 @@ def function_step(
     image: str | None = None,
     packages: Sequence[str] = (),
     **options: Any,
-) -> Any:
+) -> FunctionStep | Callable[[Callable[..., Any]], FunctionStep]:
     """Make a function a step: `@function_step` or `@function_step(image=..., packages=[...], retries=2)`.
 
     Without `image` it runs in the step image, and may import the standard library and what the step image

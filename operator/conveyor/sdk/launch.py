@@ -85,7 +85,7 @@ def _this_python_first(pipeline: Pipeline) -> Iterator[None]:
 
     functions = any(
         s.container is not None and s.container.command[:3] == ["python", "-m", RUNTIME_MODULE]
-        for s in pipeline.spec.steps
+        for s in pipeline.spec.all_steps()  # an onExit function step needs this Python as much
     )
     before = os.environ.get("PATH")
     if functions:
