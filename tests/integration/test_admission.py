@@ -59,9 +59,9 @@ BAD: list[tuple[str, dict[str, Any], str, list[str]]] = [
         "uses-and-container",
         with_step(1, container={"image": "x", "command": ["y"]}),
         "pipelines",
-        ["spec.steps[1]", "exactly one of uses or container must be set"],
+        ["spec.steps[1]", "exactly one of uses, container or resource must be set"],
     ),
-    ("neither", with_step(0, container=None), "pipelines", ["spec.steps[0]", "exactly one of uses or container"]),
+    ("neither", with_step(0, container=None), "pipelines", ["spec.steps[0]", "exactly one of uses, container or resource"]),
     (
         "negative-retries",
         with_step(0, retries={"limit": -1}),

@@ -79,5 +79,5 @@ def test_cel_rules_reach_the_crd() -> None:
     crd = yaml.safe_load(render_crds()["pipelines.conveyor.dev.yaml"].split("\n", 1)[1])
     steps = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["steps"]
     rules = [r["rule"] for r in steps["items"]["x-kubernetes-validations"]]
-    assert "has(self.uses) != has(self.container)" in rules
+    assert "[has(self.uses), has(self.container), has(self.resource)].filter(x, x).size() == 1" in rules
     assert steps["x-kubernetes-list-type"] == "map" and steps["x-kubernetes-list-map-keys"] == ["name"]

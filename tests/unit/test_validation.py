@@ -116,13 +116,13 @@ CASES: list[tuple[str, Doc, str, str]] = [
         "uses-and-container",
         edit(_set(["spec", "steps", 0, "uses"], "train")),
         "spec.steps[0]",
-        "exactly one of uses or container",
+        "exactly one of uses, container or resource",
     ),
     (
         "neither-uses-nor-container",
         edit(lambda d: steps(d)[0].pop("container")),
         "spec.steps[0]",
-        "exactly one of uses or container",
+        "exactly one of uses, container or resource",
     ),
     (
         "input-step-and-uri",

@@ -147,9 +147,51 @@ class Approval(ApiModel):
     """What the approver should check."""
 
 
-@cel("has(self.uses) != has(self.container)", "exactly one of uses or container must be set")
+@cel("has(self.expression) != has(self.condition)", "exactly one of expression or condition must be set")
+class ResourceCheck(ApiModel):
+    """When a resource step's object has succeeded (or failed): a CEL expression over it, or a condition type."""
+
+    expression: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
+    """CEL over the object as `self`, e.g. "self.status.jobStatus == 'SUCCEEDED'". An expression that reads a field
+    the object does not have yet (an engine that has not written its status) counts as false."""
+    condition: Annotated[str, Field(min_length=1, max_length=316, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_./]*$")] | None = (
+        None
+    )
+    """A condition type: met when the object's status.conditions holds it with status "True"."""
+
+
+class ResourceMetric(ApiModel):
+    """A number the step reads from its object once it has succeeded, recorded as a step metric."""
+
+    name: Identifier
+    """Metric name, read downstream as steps.STEP.metrics.NAME."""
+    field_path: Annotated[str, Field(min_length=1, max_length=1024)]
+    """Where in the object, e.g. status.results.accuracy or status.trials[0].score (a leading `.` or `{...}`
+    JSONPath braces are accepted). The value must be a number; a missing or non-numeric value fails the attempt."""
+
+
+class ResourceSpec(ApiModel):
+    """A step that hands its work to a Kubernetes object of any kind (a RayJob, a SparkApplication, ...) and waits for
+    the engine that serves that kind to finish it. The operator creates the object (owned by the Run, named per
+    attempt), reads it every pass and deletes it once the attempt has ended."""
+
+    manifest: dict[str, JsonValue]
+    """The object to create: apiVersion, kind and whatever its engine reads; string values may contain templates
+    ({{ params.X }}, {{ run.name }}, ...). metadata.name and metadata.namespace are the operator's to set."""
+    success_when: ResourceCheck
+    """When the attempt succeeded."""
+    failure_when: ResourceCheck | None = None
+    """When the attempt failed (checked first); without it, only the step's timeout ends a failing attempt."""
+    metrics: list[ResourceMetric] = Field(default_factory=list, max_length=64)
+    """Numbers read from the succeeded object as the step's metrics."""
+
+
+@cel(
+    "[has(self.uses), has(self.container), has(self.resource)].filter(x, x).size() == 1",
+    "exactly one of uses, container or resource must be set",
+)
 class Step(ApiModel):
-    """One node of the DAG: a built-in component or a container."""
+    """One node of the DAG: a built-in component, a container, or a custom resource handed to another engine."""
 
     name: DnsLabel
     """Unique within the pipeline; used in Job names and references."""
@@ -159,6 +201,9 @@ class Step(ApiModel):
     """Configuration of the built-in component; string values may contain templates."""
     container: ContainerSpec | None = None
     """Your own image and command."""
+    resource: ResourceSpec | None = None
+    """An object of any kind for another engine to run (on a cluster only): created, watched and deleted per
+    attempt, with this step's timeout and retries."""
     inputs: list[StepInput] = Field(default_factory=list)
     """Artifacts the step reads."""
     outputs: list[StepOutput] = Field(default_factory=list)

@@ -115,6 +115,8 @@ class StepStatus(ApiModel):
     """Attempts started so far."""
     job_name: str | None = None
     """The Job of the current or last attempt."""
+    resource_name: str | None = None
+    """A resource step: the object (Kind/name) of the current or last attempt (deleted once that attempt ended)."""
     cache_key: Digest | None = None
     """Key over resolved template, image, parameters and input digests."""
     cache_hit: bool = False

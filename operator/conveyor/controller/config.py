@@ -47,6 +47,9 @@ class OperatorConfig(BaseModel):
     pod_start_timeout_seconds: Annotated[float, Field(ge=0)] = 1800.0
     """How long a step's pod may take to start before its attempt fails (a ResourceQuota refusing pods, an image
     that cannot be pulled, nowhere to schedule), unless the step sets startTimeoutSeconds; 0: no limit."""
+    resource_poll_seconds: Annotated[float, Field(gt=0)] = 5.0
+    """How often a Run reads the objects of its running resource steps: nothing watches their kinds, so a pass
+    looks at least this often while one runs."""
     reconcile_workers: Annotated[int, Field(ge=1, le=256)] = 32
     """Run passes in flight at once. Each mostly waits for the API server: at 200 concurrent Runs on 2 cores, 32 workers
     gave a quarter of the per-step overhead p99 of 8 (BENCHMARKS.md)."""

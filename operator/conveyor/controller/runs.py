@@ -45,6 +45,7 @@ from conveyor.core.planner import (
 )
 from conveyor.core.podstart import POD_CONDITION, WaitingPod, pods_started_condition
 from conveyor.core.record import record_document, run_record, spec_digest
+from conveyor.core.resources import resource_outcome
 from conveyor.core.retry import step_timeout_message
 from conveyor.core.status import (
     EXIT_CONDITION,
@@ -61,11 +62,13 @@ from conveyor.core.support import OPERATOR, unsupported_steps
 from conveyor.core.task import StoreConfig, TaskResult, result_document, step_of, units_document
 from conveyor.core.validation import issues_from_pydantic, issues_text, resolve_parameters, validate_pipeline
 from conveyor.kube.cluster import Cluster, ClusterRefused, JobObservation, StaleObject, observe_jobs
+from conveyor.kube.objects import StepObjects
 from conveyor.kube.timestamps import parse_timestamp
 from conveyor.kube.watchcache import WatchCache
 from conveyor.lifecycle.specs import store_spec
 from conveyor.manifests.job import step_job
 from conveyor.manifests.names import job_name
+from conveyor.manifests.resource import object_name, step_object
 from conveyor.storage.cache import StoreCache
 from conveyor.storage.store import ArtifactStore, StoreUnavailable
 
@@ -113,8 +116,11 @@ class RunReconciler:
         watched: WatchCache | None = None,
         requeue: Callable[[str, str, float | None], None] | None = None,
         events: Callable[[dict[str, Any], str, str, str, str], None] | None = None,
+        objects: StepObjects | None = None,
     ) -> None:
         self.cluster = cluster
+        self._step_objects = objects
+        """Resource steps' objects (built on first need from the cluster's API client)."""
         self.store = store
         self.cache = StoreCache(store)
         self.config = config
@@ -168,9 +174,10 @@ class RunReconciler:
                 listed_before = key in self._listed
             if listed_before:
                 seen = observe_jobs(*self.watched.run_objects(namespace, name))
-                fan_outs = {s.name for s in spec.all_steps() if s.for_each is not None}  # they have no Job of their own
+                # fan-outs and resource steps have no Job of their own
+                jobless = {s.name for s in spec.all_steps() if s.for_each is not None or s.resource is not None}
                 running = [
-                    (k, st.attempts) for k, st in states.items() if st.phase is StepPhase.RUNNING and k not in fan_outs
+                    (k, st.attempts) for k, st in states.items() if st.phase is StepPhase.RUNNING and k not in jobless
                 ]
                 # The Job and pod watches are separate streams: a Job may show Complete before its pod's
                 # termination message has arrived here; such a step is read from the LIST.
@@ -285,6 +292,32 @@ class RunReconciler:
         )
         return TaskResult(ok=False, message=f"the pod of Job {obs.name} did not start within {limit:g}s{why}")
 
+    @property
+    def objects(self) -> StepObjects:
+        if self._step_objects is None:
+            self._step_objects = StepObjects(self.cluster.api)
+        return self._step_objects
+
+    def _object_result(self, namespace: str, run_name: str, key: str, state: StepState, step: Any) -> TaskResult | None:
+        """What the attempt's object says now (None: still running), read with a GET: nothing watches its kind."""
+        manifest = step.resource.manifest
+        name = object_name(run_name, key, state.attempts)
+        try:
+            obj = self.objects.get(str(manifest["apiVersion"]), str(manifest["kind"]), namespace, name)
+        except ClusterRefused as e:
+            return TaskResult(ok=False, message=f"cannot read {manifest['kind']} {name}: {e}")
+        return resource_outcome(step.resource, obj, f"{manifest['kind']} {name}")
+
+    def _delete_object(self, namespace: str, run_name: str, key: str, attempt: int, step: Any) -> None:
+        manifest = step.resource.manifest
+        name = object_name(run_name, key, attempt)
+        try:
+            self.objects.delete(str(manifest["apiVersion"]), str(manifest["kind"]), namespace, name)
+        except ClusterRefused as e:  # no grant to delete: the Run's deletion still takes it (owner reference)
+            log.warning("%s step %s: could not delete %s %s: %s", namespace, key, manifest["kind"], name, e)
+            return
+        log.info("deleted %s %s of %s/%s step %s", manifest["kind"], name, namespace, run_name, key)
+
     def _observe(
         self,
         namespace: str,
@@ -292,10 +325,11 @@ class RunReconciler:
         states: dict[str, StepState],
         spec: PipelineSpec,
         jobs: Mapping[tuple[str, int], JobObservation],
+        run_name: str = "",
     ) -> list[tuple[str, StepState]]:
-        """Fold finished Jobs into the step states, and fail attempts whose pod did not start in time (deleting
-        their Job, so a late pod cannot run the step beside the retry); returns the steps that finished in this
-        pass."""
+        """Fold finished Jobs (and resource steps' objects) into the step states, and fail attempts whose pod did not
+        start in time (deleting their Job, so a late pod cannot run the step beside the retry); returns the steps
+        that finished in this pass."""
         steps = {s.name: s for s in spec.all_steps()}
         now = self.clock()
         done = []
@@ -305,6 +339,16 @@ class RunReconciler:
                 continue
             if step.for_each is not None and key == step.name:
                 continue  # a fan-out's own state is derived from its items by the planner
+            if step.resource is not None:
+                outcome = self._object_result(namespace, run_name, key, state, step)
+                if outcome is None:
+                    continue
+                new = finished(state, step, outcome, self._finish_time(state, outcome, None, now))
+                states[key] = new
+                done.append((key, new))
+                if new.phase is StepPhase.SUCCEEDED and new.cache_key and step.cache.enabled:
+                    self.cache.record(new.cache_key, run_id, key, new.outputs, new.metrics)
+                continue
             obs = jobs.get((key, state.attempts))
             late = self._not_started(state, step, obs, now)
             if late is not None and obs is not None:
@@ -442,7 +486,7 @@ class RunReconciler:
         states = adopt_launched(
             states, [(k, a, obs.cache_key) for (k, a), obs in jobs.items() if k in states or k in known], now
         )
-        finished_now = self._observe(namespace, run_id, states, resolved.spec, jobs)
+        finished_now = self._observe(namespace, run_id, states, resolved.spec, jobs, name)
         waiting_pods = self._waiting_pods(states, resolved.spec, jobs)
         started_at = old_status.started_at or now
         planner = RunPlanner(
@@ -470,6 +514,7 @@ class RunReconciler:
         refused = self._apply(plan, body, resolved, states, before, now)
 
         order = [s.name for s in resolved.spec.all_steps()]
+        kinds = {s.name: str(s.resource.manifest["kind"]) for s in resolved.spec.all_steps() if s.resource is not None}
         units = {k: v for k, v in states.items() if k not in order}
         if units != old_units:
             self._save_units(run_id, units)
@@ -494,7 +539,7 @@ class RunReconciler:
                 "started_at": started_at,
                 "finished_at": now if plan.done else None,
                 "progress": progress(states, order),
-                "steps": self._step_statuses(name, run_id, order, states),
+                "steps": self._step_statuses(name, run_id, order, states, kinds),
                 "conditions": conditions,
             }
         )
@@ -502,6 +547,7 @@ class RunReconciler:
         if record_uri is not None:
             status = status.model_copy(update={"record_uri": record_uri})
         self._write_status(body, old_status, status)
+        self._delete_ended_objects(namespace, name, resolved.spec, before, finished_now)
         if refused and refused != [self._condition_message(old_status)]:
             self.post_event(body, "Run", "Warning", "JobCreateRefused", "; ".join(refused))
         newly_waiting = pods is not None and pods.status is ConditionStatus.FALSE
@@ -515,10 +561,33 @@ class RunReconciler:
         )
         if plan.wake_at is not None:
             wait = min(wait, max(0.5, (plan.wake_at - self.clock()).total_seconds()))
+        if any(
+            s.resource is not None and states.get(s.name, StepState()).phase is StepPhase.RUNNING
+            for s in resolved.spec.all_steps()
+        ):
+            wait = min(wait, self.config.resource_poll_seconds)  # nothing watches its object: look again soon
         start_deadline = self._earliest_start_deadline(resolved.spec, states, jobs)
         if start_deadline is not None:
             wait = min(wait, max(0.5, (start_deadline - self.clock()).total_seconds()))
         return wait
+
+    def _delete_ended_objects(
+        self,
+        namespace: str,
+        run_name: str,
+        spec: PipelineSpec,
+        before: Mapping[str, StepState],
+        finished_now: list[tuple[str, StepState]],
+    ) -> None:
+        """The objects of resource-step attempts that ended in this pass: the Run no longer needs them once their
+        outcome (and metrics) are in its status, so they go after the status write, never before. A retry's next
+        attempt gets an object of its own name."""
+        steps = {s.name: s for s in spec.all_steps()}
+        for key, state in finished_now:
+            step = steps.get(step_of(key))
+            if step is not None and step.resource is not None:
+                attempt = before.get(key, state).attempts
+                self._delete_object(namespace, run_name, key, attempt, step)
 
     def _waiting_pods(
         self, states: Mapping[str, StepState], spec: PipelineSpec, jobs: Mapping[tuple[str, int], JobObservation]
@@ -628,11 +697,21 @@ class RunReconciler:
             )
         return may_start(name, slots, limit)
 
-    def _step_statuses(self, run: str, run_id: str, order: list[str], states: Mapping[str, StepState]) -> list[Any]:
+    def _step_statuses(
+        self,
+        run: str,
+        run_id: str,
+        order: list[str],
+        states: Mapping[str, StepState],
+        kinds: Mapping[str, str] | None = None,
+    ) -> list[Any]:
+        """`kinds`: the object kind of each resource step (they have an object, not a Job)."""
         out = []
         for status in step_statuses(order, states):
             update: dict[str, Any] = {}
-            if status.attempts:
+            if status.attempts and kinds and status.name in kinds:
+                update["resource_name"] = f"{kinds[status.name]}/{object_name(run, status.name, status.attempts)}"
+            elif status.attempts:
                 update["job_name"] = job_name(run, status.name, status.attempts)
             if status.fan_out is not None:
                 update["fan_out"] = status.fan_out.model_copy(update={"record_uri": units_document(run_id)})
@@ -668,7 +747,29 @@ class RunReconciler:
         steps = {s.name: s for s in resolved.spec.all_steps()}
         for action in plan.actions:
             state = states.get(action.key, StepState())
-            if isinstance(action, Launch):
+            if isinstance(action, Launch) and steps[action.step].resource is not None:
+                obj = step_object(
+                    run_name=meta["name"], run_uid=meta["uid"], namespace=meta["namespace"], task=action.task
+                )
+                try:
+                    created = self.objects.create(obj)
+                except ClusterRefused as e:
+                    log.warning("%s/%s step %s: %s", meta["namespace"], meta["name"], action.key, e)
+                    refused.append(str(e))
+                    states[action.key] = before.get(action.key, StepState())
+                    continue
+                log.info(
+                    "%s %s %s for %s/%s step %s",
+                    "created" if created else "found existing",
+                    obj["kind"],
+                    obj["metadata"]["name"],
+                    meta["namespace"],
+                    meta["name"],
+                    action.key,
+                )
+                if created:
+                    self._observe_overhead(meta["namespace"], steps[action.step], states, now, body)
+            elif isinstance(action, Launch):
                 step = steps[action.step]
                 image = step.container.image if step.container is not None else self.config.step_image
                 job = step_job(
@@ -702,9 +803,13 @@ class RunReconciler:
                 if created:
                     self._observe_overhead(meta["namespace"], step, states, now, body)
             elif isinstance(action, Kill):
-                # Deleting the Job stops the attempt at once, so its outcome is decided now (core killed(): a
-                # step timeout retries under the step's policy, as the local runner does).
-                self.cluster.delete_job(meta["namespace"], job_name(meta["name"], action.key, state.attempts))
+                # Deleting the Job (or the resource step's object: its engine stops the work) stops the attempt at
+                # once, so its outcome is decided now (core killed(): a step timeout retries under the step's
+                # policy, as the local runner does).
+                if steps[action.step].resource is not None:
+                    self._delete_object(meta["namespace"], meta["name"], action.key, state.attempts, steps[action.step])
+                else:
+                    self.cluster.delete_job(meta["namespace"], job_name(meta["name"], action.key, state.attempts))
                 states[action.key] = killed(state, steps[action.step], action, now)
         return refused
 

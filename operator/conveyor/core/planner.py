@@ -420,6 +420,8 @@ class RunPlanner:
             ctx["item"] = item
         if step.uses is not None:
             return {"uses": step.uses, "with": render_value(step.with_ or {}, ctx)}
+        if step.resource is not None:
+            return {"resource": render_value(step.resource.manifest, ctx)}
         assert step.container is not None
         c = step.container
         return {
@@ -804,6 +806,7 @@ class RunPlanner:
             config=template.get("with", {}),
             command=template.get("command", []),
             env=template.get("env", {}),
+            resource=template.get("resource"),
             inputs=inputs,
             outputs=self._outputs(step),
             store=self.context.store,

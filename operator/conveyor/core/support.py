@@ -35,6 +35,14 @@ def unsupported_steps(spec: PipelineSpec, shell: str, path: str = "spec") -> lis
     issues = _pod_settings(spec.pod, shell, f"{path}.pod")
     for sp, step in step_paths(spec, path):
         issues += _pod_settings(step.pod, shell, f"{sp}.pod")
+        if step.resource is not None and shell == LOCAL:
+            issues.append(
+                Issue(
+                    f"{sp}.resource",
+                    f"step {step.name!r} is a resource step: the {shell} cannot create cluster objects "
+                    "(run it on a cluster)",
+                )
+            )
         if step.approval is not None and step.approval.required and shell == LOCAL:
             issues.append(_no(f"{sp}.approval", "approval (approve on a cluster: conveyor approve)", shell))
         for j, inp in enumerate(step.inputs):

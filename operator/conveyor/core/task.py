@@ -59,6 +59,8 @@ class TaskSpec(_Model):
     config: dict[str, Any] = Field(default_factory=dict)
     command: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
+    resource: dict[str, Any] | None = None
+    """A resource step: its manifest with the templates rendered (the shell creates it; no step runtime runs)."""
     inputs: list[TaskInput] = Field(default_factory=list)
     outputs: list[str] = Field(default_factory=list)
     store: StoreConfig

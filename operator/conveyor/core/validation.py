@@ -321,6 +321,8 @@ def _check_templates(
         texts += [(f"{sp}.container.env[{i}].value", e.value) for i, e in enumerate(step.container.env)]
     if step.with_ is not None:
         texts += list(strings_in(step.with_, f"{sp}.with"))
+    if step.resource is not None:
+        texts += list(strings_in(step.resource.manifest, f"{sp}.resource.manifest"))
     for path, text in texts:
         try:
             refs = list(references(text))
@@ -454,6 +456,8 @@ def validate_pipeline(spec: PipelineSpec, path: str = "spec") -> list[Issue]:
                         )
                 outputs = contract_outputs
                 issues += _check_component_config(step, sp)
+        if step.resource is not None:
+            issues += _check_resource_step(step, sp)
         if step.for_each is not None and step.for_each.parameter is not None:
             param = next((p for p in spec.parameters if p.name == step.for_each.parameter), None)
             fp = f"{sp}.forEach.parameter"
@@ -483,6 +487,29 @@ def validate_pipeline(spec: PipelineSpec, path: str = "spec") -> list[Issue]:
         except (ZoneInfoNotFoundError, ValueError):
             issues.append(Issue(f"{path}.schedule.timeZone", f"unknown time zone {sc.time_zone!r}"))
     issues += _check_pod_settings(spec, path)
+    return issues
+
+
+_NOT_ON_RESOURCE_STEPS = {
+    "inputs": "artifact inputs (no step runtime fetches them; order steps with dependsOn)",
+    "outputs": "artifact outputs (no step runtime uploads them; declare resource.metrics)",
+    "resources": "resources (set them in the manifest: its engine starts the pods)",
+    "pod": "pod settings (set them in the manifest: its engine starts the pods)",
+    "start_timeout_seconds": "startTimeoutSeconds (the operator starts no pod; timeoutSeconds bounds an attempt)",
+    "for_each": "forEach (not supported yet on a resource step)",
+}
+
+
+def _check_resource_step(step: Step, sp: str) -> list[Issue]:
+    """A resource step: its manifest and checks (resource_problems), and no field that only a pod could honour."""
+    from conveyor.core.resources import resource_problems  # noqa: PLC0415
+
+    assert step.resource is not None
+    issues = [Issue(p, m) for p, m in resource_problems(step.resource, f"{sp}.resource")]
+    for name, what in _NOT_ON_RESOURCE_STEPS.items():
+        if getattr(step, name):
+            alias = Step.model_fields[name].alias or name
+            issues.append(Issue(f"{sp}.{alias}", f"step {step.name!r} is a resource step: it takes no {what}"))
     return issues
 
 
