@@ -138,9 +138,14 @@ def print_proof(old: Mapping[str, Any], new: Mapping[str, Any], *, strict: bool)
 def _rerun_local(args: argparse.Namespace, source: LocalRuns, run_id: str, record: dict[str, Any], spec: Any) -> int:
     from rich.console import Console  # noqa: PLC0415
 
+    from conveyor.cli.env_file import read_env_file  # noqa: PLC0415
     from conveyor.lifecycle.specs import store_spec, without_cache  # noqa: PLC0415
     from conveyor.local.view import run_with_progress  # noqa: PLC0415
 
+    # The values are not in the record (nor in any cache key), so a rerun is given them again, as `conveyor run` was.
+    env_file, issues = read_env_file(args.env_file, spec)
+    if issues:
+        raise InvalidSpec(issues, f"rerun of {run_id}")
     store_spec(source.store, spec, str(record["pipeline"]))
     console = Console(stderr=True)
     outcome = run_with_progress(
@@ -151,6 +156,7 @@ def _rerun_local(args: argparse.Namespace, source: LocalRuns, run_id: str, recor
         parallelism=None,
         console=console,
         live=not args.no_progress,
+        env_file=env_file,
     )
     new = source.record(outcome.run_id)
     print(f"rerun of {run_id}: {outcome.run_id}")
@@ -198,6 +204,16 @@ def _rerun_cluster(args: argparse.Namespace, source: ClusterRuns, record: dict[s
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
+    if args.env_file is not None and not args.local:
+        raise InvalidSpec(
+            [
+                Issue(
+                    "--env-file",
+                    "is for a rerun on this machine (--local): on a cluster the kubelet fills valueFrom variables from "
+                    f"the Secrets and ConfigMaps of namespace {args.namespace}",
+                )
+            ]
+        )
     source = _source(args)
     record = source.record(args.run)
     run_id = source.resolve(args.run) if isinstance(source, LocalRuns) else args.run
@@ -293,6 +309,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     rerun.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the rerun (cluster)")
     rerun.add_argument("--strict", action="store_true", help="exit 1 when any output differs, not only a model")
     rerun.add_argument("--no-progress", action="store_true", help="no live view (local)")
+    rerun.add_argument(
+        "--env-file",
+        type=Path,
+        metavar="FILE",
+        help="as for `conveyor run`: dotenv lines giving the steps' pod.env valueFrom variables by name (local; the "
+        "run record never holds them, so a rerun needs them again)",
+    )
     _where(rerun)
     rerun.set_defaults(func=_store_errors_exit_1(cmd_rerun))
 

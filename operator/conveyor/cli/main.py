@@ -64,7 +64,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     cli_values, issues = _parse_params(args.param or [], spec)
     params, param_issues = resolve_parameters(spec, {**given, **cli_values})
     issues += param_issues + unsupported(spec, LOCAL)
-    env_file, env_issues = _env_file(args.env_file, spec)
+    from conveyor.cli.env_file import read_env_file  # noqa: PLC0415
+
+    env_file, env_issues = read_env_file(args.env_file, spec)
     issues += env_issues
     if issues:
         raise InvalidSpec(issues, str(args.file))
@@ -86,23 +88,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(outcome.record_path.read_text())
     return {"Succeeded": EXIT_OK, "Cancelled": EXIT_CANCELLED}.get(outcome.phase.value, EXIT_FAILED)
-
-
-def _env_file(path: Path | None, spec: Any) -> tuple[dict[str, str] | None, list[Issue]]:
-    """The --env-file's values (None without one) and what is wrong with them or missing from them; no message
-    holds a value."""
-    from conveyor.core.envfile import local_step_env, parse_env_file  # noqa: PLC0415
-
-    values: dict[str, str] | None = None
-    issues: list[Issue] = []
-    if path is not None:
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as e:
-            why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"  # the decoder's message quotes bytes
-            return None, [Issue("--env-file", f"cannot read {path}: {why}")]
-        values, issues = parse_env_file(text, str(path))
-    return values, issues + local_step_env(spec, values)[1]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

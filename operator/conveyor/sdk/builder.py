@@ -665,7 +665,8 @@ class PipelineDefinition:
         return out
 
     def run_local(self, parameters: Mapping[str, Any] | None = None, **options: Any) -> RunOutcome:
-        """Run on this machine, as `conveyor run` runs the YAML; options: state_dir, parallelism, progress."""
+        """Run on this machine, as `conveyor run` runs the YAML; options: state_dir, parallelism, progress,
+        env_file (as `conveyor run --env-file`)."""
         from conveyor.sdk.launch import run_local  # noqa: PLC0415
 
         return run_local(self.build(), parameters, **options)

@@ -53,15 +53,21 @@ def run_local(
     state_dir: Path | str = ".conveyor",
     parallelism: int | None = None,
     progress: bool = True,
+    env_file: Path | str | None = None,
 ) -> RunOutcome:
-    """Run on this machine as `conveyor run` does (same store, cache and records under `state_dir`)."""
+    """Run on this machine as `conveyor run` does (same store, cache and records under `state_dir`). `env_file` is
+    `conveyor run --env-file`: dotenv lines giving the steps' pod.env valueFrom variables by name."""
     from rich.console import Console  # noqa: PLC0415
 
+    from conveyor.cli.env_file import read_env_file  # noqa: PLC0415
     from conveyor.lifecycle.specs import store_spec  # noqa: PLC0415
     from conveyor.local.view import run_with_progress  # noqa: PLC0415
     from conveyor.storage.local import LocalStore  # noqa: PLC0415
 
     values = _parameters(pipeline, parameters, LOCAL)
+    env, issues = read_env_file(Path(env_file) if env_file is not None else None, pipeline.spec)
+    if issues:
+        raise InvalidSpec(issues, f"pipeline {pipeline.metadata['name']}")
     state = Path(state_dir)
     name = str(pipeline.metadata["name"])
     store_spec(LocalStore(state.resolve() / "store"), pipeline.spec, name)  # for `conveyor rerun`
@@ -74,6 +80,7 @@ def run_local(
             parallelism=parallelism,
             console=Console(),
             live=progress,
+            env_file=env,
         )
 
 
