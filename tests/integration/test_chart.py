@@ -350,7 +350,10 @@ def _status_objects_plurals() -> set[str]:
     found: set[str] = set()
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(_parse(path)):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "StatusObjects":
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", getattr(node.func, "attr", "")) == "StatusObjects"
+            ):
                 arg = next((k.value for k in node.keywords if k.arg == "plural"), None)
                 arg = arg if arg is not None else node.args[1]
                 assert isinstance(arg, ast.Constant) and isinstance(arg.value, str), (
@@ -881,6 +884,7 @@ READER_CALLS = {  # kube/reader.py's client calls: (resource, verb); custom obje
     "get_namespaced_custom_object": (None, "get"),
     "list_namespaced_pod": ("pods", "list"),
     "read_namespaced_pod_log": ("pods/log", "get"),
+    "list_namespaced_event": ("events", "list"),
 }
 
 
@@ -1019,6 +1023,47 @@ def test_console_rbac_is_read_only_without_secrets_and_grants_what_its_reader_ca
         assert [b["kind"] for b in mine] == ["ClusterRoleBinding"]
     # the operator's own service account is not the console's
     assert all(s["name"] != "conveyor" for b in mine for s in b["subjects"])
+
+
+@pytest.mark.parametrize("namespaces", [[], ["team-a", "team-b"]], ids=["cluster-wide", "console-namespaces"])
+def test_console_actions_are_off_by_default_and_grow_rbac_only_by_create_and_patch_on_runs(
+    helm: Helm, namespaces: list[str]
+) -> None:
+    off = helm.template("conveyor", "conveyor-system", {"console": {"enabled": True, "namespaces": namespaces}})
+    (c,) = one(off, "Deployment", "conveyor-console")["spec"]["template"]["spec"]["containers"]
+    assert "--actions" not in c["args"]
+    assert [d for d in off if d["metadata"]["name"] == "conveyor-console-actions"] == []
+
+    values = {"console": {"enabled": True, "namespaces": namespaces, "actions": {"enabled": True}}}
+    on = helm.template("conveyor", "conveyor-system", values)
+    (c,) = one(on, "Deployment", "conveyor-console")["spec"]["template"]["spec"]["containers"]
+    assert "--actions" in c["args"] and c["args"][:2] == ["ui", "--in-cluster"]
+    assert rules_of(one(on, "ClusterRole", "conveyor-console")) == rules_of(one(off, "ClusterRole", "conveyor-console"))
+    actions = one(on, "ClusterRole", "conveyor-console-actions")
+    assert rules_of(actions) == {(GROUP, "runs", "create"), (GROUP, "runs", "patch")}  # no delete, status, Secrets
+    bound = [
+        d
+        for d in on
+        if d["kind"] in ("ClusterRoleBinding", "RoleBinding") and d["roleRef"]["name"] == "conveyor-console-actions"
+    ]
+    if namespaces:
+        assert sorted((b["kind"], b["metadata"]["namespace"]) for b in bound) == [
+            ("RoleBinding", n) for n in namespaces
+        ]
+    else:
+        assert [b["kind"] for b in bound] == ["ClusterRoleBinding"]
+    for b in bound:
+        assert b["subjects"] == [{"kind": "ServiceAccount", "name": "conveyor-console", "namespace": "conveyor-system"}]
+    # everything but the actions' role, its bindings and the flag is as with actions off
+    rest = [d for d in on if d["metadata"]["name"] != "conveyor-console-actions" and d["kind"] != "Deployment"]
+    assert rest == [d for d in off if d["kind"] != "Deployment"]
+
+
+def test_console_actions_value_is_checked_by_the_schema(helm: Helm) -> None:
+    values_file = helm.home / "values-bad-actions.yaml"
+    values_file.write_text(yaml.safe_dump({"console": {"enabled": True, "actions": {"enabled": "yes"}}}))
+    done = helm.run("template", "conveyor", str(CHART), "--namespace", "conveyor-system", "--values", str(values_file))
+    assert done.returncode != 0 and "actions" in done.stderr
 
 
 def test_console_manifests_pass_a_server_side_dry_run(

@@ -1,4 +1,5 @@
-"""`conveyor ui`: the web console over the local runner's state directory or a cluster (read-only).
+"""`conveyor ui`: the web console over the local runner's state directory or a cluster (read-only unless
+`--actions`: then, on a cluster, cancel, rerun, approve and reject, as the CLI does them).
 
 Locally it reads `--state-dir`. With `--kubeconfig` (and `--context`) or `--in-cluster` it reads the
 cluster's Runs (every namespace, or those given with `-n`) and the operator's artifact store for the
@@ -42,7 +43,15 @@ def _cluster_source(args: argparse.Namespace) -> Any:
     except Exception as e:  # the client's ConfigException, or a kubeconfig that does not parse
         return f"cannot load the cluster's credentials: {e}"
     store = S3Store(args.bucket, args.prefix, args.s3_endpoint or None)
-    return ClusterSource(ClusterReader(settings), store, args.namespace or ())
+    source = ClusterSource(ClusterReader(settings), store, args.namespace or ())
+    if args.actions:
+        from conveyor.console.actions import ClusterActions  # noqa: PLC0415
+        from conveyor.kube.cluster import Cluster  # noqa: PLC0415
+        from conveyor.kube.reader import writer_client  # noqa: PLC0415
+
+        writer = Cluster(writer_client(settings))
+        args.console_actions = ClusterActions(writer, store, tuple(args.namespace or ()), source.changed)
+    return source
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -64,13 +73,16 @@ def cmd_ui(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_FAILED
+        if args.actions:
+            print("error: --actions act on a cluster's Runs: give --kubeconfig or --in-cluster", file=sys.stderr)
+            return EXIT_FAILED
         source = LocalSource(state_dir)
     if not loopback(args.host) and not args.allow_host:
         print(
             f"warning: serving on {args.host}: anyone who reaches it reads every run and log (no login yet)",
             file=sys.stderr,
         )
-    return serve(source, args.host, args.port, args.allow_host)
+    return serve(source, args.host, args.port, args.allow_host, getattr(args, "console_actions", None))
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -100,6 +112,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         action="append",
         default=[],
         help="also answer requests naming this host (repeatable), e.g. the console's Service name",
+    )
+    ui.add_argument(
+        "--actions",
+        action="store_true",
+        help="let the console cancel and rerun Runs and approve or reject waiting steps (cluster; off by default)",
     )
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     ui.add_argument("--port", type=_port, default=8420, help="port (default 8420; 0: any free port)")

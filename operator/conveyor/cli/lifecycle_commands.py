@@ -163,18 +163,20 @@ def _rerun_local(args: argparse.Namespace, source: LocalRuns, run_id: str, recor
     return print_proof(record, new, strict=args.strict)
 
 
-def _rerun_cluster(args: argparse.Namespace, source: ClusterRuns, record: dict[str, Any], spec: Any) -> int:
+def create_rerun(source: ClusterRuns, run: str, record: Mapping[str, Any], spec: Any, name: str | None = None) -> str:
+    """Create a Run of the recorded spec and parameters with the cache off (`conveyor rerun`'s and the web
+    console's way); returns its name. InvalidSpec when one of that name exists already."""
     from conveyor.lifecycle.specs import store_spec, without_cache  # noqa: PLC0415
 
     store_spec(source.store, spec, str(record["pipeline"]))
-    name = args.name or f"{args.run[:40]}-rerun-{uuid.uuid4().hex[:5]}"
+    name = name or f"{run[:40]}-rerun-{uuid.uuid4().hex[:5]}"
     body = {
         "apiVersion": "conveyor.dev/v1alpha1",
         "kind": "Run",
         "metadata": {
             "name": name,
             "namespace": source.namespace,
-            "labels": {"conveyor.dev/rerun-of": args.run},
+            "labels": {"conveyor.dev/rerun-of": run},
             "annotations": {
                 "conveyor.dev/rerun-of-uid": str(record["runId"]),
                 "conveyor.dev/pipeline-spec-digest": str(record["pipelineSpecDigest"]),
@@ -184,6 +186,22 @@ def _rerun_cluster(args: argparse.Namespace, source: ClusterRuns, record: dict[s
     }
     if not source.cluster.create_run(body):
         raise InvalidSpec([Issue("--name", f"run {source.namespace}/{name} exists already")])
+    return name
+
+
+def rerun_of(source: ClusterRuns, run: str, name: str | None = None) -> str:
+    """Rerun a cluster Run from its record alone (the web console's action): its recorded spec, checked
+    external inputs, then `create_rerun`. InvalidSpec saying why it cannot be rerun."""
+    record = source.record(run)
+    spec = recorded_spec(source, run, record, None)
+    problems = external_input_problems(record)
+    if problems:
+        raise InvalidSpec([Issue("inputs", p) for p in problems])
+    return create_rerun(source, run, record, spec, name)
+
+
+def _rerun_cluster(args: argparse.Namespace, source: ClusterRuns, record: dict[str, Any], spec: Any) -> int:
+    name = create_rerun(source, args.run, record, spec, args.name)
     print(f"created run {source.namespace}/{name}: the recorded spec and parameters, cache disabled", file=sys.stderr)
     if args.no_wait:
         return EXIT_OK

@@ -169,6 +169,13 @@ class ClusterRuns:
         self.cluster = Cluster(load_kube_config())
         self.store = S3Store(bucket, prefix, endpoint)
 
+    @classmethod
+    def over(cls, namespace: str, cluster: Any, store: Any) -> ClusterRuns:
+        """The same, over a cluster client and store made elsewhere (the web console's, with its kubeconfig)."""
+        runs = cls.__new__(cls)
+        runs.namespace, runs.cluster, runs.store = namespace, cluster, store
+        return runs
+
     def _run(self, run: str) -> dict[str, Any]:
         body = self.cluster.get_custom("runs", self.namespace, run)
         if body is None:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from conveyor.api.pipeline import PipelineSpec
 from conveyor.cli.records import checked_record
+from conveyor.console.models import deployment_id, deployment_view, deployments_view
 from conveyor.console.objects import (
     attempts_from_pods,
     conditions_of,
@@ -138,6 +139,10 @@ class ClusterSource(StoredRecords):
 
     def rows(self) -> list[RunRow]:
         return [run_row_of(b) for b in self._bodies().values()]
+
+    def changed(self) -> None:
+        """An action changed the cluster: the next page reads it again instead of the kept LIST."""
+        self._timed.drop("runs")
 
     def _record(self, body: Body) -> dict[str, Any] | None:
         """The Run's stored record (its runId the console's name for it), or None while it has none."""
@@ -264,6 +269,39 @@ class ClusterSource(StoredRecords):
 
     def plot_png(self, run_id: str, step: str, index: int) -> bytes:
         return self._plot_in(self._record(self._body(run_id)), run_id, step, index)
+
+    # ------------------------------------------------------------ ModelDeployments
+
+    def _deployment_bodies(self) -> dict[str, Body]:
+        def list_them() -> dict[str, Body]:
+            bodies = []
+            for ns in self.namespaces or (None,):
+                bodies += _asked(partial(self.reader.list_custom, "modeldeployments", ns))
+            return {deployment_id(b): b for b in bodies}
+
+        held: dict[str, Body] = self._timed.get("modeldeployments", list_them)
+        return held
+
+    def deployments(self) -> dict[str, Any]:
+        return deployments_view(self._deployment_bodies().values())
+
+    def deployment(self, deployment: str) -> dict[str, Any]:
+        where = split_id(deployment)
+        if where is None or (self.namespaces and where[0] not in self.namespaces):
+            raise NotFound(f"model deployment {deployment!r} does not exist (they are named namespace/name)")
+        body = self._deployment_bodies().get(deployment)
+        if body is None:  # created since the last LIST
+            body = _asked(lambda: self.reader.get_custom("modeldeployments", *where))
+            if body is None:
+                raise NotFound(f"model deployment {deployment!r} does not exist")
+            self._timed.drop("modeldeployments")
+        events = self._timed.get(
+            ("events", *where), lambda: _asked(lambda: self.reader.events_of(where[0], "ModelDeployment", where[1]))
+        )
+        retraining = ((body.get("status") or {}).get("retraining") or {}).get("run")
+        run = self._bodies().get(f"{where[0]}/{retraining}") if retraining else None
+        phase = str((run.get("status") or {}).get("phase") or "Pending") if run is not None else None
+        return deployment_view(body, events, phase)
 
 
 def _asked(read: Callable[[], T]) -> T:

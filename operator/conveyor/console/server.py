@@ -17,10 +17,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
+from conveyor.console.actions import Actions
 from conveyor.console.app import ConsoleApp
 from conveyor.console.source import ConsoleSource
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+MAX_BODY = 64 * 1024
 
 
 def loopback(host: str) -> bool:
@@ -46,7 +48,9 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def serve(source: ConsoleSource, host: str, port: int, also_hosts: Sequence[str] = ()) -> int:
+def serve(
+    source: ConsoleSource, host: str, port: int, also_hosts: Sequence[str] = (), actions: Actions | None = None
+) -> int:
     """Serve until interrupted; prints the console's address first (on stdout, one line, for scripts).
 
     On loopback only requests naming a loopback host are answered; elsewhere any host, unless `also_hosts`
@@ -54,7 +58,7 @@ def serve(source: ConsoleSource, host: str, port: int, also_hosts: Sequence[str]
     sock = bind(host, port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     names = frozenset(h.lower() for h in also_hosts)
-    app = ConsoleApp(source, LOOPBACK_NAMES | names if loopback(host) or names else None)
+    app = ConsoleApp(source, LOOPBACK_NAMES | names if loopback(host) or names else None, actions)
     try:
         import uvicorn  # noqa: PLC0415  # the HTTP stack loads only for `conveyor ui`
     except ImportError:
@@ -75,7 +79,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """One HTTP/1.1 request handed to the ASGI application (the console's requests have no body)."""
+    """One HTTP/1.1 request handed to the ASGI application. The console's requests need no body: one that
+    comes anyway (up to 64 KiB) is read and handed on, so the connection stays in step."""
 
     server: _Server
     protocol_version = "HTTP/1.1"
@@ -96,9 +101,15 @@ class _Handler(BaseHTTPRequestHandler):
             "server": self.server.server_address[:2],
         }
         sent: list[dict[str, Any]] = []
+        length = int(self.headers.get("content-length") or 0)
+        if length > MAX_BODY:
+            self.send_error(413, "the console takes no request body")
+            self.close_connection = True
+            return
+        body = self.rfile.read(length) if length > 0 else b""
 
         async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": False}
 
         async def send(message: MutableMapping[str, Any]) -> None:
             sent.append(dict(message))

@@ -96,6 +96,14 @@ class ConsoleSource(Protocol):
         """One pipeline's versions and recent runs (pipelines.pipeline_view); NotFound for an unknown name."""
         ...
 
+    def deployments(self) -> dict[str, Any]:
+        """The ModelDeployments (models.deployments_view); a local state has none."""
+        ...
+
+    def deployment(self, deployment: str) -> dict[str, Any]:
+        """One ModelDeployment (models.deployment_view); NotFound for an unknown one."""
+        ...
+
 
 class StoredRecords:
     """What both sources answer from the runs' final records and the store they point into: evaluation
@@ -343,6 +351,12 @@ class LocalSource(StoredRecords):
         if text is None and record is None:
             text = _live_log(run_dir / "logs" / f"{key}.log", attempt)  # still running: what it printed so far
         return None if text is None else redact_text(text)
+
+    def deployments(self) -> dict[str, Any]:
+        return {"deployments": [], "total": 0, "note": "models are served on a cluster: a local state has none"}
+
+    def deployment(self, deployment: str) -> dict[str, Any]:
+        raise NotFound(f"no model deployment {deployment!r}: a local state has none (open the console on a cluster)")
 
     def plot_png(self, run_id: str, step: str, index: int) -> bytes:
         run_dir = self._dir(run_id)

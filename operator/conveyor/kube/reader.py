@@ -1,4 +1,5 @@
-"""The web console's read-only view of a cluster: Runs, Pipelines, a Run's pods and a pod's log.
+"""The web console's read-only view of a cluster: Runs, Pipelines, ModelDeployments, a Run's pods, a pod's
+log and an object's Events.
 
 Only reads (get and list; the chart's console ServiceAccount is granted nothing else), never a Secret,
 with a client configuration of its own: a kubeconfig file and context given on the command line, or
@@ -39,8 +40,14 @@ def reader_config(kubeconfig: Path | None, context: str | None, in_cluster: bool
     return settings
 
 
+def writer_client(settings: client.Configuration) -> client.ApiClient:
+    """An API client over the console's own configuration for its actions (`conveyor ui --actions`), which
+    kube.cluster.Cluster wraps as the CLI's commands do: the reader itself never writes."""
+    return client.ApiClient(settings)
+
+
 class ClusterReader:
-    """get/list on Runs and Pipelines, list on a Run's pods, get on a pod's log. Nothing else."""
+    """get/list on Conveyor's kinds, list on a Run's pods and an object's Events, get on a pod's log. Nothing else."""
 
     def __init__(self, settings: client.Configuration) -> None:
         self.host = str(settings.host)
@@ -90,6 +97,19 @@ class ClusterReader:
             )
         except ApiException as e:
             raise ReadRefused(_refusal(e, f"list pods in {namespace}")) from None
+        return self._items(resp)
+
+    def events_of(self, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
+        """The Events posted about one object (by its kind and name), as the API server keeps them."""
+        try:
+            resp: Any = self.core.list_namespaced_event(
+                namespace,
+                field_selector=f"involvedObject.kind={kind},involvedObject.name={name}",
+                _preload_content=False,
+                _request_timeout=REQUEST_SECONDS,
+            )
+        except ApiException as e:
+            raise ReadRefused(_refusal(e, f"list events in {namespace}")) from None
         return self._items(resp)
 
     def pod_log(self, namespace: str, pod: str, container: str, limit_bytes: int) -> str | None:

@@ -35,6 +35,20 @@ async function api(url, { conditional = false } = {}) {
   return body;
 }
 
+// POST an action with the session's CSRF token (the page's meta tag); the answer's `error` is thrown.
+async function act(url) {
+  const token = document.querySelector('meta[name="conveyor-csrf"]')?.content || "";
+  const r = await fetch(url, { method: "POST", headers: { "X-Conveyor-CSRF": token }, cache: "no-store", credentials: "same-origin" });
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.error || `${r.status} ${r.statusText}`);
+  return body;
+}
+let actionsOn = null;  // whether this console takes actions (GET /api/source), asked once
+async function actionsEnabled() {
+  if (actionsOn === null) actionsOn = api("/api/source").then((s) => Boolean(s.actions)).catch(() => false);
+  return actionsOn;
+}
+
 function runHref(id) { return "/runs/" + encodeURIComponent(id); }
 function runApi(id) { return "/api/runs/" + encodeURIComponent(id); }
 function lineageHref(digest) { return "/lineage/" + encodeURIComponent(digest); }
@@ -303,6 +317,7 @@ async function runPage(app) {
     });
     mount(app,
       h("h1", {}, "Run ", h("span", { id: "run-id" }, run.id), " ", phase(run.phase)),
+      actions ? actionBar(run) : null,
       run.live ? h("p", { class: "live" }, "Running: this page follows it live; the full record appears when the run ends.") : null,
       run.problem ? h("p", { class: "error", role: "alert" }, run.problem) : null,
       run.failure ? h("section", { id: "failure", class: "failure", "aria-labelledby": "failure-title" },
@@ -324,6 +339,33 @@ async function runPage(app) {
         h("figure", {}, h("img", { src: `${url}/plots/${encodeURIComponent(p.step)}/${p.index}`, alt: `${p.step}: ${p.title}` }),
           h("figcaption", {}, `${p.step}: ${p.title}`))))] : null,
       Object.keys(run.environment || {}).length ? [h("h2", {}, "Environment"), keyValues("environment", run.environment)] : null);
+  }
+  const actions = await actionsEnabled();
+  const result = h("p", { id: "action-result", role: "status" });
+  // The buttons of what may be done to the run now: cancel while it goes, rerun once it ended, and a
+  // decision on each step waiting for approval. The answer (or why it was refused) shows in #action-result.
+  function actionBar(r) {
+    const button = (cls, label, path, confirmText) => h("button", { type: "button", class: `action ${cls}`, onclick: async (e) => {
+      if (confirmText && !window.confirm(confirmText)) return;
+      e.target.disabled = true;
+      try {
+        const done = await act(`${url}/${path}`);
+        mount(result, done.message, done.created ? [" ", h("a", { href: runHref(done.created), id: "created-run" }, "open it")] : null);
+        result.className = "done";
+        etags.delete(url);
+        const next = await api(url);
+        if (next) render(next);
+      } catch (err) { result.textContent = String(err.message || err); result.className = "error"; }
+      finally { e.target.disabled = false; }
+    } }, label);
+    const waiting = r.steps.filter((s) => s.phase === "Waiting" && /approval/.test(s.message || ""));
+    return h("section", { id: "actions", class: "actions", "aria-label": "actions" },
+      !r.final ? button("cancel", "Cancel run", "cancel") : null,
+      r.final && !r.live ? button("rerun", "Rerun (same spec and parameters, no cache)", "rerun") : null,
+      waiting.map((s) => h("span", { class: "decision", dataset: { step: s.name } }, `Step ${s.name} waits for approval: `,
+        button("approve", `Approve ${s.name}`, `steps/${encodeURIComponent(s.name)}/approve`),
+        " ", button("reject", `Reject ${s.name}`, `steps/${encodeURIComponent(s.name)}/reject`))),
+      result);
   }
   let run;
   try { run = await api(url); } catch (e) { fail(app, e); return; }
@@ -507,14 +549,91 @@ async function pipelinePage(app) {
     doc.versions.length ? doc.versions.map(specBlock) : h("p", { class: "none" }, "No run of it has a record yet."));
 }
 
+// ------------------------------------------------------------------ model deployments
+
+function deploymentHref(id) { return "/deployments/" + encodeURIComponent(id); }
+function modelText(m) { return m ? `${m.version || "(no version)"} ${shortDigest(m.digest)}` : "-"; }
+function fmtNumber(v) { return v === null || v === undefined ? "-" : Number(Number(v).toPrecision(4)).toString(); }
+
+async function deploymentsPage(app) {
+  document.title = "Model deployments · Conveyor";
+  let doc;
+  try { doc = await api("/api/deployments"); } catch (e) { fail(app, e); return; }
+  mount(app,
+    h("h1", {}, "Model deployments"),
+    h("p", { id: "deployment-count", class: "count" }, `${doc.total} model deployment${doc.total === 1 ? "" : "s"}`),
+    doc.note ? h("p", { class: "none" }, doc.note) : null,
+    doc.deployments.length ? h("table", { id: "deployments", class: "deployments" },
+      h("thead", {}, h("tr", {}, ["Deployment", "Ready", "Replicas ready", "Serving", "Canary", "Drift score", "Retraining", "Model from"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, doc.deployments.map((d) => h("tr", { class: "deployment", dataset: { deployment: d.id } },
+        h("td", { class: "name" }, h("a", { href: deploymentHref(d.id) }, d.id)), h("td", { class: "ready" }, d.ready || "-"),
+        h("td", { class: "replicas" }, String(d.readyReplicas)), h("td", { class: "current" }, modelText(d.current)),
+        h("td", { class: "canary" }, modelText(d.canary)), h("td", { class: "drift" }, fmtNumber(d.driftScore)),
+        h("td", { class: "retraining" }, d.retraining || "-"), h("td", {}, d.source)))))
+      : h("p", { class: "none" }, "No model deployments."));
+}
+
+function modelFacts(cls, m, extra = []) {
+  if (!m) return h("p", { class: `none ${cls}` }, "none");
+  return facts(cls, [["version", m.version || "-"], ["digest", digestLink(m.digest)], ["uri", h("span", { class: "uri" }, m.uri || "-")], ...extra]);
+}
+
+async function deploymentPage(app) {
+  const id = decodeURIComponent(location.pathname.split("/")[2] || "");
+  const url = "/api/deployments/" + encodeURIComponent(id);
+  document.title = `${id} · Model deployments · Conveyor`;
+  function render(d) {
+    const c = d.canaryStatus;
+    mount(app,
+      h("h1", {}, "Model deployment ", h("span", { id: "deployment-name" }, d.id)),
+      h("section", { id: "summary" }, facts("summary", [
+        ["ready", d.ready || "-"], ["ready replicas", h("span", { id: "ready-replicas" }, String(d.readyReplicas))],
+        ["replicas (autoscaling)", `${d.replicas.min ?? "-"} to ${d.replicas.max ?? "-"}`], ["rollout", d.strategy],
+        ["model from", d.source], ["generation", `${d.observedGeneration ?? "-"} observed of ${d.generation ?? "-"}`],
+      ])),
+      h("h2", {}, "Serving now"), modelFacts("current", d.current),
+      h("h2", {}, "Canary"), c ? modelFacts("canary", d.canary, [
+        ["step", `${c.step + 1} of ${c.steps || 1}${c.promoting ? ", promoting" : ""}`], ["step started", fmtTime(c.stepStartedAt)],
+        ["requests", String(c.requests)], ["error rate", c.errorRate === null || c.errorRate === undefined ? "-" : `${(100 * c.errorRate).toFixed(2)} %`],
+      ]) : h("p", { class: "none canary" }, "no canary in progress"),
+      h("h2", {}, "Served before"), modelFacts("previous", d.previous),
+      d.rejected ? [h("h2", {}, "Rejected"), modelFacts("rejected", d.rejected, [["reason", d.rejected.reason], ["message", d.rejected.message || "-"], ["at", fmtTime(d.rejected.at)]])] : null,
+      h("h2", {}, "Traffic"), d.traffic.length ? table("traffic", ["model", "weight"], d.traffic.map((t) => [digestLink(t.digest, shortDigest(t.digest)), `${t.weight} %`])) : h("p", { class: "none" }, "-"),
+      h("h2", {}, "Conditions"), d.conditions.length ? table("conditions", ["type", "status", "reason", "message", "since"],
+        d.conditions.map((x) => [x.type, x.status, x.reason || "-", x.message || "-", fmtTime(x.lastTransitionTime)])) : h("p", { class: "none" }, "none yet"),
+      h("h2", {}, "Drift"), d.drift ? [
+        facts("drift", [["score", h("span", { id: "drift-score" }, fmtNumber(d.drift.score))], ["threshold", fmtNumber(d.drift.threshold)],
+          ["rows", String(d.drift.rows)], ["above the threshold since", fmtTime(d.drift.aboveSince)], ["measured", fmtTime(d.drift.at)]]),
+        d.drift.features.length ? table("drift-features", ["feature", "score", "measure", "drifted"],
+          d.drift.features.map((f) => [f.name, fmtNumber(f.score), f.measure || "-", f.drifted ? "yes" : "no"])) : null,
+      ] : h("p", { class: "none drift" }, d.driftScore === null || d.driftScore === undefined ? "not measured" : `score ${fmtNumber(d.driftScore)}`),
+      h("h2", {}, "Live accuracy"), d.liveAccuracy.length ? table("live-accuracy", ["version", "labels", "accuracy", "mean absolute error"],
+        d.liveAccuracy.map((a) => [a.version, String(a.labels), fmtNumber(a.accuracy), fmtNumber(a.meanAbsoluteError)]))
+        : h("p", { class: "none live-accuracy" }, "no labelled predictions yet"),
+      d.minAccuracy !== null && d.minAccuracy !== undefined ? h("p", {}, `retrains below accuracy ${fmtNumber(d.minAccuracy)}`) : null,
+      h("h2", {}, "Retraining"), d.retrainingStatus ? facts("retraining", [
+        ["run", h("a", { href: runHref(`${d.namespace}/${d.retrainingStatus.run}`) }, d.retrainingStatus.run)],
+        ["its phase", d.retrainingStatus.runPhase ? phase(d.retrainingStatus.runPhase) : "-"],
+        ["why", `${d.retrainingStatus.reason}${d.retrainingStatus.message ? ": " + d.retrainingStatus.message : ""}`],
+        ["started", fmtTime(d.retrainingStatus.at)]])
+        : h("p", { class: "none retraining" }, d.retrainPipeline ? `none yet (pipeline ${d.retrainPipeline} retrains it)` : "not configured"),
+      h("h2", {}, "Recent events"), d.events.length ? table("events", ["last seen", "type", "reason", "message", "count"],
+        d.events.map((e) => [fmtTime(e.at), e.type || "-", e.reason || "-", e.message || "", String(e.count)])) : h("p", { class: "none" }, "no events"));
+  }
+  let doc;
+  try { doc = await api(url); } catch (e) { fail(app, e); return; }
+  render(doc);
+  pollEvery(async () => { const next = await api(url, { conditional: true }); if (next) render(next); });
+}
+
 // ------------------------------------------------------------------ start
 
 document.addEventListener("DOMContentLoaded", () => {
   const app = document.getElementById("app");
   api("/api/source").then((s) => { document.getElementById("where").textContent = s.description; }).catch(() => {});
   const page = document.body.dataset.page;
-  const section = { runs: "/", run: "/", compare: "/", pipelines: "/pipelines", pipeline: "/pipelines", lineage: "/lineage" }[page];
+  const section = { runs: "/", run: "/", compare: "/", pipelines: "/pipelines", pipeline: "/pipelines", lineage: "/lineage", deployments: "/deployments", deployment: "/deployments" }[page];
   for (const a of document.querySelectorAll("header nav a")) if (a.getAttribute("href") === section) a.setAttribute("aria-current", "page");
-  const pages = { runs: runsPage, run: runPage, compare: comparePage, lineage: lineagePage, pipelines: pipelinesPage, pipeline: pipelinePage };
+  const pages = { runs: runsPage, run: runPage, compare: comparePage, lineage: lineagePage, pipelines: pipelinesPage, pipeline: pipelinePage, deployments: deploymentsPage, deployment: deploymentPage };
   (pages[page] || runsPage)(app).catch((e) => fail(app, e));
 });
