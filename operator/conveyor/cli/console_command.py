@@ -88,7 +88,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ui = sub.add_parser(
         "ui",
-        help="the web console: runs, DAGs, logs, comparisons, lineage and pipelines in the browser (read-only), "
+        help="the web console: runs, DAGs, logs, comparisons, lineage, pipelines and models in the browser "
+        "(read-only unless --actions), "
         "over the local state or a cluster",
     )
     ui.add_argument("--state-dir", type=Path, default=Path(".conveyor"), help="the local runner's state")
