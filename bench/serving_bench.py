@@ -1,4 +1,9 @@
-"""The serving benchmark: Conveyor's model server against MLServer, side by side, in one run, with wrk.
+"""The serving benchmark: Conveyor's model server against MLServer, KServe and BentoML, side by side, with wrk.
+
+KServe (0.21.0, bench/peers/kserve_sklearn.py: sklearnserver's model class on kserve.ModelServer) and
+BentoML (1.4.40, bench/peers/bentoml_sklearn.py: a @bentoml.service taking the v2 body) get venvs of
+their own in the cache dir like MLServer, and the same joblib file and the same `columns` body
+(`--peers` picks which). The table gives each cell's ratio to the best peer and the issue-21 goals.
 
 Both servers serve the same fitted objects: a LogisticRegression and a RandomForestClassifier (100
 trees) trained by our components (ingest, preprocess, train) on scikit-learn's breast_cancer (30
