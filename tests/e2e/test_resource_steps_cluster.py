@@ -69,13 +69,15 @@ def engine_crd(control_plane: ControlPlane) -> Iterator[None]:
 def operator(
     control_plane: ControlPlane, minio: S3Endpoint, install_crds: list[str], engine_crd: None
 ) -> Iterator[Operator]:
-    """The operator alone (resource steps start no pods: no node agent), reading objects every second."""
+    """The operator alone (resource steps start no pods: no node agent), reading objects every second, allowed to
+    create Engines and nothing else."""
     op = Operator(
         control_plane,
         minio,
         control_plane.log_dir,
         name="operator-resource-steps",
-        extra_env={"CONVEYOR_RESOURCE_POLL_SECONDS": "1"},
+        # the chart's resourceSteps.allowed as the operator reads it: the test CRD only
+        extra_env={"CONVEYOR_RESOURCE_POLL_SECONDS": "1", "CONVEYOR_RESOURCE_KINDS": f"{ENGINE_GROUP}/{ENGINES}"},
     ).start()
     yield op
     op.stop()
@@ -216,3 +218,39 @@ def test_a_run_whose_kind_is_not_served_says_so(api: k8s_client.ApiClient, names
 
     message = wait_until(refused, timeout=60, what="the refusal in the Run's condition")
     assert "missing.conveyor.dev/v1" in str(message), message
+
+
+def test_a_kind_not_allowed_is_refused_and_nothing_is_created(
+    api: k8s_client.ApiClient, namespace: str, operator: Operator
+) -> None:
+    """The operator's own grants (here: the control plane's admin) could create a Lease; it refuses to, since the
+    chart did not allow it, and says which value to set."""
+    ns = namespace
+    body = pipeline("engine-not-allowed")
+    body["spec"]["steps"][0]["resource"]["manifest"] = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "spec": {"holderIdentity": "{{ run.name }}"},
+    }
+    body["spec"]["steps"][0]["resource"]["metrics"] = []
+    body["spec"]["steps"][0]["resource"]["failureWhen"] = {"expression": "false"}
+    create(api, ns, "pipelines", body)
+    create(api, ns, "runs", run_body("engine-not-allowed-1", "engine-not-allowed"))
+
+    def refused() -> str | None:
+        run: Any = k8s_client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, ns, "runs", "engine-not-allowed-1"
+        )
+        cond = next((c for c in run.get("status", {}).get("conditions", []) if c["type"] == "Succeeded"), None)
+        return cond["message"] if cond and cond["reason"] == "JobCreateRefused" else None
+
+    try:
+        message = wait_until(refused, timeout=60, what="the refusal in the Run's condition")
+    except Exception:
+        print(operator.log()[-5000:])
+        raise
+    assert "coordination.k8s.io/leases" in str(message) and "resourceSteps.allowed" in str(message), message
+    leases = k8s_client.CoordinationV1Api(api).list_namespaced_lease(
+        ns, label_selector="conveyor.dev/run=engine-not-allowed-1"
+    )
+    assert leases.items == []

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from integration.test_chart import CHART, Helm, rules_of
+from conveyor.controller.config import load_config
+from conveyor.core.resources import MANAGED_GROUPS
+from integration.test_chart import CHART, Helm, container, rules_of
 from testenv.binaries import Binaries
 
 pytestmark = pytest.mark.integration
@@ -54,11 +56,32 @@ def test_the_grant_sits_in_the_role_bound_in_the_watched_namespaces(helm: Helm) 
         [{"apiGroups": ["*"], "resources": ["rayjobs"]}],
         [{"apiGroups": ["ray.io"], "resources": ["*"]}],
         [{"apiGroups": ["ray.io"]}],
+        *([{"apiGroups": [g], "resources": ["things"]}] for g in MANAGED_GROUPS),
     ],
-    ids=["wildcard-group", "wildcard-resource", "no-resources"],
+    ids=["wildcard-group", "wildcard-resource", "no-resources", *(f"managed-{g or 'core'}" for g in MANAGED_GROUPS)],
 )
 def test_wildcards_and_half_rules_are_refused_by_the_values_schema(helm: Helm, tmp_path: Path, allowed: Any) -> None:
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump({"resourceSteps": {"allowed": allowed}}))
     done = helm.run("template", "conveyor", str(CHART), "--values", str(values))
     assert done.returncode != 0 and "resourceSteps" in done.stderr, done.stderr
+
+
+def operator_env(helm: Helm, values: dict[str, Any]) -> dict[str, str]:
+    docs = helm.template("conveyor", "conveyor-system", values)
+    c = container(docs)
+    return {e["name"]: e["value"] for e in c["env"] if "value" in e and e["name"].startswith("CONVEYOR_")}
+
+
+def test_the_operator_is_told_exactly_the_allowed_kinds(helm: Helm) -> None:
+    """The grant alone is not the limit (the operator's own grants cover Deployments, Jobs, ...): the operator is
+    told the same pairs and refuses any other kind itself."""
+    assert load_config(operator_env(helm, {})).resource_kinds == []
+    env = operator_env(helm, {"resourceSteps": {"allowed": [RAY, TESTING]}})
+    assert load_config(env).resource_kinds == [
+        "ray.io/rayjobs",
+        "testing.conveyor.dev/engines",
+        "testing.conveyor.dev/jobs",
+        "batch.example.dev/engines",
+        "batch.example.dev/jobs",
+    ]

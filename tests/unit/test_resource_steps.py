@@ -10,8 +10,9 @@ import pytest
 
 from conveyor.api.pipeline import PipelineSpec, ResourceSpec, Step
 from conveyor.api.run import RunPhase, StepPhase
+from conveyor.controller.config import ConfigError, load_config
 from conveyor.core.planner import Kill, Launch, RunContext, RunPlanner, StepState, finished, killed
-from conveyor.core.resources import field_value, parse_field_path, resource_outcome
+from conveyor.core.resources import MANAGED_GROUPS, field_value, kind_refusal, parse_field_path, resource_outcome
 from conveyor.core.support import LOCAL, OPERATOR, unsupported
 from conveyor.core.task import StoreConfig, TaskResult
 from conveyor.core.validation import InvalidSpec, parse_document, validate_pipeline
@@ -278,6 +279,44 @@ INVALID = [
         "spec.steps[0].forEach",
         "not supported yet on a resource step",
     ),
+    *(
+        (
+            f"the operator's own group: {api_version} {kind}",
+            res(manifest={"apiVersion": api_version, "kind": kind}),
+            "spec.steps[0].resource.manifest.apiVersion",
+            "whose kinds the operator manages itself",
+        )
+        for api_version, kind in [
+            ("v1", "Service"),
+            ("apps/v1", "Deployment"),
+            ("batch/v1", "Job"),
+            ("policy/v1", "PodDisruptionBudget"),
+            ("autoscaling/v2", "HorizontalPodAutoscaler"),
+            ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+            ("conveyor.dev/v1alpha1", "Run"),
+            ("monitoring.coreos.com/v1", "ServiceMonitor"),
+        ]
+    ),
+    *(
+        (
+            f"metadata.{key}",
+            res(manifest={**MANIFEST, "metadata": {key: value}}),
+            f"spec.steps[0].resource.manifest.metadata.{key}",
+            "is set by the operator",
+        )
+        for key, value in [
+            ("finalizers", ["example.dev/keep"]),
+            ("uid", "0000"),
+            ("resourceVersion", "1"),
+            ("managedFields", []),
+        ]
+    ),
+    (
+        "a status in the manifest",
+        res(manifest={**MANIFEST, "status": {"state": "Done"}}),
+        "spec.steps[0].resource.manifest.status",
+        "status is written by the engine",
+    ),
     (
         "a container too",
         {**res(), "container": {"image": "i", "command": ["x"]}},
@@ -350,3 +389,60 @@ def test_the_object_is_named_per_attempt_labelled_and_owned_by_the_run() -> None
     (owner,) = meta["ownerReferences"]
     assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == ("Run", "run-1", "uid-1", True)
     assert launch.task.resource is not None and "name" not in launch.task.resource.get("metadata", {})
+
+
+ALLOWED = ["ray.io/rayjobs", "example.dev/jobs"]
+KINDS = [
+    # (case, apiVersion, kind, plural, allowed, refusal fragment or None)
+    ("allowed", "ray.io/v1", "RayJob", "rayjobs", ALLOWED, None),
+    ("another allowed", "example.dev/v1beta1", "Job", "jobs", ALLOWED, None),
+    (
+        "not listed",
+        "sparkoperator.k8s.io/v1beta2",
+        "SparkApplication",
+        "sparkapplications",
+        ALLOWED,
+        "sparkoperator.k8s.io/sparkapplications",
+    ),
+    ("same group, other resource", "ray.io/v1", "RayCluster", "rayclusters", ALLOWED, "ray.io/rayclusters"),
+    ("same resource, other group", "other.dev/v1", "Job", "jobs", ALLOWED, "other.dev/jobs"),
+    ("nothing allowed", "ray.io/v1", "RayJob", "rayjobs", [], "resourceSteps.allowed"),
+    (
+        "a subgroup of a managed group is not managed",
+        "testing.conveyor.dev/v1",
+        "Engine",
+        "engines",
+        ["testing.conveyor.dev/engines"],
+        None,
+    ),
+    ("core, even if listed", "v1", "Service", "services", ["/services"], "'core'"),
+    ("apps, even if listed", "apps/v1", "Deployment", "deployments", ["apps/deployments"], "operator manages"),
+    ("conveyor.dev, even if listed", "conveyor.dev/v1alpha1", "Run", "runs", ["conveyor.dev/runs"], "operator manages"),
+]
+
+
+@pytest.mark.parametrize(
+    ("api_version", "kind", "plural", "allowed", "fragment"), [c[1:] for c in KINDS], ids=[c[0] for c in KINDS]
+)
+def test_only_allowed_kinds_outside_the_operators_groups_are_created(
+    api_version: str, kind: str, plural: str, allowed: list[str], fragment: str | None
+) -> None:
+    why = kind_refusal(api_version, kind, plural, allowed)
+    if fragment is None:
+        assert why is None
+    else:
+        assert why is not None and fragment in why and kind in why, why
+        if not any(api_version.startswith(g + "/") or (g == "" and "/" not in api_version) for g in MANAGED_GROUPS):
+            assert "resourceSteps.allowed" in why, why  # names the chart value to set
+
+
+def test_the_allowed_kinds_setting() -> None:
+    assert load_config({}).resource_kinds == []
+    assert load_config({"CONVEYOR_RESOURCE_KINDS": ""}).resource_kinds == []
+    env = {"CONVEYOR_RESOURCE_KINDS": "ray.io/rayjobs, example.dev/jobs"}
+    assert load_config(env).resource_kinds == ["ray.io/rayjobs", "example.dev/jobs"]
+    assert load_config({"CONVEYOR_RESOURCE_KINDS": '["ray.io/rayjobs"]'}).resource_kinds == ["ray.io/rayjobs"]
+    for bad in ("rayjobs", "ray.io/", "ray.io/v1/rayjobs", "*/rayjobs"):
+        with pytest.raises(ConfigError, match="CONVEYOR_RESOURCE_KINDS"):
+            load_config({"CONVEYOR_RESOURCE_KINDS": bad})
+

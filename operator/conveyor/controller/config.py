@@ -50,6 +50,9 @@ class OperatorConfig(BaseModel):
     resource_poll_seconds: Annotated[float, Field(gt=0)] = 5.0
     """How often a Run reads the objects of its running resource steps: nothing watches their kinds, so a pass
     looks at least this often while one runs."""
+    resource_kinds: list[str] = Field(default_factory=list)
+    """The kinds resource steps may create, as GROUP/RESOURCE pairs (`ray.io/rayjobs`; JSON list, or comma-separated),
+    from the chart's resourceSteps.allowed; empty: none. Any other kind is refused before it is created."""
     reconcile_workers: Annotated[int, Field(ge=1, le=256)] = 32
     """Run passes in flight at once. Each mostly waits for the API server: at 200 concurrent Runs on 2 cores, 32 workers
     gave a quarter of the per-step overhead p99 of 8 (BENCHMARKS.md)."""
@@ -67,6 +70,15 @@ class OperatorConfig(BaseModel):
     """This replica's priority; the highest live one works, the others stand by (default: random)."""
     peering_lifetime_seconds: Annotated[int, Field(ge=5, le=3600)] = 15
     """How long a silent replica counts as alive: the fail-over time after the active one dies."""
+
+    @field_validator("resource_kinds")
+    @classmethod
+    def _group_resource(cls, v: list[str]) -> list[str]:
+        for item in v:
+            _, slash, resource = item.partition("/")
+            if not slash or not resource or "/" in resource or "*" in item:
+                raise ValueError(f"{item!r} is not GROUP/RESOURCE (e.g. ray.io/rayjobs)")
+        return v
 
     @field_validator("step_command", "server_command")
     @classmethod

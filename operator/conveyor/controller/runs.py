@@ -45,7 +45,7 @@ from conveyor.core.planner import (
 )
 from conveyor.core.podstart import POD_CONDITION, WaitingPod, pods_started_condition
 from conveyor.core.record import record_document, run_record, spec_digest
-from conveyor.core.resources import resource_outcome
+from conveyor.core.resources import kind_refusal, resource_outcome
 from conveyor.core.retry import step_timeout_message
 from conveyor.core.status import (
     EXIT_CONDITION,
@@ -752,6 +752,10 @@ class RunReconciler:
                     run_name=meta["name"], run_uid=meta["uid"], namespace=meta["namespace"], task=action.task
                 )
                 try:
+                    kind = self.objects.kind_of(str(obj["apiVersion"]), str(obj["kind"]))
+                    why = kind_refusal(kind.api_version, kind.kind, kind.plural, self.config.resource_kinds)
+                    if why is not None:  # before any create: the operator's own grants must not serve Pipelines
+                        raise ClusterRefused(why)
                     created = self.objects.create(obj)
                 except ClusterRefused as e:
                     log.warning("%s/%s step %s: %s", meta["namespace"], meta["name"], action.key, e)

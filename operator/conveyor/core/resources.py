@@ -10,15 +10,72 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
-from functools import cache
+from collections.abc import Collection, Mapping
+from functools import lru_cache
 from typing import Any
 
 from conveyor.api.pipeline import ResourceCheck, ResourceSpec
 from conveyor.core.task import TaskResult
 
-RESERVED_METADATA = ("name", "generateName", "namespace", "ownerReferences")
-"""What the operator sets on every step object: a manifest setting it is refused."""
+RESERVED_METADATA = (
+    "name",
+    "generateName",
+    "namespace",
+    "ownerReferences",
+    "finalizers",
+    "uid",
+    "resourceVersion",
+    "managedFields",
+)
+"""What the operator (or the API server) sets on every step object: a manifest setting it is refused."""
+
+MANAGED_GROUPS = (
+    "",
+    "apps",
+    "batch",
+    "policy",
+    "autoscaling",
+    "rbac.authorization.k8s.io",
+    "conveyor.dev",
+    "monitoring.coreos.com",
+)
+"""API groups the operator itself is granted kinds in ("" is the core group): a resource step can never create
+an object of these, whatever the chart allows, or a Pipeline author could have the operator create, say, a
+privileged Deployment with its own grants."""
+
+ALLOWED_VALUE = "resourceSteps.allowed"
+"""The chart value that lists the kinds resource steps may create (CONVEYOR_RESOURCE_KINDS)."""
+
+
+def api_group(api_version: str) -> str:
+    """The API group of an apiVersion: `ray.io/v1` → `ray.io`, `v1` → "" (core)."""
+    return api_version.rsplit("/", 1)[0] if "/" in api_version else ""
+
+
+def managed_group_problem(api_version: str, kind: str) -> str | None:
+    """Why a manifest's kind is refused outright (its group is one the operator manages), or None."""
+    group = api_group(api_version)
+    if group not in MANAGED_GROUPS:
+        return None
+    return (
+        f"{kind} ({api_version}) is in the API group {group or 'core'!r}, whose kinds the operator manages itself: "
+        "a resource step cannot create it"
+    )
+
+
+def kind_refusal(api_version: str, kind: str, resource: str, allowed: Collection[str]) -> str | None:
+    """Why the operator must not create an object of `kind` (served as `resource`, its plural) for a resource step,
+    or None. `allowed`: the GROUP/RESOURCE pairs of CONVEYOR_RESOURCE_KINDS (the core group as "/RESOURCE")."""
+    if (managed := managed_group_problem(api_version, kind)) is not None:
+        return managed
+    group = api_group(api_version)
+    if f"{group}/{resource}" in allowed:
+        return None
+    return (
+        f"resource steps may not create {kind} ({group}/{resource}): add {{apiGroups: [{group}], "
+        f"resources: [{resource}]}} to the chart value {ALLOWED_VALUE}"
+    )
+
 
 _SEGMENT = re.compile(r"\.?([A-Za-z_$][-A-Za-z0-9_$]*)|\[\s*(\d+)\s*\]|\[\s*['\"]([^'\"]+)['\"]\s*\]")
 
@@ -61,7 +118,7 @@ def field_value(obj: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-@cache
+@lru_cache(maxsize=512)
 def _program(expression: str) -> Any:
     import cel  # noqa: PLC0415 - the CEL engine, as api/cel.py and the planner's `when` use it
 
@@ -175,6 +232,14 @@ def resource_problems(spec: ResourceSpec, path: str) -> list[tuple[str, str]]:
     api_version = manifest.get("apiVersion")
     if isinstance(api_version, str) and api_version.count("/") > 1:
         out.append((f"{path}.manifest.apiVersion", f"{api_version!r} is not GROUP/VERSION or VERSION"))
+    elif isinstance(api_version, str) and api_version.strip() and "{{" not in api_version:
+        managed = managed_group_problem(api_version.strip(), str(manifest.get("kind", "")))
+        if managed is not None:
+            out.append((f"{path}.manifest.apiVersion", managed))
+    if "status" in manifest:
+        out.append(
+            (f"{path}.manifest.status", "status is written by the engine that serves the kind, not the manifest")
+        )
     metadata = manifest.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         out.append((f"{path}.manifest.metadata", "metadata must be an object"))
