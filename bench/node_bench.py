@@ -36,6 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import urllib3
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -160,6 +162,7 @@ class PodTimes:
         self.ended: dict[str, float] = {}
         self.pods: dict[str, Any] = {}
         self._watch = k8s_watch.Watch()
+        self._stopped = False
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self) -> PodTimes:
@@ -167,20 +170,32 @@ class PodTimes:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stopped = True
         self._watch.stop()
         self._thread.join(timeout=10)
 
     def _loop(self) -> None:
-        for event in self._watch.stream(self.core.list_namespaced_pod, self.namespace, timeout_seconds=3600):
-            now = time.monotonic()
-            pod_ = event["object"]
-            name = pod_.metadata.name
-            self.pods[name] = pod_
-            for status in pod_.status.container_statuses or []:
-                if status.state.running is not None or status.state.terminated is not None:
-                    self.started.setdefault(name, now)
-                if status.state.terminated is not None:
-                    self.ended.setdefault(name, now)
+        # The API server may end a watch at any time ("Response ended prematurely" was seen after the first
+        # Run): watch again. A re-list replays pods already seen, and setdefault keeps their first times.
+        while not self._stopped:
+            try:
+                for event in self._watch.stream(self.core.list_namespaced_pod, self.namespace, timeout_seconds=3600):
+                    self._seen(event["object"])
+            except (urllib3.exceptions.HTTPError, k8s_client.ApiException) as e:
+                print(f"pod watch ended ({type(e).__name__}); watching again", file=sys.stderr)
+                time.sleep(0.2)
+            else:
+                return  # stopped, or the hour is up
+
+    def _seen(self, pod_: Any) -> None:
+        now = time.monotonic()
+        name = pod_.metadata.name
+        self.pods[name] = pod_
+        for status in pod_.status.container_statuses or []:
+            if status.state.running is not None or status.state.terminated is not None:
+                self.started.setdefault(name, now)
+            if status.state.terminated is not None:
+                self.ended.setdefault(name, now)
 
 
 def chain_pipeline(name: str, image: str, chain: int) -> dict[str, Any]:
