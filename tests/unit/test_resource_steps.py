@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from conveyor.api.pipeline import PipelineSpec, ResourceSpec, Step
 from conveyor.api.run import RunPhase, StepPhase
@@ -16,6 +17,8 @@ from conveyor.core.resources import MANAGED_GROUPS, field_value, kind_refusal, p
 from conveyor.core.support import LOCAL, OPERATOR, unsupported
 from conveyor.core.task import StoreConfig, TaskResult
 from conveyor.core.validation import InvalidSpec, parse_document, validate_pipeline
+from conveyor.kube.cluster import ClusterRefused
+from conveyor.kube.objects import ObjectKind, StepObjects
 from conveyor.manifests.resource import object_name, step_object
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -446,3 +449,37 @@ def test_the_allowed_kinds_setting() -> None:
         with pytest.raises(ConfigError, match="CONVEYOR_RESOURCE_KINDS"):
             load_config({"CONVEYOR_RESOURCE_KINDS": bad})
 
+
+class _Objects(StepObjects):
+    """StepObjects whose API answers with `status` (200: deleted) and whose kind is known."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(api=None)  # type: ignore[arg-type]
+        self.status = status
+        self.calls: list[tuple[str, str]] = []
+
+    def kind_of(self, api_version: str, kind: str) -> ObjectKind:
+        return ObjectKind(api_version, kind, "jobs")
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        self.calls.append((method, path))
+        if self.status != 200:
+            raise ApiException(status=self.status, reason="Nope")
+        return None
+
+
+@pytest.mark.parametrize(
+    ("status", "raises"),
+    [(200, None), (404, None), (403, ClusterRefused), (422, ClusterRefused), (500, ApiException)],
+    ids=["deleted", "already-gone", "no-grant", "refused", "server-error"],
+)
+def test_a_refused_delete_is_a_cluster_refusal_as_create_and_get_are(status: int, raises: type | None) -> None:
+    objects = _Objects(status)
+    if raises is None:
+        objects.delete("example.dev/v1", "Job", "ns", "r-train-1")
+    else:
+        with pytest.raises(raises) as e:
+            objects.delete("example.dev/v1", "Job", "ns", "r-train-1")
+        if raises is ClusterRefused:
+            assert "deleting Job r-train-1 was refused" in str(e.value) and str(status) in str(e.value)
+    assert objects.calls == [("DELETE", "/apis/example.dev/v1/namespaces/ns/jobs/r-train-1")]

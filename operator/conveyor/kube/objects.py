@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from conveyor.kube.cluster import ClusterRefused
+from conveyor.kube.cluster import ClusterRefused, _api_message
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,6 @@ class ObjectKind:
     def collection(self, namespace: str) -> str:
         prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
         return f"{prefix}/namespaces/{namespace}/{self.plural}"
-
-
-def _message(e: ApiException) -> str:
-    try:
-        return str(json.loads(e.body or "{}").get("message") or e.reason)
-    except (ValueError, AttributeError):
-        return str(e.reason)
 
 
 class StepObjects:
@@ -95,7 +88,7 @@ class StepObjects:
             if e.status == 409:
                 return False
             if e.status is not None and 400 <= e.status < 500:
-                raise ClusterRefused(f"creating {body['kind']} {meta['name']} was refused: {_message(e)}") from None
+                raise ClusterRefused(f"creating {body['kind']} {meta['name']} was refused: {_api_message(e)}") from None
             raise
         return True
 
@@ -108,12 +101,14 @@ class StepObjects:
             if e.status == 404:
                 return None
             if e.status is not None and 400 <= e.status < 500:
-                raise ClusterRefused(f"reading {kind} {name} was refused: {_message(e)}") from None
+                raise ClusterRefused(f"reading {kind} {name} was refused: {_api_message(e)}") from None
             raise
         return obj
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
-        """Delete the object (what it owns follows in the background); already gone is fine."""
+        """Delete the object (what it owns follows in the background); already gone is fine. A refusal (no RBAC
+        grant to delete, admission) raises ClusterRefused in the API server's words, as create and get do, so a
+        cancel or timeout is not held up by it (the Run's deletion still takes the object: owner reference)."""
         try:
             found = self.kind_of(api_version, kind)
             self._call(
@@ -124,5 +119,8 @@ class StepObjects:
         except ClusterRefused:
             return  # its kind is gone, and the object with it
         except ApiException as e:
-            if e.status != 404:
-                raise
+            if e.status == 404:
+                return
+            if e.status is not None and 400 <= e.status < 500:
+                raise ClusterRefused(f"deleting {kind} {name} was refused: {_api_message(e)}") from None
+            raise
