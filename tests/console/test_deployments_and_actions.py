@@ -197,11 +197,25 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
     return LocalStore(tmp_path_factory.mktemp("store"))
 
 
-def app_over(cluster: ClusterFake, store: LocalStore, actions: bool, hosts: frozenset[str] | None = None) -> ConsoleApp:
+ACTIONS_TOKEN = "test-actions-token-1234567890"
+
+
+def app_over(
+    cluster: ClusterFake,
+    store: LocalStore,
+    actions: bool,
+    hosts: frozenset[str] | None = None,
+    token: str | None = None,
+) -> ConsoleApp:
     clock = Clock()
     source = ClusterSource(cluster, store, (NS,), clock=clock, ttl=0.0)  # type: ignore[arg-type]
     acts = ClusterActions(cluster, store, (NS,), source.changed) if actions else None
-    return ConsoleApp(source, hosts, acts)
+    return ConsoleApp(source, hosts, acts, token.encode() if token else None)
+
+
+def give_token(pg: Any, token: str = ACTIONS_TOKEN) -> None:
+    """Type the actions token into the run page's field, as a person given it does."""
+    pg.locator("#actions-token").fill(token)
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +224,8 @@ def console(cluster: ClusterFake, store: LocalStore) -> Iterator[Console]:
     import threading
 
     sock = bind("127.0.0.1", 0)
-    with threaded_server(app_over(cluster, store, True, frozenset({"127.0.0.1"})), sock) as server:
+    app = app_over(cluster, store, True, frozenset({"127.0.0.1"}), ACTIONS_TOKEN)
+    with threaded_server(app, sock) as server:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         yield Console(url_of(sock), None)  # type: ignore[arg-type]
@@ -323,6 +338,7 @@ def test_approve_a_waiting_step_with_the_pages_token(page: Watched, cluster: Clu
     pg.goto("/runs/" + f"{NS}%2Fgated")
     decision = pg.locator('#actions .decision[data-step="second"]')
     expect(decision).to_contain_text("waits for approval")
+    give_token(pg)
     decision.locator("button.approve").click()
     expect(pg.locator("#action-result")).to_have_text("step second approved")
     assert cluster.writes == [
@@ -335,6 +351,7 @@ def test_approve_a_waiting_step_with_the_pages_token(page: Watched, cluster: Clu
 def test_reject_cancel_and_rerun_with_the_pages_token(page: Watched, cluster: ClusterFake) -> None:
     pg = page.page
     pg.goto("/runs/" + f"{NS}%2Fgated")
+    give_token(pg)  # once: the tab keeps it (sessionStorage) for the pages after
     pg.locator('#actions .decision[data-step="second"] button.reject').click()
     expect(pg.locator("#action-result")).to_have_text("step second rejected")
     assert cluster.writes[-1][3]["decision"] == "Reject"
@@ -363,7 +380,8 @@ def test_a_refused_action_says_why_and_changes_nothing(page: Watched, cluster: C
     answer = pg.evaluate(
         """async (url) => {
           const token = document.querySelector('meta[name="conveyor-csrf"]').content;
-          const r = await fetch(url, { method: "POST", headers: { "X-Conveyor-CSRF": token } });
+          const headers = { "X-Conveyor-CSRF": token, Authorization: "Bearer test-actions-token-1234567890" };
+          const r = await fetch(url, { method: "POST", headers });
           return [r.status, (await r.json()).error];
         }""",
         f"/api/runs/{NS}%2Fgated/steps/first/approve",
@@ -494,3 +512,201 @@ def test_the_cli_refuses_actions_on_a_local_state(tmp_path: Path) -> None:
 
     (tmp_path / "state").mkdir()
     assert main(["ui", "--state-dir", str(tmp_path / "state"), "--actions", "--port", "0"]) == 1
+
+
+# ------------------------------------------------------------------ the actions token (bearer)
+
+
+def test_the_page_asks_for_the_actions_token_and_a_wrong_one_changes_nothing(
+    page: Watched, cluster: ClusterFake
+) -> None:
+    pg = page.page
+    pg.goto("/runs/" + f"{NS}%2Fbusy")
+    expect(pg.locator("#actions-token")).to_have_attribute("type", "password")
+    pg.locator("#actions button.cancel").click()  # no token typed: nothing is sent
+    expect(pg.locator("#action-result")).to_have_text("enter the console's actions token first")
+    give_token(pg, "not-the-token-at-all")
+    pg.locator("#actions button.cancel").click()
+    expect(pg.locator("#action-result")).to_contain_text("need its actions token")
+    assert cluster.writes == []
+    assert pg.evaluate("sessionStorage.getItem('conveyor-actions-token')") is None  # a 401 forgets it
+    give_token(pg)
+    pg.locator("#actions button.cancel").click()
+    expect(pg.locator("#action-result")).to_have_text(f"run {NS}/busy: cancel requested")
+    assert cluster.writes == [("patch", NS, "busy", {"cancel": True})]
+    assert pg.evaluate("sessionStorage.getItem('conveyor-actions-token')") == ACTIONS_TOKEN
+    assert pg.context.cookies() and all(ACTIONS_TOKEN not in c["value"] for c in pg.context.cookies())
+    expected_refusals(page, 401)
+
+
+def test_a_session_and_csrf_token_without_the_actions_token_get_a_401(
+    page: Watched, cluster: ClusterFake, console: Console
+) -> None:
+    """What any pod reaching the Service could do: load a page, take its cookie and token, and POST."""
+    pg = page.page
+    pg.goto("/runs/" + f"{NS}%2Fgated")
+    expect(pg.locator("#actions .decision")).to_have_count(1)
+    answers = pg.evaluate(
+        """async (url) => {
+          const csrf = document.querySelector('meta[name="conveyor-csrf"]').content;
+          const out = [];
+          for (const auth of [null, "Bearer wrong-token-wrong-token", "Basic dGVzdA==", "Bearer "]) {
+            const headers = { "X-Conveyor-CSRF": csrf };
+            if (auth !== null) headers.Authorization = auth;
+            const r = await fetch(url, { method: "POST", headers });
+            out.push([r.status, r.headers.get("WWW-Authenticate"), (await r.json()).error]);
+          }
+          return out;
+        }""",
+        f"/api/runs/{NS}%2Fgated/steps/second/approve",
+    )
+    assert [a[0] for a in answers] == [401, 401, 401, 401]
+    assert all(a[1] and a[1].startswith("Bearer") and "actions token" in a[2] for a in answers)
+    assert cluster.writes == []
+    expected_refusals(page, 401)
+
+
+def test_the_bearer_token_is_checked_as_bytes_on_every_post(cluster: ClusterFake, store: LocalStore) -> None:
+    app = app_over(cluster, store, actions=True, token=ACTIONS_TOKEN)
+    cookie, csrf = session_of(app)
+    status, _, body = call(app, "GET", "/api/source")
+    assert json.loads(body)["actionsToken"] is True
+    path = f"/api/runs/{NS}%2Fbusy/cancel"
+    base = [(b"cookie", cookie.encode()), (b"x-conveyor-csrf", csrf.encode())]
+    for auth in (None, b"Bearer", b"Bearer x", b"bearer " + b"\xff" * 8, b"Token " + ACTIONS_TOKEN.encode()):
+        headers = base + ([(b"authorization", auth)] if auth is not None else [])
+        status, got, body = call(app, "POST", path, headers)
+        assert status == 401 and b"actions token" in body and got[b"www-authenticate"].startswith(b"Bearer"), auth
+        assert ACTIONS_TOKEN.encode() not in body
+    # the right bearer token is no good without the session's CSRF token: 403 comes first
+    status, _, _ = call(app, "POST", path, [(b"authorization", b"Bearer " + ACTIONS_TOKEN.encode())])
+    assert status == 403
+    assert cluster.writes == []
+    status, _, body = call(app, "POST", path, [*base, (b"authorization", b"Bearer " + ACTIONS_TOKEN.encode())])
+    assert status == 200 and json.loads(body)["action"] == "cancel"
+
+
+def test_a_non_ascii_csrf_header_is_a_403_not_an_error(cluster: ClusterFake, store: LocalStore) -> None:
+    app = app_over(cluster, store, actions=True)
+    cookie, csrf = session_of(app)
+    for sent in (b"\xff" * 64, "é".encode() * 32, csrf.encode()[:-1] + b"\xe9"):
+        status, _, body = call(
+            app, "POST", f"/api/runs/{NS}%2Fbusy/cancel", [(b"cookie", cookie.encode()), (b"x-conveyor-csrf", sent)]
+        )
+        assert status == 403 and b"CSRF token" in body
+    assert cluster.writes == []
+
+
+class ApiError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(
+            f"({status}) Reason: x HTTP response headers: Authorization: Bearer abcdefgh12345678 token=s3cr3t"
+        )
+        self.status, self.reason = status, "Reason"
+
+
+class Failing:
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        raise ApiError(self.status)
+
+    rerun = cancel
+
+    def decide(self, run_id: str, step: str, approve: bool) -> dict[str, Any]:
+        raise ApiError(self.status)
+
+
+@pytest.mark.parametrize(("api", "answered"), [(404, 404), (409, 409), (403, 403), (422, 403), (500, 502)])
+def test_the_api_servers_refusal_keeps_404_and_409_and_is_logged_redacted(
+    cluster: ClusterFake, store: LocalStore, caplog: pytest.LogCaptureFixture, api: int, answered: int
+) -> None:
+    source = ClusterSource(cluster, store, (NS,), clock=Clock(), ttl=0.0)  # type: ignore[arg-type]
+    app = ConsoleApp(source, None, Failing(api))  # type: ignore[arg-type]
+    cookie, csrf = session_of(app)
+    with caplog.at_level("WARNING", logger="conveyor.console"):
+        status, _, body = call(
+            app,
+            "POST",
+            f"/api/runs/{NS}%2Fbusy/cancel",
+            [(b"cookie", cookie.encode()), (b"x-conveyor-csrf", csrf.encode())],
+        )
+    assert status == answered and f"the cluster refused: {api}".encode() in body
+    logged = caplog.text
+    assert "console action failed" in logged
+    assert "abcdefgh12345678" not in logged and "s3cr3t" not in logged and "s3cr3t" not in body.decode()
+
+
+def test_a_malformed_content_length_is_a_400(cluster: ClusterFake, store: LocalStore) -> None:
+    import socket
+    import threading
+
+    sock = bind("127.0.0.1", 0)
+    with threaded_server(app_over(cluster, store, True), sock) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            for length in (b"abc", b"-5", b"1_0", b"+3"):
+                with socket.create_connection(sock.getsockname()[:2], timeout=10) as conn:
+                    conn.sendall(
+                        b"POST /api/runs/x/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: "
+                        + length
+                        + b"\r\n\r\n"
+                    )
+                    answer = conn.recv(4096)
+                assert answer.startswith(b"HTTP/1.1 400"), (length, answer[:80])
+        finally:
+            server.shutdown()
+            thread.join(timeout=10)
+    assert cluster.writes == []
+
+
+# ------------------------------------------------------------------ conveyor ui: what it refuses at start
+
+
+def ui(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from conveyor.cli.main import main
+
+    code = main(["ui", *argv, "--port", "0"])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_actions_off_loopback_need_a_token_file_and_allowed_hosts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kubeconfig = tmp_path / "missing-kubeconfig"
+    token = tmp_path / "token"
+    token.write_text(ACTIONS_TOKEN + "\n")
+    code, said = ui(["--kubeconfig", str(kubeconfig), "--actions", "--host", "0.0.0.0", "--allow-host", "c"], capsys)
+    assert code == 1 and "needs --actions-token-file" in said
+    code, said = ui(
+        ["--kubeconfig", str(kubeconfig), "--actions", "--host", "0.0.0.0", "--actions-token-file", str(token)], capsys
+    )
+    assert code == 1 and "needs --allow-host" in said and "DNS rebinding" in said
+    # both given: it goes on to the cluster's credentials (missing here), the token never printed
+    argv = ["--kubeconfig", str(kubeconfig), "--actions", "--host", "0.0.0.0", "--allow-host", "c"]
+    code, said = ui([*argv, "--actions-token-file", str(token)], capsys)
+    assert code == 1 and "kubeconfig" in said and ACTIONS_TOKEN not in said
+    for content, why in ((b"", "no token"), (b"short", "too short"), (b"has a space in it, long", "printable ASCII")):
+        token.write_bytes(content)
+        code, said = ui([*argv, "--actions-token-file", str(token)], capsys)
+        assert code == 1 and why in said, said
+    code, said = ui([*argv, "--actions-token-file", str(tmp_path / "nope")], capsys)
+    assert code == 1 and "cannot read the actions token file" in said
+    code, said = ui(["--kubeconfig", str(kubeconfig), "--actions-token-file", str(token)], capsys)
+    assert code == 1 and "give it with --actions" in said
+
+
+def test_no_option_takes_the_token_itself() -> None:
+    import argparse
+
+    from conveyor.cli import console_command
+
+    parser = argparse.ArgumentParser()
+    console_command.add_commands(parser.add_subparsers())
+    (ui_parser,) = [a for a in parser._subparsers._group_actions[0].choices.values()]  # type: ignore[union-attr]
+    flags = {f for a in ui_parser._actions for f in a.option_strings}
+    assert "--actions-token-file" in flags
+    assert not {f for f in flags if "token" in f} - {"--actions-token-file"}

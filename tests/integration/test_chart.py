@@ -1034,7 +1034,13 @@ def test_console_actions_are_off_by_default_and_grow_rbac_only_by_create_and_pat
     assert "--actions" not in c["args"]
     assert [d for d in off if d["metadata"]["name"] == "conveyor-console-actions"] == []
 
-    values = {"console": {"enabled": True, "namespaces": namespaces, "actions": {"enabled": True}}}
+    values = {
+        "console": {
+            "enabled": True,
+            "namespaces": namespaces,
+            "actions": {"enabled": True, "tokenSecret": "console-token"},
+        }
+    }
     on = helm.template("conveyor", "conveyor-system", values)
     (c,) = one(on, "Deployment", "conveyor-console")["spec"]["template"]["spec"]["containers"]
     assert "--actions" in c["args"] and c["args"][:2] == ["ui", "--in-cluster"]
@@ -1057,6 +1063,42 @@ def test_console_actions_are_off_by_default_and_grow_rbac_only_by_create_and_pat
     # everything but the actions' role, its bindings and the flag is as with actions off
     rest = [d for d in on if d["metadata"]["name"] != "conveyor-console-actions" and d["kind"] != "Deployment"]
     assert rest == [d for d in off if d["kind"] != "Deployment"]
+
+
+def test_console_actions_need_a_token_secret_mounted_read_only_as_a_file(helm: Helm) -> None:
+    values = {"console": {"enabled": True, "actions": {"enabled": True, "tokenSecret": "console-token"}}}
+    pod = one(helm.template("conveyor", "conveyor-system", values), "Deployment", "conveyor-console")["spec"][
+        "template"
+    ]
+    (c,) = pod["spec"]["containers"]
+    assert "--actions-token-file=/etc/conveyor/console-actions/token" in c["args"]
+    assert not any("console-token" in a for a in c["args"])  # the Secret's value never on the command line
+    assert not any("console-token" in str(e) for e in c["env"])
+    assert {"name": "actions-token", "mountPath": "/etc/conveyor/console-actions", "readOnly": True} in c[
+        "volumeMounts"
+    ]
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "actions-token"]
+    assert volume["secret"]["secretName"] == "console-token"
+    assert volume["secret"]["items"] == [{"key": "token", "path": "token"}]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    # the console listens on every address, so it must also name the hosts it answers to
+    assert any(a.startswith("--allow-host=") for a in c["args"]) and "--host=0.0.0.0" in c["args"]
+    off = one(
+        helm.template("conveyor", "conveyor-system", {"console": {"enabled": True}}), "Deployment", "conveyor-console"
+    )
+    assert "actions-token" not in str(off)
+
+
+@pytest.mark.parametrize(
+    "actions",
+    [{"enabled": True}, {"enabled": True, "tokenSecret": ""}, {"enabled": True, "tokenSecret": "Not A Name"}],
+    ids=["missing", "empty", "not-a-name"],
+)
+def test_console_actions_without_a_token_secret_are_refused(helm: Helm, actions: dict[str, Any]) -> None:
+    values_file = helm.home / "values-no-token.yaml"
+    values_file.write_text(yaml.safe_dump({"console": {"enabled": True, "actions": actions}}))
+    done = helm.run("template", "conveyor", str(CHART), "--namespace", "conveyor-system", "--values", str(values_file))
+    assert done.returncode != 0 and "tokenSecret" in done.stderr, done.stderr
 
 
 def test_console_actions_value_is_checked_by_the_schema(helm: Helm) -> None:

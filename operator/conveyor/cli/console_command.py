@@ -54,10 +54,49 @@ def _cluster_source(args: argparse.Namespace) -> Any:
     return source
 
 
+def _actions_token(args: argparse.Namespace) -> bytes | str | None:
+    """The actions token read from --actions-token-file (bytes), None when none is given, or an error (str).
+
+    Never from the command line (a process's arguments are readable by others) and never logged."""
+    from conveyor.console.server import loopback  # noqa: PLC0415
+
+    path: Path | None = args.actions_token_file
+    if path is not None and not args.actions:
+        return "--actions-token-file is the actions' token: give it with --actions"
+    if not args.actions:
+        return None
+    if not loopback(args.host):
+        if path is None:
+            return (
+                f"--actions on {args.host} (not loopback) needs --actions-token-file: anyone who reaches the "
+                "console could otherwise cancel, rerun and approve Runs"
+            )
+        if not args.allow_host:
+            return (
+                f"--actions on {args.host} (not loopback) needs --allow-host naming the hosts it answers to: "
+                "a console that answers any Host can be driven by a page elsewhere (DNS rebinding)"
+            )
+    if path is None:
+        return None
+    try:
+        token = path.read_bytes().strip()
+    except OSError as e:
+        return f"cannot read the actions token file {path}: {e.strerror or type(e).__name__}"
+    if len(token) < 16:
+        return f"the actions token file {path} holds {'no' if not token else 'too short a'} token (16 bytes at least)"
+    if any(b < 0x21 or b > 0x7E for b in token):
+        return f"the actions token in {path} must be printable ASCII without spaces (it is sent as a bearer token)"
+    return token
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from conveyor.console.server import loopback, serve  # noqa: PLC0415
     from conveyor.console.source import LocalSource  # noqa: PLC0415
 
+    token = _actions_token(args)
+    if isinstance(token, str):
+        print(f"error: {token}", file=sys.stderr)
+        return EXIT_FAILED
     source: Any
     if args.kubeconfig is not None or args.context or args.in_cluster:
         source = _cluster_source(args)
@@ -82,7 +121,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
             f"warning: serving on {args.host}: anyone who reaches it reads every run and log (no login yet)",
             file=sys.stderr,
         )
-    return serve(source, args.host, args.port, args.allow_host, getattr(args, "console_actions", None))
+    return serve(source, args.host, args.port, args.allow_host, getattr(args, "console_actions", None), token)
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -118,6 +157,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--actions",
         action="store_true",
         help="let the console cancel and rerun Runs and approve or reject waiting steps (cluster; off by default)",
+    )
+    ui.add_argument(
+        "--actions-token-file",
+        type=Path,
+        help="with --actions: a file holding the token every action must carry (Authorization: Bearer); "
+        "required unless --host is loopback",
     )
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     ui.add_argument("--port", type=_port, default=8420, help="port (default 8420; 0: any free port)")

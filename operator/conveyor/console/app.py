@@ -8,8 +8,11 @@ this origin's own script and style, so even a value that slipped through unescap
 Reading is GET and HEAD. The actions (`--actions`: cancel, rerun, approve, reject) are POST only, each
 checked against the session's CSRF token (a synchronizer token: an HMAC of the session cookie under a
 key this process drew, put in each page and sent back in a header), so a page elsewhere that makes the
-browser POST here, cookie and all, is refused with a 403 and changes nothing. Without `--actions` every
-POST is refused (405: the console is read-only).
+browser POST here, cookie and all, is refused with a 403 and changes nothing. With an actions token
+(`--actions-token-file`; required off loopback) each POST must also carry `Authorization: Bearer <token>`,
+compared in constant time, or it is refused with a 401: a session and its CSRF token come to anyone who
+loads a page, the bearer token only to those it was given to. Without `--actions` every POST is refused
+(405: the console is read-only).
 
     GET /                       runs list          GET /api/runs?pipeline=&phase=&since=&until=&page=&per=
     GET /runs/<run>             one run            GET /api/runs/<run>
@@ -103,6 +106,11 @@ def _error(status: int, message: str) -> Response:
 
 SESSION_COOKIE = "conveyor_session"
 CSRF_HEADER = b"x-conveyor-csrf"
+UNAUTHORIZED = (
+    "refused: this console's actions need its actions token (Authorization: Bearer <token>, the contents of "
+    "the file given with --actions-token-file; the chart: the Secret console.actions.tokenSecret); "
+    "it was missing or wrong"
+)
 _SESSION = re.compile(r"^[0-9a-f]{64}$")
 FORBIDDEN_CSRF = (
     "refused: this request carries no valid CSRF token for its session (a form or script on another page "
@@ -125,14 +133,20 @@ class ConsoleApp:
     """The ASGI application over one source. Source calls read files, so they run in a worker thread."""
 
     def __init__(
-        self, source: ConsoleSource, allowed_hosts: frozenset[str] | None = None, actions: Actions | None = None
+        self,
+        source: ConsoleSource,
+        allowed_hosts: frozenset[str] | None = None,
+        actions: Actions | None = None,
+        actions_token: bytes | None = None,
     ) -> None:
         """`allowed_hosts`: the host names a request may name (any port); None accepts any. On loopback this
         refuses a page elsewhere that re-points its own name at 127.0.0.1 (DNS rebinding) to read the runs.
-        `actions`: what POSTs may do; None (the default) refuses every one."""
+        `actions`: what POSTs may do; None (the default) refuses every one. `actions_token`: the bearer token
+        every POST must carry besides its CSRF token (None: none is asked for, loopback only)."""
         self.source = source
         self.allowed_hosts = allowed_hosts
         self.actions = actions
+        self.actions_token = actions_token
         self._key = secrets.token_bytes(32)  # drawn per process: tokens die with it, nothing to keep
 
     def token(self, session: str) -> str:
@@ -161,7 +175,7 @@ class ConsoleApp:
             )
             response.extra.append((b"allow", b"GET, HEAD"))
         elif method == "POST":
-            response = self._forbidden(scope) or await self._act(scope)
+            response = self._forbidden(scope) or self._unauthorized(scope) or await self._act(scope)
         elif method not in ("GET", "HEAD"):
             response = _error(405, "the console reads with GET and acts with POST only")
             response.extra.append((b"allow", b"GET, HEAD, POST"))
@@ -208,24 +222,39 @@ class ConsoleApp:
         if origin is not None and host is not None and origin.split(b"://", 1)[-1].lower() != host.lower():
             return _error(403, "refused: the request comes from another site's page")
         session = _cookie(scope, SESSION_COOKIE)
-        sent = (_header(scope, CSRF_HEADER) or b"").decode("latin-1")
+        sent = _header(scope, CSRF_HEADER) or b""  # bytes: any octet compares, none raises
         if (
             session is None
             or not _SESSION.match(session)
             or not sent
-            or not hmac.compare_digest(sent, self.token(session))
+            or not hmac.compare_digest(sent, self.token(session).encode())
         ):
             return _error(403, FORBIDDEN_CSRF)
         return None
+
+    def _unauthorized(self, scope: Scope) -> Response | None:
+        """A 401 when the console has an actions token and the request does not carry it; else None."""
+        if self.actions_token is None:
+            return None
+        scheme, _, sent = (_header(scope, b"authorization") or b"").strip().partition(b" ")
+        if scheme.lower() == b"bearer" and sent.strip() and hmac.compare_digest(sent.strip(), self.actions_token):
+            return None
+        response = _error(401, UNAUTHORIZED)
+        response.extra.append((b"www-authenticate", b'Bearer realm="conveyor console actions"'))
+        return response
 
     async def _act(self, scope: Scope) -> Response:
         try:
             return await asyncio.to_thread(self._action, scope)
         except Exception as e:  # the API server refusing the console's ServiceAccount, say
-            log.warning("console action failed: %s: %s", scope.get("path"), e)
+            # redacted: an ApiException's text carries the API server's headers and body
+            log.warning("console action failed: %s: %s", scope.get("path"), redact_text(str(e)))
             status = getattr(e, "status", None)
+            status = status if isinstance(status, int) else None
             what = f"{status} {getattr(e, 'reason', '')}".strip() if status else type(e).__name__
-            return _error(502 if not status or status >= 500 else 403, redact_text(f"the cluster refused: {what}"))
+            # the API server's 404 (gone) and 409 (conflict) say what happened; another 4xx is a refusal
+            code = 502 if not status or status >= 500 else status if status in (404, 409) else 403
+            return _error(code, redact_text(f"the cluster refused: {what}"))
 
     def _action(self, scope: Scope) -> Response:
         assert self.actions is not None
@@ -291,7 +320,13 @@ class ConsoleApp:
             case ["favicon.ico"]:
                 return Response(204, b"", b"image/x-icon")
             case ["api", "source"]:
-                return _json({"description": self.source.description, "actions": self.actions is not None})
+                return _json(
+                    {
+                        "description": self.source.description,
+                        "actions": self.actions is not None,
+                        "actionsToken": self.actions is not None and self.actions_token is not None,
+                    }
+                )
             case ["api", "runs"]:
                 return _json(runs_page(self.source.rows(), parse_query(query)))
             case ["api", "runs", run]:

@@ -49,7 +49,12 @@ def url_of(sock: socket.socket) -> str:
 
 
 def serve(
-    source: ConsoleSource, host: str, port: int, also_hosts: Sequence[str] = (), actions: Actions | None = None
+    source: ConsoleSource,
+    host: str,
+    port: int,
+    also_hosts: Sequence[str] = (),
+    actions: Actions | None = None,
+    actions_token: bytes | None = None,
 ) -> int:
     """Serve until interrupted; prints the console's address first (on stdout, one line, for scripts).
 
@@ -58,7 +63,7 @@ def serve(
     sock = bind(host, port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     names = frozenset(h.lower() for h in also_hosts)
-    app = ConsoleApp(source, LOOPBACK_NAMES | names if loopback(host) or names else None, actions)
+    app = ConsoleApp(source, LOOPBACK_NAMES | names if loopback(host) or names else None, actions, actions_token)
     try:
         import uvicorn  # noqa: PLC0415  # the HTTP stack loads only for `conveyor ui`
     except ImportError:
@@ -101,7 +106,12 @@ class _Handler(BaseHTTPRequestHandler):
             "server": self.server.server_address[:2],
         }
         sent: list[dict[str, Any]] = []
-        length = int(self.headers.get("content-length") or 0)
+        declared = (self.headers.get("content-length") or "0").strip()
+        length = int(declared) if declared.isascii() and declared.isdigit() else -1  # no sign, no "1_0"
+        if length < 0:
+            self.send_error(400, "malformed Content-Length")
+            self.close_connection = True
+            return
         if length > MAX_BODY:
             self.send_error(413, "the console takes no request body")
             self.close_connection = True

@@ -35,19 +35,33 @@ async function api(url, { conditional = false } = {}) {
   return body;
 }
 
-// POST an action with the session's CSRF token (the page's meta tag); the answer's `error` is thrown.
+// POST an action with the session's CSRF token (the page's meta tag) and, when the console asks for one,
+// its actions token (typed once into #actions-token, then kept in this tab's sessionStorage, never in a
+// cookie or the URL; a 401 forgets it). The answer's `error` is thrown.
+const TOKEN_KEY = "conveyor-actions-token";
 async function act(url) {
   const token = document.querySelector('meta[name="conveyor-csrf"]')?.content || "";
-  const r = await fetch(url, { method: "POST", headers: { "X-Conveyor-CSRF": token }, cache: "no-store", credentials: "same-origin" });
+  const headers = { "X-Conveyor-CSRF": token };
+  if (await actionsTokenRequired()) {
+    const field = document.getElementById("actions-token");
+    const bearer = (field ? field.value.trim() : "") || sessionStorage.getItem(TOKEN_KEY) || "";
+    if (!bearer) throw new Error("enter the console's actions token first");
+    headers.Authorization = `Bearer ${bearer}`;
+    sessionStorage.setItem(TOKEN_KEY, bearer);
+  }
+  const r = await fetch(url, { method: "POST", headers, cache: "no-store", credentials: "same-origin" });
+  if (r.status === 401) sessionStorage.removeItem(TOKEN_KEY);
   const body = await r.json();
   if (!r.ok) throw new Error(body.error || `${r.status} ${r.statusText}`);
   return body;
 }
-let actionsOn = null;  // whether this console takes actions (GET /api/source), asked once
-async function actionsEnabled() {
-  if (actionsOn === null) actionsOn = api("/api/source").then((s) => Boolean(s.actions)).catch(() => false);
-  return actionsOn;
+let source = null;  // GET /api/source, asked once: whether this console takes actions, and needs a token
+function sourceInfo() {
+  if (source === null) source = api("/api/source").catch(() => ({}));
+  return source;
 }
+async function actionsEnabled() { return Boolean((await sourceInfo()).actions); }
+async function actionsTokenRequired() { return Boolean((await sourceInfo()).actionsToken); }
 
 function runHref(id) { return "/runs/" + encodeURIComponent(id); }
 function runApi(id) { return "/api/runs/" + encodeURIComponent(id); }
@@ -341,6 +355,7 @@ async function runPage(app) {
       Object.keys(run.environment || {}).length ? [h("h2", {}, "Environment"), keyValues("environment", run.environment)] : null);
   }
   const actions = await actionsEnabled();
+  const needsToken = actions && await actionsTokenRequired();
   const result = h("p", { id: "action-result", role: "status" });
   // The buttons of what may be done to the run now: cancel while it goes, rerun once it ended, and a
   // decision on each step waiting for approval. The answer (or why it was refused) shows in #action-result.
@@ -359,7 +374,12 @@ async function runPage(app) {
       finally { e.target.disabled = false; }
     } }, label);
     const waiting = r.steps.filter((s) => s.phase === "Waiting" && /approval/.test(s.message || ""));
-    return h("section", { id: "actions", class: "actions", "aria-label": "actions" },
+    const entry = needsToken
+      ? h("label", { id: "actions-token-entry", class: "token" }, "Actions token (kept for this tab): ",
+        h("input", { type: "password", id: "actions-token", autocomplete: "off",
+          placeholder: sessionStorage.getItem(TOKEN_KEY) ? "(given)" : "" }), " ")
+      : null;
+    return h("section", { id: "actions", class: "actions", "aria-label": "actions" }, entry,
       !r.final ? button("cancel", "Cancel run", "cancel") : null,
       r.final && !r.live ? button("rerun", "Rerun (same spec and parameters, no cache)", "rerun") : null,
       waiting.map((s) => h("span", { class: "decision", dataset: { step: s.name } }, `Step ${s.name} waits for approval: `,
