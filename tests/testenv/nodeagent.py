@@ -636,8 +636,9 @@ class PodRunner(threading.Thread):
 
             def rewrite(m: re.Match[str], dest: str = dest) -> str:
                 # A longer path below the mount that exists on this machine (the test's own Python,
-                # when the checkout lives under /tmp) is a host path, not a file in the empty volume.
-                rest = re.match(r"/[^\s'\"]+", m.string[m.end() :])
+                # when the checkout lives under /tmp) is a host path, not a file in the empty volume. A colon
+                # ends the path: PATH-like values list several.
+                rest = re.match(r"/[^\s'\":]+", m.string[m.end() :])
                 if rest and Path(m.group(0) + rest.group(0)).exists():
                     return m.group(0)
                 return dest
