@@ -203,6 +203,8 @@ def chain_pipeline(name: str, image: str, chain: int) -> dict[str, Any]:
         {
             "name": f"s{i + 1}",
             "container": {"image": image, "command": ["python", "-c", f"print('step {i + 1}')"]},
+            # Every Run repeats the same steps: without this the second Run would be all cache hits, with no pods.
+            "cache": {"enabled": False},
             **({"dependsOn": [f"s{i}"]} if i else {}),
         }
         for i in range(chain)
@@ -258,6 +260,10 @@ def step_overhead(stack: ContainerStack, runs: int, chain: int) -> dict[str, Any
                         for p in times.pods.values()
                         if p.metadata.labels.get("conveyor.dev/run") == name
                     }
+                    missing = [f"s{i}" for i in range(1, chain + 1) if f"s{i}" not in by_step]
+                    if missing:
+                        raise RuntimeError(f"run {name}: no pod seen for steps {missing}; step states: "
+                                           f"{json.dumps(run_obj['status'].get('steps'))[:2000]}")
                     for i in range(1, chain):
                         up, down = by_step[f"s{i}"], by_step[f"s{i + 1}"]
                         a, b = up.metadata.name, down.metadata.name
