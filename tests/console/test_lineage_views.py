@@ -14,7 +14,7 @@ from conveyor.api.pipeline import PipelineSpec
 from conveyor.console.app import ConsoleApp
 from conveyor.console.lineage import artifact_index, lineage_view, models_view
 from conveyor.console.pipelines import pipeline_view, pipelines_view, spec_view
-from conveyor.console.redact import REDACTED
+from conveyor.core.redact import REDACTED
 from conveyor.console.source import LocalSource
 from conveyor.console.views import BadQuery, RunRow
 

@@ -11,7 +11,7 @@ import pytest
 
 from console.harness import call
 from conveyor.console.app import ConsoleApp
-from conveyor.console.redact import REDACTED, redact, redact_text
+from conveyor.core.redact import REDACTED, redact, redact_text
 from conveyor.console.source import LocalSource, _live_record
 from conveyor.console.views import BadQuery, RunRow, compare_view, parse_query, run_view, runs_page
 

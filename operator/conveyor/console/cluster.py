@@ -37,7 +37,7 @@ from conveyor.console.objects import (
     run_row_of,
     split_id,
 )
-from conveyor.console.redact import redact_text
+from conveyor.core.redact import redact_text
 from conveyor.console.source import NotFound, StoredRecords, Unavailable, plot_json
 from conveyor.console.views import FINAL_PHASES, RunRow, run_view
 from conveyor.core.planner import StepState

@@ -18,7 +18,7 @@ from typing import Any
 from conveyor.api.pipeline import PipelineSpec
 from conveyor.cli.graph import lineage_graph, to_svg
 from conveyor.cli.records import lineage
-from conveyor.console.redact import redact
+from conveyor.core.redact import redact
 from conveyor.console.views import BadQuery
 from conveyor.kube.timestamps import parse_timestamp
 from conveyor.lifecycle.integrity import collections

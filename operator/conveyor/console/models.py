@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from conveyor.console.redact import redact
+from conveyor.core.redact import redact
 
 Body = Mapping[str, Any]
 RECENT_EVENTS = 20

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from conveyor.api.pipeline import PipelineSpec, Step
-from conveyor.console.redact import REDACTED, redact, secret_name
+from conveyor.core.redact import REDACTED, redact, secret_name
 from conveyor.console.views import RunRow
 
 RECENT_RUNS = 20

@@ -16,7 +16,7 @@ from typing import Any
 from conveyor.cli.graph import Graph, Node, to_svg
 from conveyor.cli.records import comparison, split_log_name
 from conveyor.cli.report import gantt_svg
-from conveyor.console.redact import redact
+from conveyor.core.redact import redact
 from conveyor.kube.timestamps import parse_timestamp
 
 FINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})

@@ -1,4 +1,4 @@
-"""Keeping secret values out of the browser: redaction of names, URIs and text (pure).
+"""Keeping secret values out of the browser, the Run status and Events: redaction of names, URIs and text (pure).
 
 Records hold no environment values by design, but they do hold what users typed: a parameter called
 `api_token`, an input URI with a password or a presigned query, a failure message or a log line that
