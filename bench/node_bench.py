@@ -13,8 +13,10 @@ kubelet with its own containerd; see tests/testenv/kubeletnode.py) is started an
                 installed by helm (testenv/release.py: two operator pods from the operator image),
                 then RUNS Runs one after another of a CHAIN-step Pipeline of container steps in the
                 step image; per-step overhead = a step's pod seen terminated by this benchmark's
-                watch → the next step's container seen running (sub-second), and the same from the
-                pods' own timestamps (terminated.finishedAt → the next startedAt: whole seconds)
+                watch → the next step's container seen running (sub-second), split at the next pod's
+                first watch event (before: the operator and the Job controller; after: the scheduler
+                and the node), and the same from the pods' own timestamps (terminated.finishedAt →
+                the next startedAt: whole seconds)
 
 Usage: .venv/bin/python bench/node_bench.py [--pods 20] [--rounds 3] [--runs 4] [--chain 5] [--no-runs]
                                             [--json-out FILE]
@@ -158,6 +160,7 @@ class PodTimes:
 
     def __init__(self, core: k8s_client.CoreV1Api, namespace: str) -> None:
         self.core, self.namespace = core, namespace
+        self.created: dict[str, float] = {}
         self.started: dict[str, float] = {}
         self.ended: dict[str, float] = {}
         self.pods: dict[str, Any] = {}
@@ -191,6 +194,7 @@ class PodTimes:
         now = time.monotonic()
         name = pod_.metadata.name
         self.pods[name] = pod_
+        self.created.setdefault(name, now)
         for status in pod_.status.container_statuses or []:
             if status.state.running is not None or status.state.terminated is not None:
                 self.started.setdefault(name, now)
@@ -228,6 +232,8 @@ def step_overhead(stack: ContainerStack, runs: int, chain: int) -> dict[str, Any
     out["import_and_helm_install_s"] = round(time.monotonic() - began, 1)
     ns = release.run_ns
     watched: list[float] = []
+    to_pod: list[float] = []
+    pod_to_running: list[float] = []
     stamped: list[float] = []
     walls: list[float] = []
     try:
@@ -269,6 +275,8 @@ def step_overhead(stack: ContainerStack, runs: int, chain: int) -> dict[str, Any
                         a, b = up.metadata.name, down.metadata.name
                         if a in times.ended and b in times.started:
                             watched.append(times.started[b] - times.ended[a])
+                            to_pod.append(times.created[b] - times.ended[a])
+                            pod_to_running.append(times.started[b] - times.created[b])
                         finished_at = up.status.container_statuses[0].state.terminated.finished_at
                         state = down.status.container_statuses[0].state
                         started_at = (state.terminated or state.running).started_at
@@ -277,6 +285,10 @@ def step_overhead(stack: ContainerStack, runs: int, chain: int) -> dict[str, Any
     finally:
         release.uninstall()
     out["overhead_watch"] = summary(watched)
+    out["overhead_split"] = {
+        "ended_to_next_pod_seen": summary(to_pod),  # the operator's pass, the Job create, the Job controller
+        "next_pod_seen_to_running": summary(pod_to_running),  # the scheduler, the kubelet, containerd, runc
+    }
     out["overhead_pod_timestamps"] = summary(stamped)
     out["run_wall"] = summary(walls)
     return out
