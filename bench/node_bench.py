@@ -268,8 +268,10 @@ def step_overhead(stack: ContainerStack, runs: int, chain: int) -> dict[str, Any
                     }
                     missing = [f"s{i}" for i in range(1, chain + 1) if f"s{i}" not in by_step]
                     if missing:
-                        raise RuntimeError(f"run {name}: no pod seen for steps {missing}; step states: "
-                                           f"{json.dumps(run_obj['status'].get('steps'))[:2000]}")
+                        raise RuntimeError(
+                            f"run {name}: no pod seen for steps {missing}; step states: "
+                            f"{json.dumps(run_obj['status'].get('steps'))[:2000]}"
+                        )
                     for i in range(1, chain):
                         up, down = by_step[f"s{i}"], by_step[f"s{i + 1}"]
                         a, b = up.metadata.name, down.metadata.name
