@@ -14,9 +14,9 @@ from conveyor.api.pipeline import PipelineSpec
 from conveyor.console.app import ConsoleApp
 from conveyor.console.lineage import artifact_index, lineage_view, models_view
 from conveyor.console.pipelines import pipeline_view, pipelines_view, spec_view
-from conveyor.core.redact import REDACTED
 from conveyor.console.source import LocalSource
 from conveyor.console.views import BadQuery, RunRow
+from conveyor.core.redact import REDACTED
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 D = {name: "sha256:" + (c * 64) for name, c in (("data", "a"), ("train", "b"), ("tf", "c"), ("m1", "d"), ("m2", "e"))}

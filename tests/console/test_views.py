@@ -11,9 +11,9 @@ import pytest
 
 from console.harness import call
 from conveyor.console.app import ConsoleApp
-from conveyor.core.redact import REDACTED, redact, redact_text
 from conveyor.console.source import LocalSource, _live_record
 from conveyor.console.views import BadQuery, RunRow, compare_view, parse_query, run_view, runs_page
+from conveyor.core.redact import REDACTED, redact, redact_text
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

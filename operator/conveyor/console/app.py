@@ -43,9 +43,9 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from conveyor.console.actions import Actions, Refused
-from conveyor.core.redact import redact_text
 from conveyor.console.source import ConsoleSource, NotFound, Unavailable
 from conveyor.console.views import BadQuery, compare_view, parse_query, runs_page
+from conveyor.core.redact import redact_text
 from conveyor.storage.store import StoreUnavailable
 
 log = logging.getLogger("conveyor.console")

@@ -37,11 +37,11 @@ from conveyor.console.objects import (
     run_row_of,
     split_id,
 )
-from conveyor.core.redact import redact_text
 from conveyor.console.source import NotFound, StoredRecords, Unavailable, plot_json
 from conveyor.console.views import FINAL_PHASES, RunRow, run_view
 from conveyor.core.planner import StepState
 from conveyor.core.record import LOG_LIMIT_BYTES, log_document, record_document
+from conveyor.core.redact import redact_text
 from conveyor.core.status import state_from_wire
 from conveyor.core.task import units_document
 from conveyor.core.validation import InvalidSpec

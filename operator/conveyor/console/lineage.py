@@ -18,8 +18,8 @@ from typing import Any
 from conveyor.api.pipeline import PipelineSpec
 from conveyor.cli.graph import lineage_graph, to_svg
 from conveyor.cli.records import lineage
-from conveyor.core.redact import redact
 from conveyor.console.views import BadQuery
+from conveyor.core.redact import redact
 from conveyor.kube.timestamps import parse_timestamp
 from conveyor.lifecycle.integrity import collections
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from conveyor.api.pipeline import PipelineSpec, Step
-from conveyor.core.redact import REDACTED, redact, secret_name
 from conveyor.console.views import RunRow
+from conveyor.core.redact import REDACTED, redact, secret_name
 
 RECENT_RUNS = 20
 

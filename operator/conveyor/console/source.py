@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from conveyor.api.pipeline import PipelineSpec
 from conveyor.console.lineage import ArtifactIndex, artifact_index, lineage_view, models_view
 from conveyor.console.pipelines import pipeline_view, pipelines_view
-from conveyor.core.redact import redact_text
 from conveyor.console.views import FINAL_PHASES, RunRow, run_row, run_view
 from conveyor.core.record import log_document
+from conveyor.core.redact import redact_text
 from conveyor.core.validation import InvalidSpec
 
 if TYPE_CHECKING:
