@@ -1,5 +1,5 @@
 """`--env-file` beyond `conveyor run`: `conveyor rerun --local` and the SDK's `run_local(env_file=...)` read it with
-the same reader (conveyor.cli.env_file), and a rerun of a cluster Run refuses it. The steps really run here (a
+the same reader (conveyor.local.env_file), and a rerun of a cluster Run refuses it. The steps really run here (a
 Python one-liner as the container's command); what they saw is their output's digest."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from conveyor import sdk
-from conveyor.cli import env_file as env_file_module
 from conveyor.cli.main import main
 from conveyor.core.validation import InvalidSpec
+from conveyor.local import env_file as env_file_module
 
 # Writes the variable's digest to its output: the record holds the output's digest, never the value.
 CODE = (

@@ -138,8 +138,8 @@ def print_proof(old: Mapping[str, Any], new: Mapping[str, Any], *, strict: bool)
 def _rerun_local(args: argparse.Namespace, source: LocalRuns, run_id: str, record: dict[str, Any], spec: Any) -> int:
     from rich.console import Console  # noqa: PLC0415
 
-    from conveyor.cli.env_file import read_env_file  # noqa: PLC0415
     from conveyor.lifecycle.specs import store_spec, without_cache  # noqa: PLC0415
+    from conveyor.local.env_file import read_env_file  # noqa: PLC0415
     from conveyor.local.view import run_with_progress  # noqa: PLC0415
 
     # The values are not in the record (nor in any cache key), so a rerun is given them again, as `conveyor run` was.

@@ -64,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cli_values, issues = _parse_params(args.param or [], spec)
     params, param_issues = resolve_parameters(spec, {**given, **cli_values})
     issues += param_issues + unsupported(spec, LOCAL)
-    from conveyor.cli.env_file import read_env_file  # noqa: PLC0415
+    from conveyor.local.env_file import read_env_file  # noqa: PLC0415
 
     env_file, env_issues = read_env_file(args.env_file, spec)
     issues += env_issues

@@ -59,8 +59,8 @@ def run_local(
     `conveyor run --env-file`: dotenv lines giving the steps' pod.env valueFrom variables by name."""
     from rich.console import Console  # noqa: PLC0415
 
-    from conveyor.cli.env_file import read_env_file  # noqa: PLC0415
     from conveyor.lifecycle.specs import store_spec  # noqa: PLC0415
+    from conveyor.local.env_file import read_env_file  # noqa: PLC0415
     from conveyor.local.view import run_with_progress  # noqa: PLC0415
     from conveyor.storage.local import LocalStore  # noqa: PLC0415
 
