@@ -1,7 +1,11 @@
 """A tiny kubelet for integration tests: runs pods bound to its Node as local processes.
 
-Test harness code, not product code. The control plane has no kubelet (there is no container
-runtime on our machines), so this agent registers a Node, keeps its Lease fresh, and for every
+Test harness code, not product code. It predates the real node: the container tier
+(tests/containers) runs the images on a real kubelet with containerd (kubeletnode.py), and proves
+the container contract there. This agent still serves the integration, e2e, chaos, security and
+console-over-a-cluster tiers, which test the operator's decisions rather than containers: their
+steps are host commands (the venv python, the checkout's code, no image build per change) and the
+chaos tier kills step processes directly. It registers a Node, keeps its Lease fresh, and for every
 pod scheduled onto it runs each container's command+args as a local process with the pod's
 environment. Images are ignored: the command must be runnable here (tests use the venv python).
 
