@@ -156,39 +156,54 @@ def delete_round(core: k8s_client.CoreV1Api, namespace: str) -> float:
 
 
 class PodTimes:
-    """When this process's watch first saw each step pod's container running and terminated."""
+    """When this process's watch first saw each step pod's container running and terminated, and each Job."""
 
-    def __init__(self, core: k8s_client.CoreV1Api, namespace: str) -> None:
-        self.core, self.namespace = core, namespace
+    def __init__(self, core: k8s_client.CoreV1Api, batch: k8s_client.BatchV1Api, namespace: str) -> None:
+        self.core, self.batch, self.namespace = core, batch, namespace
+        self.jobs: dict[str, float] = {}  # Job name -> first seen
         self.created: dict[str, float] = {}
         self.started: dict[str, float] = {}
         self.ended: dict[str, float] = {}
         self.pods: dict[str, Any] = {}
-        self._watch = k8s_watch.Watch()
+        self._watches = [k8s_watch.Watch(), k8s_watch.Watch()]
         self._stopped = False
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._threads = [
+            threading.Thread(target=self._loop, args=(w, lister, seen), daemon=True)
+            for w, lister, seen in zip(
+                self._watches,
+                (self.core.list_namespaced_pod, self.batch.list_namespaced_job),
+                (self._seen, self._job_seen),
+                strict=True,
+            )
+        ]
 
     def __enter__(self) -> PodTimes:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stopped = True
-        self._watch.stop()
-        self._thread.join(timeout=10)
+        for watch in self._watches:
+            watch.stop()
+        for thread in self._threads:
+            thread.join(timeout=10)
 
-    def _loop(self) -> None:
+    def _loop(self, watch: k8s_watch.Watch, lister: Any, seen: Any) -> None:
         # The API server may end a watch at any time ("Response ended prematurely" was seen after the first
-        # Run): watch again. A re-list replays pods already seen, and setdefault keeps their first times.
+        # Run): watch again. A re-list replays objects already seen, and setdefault keeps their first times.
         while not self._stopped:
             try:
-                for event in self._watch.stream(self.core.list_namespaced_pod, self.namespace, timeout_seconds=3600):
-                    self._seen(event["object"])
+                for event in watch.stream(lister, self.namespace, timeout_seconds=3600):
+                    seen(event["object"])
             except (urllib3.exceptions.HTTPError, k8s_client.ApiException) as e:
-                print(f"pod watch ended ({type(e).__name__}); watching again", file=sys.stderr)
+                print(f"watch ended ({type(e).__name__}); watching again", file=sys.stderr)
                 time.sleep(0.2)
             else:
                 return  # stopped, or the hour is up
+
+    def _job_seen(self, job: Any) -> None:
+        self.jobs.setdefault(job.metadata.name, time.monotonic())
 
     def _seen(self, pod_: Any) -> None:
         now = time.monotonic()
@@ -232,6 +247,8 @@ def step_overhead(stack: ContainerStack, runs: int, chain: int) -> dict[str, Any
     out["import_and_helm_install_s"] = round(time.monotonic() - began, 1)
     ns = release.run_ns
     watched: list[float] = []
+    to_job: list[float] = []
+    job_to_pod: list[float] = []
     to_pod: list[float] = []
     pod_to_running: list[float] = []
     stamped: list[float] = []
@@ -242,7 +259,7 @@ def step_overhead(stack: ContainerStack, runs: int, chain: int) -> dict[str, Any
             custom.create_namespaced_custom_object(
                 "conveyor.dev", "v1alpha1", ns, "pipelines", chain_pipeline("chain", images.step, chain)
             )
-            with PodTimes(core, ns) as times:
+            with PodTimes(core, k8s_client.BatchV1Api(api), ns) as times:
                 for number in range(runs):
                     name = f"chain-{number + 1}"
                     t0 = time.monotonic()
@@ -278,6 +295,12 @@ def step_overhead(stack: ContainerStack, runs: int, chain: int) -> dict[str, Any
                         if a in times.ended and b in times.started:
                             watched.append(times.started[b] - times.ended[a])
                             to_pod.append(times.created[b] - times.ended[a])
+                            job = next(
+                                iter(r.name for r in down.metadata.owner_references or [] if r.kind == "Job"), None
+                            )
+                            if job in times.jobs:
+                                to_job.append(times.jobs[job] - times.ended[a])
+                                job_to_pod.append(times.created[b] - times.jobs[job])
                             pod_to_running.append(times.started[b] - times.created[b])
                         finished_at = up.status.container_statuses[0].state.terminated.finished_at
                         state = down.status.container_statuses[0].state
@@ -289,6 +312,8 @@ def step_overhead(stack: ContainerStack, runs: int, chain: int) -> dict[str, Any
     out["overhead_watch"] = summary(watched)
     out["overhead_split"] = {
         "ended_to_next_pod_seen": summary(to_pod),  # the operator's pass, the Job create, the Job controller
+        "ended_to_next_job_seen": summary(to_job),  # the operator: its watch, its pass, the Job create
+        "next_job_seen_to_its_pod_seen": summary(job_to_pod),  # the Job controller
         "next_pod_seen_to_running": summary(pod_to_running),  # the scheduler, the kubelet, containerd, runc
     }
     out["overhead_pod_timestamps"] = summary(stamped)
