@@ -164,6 +164,7 @@ class PodTimes:
         self.created: dict[str, float] = {}
         self.started: dict[str, float] = {}
         self.ended: dict[str, float] = {}
+        self.phase_ended: dict[str, float] = {}  # the pod's phase Succeeded or Failed
         self.pods: dict[str, Any] = {}
         self._watches = [k8s_watch.Watch(), k8s_watch.Watch()]
         self._stopped = False
@@ -215,6 +216,8 @@ class PodTimes:
                 self.started.setdefault(name, now)
             if status.state.terminated is not None:
                 self.ended.setdefault(name, now)
+        if pod_.status.phase in ("Succeeded", "Failed"):
+            self.phase_ended.setdefault(name, now)
 
 
 def chain_pipeline(name: str, image: str, chain: int) -> dict[str, Any]:
@@ -247,6 +250,7 @@ def step_overhead(stack: ContainerStack, runs: int, chain: int) -> dict[str, Any
     out["import_and_helm_install_s"] = round(time.monotonic() - began, 1)
     ns = release.run_ns
     watched: list[float] = []
+    to_phase: list[float] = []
     to_job: list[float] = []
     job_to_pod: list[float] = []
     to_pod: list[float] = []
@@ -298,6 +302,8 @@ def step_overhead(stack: ContainerStack, runs: int, chain: int) -> dict[str, Any
                             job = next(
                                 iter(r.name for r in down.metadata.owner_references or [] if r.kind == "Job"), None
                             )
+                            if a in times.phase_ended:
+                                to_phase.append(times.phase_ended[a] - times.ended[a])
                             if job in times.jobs:
                                 to_job.append(times.jobs[job] - times.ended[a])
                                 job_to_pod.append(times.created[b] - times.jobs[job])
@@ -312,6 +318,7 @@ def step_overhead(stack: ContainerStack, runs: int, chain: int) -> dict[str, Any
     out["overhead_watch"] = summary(watched)
     out["overhead_split"] = {
         "ended_to_next_pod_seen": summary(to_pod),  # the operator's pass, the Job create, the Job controller
+        "ended_to_its_phase_ended": summary(to_phase),  # the kubelet: container terminated → pod phase
         "ended_to_next_job_seen": summary(to_job),  # the operator: its watch, its pass, the Job create
         "next_job_seen_to_its_pod_seen": summary(job_to_pod),  # the Job controller
         "next_pod_seen_to_running": summary(pod_to_running),  # the scheduler, the kubelet, containerd, runc
