@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conveyor.kube.cluster import observe_jobs
+import pytest
+
+from conveyor.kube.cluster import observe_jobs, pod_stopped, pod_succeeded
 from conveyor.kube.watchcache import WatchCache
 
 
@@ -208,7 +210,9 @@ def test_a_run_first_seen_finished_leaves_nothing_and_a_write_never_resurrects_a
     cache.run_event(None, run("41", "Failed", started=False, name="invalid"))  # failed before it started
     cache.run_written(run("42", "Running", name="never-seen"))
     assert cache.sizes() == (0, 0, 0, 0)
-    assert cache.run("ns", "r1") is None and cache.run("ns", "invalid") is None and cache.run("ns", "never-seen") is None
+    assert (
+        cache.run("ns", "r1") is None and cache.run("ns", "invalid") is None and cache.run("ns", "never-seen") is None
+    )
     assert cache._finished_runs == {}  # no tombstones for Runs that were never held
     cache.run_event("ADDED", run("50"))
     cache.run_written(run("51", "Running"))  # the response to the pass's own status write
@@ -230,3 +234,48 @@ def test_a_run_not_heard_of_for_longer_than_max_age_is_read_afresh() -> None:
     assert cache.run("ns", "r1") is not None
     cache.run_event("MODIFIED", run("10"))  # the same version again (a relist) refreshes it
     assert cache.run("ns", "r1", max_age=10) is not None
+
+
+def terminated(exit_code: int, message: str | None = None) -> dict[str, Any]:
+    return {"state": {"terminated": {"exitCode": exit_code, "message": message, "reason": "Completed"}}}
+
+
+@pytest.mark.parametrize(
+    ("phase", "statuses", "stopped", "succeeded"),
+    [
+        ("Pending", [], False, None),
+        ("Running", [{"state": {"running": {}}}], False, None),
+        # the kubelet reports the container's end about a second before the phase: the step is over already
+        ("Running", [terminated(0)], True, True),
+        ("Running", [terminated(1)], True, False),
+        ("Running", [terminated(137)], True, False),  # OOMKilled or killed by a signal
+        ("Running", [terminated(0), {"state": {"running": {}}}], False, None),  # one container still runs
+        ("Succeeded", [terminated(0)], True, True),
+        ("Failed", [terminated(1)], True, False),
+        ("Failed", [terminated(0)], True, False),  # the phase decides once it is there (evicted, deadline)
+        ("Succeeded", [], True, True),  # phase before the container's state: stopped (observation still waits)
+    ],
+)
+def test_a_pod_is_stopped_when_its_containers_end_and_its_phase_decides_once_set(
+    phase: str, statuses: list[dict[str, Any]], stopped: bool, succeeded: bool | None
+) -> None:
+    body = {"metadata": {"name": "p"}, "status": {"phase": phase, "containerStatuses": statuses}}
+    assert pod_stopped(body) is stopped
+    if succeeded is not None:
+        assert pod_succeeded(body) is succeeded
+
+
+def test_a_step_is_observed_finished_from_its_containers_end_before_the_pods_phase() -> None:
+    cache = WatchCache()
+    cache.job_event("ADDED", job("j-a", "a", 1))
+    running = pod("p-a", "j-a", "Running")
+    running["status"]["containerStatuses"] = [terminated(0, '{"ok": true}')]
+    assert cache.pod_event("MODIFIED", running)
+    seen = observe_jobs(*cache.run_objects("ns", "r1"))[("a", 1)]
+    assert seen.finished and seen.succeeded and seen.termination_message == '{"ok": true}'
+    assert cache.pod_stopped("ns", "r1", "j-a")
+    failing = pod("p-a", "j-a", "Running")
+    failing["status"]["containerStatuses"] = [terminated(2, "boom")]
+    cache.pod_event("MODIFIED", failing)
+    seen = observe_jobs(*cache.run_objects("ns", "r1"))[("a", 1)]
+    assert seen.finished and not seen.succeeded and seen.termination_message == "boom"

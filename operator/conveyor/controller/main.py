@@ -30,7 +30,7 @@ from conveyor.controller.modeldeployments import ModelDeploymentReconciler
 from conveyor.controller.pipelines import PipelineReconciler
 from conveyor.controller.requeue import Requeue
 from conveyor.controller.runs import RunReconciler
-from conveyor.kube.cluster import Cluster, load_kube_config
+from conveyor.kube.cluster import Cluster, load_kube_config, pod_job_name, pod_stopped
 from conveyor.kube.discovery import missing_resources
 from conveyor.kube.watchcache import WatchCache
 from conveyor.kube.workloads import Workloads
@@ -225,15 +225,17 @@ async def pod_changed(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    """A step pod that stopped: plan at once rather than when the Job controller marks its Job done (~1 s later)."""
+    """A step pod that stopped: plan at once, when its container ends, rather than when the kubelet reports the pod's
+    phase (~1 s later) or the Job controller marks its Job done (later still)."""
     assert namespace is not None
     op = of(memo)
-    changed = op.watched.pod_event(type, dict(body))
-    stopped = status.get("phase") in ("Succeeded", "Failed")
-    # Only the event that shows it stopped (or brings its termination message), also from a watch's (re)listing
-    # after an outage: a stopped pod gets further updates (its Job's tracking finalizer removed, conditions)
-    # that tell a pass nothing new.
-    if type != "DELETED" and changed and stopped and not meta.get("deletionTimestamp"):
+    pod = dict(body)
+    job = pod_job_name(pod)
+    seen_stopped = job is not None and op.watched.pod_stopped(namespace, labels[LABEL_RUN], job)
+    changed = op.watched.pod_event(type, pod)
+    # Only the event that first shows it stopped, also from a watch's (re)listing after an outage: a stopped pod
+    # gets further updates (its phase, its Job's tracking finalizer removed, conditions) that tell a pass nothing new.
+    if type != "DELETED" and changed and pod_stopped(pod) and not seen_stopped and not meta.get("deletionTimestamp"):
         op.run_queue.now(namespace, labels[LABEL_RUN])
 
 

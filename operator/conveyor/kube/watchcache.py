@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from conveyor.kube.cluster import pod_job_name, task_cache_key
+from conveyor.kube.cluster import pod_job_name, pod_stopped, task_cache_key
 from conveyor.manifests.names import LABEL_RUN
 
 Body = dict[str, Any]
@@ -212,7 +212,7 @@ class WatchCache:
         with self._lock:
             pods = self._runs.get((namespace, run), ({}, {}))[1]
             return any(
-                pod["status"]["phase"] in ("Succeeded", "Failed")
+                pod_stopped(pod)
                 and any("terminated" in cs["state"] for cs in pod["status"]["containerStatuses"])
                 and pod_job_name(pod) == job
                 for pod in pods.values()
