@@ -45,6 +45,7 @@ from conveyor.core.planner import (
 )
 from conveyor.core.podstart import POD_CONDITION, WaitingPod, pods_started_condition
 from conveyor.core.record import record_document, run_record, spec_digest
+from conveyor.core.redact import redact_text
 from conveyor.core.resources import kind_refusal, resource_outcome
 from conveyor.core.retry import step_timeout_message
 from conveyor.core.status import (
@@ -404,11 +405,15 @@ class RunReconciler:
                 finished_at=reported.finished_at,
             )
         if reported is not None:
+            # Defence in depth: the runtime redacted it, but an older image or a hand-written report may not have.
+            if reported.message:
+                reported = reported.model_copy(update={"message": redact_text(reported.message)})
             return reported
         if obs.succeeded:
             return TaskResult(ok=False, message=f"Job {obs.name} succeeded but left no result")
         reason = obs.reason or "Failed"
-        tail = f": {obs.termination_message[-1500:]}" if obs.termination_message else ""
+        # Not a runtime report (it redacts its own): raw container output, so keep credential-looking text out.
+        tail = f": {redact_text(obs.termination_message[-1500:])}" if obs.termination_message else ""
         return TaskResult(ok=False, message=f"Job {obs.name} failed ({reason}){tail}")
 
     # ------------------------------------------------------------------ the pass
