@@ -710,3 +710,24 @@ def test_no_option_takes_the_token_itself() -> None:
     flags = {f for a in ui_parser._actions for f in a.option_strings}
     assert "--actions-token-file" in flags
     assert not {f for f in flags if "token" in f} - {"--actions-token-file"}
+
+
+def test_deployment_pages_and_a_run_with_actions_pass_an_accessibility_check(page: Watched) -> None:
+    """axe-core (inside axe-playwright-python) on the pages the local-state check cannot reach: no critical violation."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    axe = Axe()
+    pg = page.page
+    for url, ready in (
+        ("/deployments", "#deployments tr.deployment"),
+        (f"/deployments/{NS}%2Firis", "#deployment-name"),
+        (f"/runs/{NS}%2Fgated", '#actions .decision[data-step="second"]'),
+    ):
+        pg.goto(url)
+        expect(pg.locator(ready).first).to_be_visible()
+        critical = [
+            (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+            for v in axe.run(pg).response["violations"]
+            if v["impact"] == "critical"
+        ]
+        assert critical == [], f"{url}: {critical}"
