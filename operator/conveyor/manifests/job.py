@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel
 
 from conveyor.api.pipeline import Resources
 from conveyor.api.pod import PodSettings
+from conveyor.core.redact import SECRETS_ENV, secret_sources
 from conveyor.core.task import TaskSpec
 from conveyor.manifests.names import (
     LABEL_ATTEMPT,
@@ -106,7 +108,11 @@ def step_job(
             {"name": var, "valueFrom": {"secretKeyRef": {"name": credentials_secret, "key": key}}}
             for var, key in (("AWS_ACCESS_KEY_ID", "accessKey"), ("AWS_SECRET_ACCESS_KEY", "secretKey"))
         ]
-    env += _k8s(pod.env)
+    user_env = _k8s(pod.env)
+    # Names (never values) of what comes from Secrets, so the runtime keeps those values out of what it reports.
+    sources = secret_sources(env + user_env, _k8s(pod.env_from), _k8s(pod.volume_mounts), _k8s(pod.volumes))
+    env.append({"name": SECRETS_ENV, "value": json.dumps(sources, sort_keys=True, separators=(",", ":"))})
+    env += user_env
     container: dict[str, Any] = {
         "name": "step",
         "image": image,

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from conveyor.api.run import ArtifactRef
 from conveyor.core.record import LOG_LIMIT_BYTES, log_document
+from conveyor.core.redact import REDACTED, SECRETS_ENV, redact_secrets, secret_values
 from conveyor.core.task import TaskInput, TaskResult, TaskSpec, result_document
 from conveyor.core.templates import TemplateError, render
 from conveyor.storage.digest import sha256_file
@@ -161,10 +162,60 @@ def archive_output() -> tuple[LogArchive, Any]:
     return archive, restore
 
 
-def store_log(store: ArtifactStore, task: TaskSpec, archive: LogArchive) -> None:
+SECRET_FILE_BYTES = 64 * 1024
+SECRET_FILES_MAX = 256
+
+
+def _secret_files(paths: list[str]) -> dict[str, str]:
+    """The keys of the Secret volumes mounted at `paths` (skipping the `..data` links a Secret volume holds)."""
+    files: dict[str, str] = {}
+    for root in paths:
+        base = Path(root)
+        candidates = [base] if base.is_file() else sorted(base.rglob("*"))[:SECRET_FILES_MAX] if base.is_dir() else []
+        for path in candidates:
+            if path != base and any(part.startswith("..") for part in path.relative_to(base).parts):
+                continue
+            try:
+                if path.is_file() and path.stat().st_size <= SECRET_FILE_BYTES:
+                    files[str(path)] = path.read_bytes().decode("utf-8", errors="ignore")
+            except OSError:
+                continue
+    return files
+
+
+def own_secrets(environ: dict[str, str] | None = None) -> list[str]:
+    """The values this step was given from Secrets, as named by the operator in $CONVEYOR_SECRETS (names and paths
+    only: the operator never reads a Secret): they must stay out of the Run's status, Events and the console."""
+    environ = dict(os.environ) if environ is None else environ
+    try:
+        sources = json.loads(environ.get(SECRETS_ENV) or "{}")
+    except ValueError:
+        sources = {}
+    if not isinstance(sources, dict):
+        sources = {}
+    return secret_values(sources, environ, _secret_files([str(p) for p in sources.get("paths") or ()]))
+
+
+def redacted_result(result: TaskResult, secrets: list[str]) -> TaskResult:
+    """The result as the operator may read it: no Secret value nor credential-looking text in its message."""
+    if not result.message:
+        return result
+    return result.model_copy(update={"message": redact_secrets(result.message, secrets)})
+
+
+def redact_log(text: str, secrets: list[str]) -> str:
+    """The archived log (served by the console) without the step's Secret values; exact matches only, since the
+    rest is the user's own output. The pod's live log is the container's output as printed, like any program's."""
+    for value in secrets:
+        text = text.replace(value, REDACTED)
+    return text
+
+
+def store_log(store: ArtifactStore, task: TaskSpec, archive: LogArchive, secrets: list[str] | None = None) -> None:
     """Store the attempt's log; failing to is worth a warning, never a failed step."""
     try:
-        store.put_text(log_document(task.run_id, task.key, task.attempt), archive.text())
+        text = redact_log(archive.text(), secrets or [])
+        store.put_text(log_document(task.run_id, task.key, task.attempt), text)
     except Exception as e:
         log.warning("could not store the log of step %s: %s", task.key, e)
 
@@ -388,6 +439,7 @@ def _main(args: Any, parser: Any, archive: LogArchive) -> int:
         print(f"conveyor-step: invalid task: {e}", file=sys.stderr)
         return 2
     store = open_store(task.store)
+    secrets = own_secrets()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminated)
     try:
@@ -397,11 +449,12 @@ def _main(args: Any, parser: Any, archive: LogArchive) -> int:
         else:
             with tempfile.TemporaryDirectory(prefix=f"conveyor-{task.step}-") as tmp:
                 result = execute(task, store, Path(tmp))
+        result = redacted_result(result, secrets)
         try:
             store.put_document(result_document(task.run_id, task.key, task.attempt), result.model_dump(mode="json"))
         except Exception as e:
             log.warning("could not store the result record: %s", e)
         write_result(result, args.result)
     finally:
-        store_log(store, task, archive)
+        store_log(store, task, archive, secrets)
     return 0 if result.ok else 1
