@@ -58,7 +58,13 @@ def check_rows(
         )
     )
     if reject:
-        raise SystemExit("check-rows: rows rejected on purpose")
+        import logging
+
+        # a careless step: the Secret's value in its output, its log and its failure (issue #19)
+        print(f"connecting with {password}", flush=True)
+        logging.getLogger("check-rows").warning("login as app with %s failed", password)
+        logging.getLogger("check-rows").warning("looked at %d rows", len(lines))
+        raise SystemExit(f"check-rows: rows rejected on purpose (password {password})")
     return {"lines": float(len(lines))}
 
 

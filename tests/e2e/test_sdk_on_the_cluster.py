@@ -175,6 +175,9 @@ def test_a_failing_step_of_the_compiled_pipeline_still_runs_its_exit_step(
     assert by_name["make-rows"]["phase"] == "Succeeded"
     assert by_name["check-rows"]["phase"] == "Failed"
     assert "rows rejected on purpose" in by_name["check-rows"]["message"], by_name["check-rows"]
+    # the step printed, logged and raised with the Secret's value: the message keeps the other lines, not the value
+    assert "looked at 3 rows" in by_name["check-rows"]["message"], by_name["check-rows"]
+    assert password not in by_name["check-rows"]["message"]
     assert by_name["notify"]["phase"] == "Succeeded", by_name["notify"]
     seen = output_of(run, "notify", "seen", minio)
     assert (seen["phase"], seen["failedSteps"]) == ("Failed", "check-rows")
