@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -35,3 +35,12 @@ class CacheEntry:
     key: str
     outputs: tuple[ArtifactRef, ...]
     metrics: Mapping[str, float]
+
+
+class CacheLookup(Protocol):
+    """What the planner asks of the step cache: one lookup per key, answering the entry or None.
+
+    Explicit rather than a Mapping: a lookup reads the store (the entry, then its artifacts' existence), and a
+    `key in cache` followed by `cache[key]` would read it twice. A plain dict of entries satisfies it (tests)."""
+
+    def get(self, key: str, /) -> CacheEntry | None: ...

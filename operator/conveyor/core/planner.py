@@ -19,6 +19,7 @@ from typing import Any
 from conveyor.api.pipeline import PipelineSpec, Step
 from conveyor.api.run import ArtifactRef, Decision, RunPhase, StepApproval, StepPhase
 from conveyor.api.store import CacheEntry as CacheEntry  # noqa: PLC0414 - re-exported: its home was here
+from conveyor.api.store import CacheLookup
 from conveyor.core.cachekey import cache_key
 from conveyor.core.dag import Dag
 from conveyor.core.retry import Outcome, Stop, after_failure, after_stop, backoff_seconds, step_timeout_message
@@ -470,7 +471,7 @@ class RunPlanner:
         states: Mapping[str, StepState],
         now: datetime,
         *,
-        cache: Mapping[str, CacheEntry],
+        cache: CacheLookup,
         external_digests: Mapping[str, str] | None = None,
         cancel: bool = False,
         run_started_at: datetime | None = None,
@@ -503,7 +504,7 @@ class RunPlanner:
         states: Mapping[str, StepState],
         now: datetime,
         *,
-        cache: Mapping[str, CacheEntry],
+        cache: CacheLookup,
         external: Mapping[str, str],
         cancel: bool,
         run_started_at: datetime | None,
@@ -572,7 +573,7 @@ class RunPlanner:
         main: Plan,
         states: Mapping[str, StepState],
         now: datetime,
-        cache: Mapping[str, CacheEntry],
+        cache: CacheLookup,
         external: Mapping[str, str],
         cancel_exit: bool,
     ) -> Plan:
@@ -636,7 +637,7 @@ class RunPlanner:
         actions: list[Action],
         wake: list[datetime],
         budget: _Budget,
-        cache: Mapping[str, CacheEntry],
+        cache: CacheLookup,
         external: Mapping[str, str],
         now: datetime,
         approvals: Mapping[str, StepApproval],
@@ -754,7 +755,7 @@ class RunPlanner:
         inputs: list[TaskInput],
         external: Mapping[str, str],
         progressed: dict[str, StepState],
-        cache: Mapping[str, CacheEntry],
+        cache: CacheLookup,
         now: datetime,
         actions: list[Action],
         wake: list[datetime],
@@ -790,8 +791,9 @@ class RunPlanner:
             item=item,
             code_version=self.context.code_version,
         )
-        if reuse and st.attempts == 0 and content is not None and ck in cache:
-            self._decide(progressed, actions, ReuseCached(name, cache[ck], key), now)
+        hit = cache.get(ck) if reuse and st.attempts == 0 and content is not None else None
+        if hit is not None:
+            self._decide(progressed, actions, ReuseCached(name, hit, key), now)
             return
         if budget.slots <= 0:
             return

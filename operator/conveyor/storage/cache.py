@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,22 +26,20 @@ VERIFY_MAX_BYTES = 64 * 1024 * 1024
 """Artifacts up to this size are re-hashed before their first reuse by a process; larger ones are only
 checked for existence (every consumer verifies the digest when it downloads them anyway)."""
 _VERIFIED_MEMORY = 4096
-_REUSE_SECONDS = 1.0
 
 
 def cache_document(key: str) -> str:
     return f"cache/{hex_of(key)}.json"
 
 
-class StoreCache(Mapping[str, CacheEntry]):
-    """A read-through view the planner can look keys up in (never enumerated)."""
+class StoreCache:
+    """The step cache the planner looks keys up in (api.store.CacheLookup): one store read per lookup."""
 
     def __init__(self, store: ArtifactStore, *, verify_max_bytes: int = VERIFY_MAX_BYTES) -> None:
         self.store = store
         self.verify_max_bytes = verify_max_bytes
         self._verified: OrderedDict[str, None] = OrderedDict()
-        self._verified_lock = threading.Lock()
-        self._local = threading.local()  # the operator plans Runs on several threads
+        self._verified_lock = threading.Lock()  # the operator plans Runs on several threads
 
     def _content_ok(self, ref: ArtifactRef) -> bool:
         """The blob still hashes to its digest (re-hashed once per process, while it is small enough)."""
@@ -64,41 +61,18 @@ class StoreCache(Mapping[str, CacheEntry]):
                 self._verified.popitem(last=False)
         return True
 
-    def _lookup(self, key: str) -> CacheEntry:
+    def get(self, key: str, /) -> CacheEntry | None:
+        """The entry under `key`, or None when there is none or an artifact it names is gone or corrupt."""
         doc = self.store.get_document(cache_document(key))
         if doc is None:
-            raise KeyError(key)
+            return None
         outputs = tuple(ArtifactRef.model_validate(o) for o in doc["outputs"])
         # existence every time (a garbage-collected blob must never be handed out), content once per process
         if not all(self.store.exists(o.digest) for o in outputs):
-            raise KeyError(key)
+            return None
         if not all(self._content_ok(o) for o in outputs):
-            raise KeyError(key)
+            return None
         return CacheEntry(key=key, outputs=outputs, metrics=doc.get("metrics", {}))
-
-    def __getitem__(self, key: str) -> CacheEntry:
-        last: tuple[str, CacheEntry, float] | None = getattr(self._local, "last", None)
-        self._local.last = None
-        # the planner asks `key in cache`, then at once `cache[key]`: answer the second from the first
-        if last is not None and last[0] == key and time.monotonic() - last[2] < _REUSE_SECONDS:
-            return last[1]
-        return self._lookup(key)
-
-    def __contains__(self, key: object) -> bool:
-        if not isinstance(key, str):
-            return False
-        self._local.last = None
-        try:
-            self._local.last = (key, self._lookup(key), time.monotonic())
-        except KeyError:
-            return False
-        return True
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
 
     def record(
         self, key: str, run_id: str, step: str, outputs: Mapping[str, ArtifactRef], metrics: Mapping[str, float]
