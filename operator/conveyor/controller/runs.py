@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from conveyor import __version__
@@ -47,6 +48,7 @@ from conveyor.core.podstart import POD_CONDITION, WaitingPod, pods_started_condi
 from conveyor.core.record import record_document, run_record, spec_digest
 from conveyor.core.redact import redact_text
 from conveyor.core.resources import kind_refusal, resource_outcome
+from conveyor.core.resourcesteps import objects_to_delete
 from conveyor.core.retry import step_timeout_message
 from conveyor.core.status import (
     EXIT_CONDITION,
@@ -122,6 +124,8 @@ class RunReconciler:
         self.cluster = cluster
         self._step_objects = objects
         """Resource steps' objects (built on first need from the cluster's API client)."""
+        self._gone_objects: dict[tuple[str, str], set[tuple[str, int]]] = {}
+        """Per Run, the resource-step objects (key, attempt) deleted or found gone: the rest are asked again."""
         self.store = store
         self.cache = StoreCache(store)
         self.config = config
@@ -156,6 +160,7 @@ class RunReconciler:
         with self._guard:
             self._listed.discard((namespace, name))
             self._idle.pop((namespace, name), None)
+        self._gone_objects.pop((namespace, name), None)  # its objects go with it (owner reference)
         if self.watched is not None:
             self.watched.forget_run(namespace, name)
 
@@ -310,13 +315,16 @@ class RunReconciler:
         return resource_outcome(step.resource, obj, f"{manifest['kind']} {name}")
 
     def _delete_object(self, namespace: str, run_name: str, key: str, attempt: int, step: Any) -> None:
+        """Delete one attempt's object; once deleted (or found gone) it is remembered, else the next pass asks again
+        (core objects_to_delete), so a delete refused or failed once does not leak the object."""
         manifest = step.resource.manifest
         name = object_name(run_name, key, attempt)
         try:
             self.objects.delete(str(manifest["apiVersion"]), str(manifest["kind"]), namespace, name)
-        except ClusterRefused as e:  # no grant to delete: the Run's deletion still takes it (owner reference)
+        except (ClusterRefused, ApiException) as e:  # retried next pass; the Run's deletion takes it anyway
             log.warning("%s step %s: could not delete %s %s: %s", namespace, key, manifest["kind"], name, e)
             return
+        self._gone_objects.setdefault((namespace, run_name), set()).add((key, attempt))
         log.info("deleted %s %s of %s/%s step %s", manifest["kind"], name, namespace, run_name, key)
 
     def _observe(
@@ -552,7 +560,7 @@ class RunReconciler:
         if record_uri is not None:
             status = status.model_copy(update={"record_uri": record_uri})
         self._write_status(body, old_status, status)
-        self._delete_ended_objects(namespace, name, resolved.spec, before, finished_now)
+        self._delete_ended_objects(namespace, name, resolved.spec, states, plan.done)
         if refused and refused != [self._condition_message(old_status)]:
             self.post_event(body, "Run", "Warning", "JobCreateRefused", "; ".join(refused))
         newly_waiting = pods is not None and pods.status is ConditionStatus.FALSE
@@ -577,22 +585,16 @@ class RunReconciler:
         return wait
 
     def _delete_ended_objects(
-        self,
-        namespace: str,
-        run_name: str,
-        spec: PipelineSpec,
-        before: Mapping[str, StepState],
-        finished_now: list[tuple[str, StepState]],
+        self, namespace: str, run_name: str, spec: PipelineSpec, states: Mapping[str, StepState], run_over: bool
     ) -> None:
-        """The objects of resource-step attempts that ended in this pass: the Run no longer needs them once their
-        outcome (and metrics) are in its status, so they go after the status write, never before. A retry's next
-        attempt gets an object of its own name."""
-        steps = {s.name: s for s in spec.all_steps()}
-        for key, state in finished_now:
-            step = steps.get(step_of(key))
-            if step is not None and step.resource is not None:
-                attempt = before.get(key, state).attempts
-                self._delete_object(namespace, run_name, key, attempt, step)
+        """Every pass, the objects of ended resource-step attempts (all of them once the Run is over) that are not
+        yet known gone: the Run no longer needs them once their outcome (and metrics) are in its status, so they go
+        after the status write, never before; a delete that failed is asked again next pass. A retry's next attempt
+        gets an object of its own name."""
+        steps = {s.name: s for s in spec.all_steps() if s.resource is not None}
+        gone = self._gone_objects.get((namespace, run_name), set())
+        for key, attempt in objects_to_delete(states, steps, run_over, gone):
+            self._delete_object(namespace, run_name, key, attempt, steps[step_of(key)])
 
     def _waiting_pods(
         self, states: Mapping[str, StepState], spec: PipelineSpec, jobs: Mapping[tuple[str, int], JobObservation]
