@@ -35,6 +35,11 @@ kubelet_dir=$cache/kubelet-$K8S_VERSION-$go_version
 cni_dir=$cache/cni-plugins-$CNI_PLUGINS_VERSION-$go_version
 prometheus_dir=$cache/prometheus-$PROMETHEUS_VERSION-$go_version
 metrics_server_dir=$cache/metrics-server-$METRICS_SERVER_VERSION-$go_version
+# The custom-metrics adapter (a stand-in for prometheus-adapter, which the module proxy refuses) is our
+# own small program under tests/testenv/metricsadapter: its cache key is a digest of its sources.
+adapter_src=$here/../tests/testenv/metricsadapter
+adapter_key=$(cat "$adapter_src/go.mod" "$adapter_src/go.sum" "$adapter_src/main.go" | sha256sum | cut -c1-12)
+metrics_adapter_dir=$cache/metrics-adapter-$adapter_key-$go_version
 
 # The node images' sources live in this script; their cache key is a digest of those sources.
 IFS= read -r -d '' PAUSE_GO <<'EOF' || true
@@ -267,7 +272,7 @@ images_dir=$cache/node-images-$images_key-$go_version
 
 if [[ ${1:-} == --print ]]; then
     printf '%s\n' "$k8s_dir" "$etcd_dir" "$kwok_dir" "$minio_dir" "$helm_dir" "$kubelet_dir" "$cni_dir" "$images_dir" \
-        "$prometheus_dir" "$metrics_server_dir"
+        "$prometheus_dir" "$metrics_server_dir" "$metrics_adapter_dir"
     exit 0
 fi
 
@@ -524,6 +529,16 @@ build_metrics_server() {
     "$out/bin/metrics-server" --version 2>&1 | head -1
 }
 
+# The custom-metrics adapter (custom.metrics.k8s.io from Prometheus queries; see its main.go), built from a
+# copy of its sources so the build never touches the checkout.
+build_metrics_adapter() {
+    local out=$1
+    mkdir -p "$out/src" "$out/bin"
+    cp "$adapter_src/go.mod" "$adapter_src/go.sum" "$adapter_src/main.go" "$out/src/"
+    (cd "$out/src" && go build -trimpath -ldflags "-s -w" -o "$out/bin/metrics-adapter" .)
+    "$out/bin/metrics-adapter" --help >/dev/null 2>&1 || true
+}
+
 # System tools the test harness runs: openssl (test CA), iproute2 (pod network namespaces).
 # Installed only when missing, and only where apt-get can run (root on Debian/Ubuntu).
 ensure_system_packages() {
@@ -575,9 +590,10 @@ build_once "$cni_dir" "CNI plugins $CNI_PLUGINS_VERSION" build_cni_plugins
 build_once "$images_dir" "node images $images_key" build_node_images
 build_once "$prometheus_dir" "prometheus $PROMETHEUS_VERSION" build_prometheus
 build_once "$metrics_server_dir" "metrics-server $METRICS_SERVER_VERSION" build_metrics_server
+build_once "$metrics_adapter_dir" "metrics adapter $adapter_key" build_metrics_adapter
 # The scratch modules are only needed while building.
 all_dirs=("$k8s_dir" "$etcd_dir" "$kwok_dir" "$minio_dir" "$helm_dir" "$kubelet_dir" "$cni_dir" "$images_dir"
-    "$prometheus_dir" "$metrics_server_dir")
+    "$prometheus_dir" "$metrics_server_dir" "$metrics_adapter_dir")
 for d in "${all_dirs[@]}"; do rm -rf "$d/src"; done
 step=done
 say "all binaries present"

@@ -7,7 +7,9 @@ the project's images (testenv.release). A model built in this process is stored 
 train step stores it, and a ModelDeployment serves it with ``autoscaling: {minReplicas: 1,
 maxReplicas: 3}``, a CPU target and fast ``behavior``. A bounded request loop (testenv.autoscaling)
 turns CPU-heavy for a while and then light again: the HPA must add replicas under the load, remove
-them after it, and no request may fail throughout.
+them after it, and no request may fail throughout. The same on requests per second: a real Prometheus
+scrapes the servers and the custom-metrics adapter (testenv.custommetrics, a stand-in for
+prometheus-adapter, which cannot be fetched here) serves its per-pod query as custom.metrics.k8s.io.
 """
 
 from __future__ import annotations
@@ -25,14 +27,17 @@ from testenv.autoscaling import (
     VERSION,
     deployment_body,
     hpa_cpu_utilization,
+    hpa_pods_metric,
     hpa_status,
     scale_up_and_down,
     stored_model,
 )
 from testenv.containerstack import ContainerStack
+from testenv.custommetrics import CustomMetricsAdapter
 from testenv.images import ProjectImages, build_project_images
 from testenv.metricsserver import MetricsServer
 from testenv.processes import wait_until
+from testenv.prometheus import PrometheusServer, kubernetes_pods_job, prometheus_config
 from testenv.release import RELEASE_NS, Release, install
 
 pytestmark = pytest.mark.containers
@@ -112,3 +117,59 @@ def test_the_hpa_scales_up_under_cpu_load_and_back_to_one_after_it_with_no_faile
     assert (tried.peak.get("desiredReplicas") or 0) >= 2 and (hpa_cpu_utilization(tried.peak) or 0) > TARGET, tried.peak
     assert len(tried.rescales) >= 2, tried.rescales  # up, then down: the HPA's own events
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "modeldeployments", MD)
+
+
+# A per-pod custom metric: requests per second from Prometheus, through the custom metrics API.
+RPS = "conveyor_server_requests_per_second"
+RPS_QUERY = 'sum by (pod) (rate(conveyor_server_requests_total{namespace="{{.Namespace}}"}[10s]))'
+RPS_TARGET = 20  # per pod; the light stream alone sends about 5 a second
+
+
+@pytest.fixture(scope="module")
+def prometheus(release: Release) -> Iterator[PrometheusServer]:
+    """A real Prometheus scraping the model-server pods by their pod IPs, every second."""
+    cp = release.stack.control_plane
+    config = prometheus_config([
+        kubernetes_pods_job("servers", cp.kubeconfig, namespaces=[release.run_ns], port_name="http",
+                            label_selector="conveyor.dev/model-deployment"),
+    ])  # fmt: skip
+    with PrometheusServer(config, cp.log_dir) as prom:
+        yield prom
+
+
+@pytest.fixture(scope="module")
+def adapter(release: Release, prometheus: PrometheusServer) -> Iterator[CustomMetricsAdapter]:
+    with CustomMetricsAdapter(release.stack, prometheus.url, RPS, RPS_QUERY) as served:
+        print(f"[testenv] custom metrics adapter Available in {served.startup_seconds:.1f}s")
+        yield served
+
+
+def test_the_hpa_scales_on_requests_per_second_from_prometheus_and_back_with_no_failed_request(
+    release: Release, metrics_server: MetricsServer, adapter: CustomMetricsAdapter, api: k8s_client.ApiClient
+) -> None:
+    """The HPA reads a per-pod custom metric (custom.metrics.k8s.io, from Prometheus) and scales on it alone:
+    the CPU target is 100 % of the request, which a pod capped at its limit never exceeds."""
+    ns, name = release.run_ns, "scaled-rps"
+    model, rows = stored_model(release.stack.minio.endpoint)
+    custom = k8s_client.CustomObjectsApi(api)
+    metric = {"name": RPS, "targetAverageValue": str(RPS_TARGET)}
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, ns, "modeldeployments", deployment_body(name, model, target_cpu=100, custom_metric=metric)
+    )
+
+    def diagnose() -> str:
+        state = {"hpa": hpa_status(api, ns, name), "adapter": adapter.pod_values(ns)}
+        return json.dumps(state, indent=1, default=str)[-5000:] + "\n" + release.operator_logs()[-3000:]
+
+    hpa = wait_until(lambda: k8s_client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler(name, ns),
+                     timeout=120, what="the HPA", interval=1.0)  # fmt: skip
+    assert [m.type for m in hpa.spec.metrics] == ["Resource", "Pods"], hpa.spec.metrics  # type: ignore[attr-defined]
+    tried = scale_up_and_down(api, ns, name, rows, diagnose=diagnose, batch=1)
+    print(f"\n[autoscaling rps] {tried.summary()}; requests per second at the peak: {hpa_pods_metric(tried.peak, RPS)}")
+    assert tried.failures == [], tried.failures[:5]
+    assert (tried.peak.get("desiredReplicas") or 0) >= 2, tried.peak
+    assert (hpa_pods_metric(tried.peak, RPS) or 0) > RPS_TARGET, tried.peak
+    # the HPA says which metric moved it: up on requests per second, then down
+    assert any(f"pods metric {RPS} above target" in m for m in tried.rescales), tried.rescales
+    assert len(tried.rescales) >= 2, tried.rescales
+    custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "modeldeployments", name)

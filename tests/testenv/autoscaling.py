@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import numpy as np
 from kubernetes import client as k8s_client
+from kubernetes.utils import parse_quantity
 
 from testenv.minio import S3Endpoint
 from testenv.processes import wait_until
@@ -77,9 +78,11 @@ def deployment_body(
     target_cpu: int = 20,
     cpu: str = "200m",
     behavior: dict[str, Any] | None = None,
+    custom_metric: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A ModelDeployment autoscaled on CPU between ``min_replicas`` and ``max_replicas``, fast by default."""
-    return {
+    """A ModelDeployment autoscaled on CPU (and `custom_metric`, a per-pod metric: {name, targetAverageValue})
+    between ``min_replicas`` and ``max_replicas``, fast by default."""
+    body: dict[str, Any] = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ModelDeployment",
         "metadata": {"name": name},
@@ -94,6 +97,9 @@ def deployment_body(
             },
         },
     }
+    if custom_metric is not None:
+        body["spec"]["autoscaling"]["customMetric"] = custom_metric
+    return body
 
 
 class RequestLoop:
@@ -201,6 +207,15 @@ def hpa_cpu_utilization(status: dict[str, Any]) -> int | None:
     return None
 
 
+def hpa_pods_metric(status: dict[str, Any], metric: str) -> float | None:
+    """The HPA's current average of a per-pod metric, None before it came in."""
+    for m in status.get("currentMetrics") or []:
+        if m.get("type") == "Pods" and m["pods"]["metric"]["name"] == metric:
+            value = m["pods"]["current"].get("averageValue")
+            return float(parse_quantity(value)) if value is not None else None
+    return None
+
+
 def ready_replicas(api: k8s_client.ApiClient, ns: str, deployment: str) -> tuple[int, int]:
     """(spec.replicas, ready and not terminating pods counted by the Deployment) of a Deployment."""
     dep = k8s_client.AppsV1Api(api).read_namespaced_deployment(deployment, ns)
@@ -252,10 +267,12 @@ def scale_up_and_down(
     *,
     diagnose: Callable[[], str] = lambda: "",
     hold_seconds: float = 5,
+    batch: int = 100,
 ) -> ScalingTry:
     """With the ModelDeployment ``name`` created (min 1 replica): wait for its one replica and the HPA's
     first CPU figure, then light load, heavy load until a second replica serves (plus ``hold_seconds``),
-    light load until the HPA is back at one replica. Raises TimeoutError (with ``diagnose()``
+    light load until the HPA is back at one replica; `batch`: rows per heavy request (1: many cheap requests,
+    for a requests-per-second metric). Raises TimeoutError (with ``diagnose()``
     printed) when a phase does not come; the request loop's bounds end every phase in time."""
 
     def wait(check: Callable[[], Any], what: str, timeout: float) -> Any:
@@ -273,7 +290,10 @@ def scale_up_and_down(
     target = hpa.spec.scale_target_ref.name
     wait(lambda: ready_replicas(api, ns, target) == (1, 1), "one ready server replica", 180)
     first = wait(lambda: (s := status()) and hpa_cpu_utilization(s) is not None and s, "the HPA's first CPU figure", 90)
-    with Router(api, ns, name) as router, RequestLoop(router, name, rows, limit=60_000, max_seconds=420) as load:
+    with (
+        Router(api, ns, name) as router,
+        RequestLoop(router, name, rows, batch=batch, limit=60_000, max_seconds=420) as load,
+    ):
         wait_until(lambda: router.endpoints, timeout=30, what="the server's endpoint")
         time.sleep(3)  # the light stream alone for a moment: it must not scale anything
         baseline = hpa_cpu_utilization(status()) or hpa_cpu_utilization(first) or 0

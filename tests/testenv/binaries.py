@@ -57,7 +57,7 @@ NODE_FIELDS = (
     "runc",
 )
 # Required only by what uses it (testenv.metricsserver), so the other tiers run without it.
-OPTIONAL_FIELDS = ("metrics_server",)
+OPTIONAL_FIELDS = ("metrics_server", "metrics_adapter")
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,7 @@ class Binaries:
     prometheus: Path
     promtool: Path
     metrics_server: Path
+    metrics_adapter: Path
 
     @classmethod
     def locate(cls) -> Binaries:
@@ -109,9 +110,9 @@ class Binaries:
         except (subprocess.CalledProcessError, OSError) as exc:
             raise MissingBinaryError(f"cannot run `{INSTALL_SCRIPT} --print`: {exc}") from exc
         dirs = [Path(line) for line in out.splitlines() if line.strip()]
-        if len(dirs) != 10:
-            raise MissingBinaryError(f"`{INSTALL_SCRIPT} --print` printed {len(dirs)} lines, expected 10")
-        k8s, etcd, kwok, minio, helm, kubelet, cni, node_images, prometheus, metrics_server = dirs
+        if len(dirs) != 11:
+            raise MissingBinaryError(f"`{INSTALL_SCRIPT} --print` printed {len(dirs)} lines, expected 11")
+        k8s, etcd, kwok, minio, helm, kubelet, cni, node_images, prometheus, metrics_server, metrics_adapter = dirs
         found = cls(
             etcd=etcd / "bin" / "etcd",
             etcdctl=etcd / "bin" / "etcdctl",
@@ -136,6 +137,7 @@ class Binaries:
             prometheus=prometheus / "bin" / "prometheus",
             promtool=prometheus / "bin" / "promtool",
             metrics_server=metrics_server / "bin" / "metrics-server",
+            metrics_adapter=metrics_adapter / "bin" / "metrics-adapter",
         )
         found.require(*(name for name in found.__dataclass_fields__ if name not in NODE_FIELDS + OPTIONAL_FIELDS))
         return found

@@ -51,30 +51,31 @@ APISERVICE = f"{VERSION}.{GROUP}"
 USER = "conveyor-testenv:metrics-server"
 
 
-def _rbac_objects() -> list[tuple[str, dict[str, Any]]]:
-    """Upstream's RBAC (manifests/base/rbac.yaml of the release) bound to the test env's user."""
-    user = [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": USER}]
+def _rbac_objects(user_name: str = USER, name: str = NAME) -> list[tuple[str, dict[str, Any]]]:
+    """Upstream's RBAC (manifests/base/rbac.yaml of the release) bound to the test env's user; an aggregated API
+    server's usual grants (read pods and nodes, delegate authentication, read the authentication config)."""
+    user = [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user_name}]
     ref = {"apiGroup": "rbac.authorization.k8s.io"}
     return [
         ("cluster_role", {
-            "metadata": {"name": "system:metrics-server"},
+            "metadata": {"name": f"system:{name}"},
             "rules": [
                 {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
                 {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]},
             ],
         }),
         ("cluster_role_binding", {
-            "metadata": {"name": "system:metrics-server"},
-            "roleRef": {**ref, "kind": "ClusterRole", "name": "system:metrics-server"},
+            "metadata": {"name": f"system:{name}"},
+            "roleRef": {**ref, "kind": "ClusterRole", "name": f"system:{name}"},
             "subjects": user,
         }),
         ("cluster_role_binding", {
-            "metadata": {"name": "metrics-server:system:auth-delegator"},
+            "metadata": {"name": f"{name}:system:auth-delegator"},
             "roleRef": {**ref, "kind": "ClusterRole", "name": "system:auth-delegator"},
             "subjects": user,
         }),
         ("role_binding", {
-            "metadata": {"name": "metrics-server-auth-reader", "namespace": NAMESPACE},
+            "metadata": {"name": f"{name}-auth-reader", "namespace": NAMESPACE},
             "roleRef": {**ref, "kind": "Role", "name": "extension-apiserver-authentication-reader"},
             "subjects": user,
         }),
@@ -82,7 +83,16 @@ def _rbac_objects() -> list[tuple[str, dict[str, Any]]]:
 
 
 class MetricsServer:
-    """metrics-server on the bridge gateway, registered as the APIService v1beta1.metrics.k8s.io."""
+    """metrics-server on the bridge gateway, registered as the APIService v1beta1.metrics.k8s.io.
+
+    testenv.custommetrics runs the custom-metrics adapter the same way: it overrides the names, the
+    command line and what "ready" means."""
+
+    name, group, version, user, binary_field = NAME, GROUP, VERSION, USER, "metrics_server"
+
+    @property
+    def apiservice(self) -> str:
+        return f"{self.version}.{self.group}"
 
     def __init__(
         self,
@@ -94,14 +104,14 @@ class MetricsServer:
         self.stack = stack
         if binary is None:
             binaries = Binaries.locate()
-            binaries.require("metrics_server")
-            binary = binaries.metrics_server
+            binaries.require(self.binary_field)
+            binary = getattr(binaries, self.binary_field)
         self.binary = binary
         self.host = stack.gateway
         self.port = free_port(self.host)
         self.metric_resolution = metric_resolution
-        self.work_dir = owned_temp_dir("conveyor-metrics-server-")
-        self.log_path = stack.control_plane.log_dir / "metrics-server.log"
+        self.work_dir = owned_temp_dir(f"conveyor-{self.name}-")
+        self.log_path = stack.control_plane.log_dir / f"{self.name}.log"
         self.process: ServerProcess | None = None
         self.startup_seconds: float | None = None
         self.last_condition = ""
@@ -114,69 +124,76 @@ class MetricsServer:
         cp = self.stack.control_plane
         assert cp.ca is not None
         ca = cp.ca
-        client = ca.issue("metrics-server-client", USER)
+        name, ns = self.name, NAMESPACE
+        client = ca.issue(f"{name}-client", self.user)
         serving = ca.issue(
-            "metrics-server-serving",
-            f"{NAME}.{NAMESPACE}.svc",
+            f"{name}-serving",
+            f"{name}.{ns}.svc",
             ip_sans=(self.host,),
-            dns_sans=(f"{NAME}.{NAMESPACE}.svc", f"{NAME}.{NAMESPACE}.svc.cluster.local"),
+            dns_sans=(f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"),
             server=True,
         )
-        kubeconfig = write_kubeconfig(self.work_dir / "metrics-server.kubeconfig", cp.server_url, ca.cert, client)
+        kubeconfig = write_kubeconfig(self.work_dir / f"{name}.kubeconfig", cp.server_url, ca.cert, client)
         try:
             self._apply_rbac()
             self.process = ServerProcess(
-                NAME,
-                [
-                    str(self.binary),
-                    f"--kubeconfig={kubeconfig}",
-                    f"--authentication-kubeconfig={kubeconfig}",
-                    f"--authorization-kubeconfig={kubeconfig}",
-                    f"--bind-address={self.host}",
-                    f"--secure-port={self.port}",
-                    f"--tls-cert-file={serving.cert}",
-                    f"--tls-private-key-file={serving.key}",
-                    f"--cert-dir={self.work_dir / 'certs'}",
-                    # The kubelet's serving certificate comes from the test CA and names its InternalIP.
-                    f"--kubelet-certificate-authority={ca.cert}",
-                    "--kubelet-preferred-address-types=InternalIP",
-                    "--kubelet-use-node-status-port",
-                    f"--metric-resolution={self.metric_resolution}",
-                    # metric-resolution must exceed the kubelet timeout (10 s by default) by a tenth.
-                    "--kubelet-request-timeout=5s",
-                    "--profiling=false",
-                    "--v=1",
-                ],
+                name,
+                self._command(kubeconfig, serving.cert, serving.key, ca.cert),
                 self.log_path,
                 env={"PATH": "/usr/bin:/bin", "HOME": str(self.work_dir)},
                 cwd=self.work_dir,
             ).start()
             self._register(ca.cert.read_bytes())
             try:
-                wait_until(self._available, timeout=timeout, what=f"APIService {APISERVICE} Available",
+                wait_until(self._available, timeout=timeout, what=f"APIService {self.apiservice} Available",
                            process=self.process, interval=0.5)  # fmt: skip
             except TimeoutError as exc:
                 raise TimeoutError(f"{exc}; its last condition: {self.last_condition or 'none'}") from None
-            wait_until(self._node_has_metrics, timeout=timeout, what="the node's metrics from metrics.k8s.io",
-                       process=self.process, interval=1.0)  # fmt: skip
+            self._wait_serving(timeout)
         except BaseException:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - began
         return self
 
+    def _command(self, kubeconfig: Path, cert: Path, key: Path, ca: Path) -> list[str]:
+        return [
+            str(self.binary),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--bind-address={self.host}",
+            f"--secure-port={self.port}",
+            f"--tls-cert-file={cert}",
+            f"--tls-private-key-file={key}",
+            f"--cert-dir={self.work_dir / 'certs'}",
+            # The kubelet's serving certificate comes from the test CA and names its InternalIP.
+            f"--kubelet-certificate-authority={ca}",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--kubelet-use-node-status-port",
+            f"--metric-resolution={self.metric_resolution}",
+            # metric-resolution must exceed the kubelet timeout (10 s by default) by a tenth.
+            "--kubelet-request-timeout=5s",
+            "--profiling=false",
+            "--v=1",
+        ]
+
+    def _wait_serving(self, timeout: float) -> None:
+        wait_until(self._node_has_metrics, timeout=timeout, what="the node's metrics from metrics.k8s.io",
+                   process=self.process, interval=1.0)  # fmt: skip
+
     def stop(self) -> None:
         """Unregister (the APIService first), stop the process, remove its RBAC and files."""
         with contextlib.suppress(Exception), self.stack.control_plane.api_client() as api:
             with contextlib.suppress(ApiException):
-                k8s_client.ApiregistrationV1Api(api).delete_api_service(APISERVICE)
+                k8s_client.ApiregistrationV1Api(api).delete_api_service(self.apiservice)
             core = k8s_client.CoreV1Api(api)
             with contextlib.suppress(ApiException):
-                core.delete_namespaced_service(NAME, NAMESPACE)
+                core.delete_namespaced_service(self.name, NAMESPACE)
             with contextlib.suppress(ApiException):
-                core.delete_namespaced_endpoints(NAME, NAMESPACE)
+                core.delete_namespaced_endpoints(self.name, NAMESPACE)
             rbac = k8s_client.RbacAuthorizationV1Api(api)
-            for kind, body in _rbac_objects():
+            for kind, body in _rbac_objects(self.user, self.name):
                 meta = body["metadata"]
                 with contextlib.suppress(ApiException):
                     if kind == "role_binding":
@@ -229,7 +246,7 @@ class MetricsServer:
     def _apply_rbac(self) -> None:
         with self.stack.control_plane.api_client() as api:
             rbac = k8s_client.RbacAuthorizationV1Api(api)
-            for kind, body in _rbac_objects():
+            for kind, body in _rbac_objects(self.user, self.name):
                 try:
                     if kind == "role_binding":
                         rbac.create_namespaced_role_binding(body["metadata"]["namespace"], body)
@@ -243,20 +260,20 @@ class MetricsServer:
         with self.stack.control_plane.api_client() as api:
             core = k8s_client.CoreV1Api(api)
             core.create_namespaced_service(NAMESPACE, {
-                "metadata": {"name": NAME},
+                "metadata": {"name": self.name},
                 "spec": {"ports": [{"name": "https", "port": 443, "targetPort": self.port, "protocol": "TCP"}]},
             })  # fmt: skip
             core.create_namespaced_endpoints(NAMESPACE, {
-                "metadata": {"name": NAME},
+                "metadata": {"name": self.name},
                 "subsets": [{"addresses": [{"ip": self.host}],
                              "ports": [{"name": "https", "port": self.port, "protocol": "TCP"}]}],
             })  # fmt: skip
             k8s_client.ApiregistrationV1Api(api).create_api_service({
-                "metadata": {"name": APISERVICE},
+                "metadata": {"name": self.apiservice},
                 "spec": {
-                    "service": {"name": NAME, "namespace": NAMESPACE, "port": 443},
-                    "group": GROUP,
-                    "version": VERSION,
+                    "service": {"name": self.name, "namespace": NAMESPACE, "port": 443},
+                    "group": self.group,
+                    "version": self.version,
                     "caBundle": base64.b64encode(ca_pem).decode(),
                     "groupPriorityMinimum": 100,
                     "versionPriority": 100,
@@ -265,7 +282,7 @@ class MetricsServer:
 
     def _available(self) -> bool:
         with self.stack.control_plane.api_client() as api:
-            svc = k8s_client.ApiregistrationV1Api(api).read_api_service(APISERVICE)
+            svc = k8s_client.ApiregistrationV1Api(api).read_api_service(self.apiservice)
         conds = {c.type: c for c in (svc.status.conditions or [])} if svc.status else {}
         available = conds.get("Available")
         if available is not None and available.status != "True":
