@@ -15,6 +15,7 @@ certificates, upstream's RBAC for its user, a selector-less Service with an Endp
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, cast
 
@@ -58,25 +59,27 @@ class CustomMetricsAdapter(MetricsServer):
         wait_until(self._lists_the_metric, timeout=timeout, what=f"{self.metric} listed by {self.apiservice}",
                    process=self.process, interval=1.0)  # fmt: skip
 
-    def _lists_the_metric(self) -> bool:
+    def _get(self, path: str) -> dict[str, Any]:
+        """GET a path of the API server as JSON (the aggregator proxies it to the adapter)."""
         with self.stack.control_plane.api_client() as api:
-            found: Any = api.call_api(
-                f"/apis/{self.group}/{self.version}", "GET", response_type="object", _return_http_data_only=True
-            )
-        return any(r.get("name") == f"pods/{self.metric}" for r in cast(dict[str, Any], found).get("resources", []))
+            request = api.param_serialize("GET", path, header_params={"Accept": "application/json"})
+            resp = api.call_api(*request)
+            resp.read()  # type: ignore[no-untyped-call]
+            text = resp.data.decode() if resp.data else ""
+            if not 200 <= resp.status <= 299:
+                raise ApiException.from_response(http_resp=resp, body=text, data=None)
+        return cast(dict[str, Any], json.loads(text or "{}"))
+
+    def _lists_the_metric(self) -> bool:
+        found = self._get(f"/apis/{self.group}/{self.version}")
+        return any(r.get("name") == f"pods/{self.metric}" for r in found.get("resources", []))
 
     def pod_values(self, namespace: str) -> dict[str, float]:
         """{pod: value} of every pod of `namespace` the metric has a sample for, as the HPA reads them."""
-        with self.stack.control_plane.api_client() as api:
-            try:
-                got: Any = api.call_api(
-                    f"/apis/{self.group}/{self.version}/namespaces/{namespace}/pods/*/{self.metric}",
-                    "GET",
-                    response_type="object",
-                    _return_http_data_only=True,
-                )
-            except ApiException as exc:
-                if exc.status == 404:
-                    return {}
-                raise
+        try:
+            got = self._get(f"/apis/{self.group}/{self.version}/namespaces/{namespace}/pods/*/{self.metric}")
+        except ApiException as exc:
+            if exc.status == 404:
+                return {}
+            raise
         return {i["describedObject"]["name"]: float(parse_quantity(i["value"])) for i in got.get("items", [])}
