@@ -18,7 +18,7 @@ from conveyor.core.support import LOCAL, OPERATOR, unsupported
 from conveyor.core.task import StoreConfig, TaskResult
 from conveyor.core.validation import InvalidSpec, parse_document, validate_pipeline
 from conveyor.kube.cluster import ClusterRefused
-from conveyor.kube.objects import ObjectKind, StepObjects
+from conveyor.kube.objects import DeleteFailed, ObjectKind, StepObjects
 from conveyor.manifests.resource import object_name, step_object
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -470,7 +470,7 @@ class _Objects(StepObjects):
 
 @pytest.mark.parametrize(
     ("status", "raises"),
-    [(200, None), (404, None), (403, ClusterRefused), (422, ClusterRefused), (500, ApiException)],
+    [(200, None), (404, None), (403, ClusterRefused), (422, ClusterRefused), (500, DeleteFailed)],
     ids=["deleted", "already-gone", "no-grant", "refused", "server-error"],
 )
 def test_a_refused_delete_is_a_cluster_refusal_as_create_and_get_are(status: int, raises: type | None) -> None:
@@ -482,4 +482,6 @@ def test_a_refused_delete_is_a_cluster_refusal_as_create_and_get_are(status: int
             objects.delete("example.dev/v1", "Job", "ns", "r-train-1")
         if raises is ClusterRefused:
             assert "deleting Job r-train-1 was refused" in str(e.value) and str(status) in str(e.value)
+        if raises is DeleteFailed:
+            assert "deleting Job r-train-1 failed" in str(e.value) and str(status) in str(e.value)
     assert objects.calls == [("DELETE", "/apis/example.dev/v1/namespaces/ns/jobs/r-train-1")]

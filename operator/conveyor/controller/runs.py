@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from conveyor import __version__
@@ -65,7 +64,7 @@ from conveyor.core.support import OPERATOR, unsupported_steps
 from conveyor.core.task import StoreConfig, TaskResult, result_document, step_of, units_document
 from conveyor.core.validation import issues_from_pydantic, issues_text, resolve_parameters, validate_pipeline
 from conveyor.kube.cluster import Cluster, ClusterRefused, JobObservation, StaleObject, observe_jobs
-from conveyor.kube.objects import StepObjects
+from conveyor.kube.objects import DeleteFailed, StepObjects
 from conveyor.kube.timestamps import parse_timestamp
 from conveyor.kube.watchcache import WatchCache
 from conveyor.lifecycle.specs import store_spec
@@ -321,7 +320,7 @@ class RunReconciler:
         name = object_name(run_name, key, attempt)
         try:
             self.objects.delete(str(manifest["apiVersion"]), str(manifest["kind"]), namespace, name)
-        except (ClusterRefused, ApiException) as e:  # retried next pass; the Run's deletion takes it anyway
+        except (ClusterRefused, DeleteFailed) as e:  # retried next pass; the Run's deletion takes it anyway
             log.warning("%s step %s: could not delete %s %s: %s", namespace, key, manifest["kind"], name, e)
             return
         self._gone_objects.setdefault((namespace, run_name), set()).add((key, attempt))

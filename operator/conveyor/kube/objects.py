@@ -29,6 +29,10 @@ class ObjectKind:
         return f"{prefix}/namespaces/{namespace}/{self.plural}"
 
 
+class DeleteFailed(Exception):
+    """The API server failed a delete (5xx): worth asking again later, unlike a refusal."""
+
+
 class StepObjects:
     """Resource steps' objects through the generic API paths; a kind's plural comes from discovery (which needs no
     RBAC grant) and is remembered per process."""
@@ -123,4 +127,4 @@ class StepObjects:
                 return
             if e.status is not None and 400 <= e.status < 500:
                 raise ClusterRefused(f"deleting {kind} {name} was refused: {_api_message(e)}") from None
-            raise
+            raise DeleteFailed(f"deleting {kind} {name} failed: {_api_message(e)}") from None
