@@ -156,10 +156,9 @@ class MetricsServer:
         self.startup_seconds = time.monotonic() - began
         return self
 
-    def _command(self, kubeconfig: Path, cert: Path, key: Path, ca: Path) -> list[str]:
+    def _serving_args(self, kubeconfig: Path, cert: Path, key: Path) -> list[str]:
+        """What every aggregated API server here is given: its delegated auth, address and serving certificate."""
         return [
-            str(self.binary),
-            f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}",
             f"--bind-address={self.host}",
@@ -167,6 +166,13 @@ class MetricsServer:
             f"--tls-cert-file={cert}",
             f"--tls-private-key-file={key}",
             f"--cert-dir={self.work_dir / 'certs'}",
+        ]
+
+    def _command(self, kubeconfig: Path, cert: Path, key: Path, ca: Path) -> list[str]:
+        return [
+            str(self.binary),
+            f"--kubeconfig={kubeconfig}",
+            *self._serving_args(kubeconfig, cert, key),
             # The kubelet's serving certificate comes from the test CA and names its InternalIP.
             f"--kubelet-certificate-authority={ca}",
             "--kubelet-preferred-address-types=InternalIP",
